@@ -1,0 +1,35 @@
+"""Backends, chosen by queue URL: sqlite:///PATH (default), redis://..., modal://APP."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+from core.broker import Broker, BrokerError
+
+DEFAULT_URL = "sqlite:///.golfq/golfq.db"
+Clock = Callable[[], float]
+
+
+def default_url() -> str:
+    return os.environ.get("GOLFQ_QUEUE") or DEFAULT_URL
+
+
+def open_broker(url: str | None = None, clock: Clock = time.time) -> Broker:
+    """Open the backend a queue URL names; BrokerError (one line) for a URL it can't use."""
+    url = url or default_url()
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme == "sqlite":
+        from core.backends.sqlite import SqliteBroker
+
+        return SqliteBroker(url, clock=clock)
+    if scheme in ("redis", "rediss", "unix"):
+        from core.backends.redis import RedisBroker
+
+        return RedisBroker(url, clock=clock)
+    if scheme == "modal":
+        from core.backends.modal import ModalBroker
+
+        return ModalBroker(url, clock=clock)
+    raise BrokerError(f"queue URL {url!r}: unknown scheme (use sqlite:///PATH, redis://HOST:PORT/DB or modal://APP)")

@@ -1,0 +1,119 @@
+"""Job semantics as pure functions: (job, action, now) -> (new job, events).
+
+Every backend calls these inside its own atomic read-modify-write (a SQLite
+transaction, a Redis WATCH/MULTI, the Modal dispatcher's single writer), so the
+rules in DESIGN.md's "Job semantics" are written exactly once. Events come back
+with seq=0; the backend numbers them as it appends them.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from core.broker import CompleteOutcome, Job, JobState, Lease
+from core.events import Event, EventKind
+from core.result import FailureKind, Result
+from core.spec import ExperimentSpec
+
+Transition = tuple[Job, list[Event]]
+_replace = msgspec.structs.replace
+
+
+def _event(kind: EventKind, job: Job, now: float, **fields) -> Event:
+    return Event(seq=0, ts=now, kind=kind, job_id=job.id, pool=job.pool, attempt=job.attempt, **fields)
+
+
+def new_job(spec: ExperimentSpec, now: float, order: int = 0) -> Transition:
+    job = Job(id=spec.id, spec=spec, state=JobState.QUEUED, submitted_at=now, updated_at=now, order=order)
+    return job, [_event(EventKind.SUBMITTED, job, now, spec=spec)]
+
+
+def holds(job: Job, lease: Lease) -> bool:
+    return job.state is JobState.LEASED and job.attempt == lease.attempt and job.worker_id == lease.worker_id
+
+
+def claim(job: Job, worker_id: str, lease_seconds: float, now: float) -> tuple[Job, Lease, list[Event]]:
+    if job.state is not JobState.QUEUED:
+        raise ValueError(f"job {job.id} is {job.state.value}, not queued")
+    deadline = now + lease_seconds
+    job = _replace(job, state=JobState.LEASED, attempt=job.attempt + 1, worker_id=worker_id,
+                   lease_deadline=deadline, updated_at=now)
+    lease = Lease(job_id=job.id, attempt=job.attempt, worker_id=worker_id, pool=job.pool, deadline=deadline, spec=job.spec)
+    return job, lease, [_event(EventKind.CLAIMED, job, now, worker_id=worker_id)]
+
+
+def heartbeat(job: Job, lease: Lease, lease_seconds: float, now: float) -> Job | None:
+    """The extended job, or None when the lease is no longer held."""
+    if not holds(job, lease):
+        return None
+    return _replace(job, lease_deadline=now + lease_seconds, updated_at=now)
+
+
+def complete(job: Job, lease: Lease, result: Result, now: float) -> tuple[Job, list[Event], CompleteOutcome]:
+    if result.spec_id != job.id or result.attempt != lease.attempt:
+        raise ValueError(f"result is for {result.spec_id}#{result.attempt}, lease is {job.id}#{lease.attempt}")
+    if not holds(job, lease):
+        if job.state is JobState.SUCCEEDED and job.result is not None and job.result.attempt == lease.attempt:
+            return job, [], CompleteOutcome.DUPLICATE
+        superseded = _event(EventKind.SUPERSEDED, job, now, worker_id=lease.worker_id, result=result)
+        return job, [msgspec.structs.replace(superseded, attempt=lease.attempt)], CompleteOutcome.SUPERSEDED
+    if not result.succeeded:
+        job, events = fail(job, lease, result.error or "failed", result.failure or FailureKind.USER, now, result)
+        return job, events, CompleteOutcome.COUNTED
+    job = _replace(job, state=JobState.SUCCEEDED, result=result, lease_deadline=None, error=None, updated_at=now)
+    return job, [_event(EventKind.SUCCEEDED, job, now, worker_id=lease.worker_id, result=result)], CompleteOutcome.COUNTED
+
+
+def fail(job: Job, lease: Lease, error: str, kind: FailureKind, now: float, result: Result | None = None) -> Transition:
+    if not holds(job, lease):
+        late = _event(EventKind.SUPERSEDED, job, now, worker_id=lease.worker_id, failure=kind, error=error, result=result)
+        return job, [msgspec.structs.replace(late, attempt=lease.attempt)]
+    return _count_failure(job, error, kind, now, result)
+
+
+def expire(job: Job, now: float) -> Transition:
+    """Reap: a lease past its deadline is an infra failure of that attempt."""
+    if job.state is not JobState.LEASED or job.lease_deadline is None or job.lease_deadline > now:
+        return job, []
+    return _count_failure(job, f"lease expired (worker {job.worker_id} stopped heartbeating)", FailureKind.INFRA, now, None)
+
+
+def _count_failure(job: Job, error: str, kind: FailureKind, now: float, result: Result | None) -> Transition:
+    failures = {**job.failures, kind.value: job.failures.get(kind.value, 0) + 1}
+    budget = getattr(job.spec.budget.retries, kind.value, 0)
+    retry = failures[kind.value] <= budget
+    next_state = JobState.QUEUED if retry else (JobState.FAILED if kind is FailureKind.USER else JobState.DEAD)
+    failed = _replace(job, failures=failures, error=error, result=result or job.result, lease_deadline=None, updated_at=now)
+    events = [_event(EventKind.FAILED, failed, now, worker_id=job.worker_id, failure=kind, error=error, result=result)]
+    failed = _replace(failed, state=next_state, worker_id="")
+    if next_state is JobState.QUEUED:
+        events.append(_event(EventKind.REQUEUED, failed, now, failure=kind))
+    elif next_state is JobState.DEAD:
+        events.append(_event(EventKind.DEAD, failed, now, failure=kind, error=error))
+    return failed, events
+
+
+def cancel(job: Job, now: float) -> Transition:
+    if job.state.terminal:
+        return job, []
+    job = _replace(job, state=JobState.CANCELLED, lease_deadline=None, updated_at=now)
+    return job, [_event(EventKind.CANCELLED, job, now)]
+
+
+REQUEUEABLE = (JobState.FAILED, JobState.DEAD, JobState.CANCELLED)
+
+
+def requeue(job: Job, now: float) -> Transition:
+    """Queue a finished job again with fresh retry budgets (ops requeue and replay)."""
+    if job.state not in REQUEUEABLE:
+        return job, []
+    job = _replace(job, state=JobState.QUEUED, failures={}, error=None, worker_id="", lease_deadline=None, updated_at=now)
+    return job, [_event(EventKind.REQUEUED, job, now)]
+
+
+def pool_event(kind: EventKind, pool: str, now: float) -> Event:
+    return Event(seq=0, ts=now, kind=kind, pool=pool)
+
+
+def is_expired(job: Job, now: float) -> bool:
+    return job.state is JobState.LEASED and job.lease_deadline is not None and job.lease_deadline <= now

@@ -1,0 +1,52 @@
+"""Result: what one attempt of one job produced, and why it failed if it did."""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+
+class FailureKind(str, enum.Enum):
+    """Each class has its own retry budget (spec.budget.retries)."""
+
+    INFRA = "infra"  # lease lost, preempted, worker died: the experiment is not to blame
+    TIMEOUT = "timeout"  # killed at the hard timeout
+    USER = "user"  # the training process exited non-zero or reported no score
+    INVALID = "invalid"  # refused at submit; never queued
+
+
+class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    spec_id: str
+    attempt: int
+    status: str  # "succeeded" | "failed"
+    val_bpb: float | None = None  # the score: post-quantization roundtrip
+    val_loss: float | None = None
+    pre_quant_val_bpb: float | None = None
+    pre_quant_val_loss: float | None = None
+    artifact_bytes: int | None = None  # model + code, the number held to 16,000,000
+    model_bytes: int | None = None
+    code_bytes: int | None = None
+    train_seconds: float | None = None
+    eval_seconds: float | None = None
+    total_seconds: float | None = None
+    steps: int | None = None
+    tokens_seen: int | None = None
+    step_ms: float | None = None
+    peak_mem_mib: float | None = None
+    gpu_name: str | None = None
+    gpu_count: int = 0
+    gpu_seconds: float | None = None
+    cost_usd: float | None = None
+    worker_id: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+    log_path: str | None = None
+    log_tail: str = ""
+    artifact_path: str | None = None
+    error: str | None = None
+    failure: FailureKind | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"

@@ -1,0 +1,185 @@
+"""ExperimentSpec: what to train, where, with which budget; and its content-derived id.
+
+A spec is refused at the door with one line that names the field, so nothing malformed
+ever reaches a queue. The id hashes only what changes the outcome, so submitting the
+same experiment twice (under another name, tag or priority) finds the existing job.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from typing import Annotated, Any
+
+import msgspec
+
+from core.pools import known_pools
+
+MAX_SCRIPT_BYTES = 1 << 20
+SPEC_VERSION = 1
+BUILTIN = "builtin"
+
+_ENV_KEY = re.compile(r"^[A-Z][A-Z0-9_]*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_SCRIPT_REF = re.compile(r"^sha256:[0-9a-f]{64}$")
+_SPEC_ID = re.compile(r"^[a-z2-7]{16}$")
+# golfq sets these itself from typed fields; allowing them in env would make two
+# specs with the same outcome hash differently, or silently override the budget.
+RESERVED_ENV = {
+    "SEED": "seed",
+    "MAX_WALLCLOCK_SECONDS": "budget.train_seconds",
+    "DATA_PATH": "data.dataset",
+    "TOKENIZER_PATH": "data.tokenizer",
+    "RANK": None,
+    "WORLD_SIZE": None,
+    "LOCAL_RANK": None,
+    "CUDA_VISIBLE_DEVICES": None,
+}
+
+NonNegInt = Annotated[int, msgspec.Meta(ge=0, le=1000)]
+Positive = Annotated[float, msgspec.Meta(gt=0, le=7 * 24 * 3600)]
+ShortText = Annotated[str, msgspec.Meta(max_length=200)]
+
+
+class SpecError(ValueError):
+    """A spec was refused; str(error) is one line naming the field."""
+
+
+class Retries(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How many times each failure class is retried before the job is given up."""
+
+    infra: NonNegInt = 3
+    timeout: NonNegInt = 1
+    user: NonNegInt = 0
+
+
+class Budget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    train_seconds: Positive = 600.0  # becomes MAX_WALLCLOCK_SECONDS
+    timeout_seconds: Positive | None = None  # hard kill; default leaves room for eval and start-up
+    retries: Retries = Retries()
+
+    @property
+    def hard_timeout(self) -> float:
+        if self.timeout_seconds is not None:
+            return self.timeout_seconds
+        return self.train_seconds + max(300.0, self.train_seconds)
+
+
+class DataRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Names under the data root: datasets/<dataset>/ and tokenizers/<tokenizer>.model."""
+
+    dataset: str = "fineweb10B_sp1024"
+    tokenizer: str = "fineweb_1024_bpe"
+
+    def __post_init__(self) -> None:
+        for field in ("dataset", "tokenizer"):
+            value = getattr(self, field)
+            if not _NAME.match(value) or len(value) > 100:
+                raise ValueError(f"data.{field}: {value!r} is not a plain name ([A-Za-z0-9_.-])")
+
+
+class ExperimentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    name: ShortText = ""
+    pool: str = "cpu"
+    trainer: str = BUILTIN  # "builtin" or "sha256:<hex>" of a script stored in the broker
+    env: dict[str, str] = {}
+    seed: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 1337
+    data: DataRef = DataRef()
+    budget: Budget = Budget()
+    priority: Annotated[int, msgspec.Meta(ge=-1000, le=1000)] = 0
+    tags: tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=64)], ...] = ()
+    parent: str | None = None
+    created_by: ShortText = ""
+
+    def __post_init__(self) -> None:
+        pools = known_pools()
+        if self.pool not in pools:
+            raise ValueError(f"pool: unknown pool {self.pool!r} (known: {', '.join(sorted(pools))})")
+        if self.trainer != BUILTIN and not _SCRIPT_REF.match(self.trainer):
+            raise ValueError(f"trainer: {self.trainer!r} is neither 'builtin' nor 'sha256:<64 hex>'")
+        for key, value in self.env.items():
+            if not _ENV_KEY.match(key):
+                raise ValueError(f"env.{key}: keys must be UPPER_SNAKE_CASE")
+            if not isinstance(value, str):
+                raise ValueError(f"env.{key}: values must be strings, got {type(value).__name__}")
+            if len(value) > 4096:
+                raise ValueError(f"env.{key}: value longer than 4096 characters")
+            if key in RESERVED_ENV:
+                instead = RESERVED_ENV[key]
+                hint = f"set {instead} instead" if instead else "golfq sets it for each process"
+                raise ValueError(f"env.{key}: reserved, {hint}")
+        if len(self.env) > 256:
+            raise ValueError("env: more than 256 variables")
+        if self.parent is not None and not _SPEC_ID.match(self.parent):
+            raise ValueError(f"parent: {self.parent!r} is not a spec id")
+        if len(self.tags) > 32:
+            raise ValueError("tags: more than 32 tags")
+
+    @property
+    def id(self) -> str:
+        return spec_id(self)
+
+    @property
+    def script_sha256(self) -> str | None:
+        return None if self.trainer == BUILTIN else self.trainer.removeprefix("sha256:")
+
+
+def canonical_bytes(spec: ExperimentSpec) -> bytes:
+    """The fields that change the outcome, encoded with sorted keys."""
+    outcome = {
+        "v": SPEC_VERSION,
+        "pool": spec.pool,
+        "trainer": spec.trainer,
+        "env": spec.env,
+        "seed": spec.seed,
+        "data": {"dataset": spec.data.dataset, "tokenizer": spec.data.tokenizer},
+        "budget": {"train_seconds": float(spec.budget.train_seconds), "timeout_seconds": float(spec.budget.hard_timeout)},
+    }
+    return msgspec.json.encode(outcome, order="sorted")
+
+
+def spec_id(spec: ExperimentSpec) -> str:
+    digest = hashlib.sha256(canonical_bytes(spec)).digest()
+    return base64.b32encode(digest[:10]).decode("ascii").lower()
+
+
+def config_key(spec: ExperimentSpec) -> str:
+    """Like the id but blind to the seed: repeats of one config share it."""
+    return spec_id(msgspec.structs.replace(spec, seed=0))
+
+
+def script_ref(content: bytes) -> str:
+    if len(content) > MAX_SCRIPT_BYTES:
+        raise SpecError(f"script: {len(content):,} bytes is over the {MAX_SCRIPT_BYTES:,}-byte limit")
+    return "sha256:" + hashlib.sha256(content).hexdigest()
+
+
+def _one_line(error: Exception) -> str:
+    text = " ".join(str(error).split())
+    # msgspec says "Expected `int`, got `str` - at `$.seed`"; lead with the field instead.
+    match = re.match(r"^(.*) - at `\$\.?(.*)`$", text)
+    message, path = match.groups() if match else (text, "")
+    if re.match(r"^[\w.\[\]']+: ", message):  # our own checks already name the field
+        return message
+    return f"{path or 'spec'}: {message}"
+
+
+def parse_spec(obj: Any) -> ExperimentSpec:
+    """Build a spec from a dict, JSON bytes/str or an ExperimentSpec; raise SpecError."""
+    try:
+        if isinstance(obj, ExperimentSpec):
+            return obj
+        if isinstance(obj, (bytes, bytearray, memoryview, str)):
+            return msgspec.json.decode(obj, type=ExperimentSpec)
+        if not isinstance(obj, dict):
+            raise SpecError(f"spec: expected a table/object, got {type(obj).__name__}")
+        return msgspec.convert(obj, type=ExperimentSpec)
+    except SpecError:
+        raise
+    except (msgspec.ValidationError, msgspec.DecodeError, ValueError, TypeError) as error:
+        raise SpecError(_one_line(error)) from None
+
+
+def encode_spec(spec: ExperimentSpec) -> bytes:
+    return msgspec.json.encode(spec)
