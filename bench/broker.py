@@ -20,7 +20,11 @@ Row = tuple[str, str, str]
 
 # section name -> module under bench/; each owns one set of figures.
 SECTIONS = {
+    "modal": "bench.modal",
+    "fleet": "bench.broker_fleet",
     "reducer": "bench.reducer",
+    "redis": "bench.broker_redis",
+    "sqlite": "bench.broker_sqlite",
 }
 
 

@@ -2,6 +2,8 @@
 
 A backend joins by adding a factory to BACKENDS: it takes a tmp_path and a
 ManualClock and returns an open Broker whose notion of "now" is that clock.
+If several processes can open it by URL, it also adds one to URL_BACKENDS, and
+the multi-process tests (test_processes.py) run on it too.
 """
 
 from __future__ import annotations
@@ -33,8 +35,56 @@ def _sqlite(tmp_path: Path, clock: ManualClock) -> Broker:
     return SqliteBroker(f"sqlite:///{tmp_path / 'golfq.db'}", clock=clock)
 
 
+def _redis_fake(tmp_path: Path, clock: ManualClock) -> Broker:
+    import fakeredis
+
+    from core.backends.redis import RedisBroker
+
+    return RedisBroker("redis://fakeredis/0", clock=clock, client=fakeredis.FakeRedis(server=fakeredis.FakeServer()))
+
+
+def _redis_server_url() -> str:
+    from tests.redis_server import fresh_url
+
+    url = fresh_url()
+    if url is None:
+        pytest.skip("redis-server is not installed (/usr/bin/redis-server); .ci/run installs it")
+    return url
+
+
+def _redis_server(tmp_path: Path, clock: ManualClock) -> Broker:
+    from core.backends.redis import RedisBroker
+
+    return RedisBroker(_redis_server_url(), clock=clock)
+
+
+def _modal_fake(tmp_path: Path, clock: ManualClock) -> Broker:
+    from tests.modal_fakes import FakeModal
+
+    return FakeModal().broker("modal://golfq-contract", clock=clock)
+
+
 BACKENDS: dict[str, Callable[[Path, ManualClock], Broker]] = {
     "sqlite": _sqlite,
+    "redis-fake": _redis_fake,
+    "redis-server": _redis_server,
+    "modal-fake": _modal_fake,
+}
+
+
+def _sqlite_url(tmp_path: Path) -> Iterator[str]:
+    yield f"sqlite:///{tmp_path / 'shared.db'}"
+
+
+def _redis_url(tmp_path: Path) -> Iterator[str]:
+    yield _redis_server_url()
+
+
+# Backends that several processes open by URL (real time, no ManualClock) for the
+# multi-process tests: a generator that sets up, yields the URL, then cleans up.
+URL_BACKENDS: dict[str, Callable[[Path], Iterator[str]]] = {
+    "sqlite": _sqlite_url,
+    "redis-server": _redis_url,
 }
 
 
@@ -53,3 +103,8 @@ def broker(backend_name: str, tmp_path: Path, clock: ManualClock) -> Iterator[Br
     opened = BACKENDS[backend_name](tmp_path, clock)
     yield opened
     opened.close()
+
+
+@pytest.fixture(params=sorted(URL_BACKENDS))
+def broker_url(request, tmp_path: Path) -> Iterator[str]:
+    yield from URL_BACKENDS[request.param](tmp_path)

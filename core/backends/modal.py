@@ -1,0 +1,429 @@
+"""The Modal backend: modal://APP[?env=ENV].
+
+Job records, events, observations and fronts live in the `APP-state` modal.Dict as
+msgspec MessagePack bytes (never cloudpickled objects, so producers and workers need
+not share library versions). Heartbeats, call records and the writer lock live in
+`APP-leases`. Spec ids go into the `APP-wake` modal.Queue, one partition per pool,
+only to wake claimers and the dispatcher: a Queue get is a destructive pop with no
+ack, so the Queue is never the source of truth. Scripts go to the `APP-artifacts`
+Volume and the Dict holds their paths.
+
+Every mutation runs under the WriterLock (core.backends.modal_store), applies
+core.lifecycle to the records it read, and commits records, indexes and events in
+one Dict.update. Heartbeats are the exception: the lease holder alone writes
+`hb/JOB/ATTEMPT`, and every read of a leased job takes its deadline from there, so
+busy workers never queue on the lock. docs/modal.md explains the design.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import parse_qsl
+
+import msgspec
+
+from core import lifecycle
+from core.broker import BrokerError, CompleteOutcome, Job, JobState, Lease, PoolStats, Stats
+from core.events import Event, EventKind
+from core.pareto import Front, Observation, Reducer, observation
+from core.result import FailureKind, Result
+from core.spec import ExperimentSpec, SpecError, script_ref
+from core.backends.modal_records import EVENTS_PER_PAGE, Meta, PoolDoc, ScriptEntry, StateTxn, hb_key
+from core.backends.modal_store import LOCK_SECONDS, BlobStore, DictLike, VolumeBlobStore, WriterLock, decode, encode, scan
+
+log = logging.getLogger("golfq.modal")
+
+WAKE_TTL_SECONDS = 24 * 3600
+_APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
+Factory = Callable[[str, "str | None"], Any]
+
+
+def parse_url(url: str) -> tuple[str, str | None]:
+    """modal://APP[?env=ENV] -> (app, environment)."""
+    if not url.startswith("modal://"):
+        raise BrokerError(f"queue URL {url!r}: not a modal:// URL")
+    app, _, query = url.removeprefix("modal://").partition("?")
+    app = app.rstrip("/")
+    if not _APP_NAME.match(app):
+        raise BrokerError(f"queue URL {url!r}: app name must be 1-48 of [A-Za-z0-9._-] (modal://APP[?env=ENV])")
+    env = None
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key != "env" or not value:
+            raise BrokerError(f"queue URL {url!r}: bad option {key}={value!r} (only env=ENVIRONMENT)")
+        env = value
+    return app, env
+
+
+def _modal_dict(name: str, env: str | None) -> Any:
+    import modal
+
+    return modal.Dict.from_name(name, environment_name=env, create_if_missing=True)
+
+
+def _modal_queue(name: str, env: str | None) -> Any:
+    import modal
+
+    return modal.Queue.from_name(name, environment_name=env, create_if_missing=True)
+
+
+class ModalBroker:
+    """The Broker protocol over modal.Dict and modal.Queue; see the module docstring."""
+
+    def __init__(self, url: str, clock: Callable[[], float] = time.time, *, dict_factory: Factory | None = None,
+                 queue_factory: Factory | None = None, blob_store: BlobStore | None = None,
+                 kick: Callable[[], None] | None = None, lock_seconds: float = LOCK_SECONDS) -> None:
+        self.url = url
+        self.clock = clock
+        self.app, self.environment = parse_url(url)
+        real = dict_factory is None
+        dict_factory = dict_factory or _modal_dict
+        queue_factory = queue_factory or _modal_queue
+        self.state: DictLike = dict_factory(f"{self.app}-state", self.environment)
+        self.leases: DictLike = dict_factory(f"{self.app}-leases", self.environment)
+        self.wake = queue_factory(f"{self.app}-wake", self.environment)
+        self.blobs = blob_store if blob_store is not None else self._volume_store()
+        self.kick = kick if kick is not None or not real else self._kick_dispatcher
+        self._lock = WriterLock(self.leases, seconds=lock_seconds)
+
+    def __repr__(self) -> str:
+        return f"ModalBroker({self.url!r})"
+
+    def _volume_store(self) -> BlobStore:
+        import os
+
+        import modal
+
+        volume = modal.Volume.from_name(f"{self.app}-artifacts", environment_name=self.environment,
+                                        create_if_missing=True)
+        return VolumeBlobStore(volume, os.environ.get("GOLFQ_ARTIFACTS_MOUNT"))
+
+    def _kick_dispatcher(self) -> None:
+        import modal
+
+        modal.Function.from_name(self.app, "dispatch", environment_name=self.environment).spawn()
+
+    # -- the write path ------------------------------------------------------------------------
+
+    def _write(self, work: Callable[[StateTxn], Any]) -> Any:
+        epoch, deadline = self._lock.acquire()
+        try:
+            tx = StateTxn(self.state, self.clock())
+            out = work(tx)
+            tx.append_events()
+            if tx.dirty:
+                if not self._lock.held(epoch, deadline):
+                    raise BrokerError("lost the queue's writer lock before committing; nothing was written")
+                tx.commit()
+        finally:
+            self._lock.release(epoch)
+        self._after_commit(tx.events)
+        return out
+
+    def _after_commit(self, events: list[Event]) -> None:
+        """Wake claimers and the dispatcher for work that became claimable. Best effort: a lost
+        wake-up only delays a claim until the next scheduled dispatch."""
+        fresh = [e for e in events if e.kind in (EventKind.SUBMITTED, EventKind.REQUEUED)]
+        for event in fresh:
+            try:
+                self.wake.put(event.job_id, block=False, partition=event.pool, partition_ttl=WAKE_TTL_SECONDS)
+            except Exception as error:  # queue.Full or a blip
+                log.info("wake-up for %s not queued: %s", event.job_id, error)
+        if fresh and self.kick is not None:
+            try:
+                self.kick()
+            except Exception as error:
+                log.warning("could not kick the dispatcher of %s: %s", self.app, error)
+
+    # -- submit and scripts --------------------------------------------------------------------
+
+    def submit(self, specs: Sequence[ExperimentSpec]) -> list[Job]:
+        specs = list(specs)
+        for spec in specs:
+            if not isinstance(spec, ExperimentSpec):
+                raise SpecError(f"spec: expected an ExperimentSpec, got {type(spec).__name__}")
+        ids = [spec.id for spec in specs]
+
+        def work(tx: StateTxn) -> list[Job]:
+            meta = tx.meta()
+            jobs: dict[str, Job] = {}
+            for spec, job_id in zip(specs, ids):
+                if job_id in jobs:
+                    continue
+                job = tx.job(job_id)
+                if job is None:
+                    meta.order += 1
+                    job, events = lifecycle.new_job(spec, tx.now, meta.order)
+                    tx.put("meta", meta)
+                    tx.save(None, job, events)
+                jobs[job_id] = job
+            return [jobs[job_id] for job_id in ids]
+
+        return [self._overlay(job) for job in self._write(work)]
+
+    def put_script(self, content: bytes) -> str:
+        ref = script_ref(bytes(content))
+        key = f"script/{ref.removeprefix('sha256:')}"
+        if not self.state.contains(key):
+            path = f"scripts/{ref.removeprefix('sha256:')}.py"
+            self.blobs.put(path, bytes(content))
+            self.state.put(key, encode(ScriptEntry(path, len(content))))
+        return ref
+
+    def get_script(self, ref: str) -> bytes:
+        entry = decode(self.state.get(f"script/{ref.removeprefix('sha256:')}"), ScriptEntry)
+        if entry is None:
+            raise KeyError(f"script {ref}: not stored in {self.url}")
+        content = self.blobs.get(entry.path)
+        if script_ref(content) != ref:
+            raise BrokerError(f"script {ref}: the copy at {entry.path} does not match its hash")
+        return content
+
+    # -- the lease cycle -----------------------------------------------------------------------
+
+    def claim(self, pool: str, worker_id: str, lease_seconds: float = 60.0, timeout: float = 0.0) -> Lease | None:
+        give_up = time.monotonic() + max(timeout, 0.0)
+        while True:
+            if self._worth_claiming(pool):
+                lease = self._write(lambda tx: self._claim_in(tx, pool, worker_id, lease_seconds))
+                if lease is not None:
+                    return lease
+            left = give_up - time.monotonic()
+            if left <= 0:
+                return None
+            try:  # sleep until a submit wakes the pool, re-polling now and then in case a wake-up was lost
+                self.wake.get(block=True, timeout=min(left, 1.0), partition=pool)
+            except queue.Empty:
+                pass
+
+    def _worth_claiming(self, pool: str) -> bool:
+        """A lock-free look at the pool's index, so idle claimers never queue on the writer lock."""
+        doc = decode(self.state.get(f"pool/{pool}"), PoolDoc)
+        if doc is None:
+            return False
+        now = self.clock()
+        return (bool(doc.queued) and not doc.draining) or any(d <= now for d in doc.leased.values())
+
+    def _claim_in(self, tx: StateTxn, pool: str, worker_id: str, lease_seconds: float) -> Lease | None:
+        self._reap_in(tx)
+        doc = tx.get(f"pool/{pool}", PoolDoc)
+        if doc is None or doc.draining or not doc.queued:
+            return None
+        job = tx.require(doc.queued[0][2])
+        claimed, lease, events = lifecycle.claim(job, worker_id, lease_seconds, tx.now)
+        tx.save(job, claimed, events)
+        return lease
+
+    def heartbeat(self, lease: Lease, lease_seconds: float = 60.0) -> bool:
+        record = decode(self.state.get(f"job/{lease.job_id}"), Job)
+        job = self._overlay(record)
+        extended = lifecycle.heartbeat(job, lease, lease_seconds, self.clock()) if job else None
+        if extended is None:
+            return False
+        if extended.lease_deadline >= (record.lease_deadline or 0.0):
+            # Only moves the deadline later than the record and index say: the reaper reads the
+            # heartbeat key before it expires anything, so this needs no lock.
+            self.leases.put(hb_key(lease.job_id, lease.attempt), encode(extended.lease_deadline))
+            return True
+        return self._write(lambda tx: self._shorten_in(tx, lease, lease_seconds))
+
+    def _shorten_in(self, tx: StateTxn, lease: Lease, lease_seconds: float) -> bool:
+        """A heartbeat that moves the deadline earlier (the first beat after a long start-up
+        lease): the record and the reaper's index must learn it, so it goes through the lock."""
+        record = tx.require(lease.job_id)
+        extended = lifecycle.heartbeat(record, lease, lease_seconds, tx.now)
+        if extended is None:
+            return False
+        self.leases.put(hb_key(lease.job_id, lease.attempt), encode(extended.lease_deadline))
+        tx.save(record, extended, ())
+        return True
+
+    def _overlay(self, job: Job | None) -> Job | None:
+        """A leased job's deadline as its holder's latest heartbeat set it."""
+        if job is None or job.state is not JobState.LEASED:
+            return job
+        beat = decode(self.leases.get(hb_key(job.id, job.attempt)), float)
+        return job if beat is None else msgspec.structs.replace(job, lease_deadline=beat)
+
+    def complete(self, lease: Lease, result: Result) -> CompleteOutcome:
+        def work(tx: StateTxn) -> CompleteOutcome:
+            job = tx.require(lease.job_id)
+            done, events, outcome = lifecycle.complete(job, lease, result, tx.now)
+            tx.save(job, done, events)
+            if outcome is CompleteOutcome.COUNTED and done.state is JobState.SUCCEEDED:
+                self._fold(tx, done, result)
+            return outcome
+
+        return self._write(work)
+
+    def _fold(self, tx: StateTxn, job: Job, result: Result) -> None:
+        """The reducer's step: add the observation and store the track's new front."""
+        obs = observation(job.id, job.spec, result)
+        if obs is None:
+            return
+        key = f"obs/{obs.track}"
+        observations = tx.get(key, list[Observation]) or []
+        observations.append(obs)
+        tx.put(key, observations)
+        tx.put(f"front/{obs.track}", Reducer().add_all(observations).front(obs.track))
+        meta = tx.meta()
+        if obs.track not in meta.tracks:
+            meta.tracks = sorted({*meta.tracks, obs.track})
+            tx.put("meta", meta)
+
+    def fail(self, lease: Lease, error: str, kind: FailureKind, result: Result | None = None) -> JobState:
+        def work(tx: StateTxn) -> JobState:
+            job = tx.require(lease.job_id)
+            failed, events = lifecycle.fail(job, lease, error, FailureKind(kind), tx.now, result)
+            tx.save(job, failed, events)
+            return failed.state
+
+        return self._write(work)
+
+    def reap(self) -> list[str]:
+        return self._write(self._reap_in)
+
+    def _reap_in(self, tx: StateTxn) -> list[str]:
+        reaped = []
+        for pool in tx.meta().pools:
+            doc = tx.pool(pool)
+            for job_id, seen in list(doc.leased.items()):
+                if seen > tx.now:
+                    continue
+                record = tx.require(job_id)
+                job = self._overlay(record)
+                if not lifecycle.is_expired(job, tx.now):  # heartbeats moved it: record that, so we look less
+                    tx.save(record, job, ())
+                    continue
+                tx.save(record, *lifecycle.expire(job, tx.now))
+                reaped.append(job_id)
+        return reaped
+
+    # -- operations ----------------------------------------------------------------------------
+
+    def _transition_each(self, ids: Sequence[str], states: Sequence[JobState], step) -> list[str]:
+        wanted = {JobState(s) for s in states}
+
+        def work(tx: StateTxn) -> list[str]:
+            jobs = [job for job_id in dict.fromkeys(ids) if (job := tx.job(job_id)) is not None]
+            if wanted:
+                named = set(ids)
+                matching = [(k, j) for k, j in scan(self.state, "job/", Job) if j.state in wanted and j.id not in named]
+                for key, job in sorted(matching, key=lambda kj: kj[1].order):
+                    tx.seed(key, job)
+                    jobs.append(tx.job(job.id))
+            changed = []
+            for job in jobs:
+                new, events = step(job, tx.now)
+                if new is not job:
+                    tx.save(job, new, events)
+                    changed.append(job.id)
+            return changed
+
+        return self._write(work)
+
+    def cancel(self, ids: Sequence[str]) -> list[str]:
+        return self._transition_each(ids, (), lifecycle.cancel)
+
+    def requeue(self, ids: Sequence[str] = (), states: Sequence[JobState] = ()) -> list[str]:
+        return self._transition_each(ids, states, lifecycle.requeue)
+
+    def drain(self, pool: str) -> None:
+        self._set_draining(pool, True, EventKind.DRAINED)
+
+    def resume(self, pool: str) -> None:
+        self._set_draining(pool, False, EventKind.RESUMED)
+
+    def _set_draining(self, pool: str, draining: bool, kind: EventKind) -> None:
+        def work(tx: StateTxn) -> None:
+            doc = tx.pool(pool)
+            if doc.draining == draining:
+                return  # already so: the log holds changes only
+            doc.draining = draining
+            tx.put(f"pool/{pool}", doc)
+            tx.events.append(lifecycle.pool_event(kind, pool, tx.now))
+
+        self._write(work)
+
+    def charge(self, pool: str, gpu_seconds: float) -> None:
+        """Add GPU time to a pool's usage (the dispatcher's GPU-hours cap reads it)."""
+        def work(tx: StateTxn) -> None:
+            doc = tx.pool(pool)
+            doc.gpu_seconds += gpu_seconds
+            tx.put(f"pool/{pool}", doc)
+
+        self._write(work)
+
+    def purge(self, before: float) -> int:
+        """Delete terminal job records; events, observations and fronts stay, as in every backend."""
+        def work(tx: StateTxn) -> int:
+            purged = 0
+            for key, job in scan(self.state, "job/", Job):
+                if job.state.terminal and job.updated_at < before:
+                    doc = tx.pool(job.pool)
+                    doc.counts[job.state.value] = doc.counts.get(job.state.value, 0) - 1
+                    tx.put(f"pool/{job.pool}", doc)
+                    tx.delete(key)
+                    purged += 1
+            return purged
+
+        return self._write(work)
+
+    def touch_all(self) -> int:
+        """Read every record once, so Modal's 7-day idle expiry never meets a live project."""
+        keys = list(self.state.keys())
+        for key in keys:
+            self.state.get(key)
+        return len(keys)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        return self._overlay(decode(self.state.get(f"job/{job_id}"), Job))
+
+    def list(self, states: Sequence[JobState] = (), pool: str | None = None, tag: str | None = None,
+             limit: int | None = None) -> list[Job]:
+        wanted = {JobState(s) for s in states}
+        jobs = sorted((job for _, job in scan(self.state, "job/", Job)
+                       if (not wanted or job.state in wanted) and (pool is None or job.pool == pool)
+                       and (tag is None or tag in job.spec.tags)), key=lambda job: job.order)
+        if limit is not None:
+            jobs = jobs[:max(int(limit), 0)]
+        return [self._overlay(job) for job in jobs]
+
+    def pool_doc(self, pool: str) -> PoolDoc:
+        return decode(self.state.get(f"pool/{pool}"), PoolDoc) or PoolDoc()
+
+    def stats(self) -> Stats:
+        meta = decode(self.state.get("meta"), Meta) or Meta()
+        pools = {}
+        for name in meta.pools:
+            doc = self.pool_doc(name)
+            counts = {state.value: doc.counts.get(state.value, 0) for state in JobState}
+            pools[name] = PoolStats(**counts, draining=doc.draining)
+        return Stats(pools=pools, last_seq=meta.seq, backend="modal")
+
+    def events(self, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+        meta = decode(self.state.get("meta"), Meta) or Meta()
+        last = min(meta.seq, after_seq + max(limit, 0))
+        out: list[Event] = []
+        page = max(after_seq, 0) // EVENTS_PER_PAGE
+        while page * EVENTS_PER_PAGE < last:
+            events = decode(self.state.get(f"events/{page}"), list[Event]) or []
+            out += [e for e in events if after_seq < e.seq <= last]
+            page += 1
+        return out
+
+    def front(self, track: str) -> Front:
+        return decode(self.state.get(f"front/{track}"), Front) or Front(track=track)
+
+    def tracks(self) -> list[str]:
+        return list((decode(self.state.get("meta"), Meta) or Meta()).tracks)
+
+    def close(self) -> None:
+        pass
+

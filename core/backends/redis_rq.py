@@ -1,0 +1,237 @@
+"""RQ's side of the Redis backend: one RQ queue per pool, one RQ job per attempt.
+
+golfq's job record is the only source of truth. An RQ job is a delivery token for
+one attempt, id "<spec id>-<attempt>" ([A-Za-z0-9_-] only, as RQ requires); it is
+created in the same MULTI/EXEC that queues the golfq job, and whoever claims the
+attempt (an RQ work horse through workers.rq_job, or Broker.claim) does so under
+WATCH on the golfq record, so only one of them ever wins it.
+
+RQ's own Retry is never used: a retry in RQ re-runs the same job id, i.e. an
+attempt whose lease is gone. golfq's failure classes and budgets decide instead,
+and each retry is a fresh RQ job for the next attempt.
+"""
+
+from __future__ import annotations
+
+import re
+
+from redis import Redis
+from redis.client import Pipeline
+from rq import Callback, Queue
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job as RQJob
+from rq.job import JobStatus
+from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from rq.serializers import JSONSerializer
+from rq.worker import Worker
+
+from core.broker import Job
+
+QUEUE_PREFIX = "golfq:"
+RUN_ATTEMPT = "workers.rq_job.run_attempt"
+ON_FAILURE = "workers.rq_job.on_failure"
+ON_STOPPED = "workers.rq_job.on_stopped"
+RESULT_TTL = 3600  # finished RQ jobs are only a view; golfq's record keeps the result
+FAILURE_TTL = 30 * 24 * 3600
+# RQ's hard limit sits above the runner's own hard timeout, so the runner (which
+# kills the training process group cleanly) always acts first.
+TIMEOUT_MARGIN = 120
+_TOKEN = re.compile(r"^([a-z2-7]{16})-(\d+)$")
+
+# Insert a token into the pool's RQ list before the first queued token that the
+# ready set (tokens scored by priority, then FIFO) ranks after it, so RQ workers
+# take jobs in golfq's order; the common case (nothing ranks after it) is an RPUSH. While the pool
+# drains, tokens go to the parked list, which RQ workers do not listen on.
+_INSERT = """
+local list = KEYS[1]
+if redis.call('SISMEMBER', KEYS[4], ARGV[2]) == 1 then list = KEYS[2] end
+local score = tonumber(ARGV[3]) or tonumber(redis.call('ZSCORE', KEYS[3], ARGV[1]))
+if score then
+  local later = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. string.format('%.17g', score), '+inf', 'LIMIT', 0, 16)
+  for _, pivot in ipairs(later) do
+    if redis.call('LINSERT', list, 'BEFORE', pivot, ARGV[1]) > 0 then return 1 end
+  end
+end
+redis.call('RPUSH', list, ARGV[1])
+return 1
+"""
+
+# Move every parked token back in front of the live list (they are older).
+_UNPARK = """
+local n = 0
+while true do
+  local tok = redis.call('RPOP', KEYS[2])
+  if not tok then return n end
+  redis.call('LPUSH', KEYS[1], tok)
+  n = n + 1
+end
+"""
+
+# Put back a token a worker moved to RQ's intermediate list but never started.
+_UNSTRAND = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+  redis.call('LPUSH', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+def token(job_id: str, attempt: int) -> str:
+    return f"{job_id}-{attempt}"
+
+
+def parse_token(rq_job_id: str) -> tuple[str, int] | None:
+    match = _TOKEN.match(rq_job_id)
+    return (match.group(1), int(match.group(2))) if match else None
+
+
+def queue_name(pool: str) -> str:
+    return QUEUE_PREFIX + pool
+
+
+def next_token(job: Job) -> str:
+    """The token of the attempt a queued job's next claim will be."""
+    return token(job.id, job.attempt + 1)
+
+
+class _GolfqQueue(Queue):
+    """An RQ queue whose pushes keep golfq's priority order (see _INSERT)."""
+
+    side: RQSide
+    pool: str
+
+    def push_job_id(self, job_id: str, pipeline: Pipeline | None = None, at_front: bool = False) -> None:
+        side = self.side
+        keys = [self.key, side.parked_key(self.pool), side.ready_key(self.pool), side.draining_key]
+        score = side.scores.pop(job_id, "")  # unknown when RQ itself re-pushes: the script looks it up
+        side.insert_script(keys=keys, args=[job_id, self.pool, repr(score) if score != "" else ""],
+                           client=pipeline if pipeline is not None else self.connection)
+
+
+class RQSide:
+    """Everything the Redis broker does to RQ's keys, inside the broker's transactions."""
+
+    serializer = JSONSerializer
+
+    def __init__(self, connection: Redis, prefix: str) -> None:
+        self.connection = connection
+        self.prefix = prefix
+        self.draining_key = f"{prefix}:draining"
+        self.insert_script = connection.register_script(_INSERT)
+        self.unpark_script = connection.register_script(_UNPARK)
+        self.unstrand_script = connection.register_script(_UNSTRAND)
+        self._queues: dict[str, _GolfqQueue] = {}
+        self.scores: dict[str, float] = {}  # token -> ready score, handed from enqueue to push_job_id
+
+    def ready_key(self, pool: str) -> str:
+        return f"{self.prefix}:ready:{pool}"
+
+    def parked_key(self, pool: str) -> str:
+        return f"{self.prefix}:parked:{pool}"
+
+    def queue(self, pool: str) -> _GolfqQueue:
+        if pool not in self._queues:
+            q = _GolfqQueue(queue_name(pool), connection=self.connection, serializer=self.serializer)
+            q.side, q.pool = self, pool
+            self._queues[pool] = q
+        return self._queues[pool]
+
+    def enqueue(self, pipe: Pipeline, job: Job, score: float) -> None:
+        """Create the RQ job for the job's next attempt and push it (pipe is in MULTI)."""
+        q = self.queue(job.pool)
+        attempt = job.attempt + 1
+        self.scores[token(job.id, attempt)] = score
+        rq_job = q.create_job(
+            RUN_ATTEMPT, args=[job.id, attempt], job_id=token(job.id, attempt),
+            timeout=int(job.spec.budget.hard_timeout) + TIMEOUT_MARGIN, result_ttl=RESULT_TTL,
+            failure_ttl=FAILURE_TTL, description=f"golfq {job.spec.name or job.id} attempt {attempt}",
+            meta={"golfq_job": job.id, "attempt": attempt},
+            on_failure=Callback(ON_FAILURE), on_stopped=Callback(ON_STOPPED),
+        )
+        q.enqueue_job(rq_job, pipeline=pipe)
+
+    def unqueue(self, pipe: Pipeline, job: Job, cancelled: bool) -> None:
+        """Take a queued attempt's RQ job out of RQ's lists (pipe is in MULTI).
+
+        Claimed through Broker.claim: the RQ job is deleted, it will never run.
+        Cancelled: it goes to RQ's canceled registry, so RQ's tools show it.
+        """
+        tok = next_token(job)
+        for key in (self.queue(job.pool).key, self.parked_key(job.pool)):
+            pipe.lrem(key, 1, tok)
+        if not cancelled:
+            pipe.delete(RQJob.key_for(tok))
+            return
+        rq_job = RQJob(tok, connection=self.connection, serializer=self.serializer)
+        rq_job.set_status(JobStatus.CANCELED, pipeline=pipe)
+        CanceledJobRegistry(queue_name(job.pool), connection=self.connection, serializer=self.serializer).add(
+            rq_job, ttl=FAILURE_TTL, pipeline=pipe)
+
+    def forget_failures(self, pipe: Pipeline, job: Job) -> None:
+        """Drop a requeued job's earlier attempts from RQ's failed and canceled registries."""
+        names = [token(job.id, a) for a in range(1, job.attempt + 2)]
+        for registry in (FailedJobRegistry, CanceledJobRegistry):
+            pipe.zrem(registry(queue_name(job.pool), connection=self.connection).key, *names)
+
+    def stop(self, job_id: str, attempt: int) -> None:
+        """RQ's stop command to the worker running this attempt, if one is."""
+        try:
+            send_stop_job_command(self.connection, token(job_id, attempt), serializer=self.serializer)
+        except (InvalidJobOperation, NoSuchJobError):
+            pass  # not running under an RQ worker: the runner's heartbeat sees the cancel
+
+    def abandon(self, pool: str, job_id: str, attempt: int) -> int:
+        """RQ's started-registry clean-up for one attempt golfq reaped.
+
+        Its executions are scored to 0 and RQ's own cleanup moves the RQ job to the
+        failed registry now, not after RQ's maintenance interval (10 min by default).
+        """
+        registry = StartedJobRegistry(queue_name(pool), connection=self.connection, serializer=self.serializer)
+        prefix = token(job_id, attempt) + ":"
+        members = [m for m in self.connection.zrange(registry.key, 0, -1) if m.decode().startswith(prefix)]
+        if not members:
+            return 0
+        self.connection.zadd(registry.key, {m: 0 for m in members}, xx=True)
+        registry.cleanup(timestamp=1)
+        return len(members)
+
+    def unstarted(self, pool: str) -> list[str]:
+        """Tokens in RQ's intermediate list (BLMOVE's target) that no worker has started."""
+        q = self.queue(pool)
+        started = {m.decode().split(":", 1)[0] for m in self.connection.zrange(
+            StartedJobRegistry(q.name, connection=self.connection).key, 0, -1)}
+        return [t.decode() for t in self.connection.lrange(q.intermediate_queue_key, 0, -1) if t.decode() not in started]
+
+    def unstrand(self, pool: str, tok: str) -> bool:
+        q = self.queue(pool)
+        return bool(self.unstrand_script(keys=[q.intermediate_queue_key, q.key], args=[tok]))
+
+    def park(self, pool: str) -> None:
+        """Draining: RQ workers stop seeing the pool's queued jobs."""
+        q = self.queue(pool)
+        with self.connection.pipeline() as pipe:
+            pipe.sadd(self.draining_key, pool)
+            self.unpark_script(keys=[self.parked_key(pool), q.key], client=pipe)
+            pipe.execute()
+
+    def unpark(self, pool: str) -> None:
+        q = self.queue(pool)
+        with self.connection.pipeline() as pipe:
+            pipe.srem(self.draining_key, pool)
+            self.unpark_script(keys=[q.key, self.parked_key(pool)], client=pipe)
+            pipe.execute()
+
+    def counts(self, pools: list[str]) -> dict[str, int]:
+        """RQ's own view of each pool, for Stats.extra."""
+        out: dict[str, int] = {}
+        for pool in pools:
+            q = self.queue(pool)
+            name = q.name
+            out[f"rq.{pool}.queued"] = q.count
+            for label, registry in (("started", StartedJobRegistry), ("failed", FailedJobRegistry),
+                                    ("finished", FinishedJobRegistry), ("canceled", CanceledJobRegistry)):
+                out[f"rq.{pool}.{label}"] = int(self.connection.zcard(registry(name, connection=self.connection).key))
+            out[f"rq.{pool}.workers"] = len(Worker.all(connection=self.connection, queue=q))
+        return out

@@ -1,0 +1,260 @@
+"""The SQLite file under the SQLite broker: URL, schema, connections and transactions.
+
+One connection per (process, thread), opened lazily; a forked child opens its own
+and never touches (or closes) the parent's. Writes run as `BEGIN IMMEDIATE`
+transactions, so a writer holds the write lock from its first read and no
+read-modify-write can interleave with another process's; a busy lock is waited
+for (busy timeout, then our own jittered retry) up to `busy_timeout` seconds.
+In WAL mode readers never wait for the writer.
+
+synchronous=NORMAL is the default: in WAL mode it survives any process crash
+(SIGKILL included); `?synchronous=full` also survives power loss, at an fsync
+per commit.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import parse_qsl
+
+import msgspec
+
+from core.broker import BrokerError, Job
+from core.events import Event
+
+DEFAULT_PATH = ".golfq/golfq.db"
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, pool TEXT NOT NULL, state TEXT NOT NULL, priority INTEGER NOT NULL,
+    ord INTEGER NOT NULL, lease_deadline REAL, updated_at REAL NOT NULL, body BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (pool, priority DESC, ord) WHERE state = 'queued';
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, updated_at);  -- also finds expired leases: one per worker
+CREATE INDEX IF NOT EXISTS jobs_pool ON jobs (pool, state);
+CREATE INDEX IF NOT EXISTS jobs_order ON jobs (ord);
+CREATE TABLE IF NOT EXISTS job_tags (tag TEXT NOT NULL, job_id TEXT NOT NULL, PRIMARY KEY (tag, job_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS scripts (sha TEXT PRIMARY KEY, content BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS pools (name TEXT PRIMARY KEY, draining INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS observations (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, track TEXT NOT NULL, body BLOB NOT NULL);
+"""
+_CHUNK = 500  # ids per IN (...) query, well under SQLite's variable limit
+_SYNC_MODES = ("off", "normal", "full", "extra")
+
+T = TypeVar("T")
+encode = msgspec.json.Encoder().encode
+decode_job = msgspec.json.Decoder(Job).decode
+_abandoned: list[sqlite3.Connection] = []  # a forked child's copies of the parent's connections: never closed
+
+
+class SqliteOptions(msgspec.Struct, frozen=True):
+    path: Path
+    synchronous: str = "normal"
+    busy_seconds: float = 30.0
+
+
+def parse_url(url: str) -> SqliteOptions:
+    """sqlite:///relative/path, sqlite:////absolute/path, sqlite:// for the default file."""
+    if not url.startswith("sqlite://"):
+        raise BrokerError(f"queue URL {url!r}: not a sqlite:// URL")
+    rest, _, query = url.removeprefix("sqlite://").partition("?")
+    if rest and not rest.startswith("/"):
+        raise BrokerError(f"queue URL {url!r}: sqlite URLs name no host; use sqlite:///relative or sqlite:////absolute")
+    raw = rest[1:] or DEFAULT_PATH
+    if raw == ":memory:" or raw.startswith("file:"):
+        raise BrokerError(f"queue URL {url!r}: workers in other processes need a file; give a path")
+    options: dict[str, object] = {"path": Path(raw).expanduser().absolute()}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == "synchronous" and value.lower() in _SYNC_MODES:
+            options[key] = value.lower()
+        elif key == "busy_timeout" and _is_positive(value):
+            options["busy_seconds"] = float(value)
+        else:
+            raise BrokerError(f"queue URL {url!r}: bad option {key}={value!r} (synchronous=normal|full, busy_timeout=SECONDS)")
+    return SqliteOptions(**options)
+
+
+def _is_positive(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    text = str(error).lower()
+    return "locked" in text or "busy" in text
+
+
+class Tx:
+    """One transaction: loads and saves jobs, numbers events as it appends them."""
+
+    def __init__(self, conn: sqlite3.Connection, now: float) -> None:
+        self.conn, self.now = conn, now
+        self.events: list[Event] = []
+        self.changed: list[str] = []
+
+    def jobs(self, sql: str, params: Sequence = ()) -> list[Job]:
+        return [decode_job(row[0]) for row in self.conn.execute(sql, params)]
+
+    def load(self, job_id: str) -> Job | None:
+        found = self.jobs("SELECT body FROM jobs WHERE id = ?", (job_id,))
+        return found[0] if found else None
+
+    def require(self, job_id: str) -> Job:
+        job = self.load(job_id)
+        if job is None:
+            raise KeyError(f"job {job_id}: not found (purged?)")
+        return job
+
+    def load_many(self, ids: Sequence[str]) -> dict[str, Job]:
+        found: dict[str, Job] = {}
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start:start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            found.update((j.id, j) for j in self.jobs(f"SELECT body FROM jobs WHERE id IN ({marks})", chunk))
+        return found
+
+    def apply(self, old: Job, new: Job, events: Iterable[Event]) -> None:
+        """Write a transition's outcome; unchanged jobs are not rewritten."""
+        if new is not old:
+            self.conn.execute("UPDATE jobs SET state = ?, lease_deadline = ?, updated_at = ?, body = ? WHERE id = ?",
+                              (new.state.value, new.lease_deadline, new.updated_at, encode(new), new.id))
+            self.changed.append(new.id)
+        self.events.extend(events)
+
+    def last_seq(self) -> int:
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        return row[0] if row else 0
+
+    def flush(self) -> None:
+        """Append the events in the same transaction; the write lock makes seq gap-free and ordered."""
+        if not self.events:
+            return
+        first = self.last_seq() + 1
+        self.conn.executemany("INSERT INTO events (seq, body) VALUES (?, ?)",
+                              [(first + i, encode(msgspec.structs.replace(e, seq=first + i)))
+                               for i, e in enumerate(self.events)])
+
+
+class SqliteStore:
+    """Connections and transactions on one database file, created on first use."""
+
+    def __init__(self, url: str, clock: Callable[[], float]) -> None:
+        self.url, self.clock = url, clock
+        self.options = parse_url(url)
+        self._guard = threading.Lock()
+        self._pid = os.getpid()
+        self._local = threading.local()
+        self._open: list[sqlite3.Connection] = []
+        self._closed = False
+        self._init_schema()
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise BrokerError(f"queue {self.url}: broker is closed")
+        if os.getpid() != self._pid:
+            with self._guard:
+                if os.getpid() != self._pid:  # forked: the parent's connections are not ours to use
+                    _abandoned.extend(self._open)
+                    self._open, self._pid, self._local = [], os.getpid(), threading.local()
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+            with self._guard:
+                self._open.append(conn)
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        path = self.options.path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, timeout=self.options.busy_seconds, isolation_level=None,
+                                   check_same_thread=False)
+            self._retrying(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+            conn.execute(f"PRAGMA synchronous = {self.options.synchronous}")
+            return conn
+        except (OSError, sqlite3.Error) as error:
+            raise BrokerError(f"queue {self.url}: cannot open {path}: {error}") from None
+
+    def _retrying(self, attempt: Callable[[], T]) -> T:
+        """Run attempt again while another process holds the lock, up to the busy timeout."""
+        deadline = time.monotonic() + self.options.busy_seconds
+        delay = 0.001
+        while True:
+            try:
+                return attempt()
+            except sqlite3.OperationalError as error:
+                if not _is_busy(error):
+                    raise BrokerError(f"queue {self.url}: {error}") from None
+                if time.monotonic() > deadline:
+                    raise BrokerError(f"queue {self.url}: database stayed locked for "
+                                      f"{self.options.busy_seconds:g} s") from None
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.05)
+
+    def write(self, work: Callable[[Tx], T]) -> T:
+        """Run work in one write transaction (retried whole if the lock was busy); events go in with it."""
+        conn = self._conn()
+
+        def attempt() -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                tx = Tx(conn, self.clock())  # read the clock under the lock: times follow commit order
+                out = work(tx)
+                tx.flush()
+                conn.execute("COMMIT")
+                return out
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+        return self._retrying(attempt)
+
+    def snapshot(self, work: Callable[[Tx], T]) -> T:
+        """Several reads that see one consistent state (a read transaction, no write lock)."""
+        conn = self._conn()
+
+        def attempt() -> T:
+            conn.execute("BEGIN")
+            try:
+                return work(Tx(conn, self.clock()))
+            finally:
+                conn.execute("COMMIT")
+
+        return self._retrying(attempt)
+
+    def read(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        conn = self._conn()
+        return self._retrying(lambda: conn.execute(sql, params).fetchall())
+
+    def _init_schema(self) -> None:
+        def create(tx: Tx) -> None:
+            version = tx.conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise BrokerError(f"queue {self.url}: schema version {version} is newer than this golfq "
+                                  f"({SCHEMA_VERSION}); upgrade golfq")
+            for statement in filter(str.strip, SCHEMA.split(";")):
+                tx.conn.execute(statement)
+            tx.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+        try:
+            self.write(create)
+        except sqlite3.DatabaseError as error:
+            raise BrokerError(f"queue {self.url}: {self.options.path} is not a golfq database ({error})") from None
+
+    def close(self) -> None:
+        with self._guard:
+            self._closed = True
+            mine, self._open = (self._open if os.getpid() == self._pid else []), []
+        for conn in mine:
+            conn.close()

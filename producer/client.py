@@ -1,0 +1,230 @@
+"""golfq's Python client: enqueue specs, wait for results, read the Pareto front.
+
+Importable without torch; talks only to the Broker protocol, so the same code
+works against SQLite, Redis and Modal queues:
+
+    from producer.client import Client
+    with Client("sqlite:///.golfq/golfq.db") as q:
+        job = q.submit(pool="cpu", env={"NUM_LAYERS": "4"}, budget={"train_seconds": 60})
+        [result] = q.wait([job.id], timeout=600)
+        print(result.val_bpb, q.front("cpu"))
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from core.backends import open_broker
+from core.broker import Broker, Job, JobState
+from core.events import Event, EventKind
+from core.pareto import FrontPoint
+from core.pools import known_pools, track_of
+from core.result import FailureKind, Result
+from core.spec import ExperimentSpec
+from producer.grid import Sweep, expand
+from producer.specfile import Prepared, prepare, read_script
+
+SpecLike = ExperimentSpec | Mapping[str, Any]
+_FINAL_EVENTS = {EventKind.SUCCEEDED, EventKind.FAILED, EventKind.DEAD, EventKind.CANCELLED}
+
+
+class WaitTimeout(TimeoutError):
+    """wait() ran out of time; .results holds what finished, .pending the ids still running."""
+
+    def __init__(self, results: list[Result], pending: list[str], timeout: float) -> None:
+        super().__init__(f"{len(pending)} job(s) still unfinished after {timeout:g} s: {', '.join(pending[:5])}")
+        self.results, self.pending = results, pending
+
+
+def final_result(job: Job) -> Result:
+    """The Result that ended a finished job; jobs that ended without one (cancelled, reaped) get a stand-in."""
+    if job.result is not None and job.result.attempt == job.attempt:
+        if job.state is JobState.SUCCEEDED or not job.result.succeeded:
+            return job.result
+    failure = None if job.state is JobState.CANCELLED else _last_failure(job)
+    return Result(spec_id=job.id, attempt=job.attempt, status="failed", error=job.error or job.state.value,
+                  failure=failure)
+
+
+def _last_failure(job: Job) -> FailureKind | None:
+    kinds = [FailureKind(k) for k, n in job.failures.items() if n]
+    return kinds[-1] if kinds else None
+
+
+def _script_bytes(script: bytes | str | Path | None) -> bytes | None:
+    if script is None or isinstance(script, bytes):
+        return script
+    return read_script(script)
+
+
+class Client:
+    """A handle on one queue. `Client()` uses $GOLFQ_QUEUE or the embedded SQLite file.
+
+    >>> q = Client("sqlite:///tmp/demo.db")
+    >>> q.submit(pool="cpu", env={"MODEL_DIM": "256"}).state
+    <JobState.QUEUED: 'queued'>
+    """
+
+    def __init__(self, queue: str | None = None, *, broker: Broker | None = None) -> None:
+        self.broker = broker if broker is not None else open_broker(queue)
+
+    @property
+    def url(self) -> str:
+        return self.broker.url
+
+    def close(self) -> None:
+        self.broker.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ submit
+
+    def _enqueue(self, prepared: Sequence[Prepared]) -> list[Job]:
+        for item in prepared:  # scripts first, so no queued job ever names a missing script
+            if item.script is not None:
+                self.broker.put_script(item.script)
+        return self.broker.submit([p.spec for p in prepared])
+
+    def submit(self, spec: SpecLike | None = None, /, *, script: bytes | str | Path | None = None,
+               **fields: Any) -> Job:
+        """Queue one spec (a spec, a dict, or keyword fields); the same spec twice returns the existing job.
+
+        >>> q.submit({"pool": "cpu", "env": {"NUM_LAYERS": "4"}}, script="train_gpt.py")
+        """
+        return self.submit_many([_merge(spec, fields)], script=script)[0]
+
+    def submit_many(self, specs: Iterable[SpecLike], *, script: bytes | str | Path | None = None) -> list[Job]:
+        """Queue several specs at once; all are validated before any is queued.
+
+        >>> q.submit_many([{"seed": s} for s in (1, 2, 3)])
+        """
+        content = _script_bytes(script)
+        prepared = [Prepared(s, content) if isinstance(s, ExperimentSpec) and content is None
+                    else prepare(_as_dict(s), script=content, where=f"spec #{i + 1}") for i, s in enumerate(specs)]
+        return self._enqueue(prepared)
+
+    def sweep(self, grid: Mapping[str, Sequence[Any]] | Sweep | None = None, *, base: SpecLike | None = None,
+              points: Sequence[Mapping[str, Any]] = (), seeds: Sequence[int] = (),
+              script: bytes | str | Path | None = None, name: str = "") -> list[Job]:
+        """Queue one spec per grid point (cartesian product, then explicit points) and seed.
+
+        >>> q.sweep({"MATRIX_LR": [0.02, 0.04], "NUM_LAYERS": [8, 9]}, base={"pool": "cpu"}, seeds=[1, 2])
+        """
+        if not isinstance(grid, Sweep):
+            grid = Sweep(base=_as_dict(base or {}), grid=dict(grid or {}), points=list(points), seeds=list(seeds),
+                         script=_script_bytes(script))
+        return self._enqueue(expand(grid, name=name))
+
+    def put_script(self, script: bytes | str | Path) -> str:
+        """Store a training script; returns the 'sha256:...' ref to use as a spec's trainer."""
+        return self.broker.put_script(_script_bytes(script) or b"")
+
+    # ------------------------------------------------------------------ read
+
+    def get(self, job_id: str) -> Job | None:
+        """The job, or None. >>> q.get(job.id).state"""
+        return self.broker.get(job_id)
+
+    def list(self, state: JobState | str | Sequence[JobState | str] | None = None, *, pool: str | None = None,
+             tag: str | None = None, limit: int | None = None) -> list[Job]:
+        """Jobs matching every filter, in submission order. >>> q.list("failed", pool="h100")"""
+        states = [state] if isinstance(state, (str, JobState)) else list(state or [])
+        return self.broker.list(states=[JobState(s) for s in states], pool=pool, tag=tag, limit=limit)
+
+    def events(self, after: int = 0, limit: int = 1000) -> list[Event]:
+        """Events with seq > after, oldest first. >>> [e.kind for e in q.events(after=10)]"""
+        return self.broker.events(after_seq=after, limit=limit)
+
+    def tracks(self) -> list[str]:
+        return self.broker.tracks()
+
+    def front(self, track: str | None = None, feasible_only: bool = False) -> tuple[FrontPoint, ...]:
+        """The Pareto front of a track (or of a pool's track), best val_bpb first.
+
+        >>> [(p.val_bpb, p.artifact_bytes) for p in q.front("8xH100", feasible_only=True)]
+        """
+        return self.broker.front(self.resolve_track(track)).view(feasible_only)
+
+    def resolve_track(self, track: str | None) -> str:
+        """A track name from a track, a pool name, or None when the queue has exactly one track."""
+        tracks = self.broker.tracks()
+        if track is None:
+            if len(tracks) == 1:
+                return tracks[0]
+            raise ValueError("several tracks, name one: " + ", ".join(tracks) if tracks else "no results yet")
+        if track not in tracks and track in known_pools():
+            return track_of(track)
+        return track
+
+    # ------------------------------------------------------------------ control
+
+    def cancel(self, ids: Sequence[str]) -> list[str]:
+        """Cancel queued or running jobs; returns those that changed. >>> q.cancel([job.id])"""
+        return self.broker.cancel(list(ids))
+
+    def wait(self, ids: Sequence[str], timeout: float | None = None, *, poll: float = 0.2,
+             on_done: Callable[[Job, Result], None] | None = None) -> list[Result]:
+        """Block until every job is finished; Results in the order of ids. Raises WaitTimeout.
+
+        >>> [r.val_bpb for r in q.wait([a.id, b.id], timeout=3600)]
+        """
+        ids = list(dict.fromkeys(ids))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seq = self.broker.stats().last_seq  # before the first look, so no finish is missed
+        done: dict[str, Result] = {}
+        pending: set[str] = set()
+        for job_id in ids:
+            job = self.broker.get(job_id)
+            if job is None:
+                raise KeyError(f"job {job_id}: not found in {self.url}")
+            self._check(job, done, pending, on_done)
+        while pending:
+            events = self.broker.events(after_seq=seq, limit=1000)
+            for event in events:
+                seq = max(seq, event.seq)
+            touched = {e.job_id for e in events if e.kind in _FINAL_EVENTS and e.job_id in pending}
+            for job_id in sorted(touched):
+                job = self.broker.get(job_id)
+                if job is not None:
+                    self._check(job, done, pending, on_done)
+            if not pending:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout([done[i] for i in ids if i in done], [i for i in ids if i in pending], timeout)
+            if not events:
+                time.sleep(poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic())))
+        return [done[i] for i in ids]
+
+    @staticmethod
+    def _check(job: Job, done: dict[str, Result], pending: set[str], on_done) -> None:
+        if job.state.terminal:
+            pending.discard(job.id)
+            if job.id not in done:
+                done[job.id] = final_result(job)
+                if on_done:
+                    on_done(job, done[job.id])
+        else:
+            pending.add(job.id)
+
+
+def _as_dict(spec: SpecLike) -> dict[str, Any]:
+    if isinstance(spec, ExperimentSpec):
+        return msgspec.to_builtins(spec)
+    return dict(spec)
+
+
+def _merge(spec: SpecLike | None, fields: Mapping[str, Any]) -> SpecLike:
+    if spec is None:
+        return dict(fields)
+    if not fields:
+        return spec
+    return {**_as_dict(spec), **fields}

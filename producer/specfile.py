@@ -1,0 +1,195 @@
+"""Spec documents as people and agents write them: TOML or JSON, `--set` overrides, a script path.
+
+On top of ExperimentSpec's own fields a document may carry
+  - UPPER_CASE keys at the top level: hyperparameters, moved into `env`;
+  - numbers and booleans as env values: turned into the strings the trainer reads;
+  - `script = "train_gpt.py"`: a path (relative to the document) whose content is
+    stored in the queue and becomes the spec's `trainer`.
+Every problem is an InputError whose message is one line naming the file and field.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import sys
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from core.spec import ExperimentSpec, SpecError, parse_spec, script_ref
+
+_ENV_KEY = re.compile(r"^[A-Z][A-Z0-9_]*$")
+# Dotted paths whose values stay strings even when they look like JSON (`--set name=123`).
+STRING_FIELDS = {"name", "pool", "trainer", "parent", "created_by", "data.dataset", "data.tokenizer"}
+
+
+class InputError(ValueError):
+    """Bad input from a file, stdin or an option; str() is one line saying what and where."""
+
+
+def env_value(value: Any) -> Any:
+    """The string a trainer reads for a scalar hyperparameter; other values pass through (and fail later)."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    return value
+
+
+def _decode_text(text: str, where: str, suffix: str) -> list[dict]:
+    """JSON (object, array or lines) or TOML, chosen by suffix, else by trying JSON first."""
+    if suffix == ".toml":
+        return [_toml(text, where)]
+    stripped = text.strip()
+    if not stripped:
+        raise InputError(f"{where}: empty input, expected a spec as TOML or JSON")
+    if suffix == ".json" or stripped[0] in "[{":
+        try:
+            return _as_documents(json.loads(stripped), where)
+        except json.JSONDecodeError as error:
+            lines = [ln for ln in stripped.splitlines() if ln.strip()]
+            if len(lines) > 1 and all(ln.lstrip().startswith("{") for ln in lines):
+                return [_json_line(ln, where, i) for i, ln in enumerate(lines, 1)]
+            raise InputError(f"{where}: invalid JSON: {error.msg} (line {error.lineno}, column {error.colno})") from None
+    return [_toml(text, where)]
+
+
+def _json_line(line: str, where: str, number: int) -> dict:
+    try:
+        return _as_documents(json.loads(line), f"{where} line {number}")[0]
+    except json.JSONDecodeError as error:
+        raise InputError(f"{where} line {number}: invalid JSON: {error.msg} (column {error.colno})") from None
+
+
+def _toml(text: str, where: str) -> dict:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise InputError(f"{where}: invalid TOML: {error}") from None
+
+
+def _as_documents(value: Any, where: str) -> list[dict]:
+    items = value if isinstance(value, list) else [value]
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            at = f"{where} item {i}" if isinstance(value, list) else where
+            raise InputError(f"{at}: expected a spec object, got {type(item).__name__}")
+    if not items:
+        raise InputError(f"{where}: empty list, expected at least one spec")
+    return items
+
+
+def read_documents(source: str, stdin: TextIO | None = None) -> tuple[list[dict], Path]:
+    """The spec documents in a file (or '-' for stdin) and the folder relative paths start from."""
+    if source == "-":
+        stream = stdin or sys.stdin
+        return _decode_text(stream.read(), "stdin", ""), Path.cwd()
+    path = Path(source)
+    if not path.is_file():
+        raise InputError(f"{source}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{source}: cannot read: {error}") from None
+    return _decode_text(text, source, path.suffix.lower()), path.resolve().parent
+
+
+def set_path(doc: dict, path: str, value: Any) -> None:
+    """doc['budget']['train_seconds'] = value for path 'budget.train_seconds'."""
+    parts = path.split(".")
+    node = doc
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise InputError(f"{path}: {part} is not a table")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_override(doc: dict, key: str, value: Any, *, from_text: bool = False) -> None:
+    """UPPER_CASE keys set env; dotted lowercase keys set spec fields (JSON-decoded when from_text)."""
+    if _ENV_KEY.match(key):
+        doc.setdefault("env", {})[key] = env_value(value)
+        return
+    if not re.match(r"^[a-z][a-z_]*(\.[a-z][a-z_]*)*$", key):
+        raise InputError(f"{key}: not an UPPER_CASE hyperparameter or a spec field such as budget.train_seconds")
+    if from_text and key not in STRING_FIELDS:
+        try:
+            value = json.loads(value)
+        except ValueError:
+            pass  # a bare word stays a string
+    if key == "tags" and isinstance(value, str):
+        value = [t for t in value.split(",") if t]
+    set_path(doc, key, value)
+
+
+def parse_assignment(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise InputError(f"--set {text!r}: expected KEY=VALUE")
+    return key.strip(), value
+
+
+def normalize(doc: Mapping[str, Any]) -> dict:
+    """A copy with top-level UPPER_CASE keys moved into env and scalar env values made strings."""
+    out: dict[str, Any] = {}
+    env = dict(doc.get("env") or {}) if isinstance(doc.get("env", {}), Mapping) else doc.get("env")
+    for key, value in doc.items():
+        if key == "env":
+            continue
+        if _ENV_KEY.match(key):
+            env[key] = value
+        else:
+            out[key] = copy.deepcopy(value)
+    if isinstance(env, dict):
+        out["env"] = {k: env_value(v) for k, v in env.items()}
+    elif env is not None:
+        out["env"] = env
+    return out
+
+
+def read_script(path: str | Path, base: Path | None = None) -> bytes:
+    full = Path(path) if base is None or Path(path).is_absolute() else base / path
+    if not full.is_file():
+        raise InputError(f"script {path}: no such file" + (f" (looked in {full.parent})" if base else ""))
+    try:
+        return full.read_bytes()
+    except OSError as error:
+        raise InputError(f"script {path}: cannot read: {error}") from None
+
+
+class Prepared:
+    """A validated spec and the script content it references (stored just before submitting)."""
+
+    __slots__ = ("spec", "script")
+
+    def __init__(self, spec: ExperimentSpec, script: bytes | None) -> None:
+        self.spec, self.script = spec, script
+
+
+def prepare(doc: Mapping[str, Any], *, base: Path | None = None, script: bytes | None = None,
+            where: str = "spec") -> Prepared:
+    """Validate one document; a `script` key (a path) or the script argument sets the trainer."""
+    fields = normalize(doc)
+    path = fields.pop("script", None)
+    if path is not None:
+        if not isinstance(path, str):
+            raise InputError(f"{where}: script: expected a file path, got {type(path).__name__}")
+        script = read_script(path, base)
+    try:
+        if script is not None:
+            fields["trainer"] = script_ref(script)
+        return Prepared(parse_spec(fields), script)
+    except SpecError as error:
+        raise InputError(f"{where}: {error}") from None
+
+
+def prepare_all(docs: Iterable[Mapping[str, Any]], **kwargs) -> list[Prepared]:
+    docs = list(docs)
+    where = kwargs.pop("where", "spec")
+    return [prepare(d, where=f"{where} #{i + 1}" if len(docs) > 1 else where, **kwargs) for i, d in enumerate(docs)]

@@ -1,0 +1,144 @@
+"""Real worker processes on one queue: SIGKILL and SIGSTOP them mid-job, lose nothing, count nothing twice.
+
+Runs on every backend in conftest.URL_BACKENDS, in real time (short leases).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from core.backends import open_broker
+from core.broker import JobState
+from core.events import EventKind
+from core.result import FailureKind
+
+from tests.contract.helpers import all_events, replayed_front, spec
+
+ROOT = Path(__file__).resolve().parents[2]
+LEASE = 1.0
+
+
+class WorkerProc:
+    """One worker_proc subprocess whose output lines arrive on a queue."""
+
+    def __init__(self, url: str, worker_id: str, *flags: str) -> None:
+        self.worker_id = worker_id
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.contract.worker_proc", url, "cpu", worker_id, *flags],
+                                     cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.strip())
+
+    def claim_in_progress(self, timeout: float = 30.0) -> tuple[str, int]:
+        """Wait until this worker's latest line is a claim: it is mid-job now. Return (job id, attempt)."""
+        give_up, latest = time.monotonic() + timeout, ""
+        while time.monotonic() < give_up:
+            try:
+                latest = self.lines.get(timeout=0.02)
+            except queue.Empty:
+                if latest.startswith("claimed "):
+                    _, job_id, attempt = latest.split()
+                    return job_id, int(attempt)
+        raise AssertionError(f"worker {self.worker_id} claimed nothing in {timeout} s")
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        assert self.lines.get(timeout=timeout) == "ready"
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+def wait_until(condition, timeout: float, broker=None) -> None:
+    give_up = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > give_up:
+            jobs = [(j.id[:6], j.state.value, j.attempt, j.worker_id) for j in broker.list()] if broker else None
+            raise AssertionError(f"timed out after {timeout} s; jobs: {jobs}")
+        if broker is not None:
+            broker.reap()  # backend-agnostic: some backends reap only when asked
+        time.sleep(0.05)
+
+
+def all_finished(broker, count: int):
+    return lambda: broker.stats().total(JobState.SUCCEEDED) == count
+
+
+def test_killed_and_stopped_workers_lose_and_duplicate_nothing(broker_url):
+    broker = open_broker(broker_url)
+    jobs = broker.submit([spec(seed=i) for i in range(24)])
+    slow = ("--lease", str(LEASE), "--work", "1.0")  # long jobs, so a signal lands mid-job
+    workers = [WorkerProc(broker_url, name, *slow) for name in ("w0", "w1")]
+    workers.append(WorkerProc(broker_url, "w3", "--lease", str(LEASE), "--work", "0.2"))
+    try:
+        killed = []
+        for victim in workers[:2]:
+            killed.append(victim.claim_in_progress())
+            victim.signal(signal.SIGKILL)
+        zombie = WorkerProc(broker_url, "w2", *slow)
+        workers.append(zombie)
+        stalled = zombie.claim_in_progress()
+        zombie.signal(signal.SIGSTOP)  # it misses its heartbeat and loses the lease...
+        wait_until(lambda: broker.get(stalled[0]).attempt > stalled[1], 30, broker)
+        zombie.signal(signal.SIGCONT)  # ...then wakes up and reports anyway
+        wait_until(all_finished(broker, len(jobs)), 60, broker)
+        wait_until(lambda: any(e.kind is EventKind.SUPERSEDED for e in broker.events(limit=100_000)), 10)
+    finally:
+        for worker in workers:
+            worker.stop()
+
+    events = all_events(broker)
+    by_job = collections.defaultdict(list)
+    for e in events:
+        by_job[e.job_id].append(e)
+    for job in jobs:
+        final = broker.get(job.id)
+        assert final.state is JobState.SUCCEEDED
+        kinds = [e.kind for e in by_job[job.id]]
+        assert kinds.count(EventKind.SUBMITTED) == 1 and kinds.count(EventKind.SUCCEEDED) == 1
+        (won,) = [e for e in by_job[job.id] if e.kind is EventKind.SUCCEEDED]
+        assert final.result.attempt == won.attempt == final.attempt
+        assert kinds.count(EventKind.CLAIMED) == final.attempt  # every attempt but the last failed visibly
+        assert kinds.count(EventKind.FAILED) == final.attempt - 1
+    for job_id, attempt in killed + [stalled]:
+        lost = [e for e in by_job[job_id] if e.attempt == attempt and e.kind is EventKind.FAILED]
+        assert [e.failure for e in lost] == [FailureKind.INFRA]
+    late = [(e.job_id, e.attempt, e.worker_id) for e in events if e.kind is EventKind.SUPERSEDED]
+    assert late == [(stalled[0], stalled[1], "w2")]
+    front = broker.front("cpu")
+    assert front.results == len(jobs) and front == replayed_front(broker, "cpu")
+    broker.close()
+
+
+def test_racing_workers_claim_each_job_once(broker_url):
+    broker = open_broker(broker_url)
+    workers = [WorkerProc(broker_url, f"w{i}", "--work", "0.01", "--lease", "30", "--idle-exit", "3")
+               for i in range(4)]
+    try:
+        for worker in workers:
+            worker.wait_ready()
+        jobs = broker.submit([spec(seed=i, priority=i % 3) for i in range(200)])  # all four are polling now
+        wait_until(all_finished(broker, len(jobs)), 60)
+    finally:
+        for worker in workers:
+            worker.stop()
+    claims = collections.Counter(e.job_id for e in all_events(broker) if e.kind is EventKind.CLAIMED)
+    assert claims == {job.id: 1 for job in jobs}
+    assert len({e.worker_id for e in all_events(broker) if e.kind is EventKind.CLAIMED}) > 1
+    broker.close()

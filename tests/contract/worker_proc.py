@@ -1,0 +1,49 @@
+"""A minimal worker process for the multi-process contract tests.
+
+    python -m tests.contract.worker_proc URL POOL WORKER_ID [--lease S] [--work S] [--idle-exit S]
+
+It prints `claimed JOB ATTEMPT` and `completed JOB ATTEMPT OUTCOME`, flushed, so a
+test can kill or stop it at a known point. It ignores a refused heartbeat on
+purpose: a zombie that reports anyway is exactly what fencing must catch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from core.backends import open_broker
+from tests.contract.helpers import success
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("pool")
+    parser.add_argument("worker_id")
+    parser.add_argument("--lease", type=float, default=1.0, help="lease seconds")
+    parser.add_argument("--work", type=float, default=0.3, help="seconds each job 'trains'")
+    parser.add_argument("--idle-exit", type=float, default=0.0, help="exit after this long with nothing to claim")
+    args = parser.parse_args(argv)
+    broker = open_broker(args.url)
+    print("ready", flush=True)
+    idle_since = time.monotonic()
+    while True:
+        lease = broker.claim(args.pool, args.worker_id, lease_seconds=args.lease, timeout=0.2)
+        if lease is None:
+            if args.idle_exit and time.monotonic() - idle_since > args.idle_exit:
+                return 0
+            continue
+        print(f"claimed {lease.job_id} {lease.attempt}", flush=True)
+        if args.work:
+            time.sleep(args.work / 2)
+            broker.heartbeat(lease, lease_seconds=args.lease)
+            time.sleep(args.work / 2)
+        outcome = broker.complete(lease, success(lease))
+        print(f"completed {lease.job_id} {lease.attempt} {outcome.value}", flush=True)
+        idle_since = time.monotonic()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Small real training scripts and helpers shared by the runner, fleet, client and CLI tests."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Prints the challenge's final lines from env values, so each spec lands on a chosen point.
+FINAL_LINES = """\
+import os, sys, time
+bpb = float(os.environ.get("FAKE_BPB", "1.5"))
+size = int(os.environ.get("FAKE_BYTES", "1234567"))
+train_ms = int(float(os.environ.get("FAKE_TRAIN_S", "1.5")) * 1000)
+time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
+print(f"step:10/100 val_loss:{bpb * 1.7:.4f} val_bpb:{bpb + 0.01:.4f} train_time:{train_ms}ms step_avg:1.00ms")
+print(f"stopping_early: wallclock_cap train_time:{train_ms}ms step:10/100")
+print(f"Serialized model int8+zlib: {size - 1000} bytes")
+print("Code size: 1000 bytes")
+print(f"Total submission size int8+zlib: {size} bytes")
+print(f"final_int8_zlib_roundtrip val_loss:{bpb * 1.7:.4f} val_bpb:{bpb:.4f} eval_time:5ms")
+print(f"final_int8_zlib_roundtrip_exact val_loss:{bpb * 1.7:.8f} val_bpb:{bpb:.8f}")
+"""
+
+
+def write_script(tmp_path: Path, body: str, name: str = "train_gpt.py") -> Path:
+    path = tmp_path / name
+    path.write_text(body)
+    return path
+
+
+def queue_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'q.db'}"
+
+
+def wait_for(predicate, timeout: float = 20.0, every: float = 0.02):
+    """Poll until predicate() is truthy; fail the test (not hang) after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def pid_alive(pid: int) -> bool:
+    """True for a running process; a zombie (exited, unreaped by init) counts as dead."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env.pop("GOLFQ_QUEUE", None)
+    env.update(extra)
+    return env
+
+
+def golfq_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ops.cli", *args]
+
+
+class Cli:
+    """Run `golfq` in-process: (exit code, stdout, stderr)."""
+
+    def __init__(self, capsys, monkeypatch) -> None:
+        self.capsys, self.monkeypatch = capsys, monkeypatch
+
+    def __call__(self, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
+        from ops.cli import main
+
+        self.capsys.readouterr()
+        if stdin is not None:
+            self.monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        code = main(list(args))
+        out, err = self.capsys.readouterr()
+        return code, out, err

@@ -1,0 +1,339 @@
+"""In-memory stand-ins for modal.Dict, modal.Queue and a Volume-backed blob store.
+
+Modal has no local emulator, so the Modal backend is tested against these. They copy
+the semantics listed in shared/reference/modal.md, errors included, so a test that
+passes here fails for the same reasons it would against Modal:
+
+- Dict: put(skip_if_exists=True) returns a bool; pop without a default raises
+  KeyError; an entry expires after 7 days without reads or writes (a read extends
+  it, iteration does not: unconfirmed upstream, so the fake takes the stricter
+  reading); oversized values raise RequestSizeError; len() is capped at 100,000;
+  one update carries at most 10,000 entries; keys must be primitive.
+- Queue: get is a destructive pop with no ack; a non-blocking get on an empty
+  partition returns None (and warns if given a timeout); a blocking get raises
+  queue.Empty when its timeout runs out; get_many never blocks past the first
+  item; partitions hold 5,000 items and 64 MiB, items 1 MiB, keys 1-64 bytes; a
+  partition is cleared partition_ttl seconds after its last put.
+
+Values are measured as the bytes they would take on the wire; golfq only stores
+msgspec bytes, so the fakes refuse other value types outright.
+"""
+
+from __future__ import annotations
+
+import copy
+import queue
+import threading
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from modal.exception import InvalidError, RequestSizeError
+
+MiB = 1024 * 1024
+_NO_DEFAULT = object()
+_PRIMITIVE_KEYS = (str, int, float, bytes, bool, type(None))
+
+
+def _wire_size(value: Any) -> int:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return len(value)
+    if isinstance(value, str):
+        return len(value.encode("utf-8"))
+    if isinstance(value, (int, float, bool)) or value is None:
+        return 16
+    raise TypeError(f"golfq stores msgspec bytes in Modal objects, not {type(value).__name__}")
+
+
+class FakeDict:
+    """modal.Dict semantics, in memory; `clock` drives the 7-day idle expiry."""
+
+    IDLE_TTL_SECONDS = 7 * 24 * 3600
+    MAX_VALUE_BYTES = 100 * MiB
+    MAX_UPDATE_ENTRIES = 10_000
+    MAX_LEN = 100_000
+
+    def __init__(self, name: str = "", *, clock: Callable[[], float] = time.time,
+                 max_value_bytes: int | None = None) -> None:
+        self.name = name
+        self.clock = clock
+        self.max_value_bytes = max_value_bytes or self.MAX_VALUE_BYTES
+        self._data: dict[Any, tuple[Any, float]] = {}
+        self._lock = threading.Lock()
+        self.calls = 0  # round trips a real Dict would make: what bench/modal.py counts
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _check(self, key: Any, value: Any = _NO_DEFAULT) -> None:
+        if not isinstance(key, _PRIMITIVE_KEYS):
+            raise TypeError(f"Dict keys are cloudpickled; use a primitive key, not {type(key).__name__}")
+        if value is not _NO_DEFAULT and _wire_size(value) > self.max_value_bytes:
+            raise RequestSizeError("Dict.put request is too large")
+
+    def _live(self, key: Any) -> tuple[Any, float] | None:
+        entry = self._data.get(key)
+        if entry is not None and self.clock() - entry[1] >= self.IDLE_TTL_SECONDS:
+            del self._data[key]
+            return None
+        return entry
+
+    def _touch(self, key: Any) -> Any:
+        entry = self._live(key)
+        if entry is None:
+            return _NO_DEFAULT
+        self._data[key] = (entry[0], self.clock())
+        return entry[0]
+
+    # -- the modal.Dict API ----------------------------------------------------------------
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        with self._lock:
+            self.calls += 1
+            self._check(key)
+            value = self._touch(key)
+            return default if value is _NO_DEFAULT else copy.copy(value)
+
+    def contains(self, key: Any) -> bool:
+        with self._lock:
+            self.calls += 1
+            self._check(key)
+            return self._touch(key) is not _NO_DEFAULT
+
+    def put(self, key: Any, value: Any, *, skip_if_exists: bool = False) -> bool:
+        with self._lock:
+            self.calls += 1
+            self._check(key, value)
+            if skip_if_exists and self._live(key) is not None:
+                return False
+            self._data[key] = (copy.copy(value), self.clock())
+            return True
+
+    def update(self, other: Any = None, /, **kwargs: Any) -> None:
+        contents = dict(other or {})
+        contents.update(kwargs)
+        with self._lock:
+            self.calls += 1
+            if len(contents) > self.MAX_UPDATE_ENTRIES:
+                raise InvalidError(f"Dict.update carries at most {self.MAX_UPDATE_ENTRIES} entries")
+            total = 0
+            for key, value in contents.items():
+                self._check(key)
+                total += _wire_size(value)
+            if total > self.max_value_bytes:
+                raise RequestSizeError("Dict.update request is too large")
+            now = self.clock()
+            for key, value in contents.items():
+                self._data[key] = (copy.copy(value), now)
+
+    def pop(self, key: Any, default: Any = _NO_DEFAULT) -> Any:
+        with self._lock:
+            self.calls += 1
+            self._check(key)
+            entry = self._live(key)
+            if entry is None:
+                if default is _NO_DEFAULT:
+                    raise KeyError(f"{key} not in dict {self.name}")
+                return default
+            del self._data[key]
+            return entry[0]
+
+    def len(self) -> int:
+        with self._lock:
+            self.calls += 1
+            return min(sum(1 for k in list(self._data) if self._live(k) is not None), self.MAX_LEN)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.calls += 1
+            self._data.clear()
+
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        with self._lock:
+            self.calls += 1
+            snapshot = [(k, e[0]) for k in list(self._data) if (e := self._live(k)) is not None]
+        yield from snapshot
+
+    def keys(self) -> Iterator[Any]:
+        for key, _ in self.items():
+            yield key
+
+    def values(self) -> Iterator[Any]:
+        for _, value in self.items():
+            yield value
+
+    def __getitem__(self, key: Any) -> Any:
+        value = self.get(key, _NO_DEFAULT)
+        if value is _NO_DEFAULT:
+            raise KeyError(f"{key} not in dict {self.name}")
+        return value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.put(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self.pop(key)
+
+    def __contains__(self, key: Any) -> bool:
+        return self.contains(key)
+
+
+class _Partition:
+    def __init__(self) -> None:
+        self.items: deque[Any] = deque()
+        self.bytes = 0
+        self.expires_at = float("inf")
+
+
+class FakeQueue:
+    """modal.Queue semantics, in memory: partitions, limits, TTL, destructive gets."""
+
+    MAX_PARTITIONS = 100_000
+    MAX_ITEMS = 5_000
+    MAX_ITEM_BYTES = 1 * MiB
+    MAX_PARTITION_BYTES = 64 * MiB
+    DEFAULT_TTL = 24 * 3600
+    FULL_RETRY_SECONDS = 30.0  # a blocking put on a full partition retries this long when given no timeout
+
+    def __init__(self, name: str = "", *, clock: Callable[[], float] = time.time) -> None:
+        self.name = name
+        self.clock = clock
+        self._parts: dict[str, _Partition] = {}
+        self._cond = threading.Condition()
+
+    @staticmethod
+    def _key(partition: str | None) -> str:
+        if partition is None:
+            return ""
+        size = len(partition.encode("utf-8"))
+        if not 1 <= size <= 64:
+            raise InvalidError("Queue partition key must be between 1 and 64 bytes.")
+        return partition
+
+    def _part(self, key: str, create: bool = False) -> _Partition | None:
+        part = self._parts.get(key)
+        if part is not None and self.clock() >= part.expires_at:
+            del self._parts[key]
+            part = None
+        if part is None and create:
+            if len(self._parts) >= self.MAX_PARTITIONS:
+                raise queue.Full(f"queue {self.name} has {self.MAX_PARTITIONS} partitions")
+            part = self._parts[key] = _Partition()
+        return part
+
+    def put(self, v: Any, block: bool = True, timeout: float | None = None, *, partition: str | None = None,
+            partition_ttl: int = DEFAULT_TTL) -> None:
+        self.put_many([v], block, timeout, partition=partition, partition_ttl=partition_ttl)
+
+    def put_many(self, vs: list, block: bool = True, timeout: float | None = None, *, partition: str | None = None,
+                 partition_ttl: int = DEFAULT_TTL) -> None:
+        key = self._key(partition)
+        sizes = [_wire_size(v) for v in vs]
+        if any(size > self.MAX_ITEM_BYTES for size in sizes):
+            raise RequestSizeError("Queue.put request is too large")
+        give_up = time.monotonic() + (self.FULL_RETRY_SECONDS if timeout is None else timeout)
+        with self._cond:
+            while True:
+                part = self._part(key, create=True)
+                if (len(part.items) + len(vs) <= self.MAX_ITEMS
+                        and part.bytes + sum(sizes) <= self.MAX_PARTITION_BYTES):
+                    break
+                left = give_up - time.monotonic()
+                if not block or left <= 0:
+                    raise queue.Full(f"queue {self.name} partition {key!r} is full")
+                self._cond.wait(min(left, 0.05))
+            part.items.extend(copy.copy(v) for v in vs)
+            part.bytes += sum(sizes)
+            part.expires_at = self.clock() + partition_ttl
+            self._cond.notify_all()
+
+    def get(self, block: bool = True, timeout: float | None = None, *, partition: str | None = None) -> Any:
+        values = self._take(1, block, timeout, partition)
+        return values[0] if values else None
+
+    def get_many(self, n_values: int, block: bool = True, timeout: float | None = None, *,
+                 partition: str | None = None) -> list:
+        return self._take(n_values, block, timeout, partition)
+
+    def _take(self, n: int, block: bool, timeout: float | None, partition: str | None) -> list:
+        key = self._key(partition)
+        if not block and timeout is not None:
+            warnings.warn("Timeout is ignored for non-blocking get.", stacklevel=3)
+        give_up = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                part = self._part(key)
+                if part is not None and part.items:
+                    taken = [part.items.popleft() for _ in range(min(n, len(part.items)))]
+                    part.bytes -= sum(_wire_size(v) for v in taken)
+                    self._cond.notify_all()
+                    return taken
+                if not block:
+                    return []
+                left = None if give_up is None else give_up - time.monotonic()
+                if left is not None and left <= 0:
+                    raise queue.Empty()
+                self._cond.wait(0.05 if left is None else min(left, 0.05))
+
+    def len(self, *, partition: str | None = None, total: bool = False) -> int:
+        if partition is not None and total:
+            raise InvalidError("Partition must be null when requesting total length.")
+        with self._cond:
+            if total:
+                return sum(len(p.items) for k in list(self._parts) if (p := self._part(k)) is not None)
+            part = self._part(self._key(partition))
+            return len(part.items) if part else 0
+
+    def clear(self, *, partition: str | None = None, all: bool = False) -> None:
+        if partition is not None and all:
+            raise InvalidError("Partition must be null when requesting to clear all.")
+        with self._cond:
+            if all:
+                self._parts.clear()
+            else:
+                self._parts.pop(self._key(partition), None)
+
+    def iterate(self, *, partition: str | None = None, item_poll_timeout: float = 0.0) -> Iterator[Any]:
+        with self._cond:
+            part = self._part(self._key(partition))
+            items = list(part.items) if part else []
+        yield from items
+
+
+class MemoryBlobStore:
+    """Stands in for the artifacts Volume: paths to bytes."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+
+    def put(self, path: str, data: bytes) -> None:
+        self.files[path] = bytes(data)
+
+    def get(self, path: str) -> bytes:
+        try:
+            return self.files[path]
+        except KeyError:
+            raise KeyError(f"{path}: not on the volume") from None
+
+
+class FakeModal:
+    """One workspace's named Dicts and Queues, handed out by name like from_name(create_if_missing=True)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.dicts: dict[str, FakeDict] = {}
+        self.queues: dict[str, FakeQueue] = {}
+        self.blobs = MemoryBlobStore()
+
+    def dict(self, name: str, environment: str | None = None) -> FakeDict:
+        return self.dicts.setdefault(f"{environment or ''}/{name}", FakeDict(name, clock=self.clock))
+
+    def queue(self, name: str, environment: str | None = None) -> FakeQueue:
+        return self.queues.setdefault(f"{environment or ''}/{name}", FakeQueue(name, clock=self.clock))
+
+    def broker(self, url: str = "modal://golfq-test", clock: Callable[[], float] = time.time, **kwargs: Any):
+        from core.backends.modal import ModalBroker
+
+        return ModalBroker(url, clock, dict_factory=self.dict, queue_factory=self.queue, blob_store=self.blobs,
+                           **kwargs)

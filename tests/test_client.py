@@ -1,0 +1,105 @@
+"""The Python client: submit forms, de-duplication, validation before queueing, sweeps, wait, front, cancel."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from core.broker import JobState
+from core.events import EventKind
+from core.spec import parse_spec
+from producer.client import Client, WaitTimeout
+from producer.specfile import InputError
+from tests.golfq_helpers import FINAL_LINES, REPO_ROOT, queue_url, write_script
+from workers.fleet import Fleet, FleetConfig
+
+
+@pytest.fixture
+def client(tmp_path):
+    with Client(queue_url(tmp_path)) as opened:
+        yield opened
+
+
+def run_fleet(tmp_path, **overrides) -> None:
+    Fleet(FleetConfig(queue=queue_url(tmp_path), pool="cpu", work_root=tmp_path / "runs", burst=True,
+                      heartbeat_seconds=0.5, **overrides)).run()
+
+
+def test_submit_accepts_a_spec_a_dict_or_keywords_and_never_duplicates(client):
+    by_keywords = client.submit(pool="cpu", env={"NUM_LAYERS": "4"}, seed=3)
+    by_dict = client.submit({"pool": "cpu", "env": {"NUM_LAYERS": "4"}, "seed": 3, "name": "another name"})
+    by_spec = client.submit(parse_spec({"pool": "cpu", "env": {"NUM_LAYERS": "4"}, "seed": 3}))
+    assert by_keywords.id == by_dict.id == by_spec.id
+    assert len(client.list()) == 1
+    assert client.submit({"pool": "cpu", "NUM_LAYERS": 4, "seed": 3}).id == by_keywords.id  # shorthand env
+
+
+def test_script_is_stored_and_referenced(client, tmp_path):
+    script = write_script(tmp_path, "print('hi')\n")
+    job = client.submit(pool="cpu", script=script)
+    assert job.spec.trainer.startswith("sha256:")
+    assert client.broker.get_script(job.spec.trainer) == b"print('hi')\n"
+
+
+def test_submit_many_queues_nothing_when_one_spec_is_bad(client):
+    with pytest.raises(InputError, match=r"spec #2: pool: unknown pool 'nope'"):
+        client.submit_many([{"pool": "cpu"}, {"pool": "nope"}])
+    assert client.list() == []
+    with pytest.raises(InputError, match="script missing.py: no such file"):
+        client.submit(pool="cpu", script="missing.py")
+    assert client.list() == []
+
+
+def test_sweep_is_the_product_times_the_seeds_plus_explicit_points(client):
+    jobs = client.sweep({"MATRIX_LR": [0.02, 0.04], "NUM_LAYERS": [8, 9]}, base={"pool": "cpu"}, seeds=[1, 2],
+                        points=[{"MODEL_DIM": 768}])
+    assert len(jobs) == 2 * 2 * 2 + 2 and len({j.id for j in jobs}) == 10
+    combos = {(j.spec.env.get("MATRIX_LR"), j.spec.env.get("NUM_LAYERS"), j.spec.seed) for j in jobs[:8]}
+    assert combos == {(lr, n, s) for lr in ("0.02", "0.04") for n in ("8", "9") for s in (1, 2)}
+    assert all(j.spec.env == {"MODEL_DIM": "768"} for j in jobs[8:])
+    assert jobs[0].spec.name == "MATRIX_LR=0.02 NUM_LAYERS=8"
+
+
+def test_sweep_points_may_set_spec_fields(client):
+    jobs = client.sweep({"budget.train_seconds": [30, 60]}, base={"pool": "cpu"})
+    assert [j.spec.budget.train_seconds for j in jobs] == [30.0, 60.0]
+    with pytest.raises(InputError, match="point 1"):
+        client.sweep({"budget.train_seconds": [-1]}, base={"pool": "cpu"})
+
+
+def test_wait_returns_results_in_order_and_front_reads_by_pool(client, tmp_path):
+    script = write_script(tmp_path, FINAL_LINES)
+    good = client.submit(pool="cpu", script=script, env={"FAKE_BPB": "1.4"})
+    also = client.submit(pool="cpu", script=script, env={"FAKE_BPB": "1.3", "FAKE_BYTES": "2000000"})
+    bad = client.submit(pool="cpu", script=write_script(tmp_path, "raise SystemExit(4)", "bad.py"))
+    worker = threading.Thread(target=run_fleet, args=(tmp_path,))
+    worker.start()
+    results = client.wait([bad.id, good.id, also.id], timeout=60)
+    worker.join()
+    assert [r.spec_id for r in results] == [bad.id, good.id, also.id]
+    assert [r.status for r in results] == ["failed", "succeeded", "succeeded"]
+    assert sorted(p.val_bpb for p in client.front("cpu")) == [1.3, 1.4]  # neither dominates the other
+    assert client.front() == client.front("cpu")  # one track: no need to name it
+    kinds = [e.kind for e in client.events(after=0)]
+    assert kinds.count(EventKind.SUCCEEDED) == 2 and kinds.count(EventKind.FAILED) == 1
+    assert client.list("failed") == [client.get(bad.id)]
+
+
+def test_wait_raises_on_timeout_and_cancel_ends_the_job(client):
+    job = client.submit(pool="cpu")
+    with pytest.raises(WaitTimeout) as caught:
+        client.wait([job.id], timeout=0.2)
+    assert caught.value.pending == [job.id]
+    assert client.cancel([job.id]) == [job.id]
+    [result] = client.wait([job.id], timeout=5)
+    assert result.status == "failed" and client.get(job.id).state is JobState.CANCELLED
+    with pytest.raises(KeyError):
+        client.wait(["aaaaaaaaaaaaaaaa"], timeout=1)
+
+
+def test_client_imports_without_torch():
+    code = "import sys, producer.client, producer.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)

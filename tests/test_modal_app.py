@@ -1,0 +1,193 @@
+"""The Modal App's declarations, and its pool functions' bodies run in-process against the stand-ins."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+
+from core.backends.modal_config import DEFAULT_POOLS, ModalConfigError, call_timeout, load_config
+from core.backends.modal_dispatch import Dispatcher, read_lease
+from core.broker import JobState
+from core.events import EventKind
+from core.spec import Budget, ExperimentSpec
+from workers import modal_app
+from workers.runner import process_count, training_command
+
+from tests.contract.helpers import all_events, kinds
+from tests.modal_fakes import FakeModal
+from tests.test_modal_dispatch import FakeSpawner
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*executing locally:UserWarning")
+
+POOL_FUNCTIONS = {"cpu": modal_app.run_cpu, "h100": modal_app.run_h100, "h100x8": modal_app.run_h100x8}
+
+
+def test_one_function_per_pool_with_its_gpu_string():
+    assert {pool: fn.info().gpus for pool, fn in POOL_FUNCTIONS.items()} == {
+        "cpu": [], "h100": [("H100", 1)], "h100x8": [("H100", 8)]}
+    assert {pool: modal_app.DECLARED[f"run_{pool}"]["gpu"] for pool in POOL_FUNCTIONS} == {
+        "cpu": None, "h100": "H100", "h100x8": "H100:8"}
+
+
+def test_each_pool_has_its_own_autoscaler_settings_from_config_and_scales_to_zero():
+    for pool, fn in POOL_FUNCTIONS.items():
+        declared, wanted = modal_app.DECLARED[f"run_{pool}"], DEFAULT_POOLS[pool]
+        assert declared["min_containers"] == 0
+        assert (declared["max_containers"], declared["buffer_containers"], declared["scaledown_window"]) == (
+            wanted.max_containers, wanted.buffer_containers, wanted.scaledown_window)
+        info = fn.info()
+        assert info.timeout == wanted.timeout_seconds >= Budget().hard_timeout  # the default budget fits
+        assert info.max_retries == wanted.retries >= 1  # preemption re-runs the call
+        assert {path: v.name for path, v in info.volumes.items()} == {"/data": "golfq-data",
+                                                                      "/artifacts": "golfq-artifacts"}
+
+
+def test_dispatcher_runs_on_a_schedule_alone_and_data_prep_owns_the_data_volume():
+    assert modal_app.dispatch.info().schedule == "Period(seconds=60.0)"
+    assert modal_app.DECLARED["dispatch"]["max_containers"] == 1  # one dispatcher at a time
+    assert modal_app.dispatch.info().gpus == []
+    prep = modal_app.prepare_data.info()
+    assert list(prep.volumes) == ["/data"] and prep.timeout == modal_app.DATA_PREP_TIMEOUT and prep.gpus == []
+
+
+def test_the_image_carries_the_trainer_and_the_project_source():
+    assert any(p.startswith("torch") for p in modal_app.TRAINER_PACKAGES)
+    assert modal_app.RUNTIME_ENV["GOLFQ_QUEUE"] == "modal://golfq"
+    assert json.loads(modal_app.RUNTIME_ENV["GOLFQ_MODAL_CONFIG_JSON"])["pools"]["h100x8"]["gpu"] == "H100:8"
+
+
+def test_the_h100x8_pool_runs_torchrun_across_eight_gpus_in_its_container():
+    spec = ExperimentSpec(pool="h100x8")
+    command = training_command(None, process_count(spec, None))
+    assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=8"]
+
+
+def test_config_file_sets_fallback_gpus_and_caps(monkeypatch, tmp_path):
+    path = tmp_path / "modal.toml"
+    path.write_text('[pools.h100x8]\ngpu = ["H100:8", "H200:8"]\nmax_containers = 3\nmax_gpu_hours = 50\n')
+    monkeypatch.setenv("GOLFQ_MODAL_CONFIG", str(path))
+    monkeypatch.setenv("GOLFQ_MODAL_APP", "golfq-alt")
+    try:
+        app = importlib.reload(modal_app)
+        assert app.run_h100x8.info().gpus == [("H100", 8), ("H200", 8)]
+        assert app.DECLARED["run_h100x8"]["max_containers"] == 3
+        assert app.run_h100.info().gpus == [("H100", 1)]  # other pools keep their defaults
+        assert app.run_h100.info().volumes["/data"].name == "golfq-alt-data"
+        assert json.loads(app.RUNTIME_ENV["GOLFQ_MODAL_CONFIG_JSON"])["pools"]["h100x8"]["max_gpu_hours"] == 50
+    finally:
+        monkeypatch.delenv("GOLFQ_MODAL_CONFIG")
+        monkeypatch.delenv("GOLFQ_MODAL_APP")
+        importlib.reload(modal_app)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('[pools.h100]\nscaledown_window = 0\n', "scaledown_window"),
+    ('[pools.cpu]\ngpu = "H100"\n', "pools.cpu.gpu"),
+    ('[pools.tpu]\nmax_containers = 1\n', "pools.tpu"),
+    ('[pools.h100]\nmax_containers = "many"\n', "max_containers"),
+])
+def test_bad_config_is_one_line_naming_the_setting(tmp_path, text, problem):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ModalConfigError) as error:
+        load_config(path)
+    assert problem in str(error.value) and "\n" not in str(error.value)
+
+
+def test_call_timeout_covers_the_budget_in_whole_hours():
+    pool = DEFAULT_POOLS["h100"]
+    assert call_timeout(pool, Budget().hard_timeout) is None
+    assert call_timeout(pool, 5000) == 7200
+    with pytest.raises(ModalConfigError):
+        call_timeout(pool, 24 * 3600)
+
+
+# -- the pool functions' body, in-process -----------------------------------------------------
+
+SCRIPT = """\
+import os, pathlib
+with open(os.environ["RUNS_FILE"], "a") as handle:
+    handle.write("ran\\n")
+print("final_int8_zlib_roundtrip_exact val_loss:2.0000 val_bpb:1.2500")
+print("Total submission size int8+zlib: 1234567 bytes")
+"""
+
+
+@pytest.fixture
+def cloud(monkeypatch, tmp_path):
+    """A fake workspace whose broker the pool functions' body reports to."""
+    fake = FakeModal()
+    broker = fake.broker("modal://golfq")
+    monkeypatch.setattr(modal_app, "open_job_broker", lambda: fake.broker("modal://golfq"))
+    monkeypatch.setenv("GOLFQ_ARTIFACTS_MOUNT", str(tmp_path / "artifacts"))
+    return broker
+
+
+def _submit_script_job(broker, tmp_path: Path, pool: str = "h100"):
+    ref = broker.put_script(SCRIPT.encode())
+    spec = ExperimentSpec(pool=pool, trainer=ref, env={"RUNS_FILE": str(tmp_path / "runs.txt")},
+                          budget=Budget(train_seconds=30))
+    return broker.submit([spec])[0]
+
+
+def _runs(tmp_path: Path) -> int:
+    path = tmp_path / "runs.txt"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_a_spawned_call_runs_the_job_with_the_shared_runner_and_reports_it(cloud, tmp_path):
+    job = _submit_script_job(cloud, tmp_path)
+    spawner = FakeSpawner()
+    Dispatcher(cloud, spawner, load_config()).run_once()
+    (function, payload, _, _), = spawner.calls
+    assert function == "run_h100"
+    assert "succeeded" in modal_app.run_h100.local(payload)
+    done = cloud.get(job.id)
+    assert done.state is JobState.SUCCEEDED and done.result.val_bpb == 1.25
+    assert done.result.gpu_count == 1 and done.result.gpu_seconds > 0 and done.result.cost_usd > 0
+    assert Path(done.result.log_path).is_relative_to(tmp_path / "artifacts" / "runs")  # logs land on the Volume
+    assert [p.val_bpb for p in cloud.front("1xH100").points] == [1.25]
+
+
+def test_a_call_delivered_three_times_trains_once_and_counts_once(cloud, tmp_path):
+    job = _submit_script_job(cloud, tmp_path, pool="cpu")
+    spawner = FakeSpawner()
+    Dispatcher(cloud, spawner, load_config()).run_once()
+    payload = spawner.calls[0][1]
+    outputs = [modal_app.run_cpu.local(payload) for _ in range(3)]  # Modal re-ran the same input twice
+    assert "succeeded" in outputs[0] and all("nothing to run" in o for o in outputs[1:])
+    assert _runs(tmp_path) == 1
+    assert kinds(all_events(cloud), job.id).count(EventKind.SUCCEEDED) == 1
+
+
+def test_a_preempted_call_is_rerun_on_the_same_lease_and_counted_once(cloud, tmp_path):
+    job = _submit_script_job(cloud, tmp_path, pool="cpu")
+    spawner = FakeSpawner()
+    Dispatcher(cloud, spawner, load_config()).run_once()
+    payload = spawner.calls[0][1]
+    lease = read_lease(payload)
+    assert cloud.heartbeat(lease, 60)  # the first container started, then was preempted before reporting
+    assert "succeeded" in modal_app.run_cpu.local(payload)  # Modal's retry: same input, same attempt
+    done = cloud.get(job.id)
+    assert (done.state, done.attempt, done.result.attempt) == (JobState.SUCCEEDED, 1, 1)
+    assert kinds(all_events(cloud), job.id) == [EventKind.SUBMITTED, EventKind.CLAIMED, EventKind.SUCCEEDED]
+
+
+def test_a_call_for_a_cancelled_job_does_not_train(cloud, tmp_path):
+    job = _submit_script_job(cloud, tmp_path, pool="cpu")
+    spawner = FakeSpawner()
+    Dispatcher(cloud, spawner, load_config()).run_once()
+    cloud.cancel([job.id])
+    assert "nothing to run" in modal_app.run_cpu.local(spawner.calls[0][1])
+    assert _runs(tmp_path) == 0 and cloud.get(job.id).state is JobState.CANCELLED
+
+
+def test_dispatch_once_wires_the_dispatcher_to_a_broker_and_spawner(cloud, tmp_path):
+    _submit_script_job(cloud, tmp_path)
+    spawner = FakeSpawner()
+    (report,) = modal_app.dispatch_once(0.0, spawner=spawner, broker=cloud)
+    assert len(report.pools["h100"].spawned) == 1 and len(spawner.calls) == 1
+

@@ -1,0 +1,156 @@
+"""`golfq modal status|debug|deploy` pieces that run without Modal, `golfq skill`, and `golfq ops cost`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from core.backends.modal_config import load_config
+from core.events import Event, EventKind
+from core.result import Result
+from core.spec import ExperimentSpec
+from modal.types import FunctionCurrentStats
+from ops.cost import cost_command, summarize
+from producer.skill import install_skill, skill_app, skill_text
+from workers.modal_cli import modal_cli, pool_status, sandbox_options
+
+from tests.modal_fakes import FakeModal
+
+
+def test_status_puts_the_queue_beside_each_functions_own_stats():
+    broker = FakeModal().broker()
+    broker.submit([ExperimentSpec(pool="h100", seed=s) for s in range(3)])
+    broker.claim("h100", "w")
+    broker.drain("h100x8")
+    live = {"run_h100": FunctionCurrentStats(backlog=1, num_total_runners=2, num_running_inputs=1, input_headroom=0)}
+    idle = FunctionCurrentStats(backlog=0, num_total_runners=0, num_running_inputs=0, input_headroom=0)
+    rows = {r.pool: r for r in pool_status(lambda fn: live.get(fn, idle), broker, load_config())}
+    assert (rows["h100"].queued, rows["h100"].leased, rows["h100"].backlog, rows["h100"].containers) == (2, 1, 1, 2)
+    assert rows["h100x8"].draining and rows["cpu"].queued == 0 and rows["cpu"].containers == 0
+
+
+def test_debug_sandbox_gets_the_jobs_gpu_script_and_environment():
+    broker = FakeModal().broker()
+    ref = broker.put_script(b"print('x')\n")
+    job = broker.submit([ExperimentSpec(pool="h100x8", trainer=ref, env={"NUM_LAYERS": "9"}, seed=7)])[0]
+    options = sandbox_options(job, "golfq")
+    assert options["gpu"] == "H100:8"
+    env = options["env"]
+    assert (env["NUM_LAYERS"], env["SEED"], env["PYTHONPATH"]) == ("9", "7", "/root")
+    assert env["DATA_PATH"] == "/data/datasets/fineweb10B_sp1024"
+    assert env["TOKENIZER_PATH"] == "/data/tokenizers/fineweb_1024_bpe.model"
+    assert f"/artifacts/scripts/{ref.removeprefix('sha256:')}.py" in options["setup"]
+    assert "--nproc-per-node=8" in options["command"]
+
+
+def test_modal_commands_fail_with_one_line_without_credentials(monkeypatch):
+    monkeypatch.delenv("MODAL_TOKEN_ID", raising=False)
+    monkeypatch.delenv("MODAL_TOKEN_SECRET", raising=False)
+    monkeypatch.setenv("MODAL_CONFIG_PATH", "/nonexistent/.modal.toml")
+    result = CliRunner().invoke(modal_cli, ["status", "--app", "golfq-nothing"])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1
+
+
+# -- the agent skill --------------------------------------------------------------------------
+
+
+def test_skill_install_writes_the_packaged_skill_and_keeps_an_edited_copy(tmp_path):
+    target = install_skill(tmp_path / "skills" / "golfq")
+    assert target.read_text() == skill_text() and skill_text().startswith("---\nname: golfq\n")
+    target.write_text("my notes")
+    with pytest.raises(FileExistsError):
+        install_skill(tmp_path / "skills" / "golfq")
+    assert install_skill(tmp_path / "skills" / "golfq", force=True).read_text() == skill_text()
+
+
+def test_skill_cli_names_where_it_wrote(tmp_path):
+    result = CliRunner().invoke(skill_app, ["install", "--dir", str(tmp_path / "s")])
+    assert result.exit_code == 0 and str(tmp_path / "s" / "SKILL.md") in result.output
+
+
+@pytest.mark.parametrize("topic", ["`cpu`", "`h100`", "`h100x8`", "parent =", "golfq wait", "golfq pareto",
+                                   "golfq ops cost", "golfq modal debug"])
+def test_skill_covers_specs_pools_waiting_deriving_debugging_and_cost(topic):
+    assert topic in skill_text()
+
+
+def test_every_command_the_skill_names_exists_in_the_cli():
+    import re
+
+    import typer
+    from ops.cli import app
+
+    root = typer.main.get_command(app)
+    named = set(re.findall(r"`golfq ([a-z]+)(?: ([a-z]+))?", skill_text()))
+    assert len(named) >= 8
+    for verb, sub in named:
+        command = root.get_command(None, verb)
+        assert command is not None, f"golfq {verb}"
+        if sub and hasattr(command, "get_command"):
+            assert command.get_command(None, sub) is not None, f"golfq {verb} {sub}"
+
+
+# -- ops cost -----------------------------------------------------------------------------------
+
+DAY = dt.datetime(2026, 5, 1, 12, tzinfo=dt.timezone.utc).timestamp()
+
+
+def _events() -> list[Event]:
+    a = ExperimentSpec(pool="h100", seed=1, tags=("mlp",))
+    b = ExperimentSpec(pool="h100x8", seed=2, tags=("mlp", "final"))
+    c = ExperimentSpec(pool="h100", seed=3)
+
+    def result(spec, attempt, seconds, usd=None, when=DAY):
+        return Result(spec_id=spec.id, attempt=attempt, status="succeeded", gpu_name="H100", gpu_count=1,
+                      gpu_seconds=seconds, cost_usd=usd, finished_at=when)
+
+    out = [Event(seq=0, ts=DAY, kind=EventKind.SUBMITTED, job_id=s.id, pool=s.pool, spec=s) for s in (a, b, c)]
+    out += [
+        Event(seq=0, ts=DAY, kind=EventKind.SUCCEEDED, job_id=a.id, pool="h100", attempt=1,
+              result=result(a, 1, 3600.0, 3.95)),
+        Event(seq=0, ts=DAY, kind=EventKind.SUPERSEDED, job_id=b.id, pool="h100x8", attempt=1,
+              result=result(b, 1, 8 * 1800.0, 15.8)),
+        Event(seq=0, ts=DAY, kind=EventKind.SUPERSEDED, job_id=b.id, pool="h100x8", attempt=1,  # repeated late report
+              result=result(b, 1, 8 * 1800.0, 15.8)),
+        Event(seq=0, ts=DAY, kind=EventKind.FAILED, job_id=c.id, pool="h100", attempt=1,
+              result=result(c, 1, 1800.0, None, DAY + 86400)),  # priced now from the table
+    ]
+    return out
+
+
+def test_cost_by_pool_counts_every_attempt_that_ran_once():
+    rows = {r.key: r for r in summarize(_events(), "pool")}
+    assert (rows["h100"].attempts, rows["h100"].gpu_seconds, rows["h100"].cost_usd) == (2, 5400.0, 5.925)
+    assert (rows["h100x8"].attempts, rows["h100x8"].cost_usd) == (1, 15.8)
+
+
+def test_cost_by_tag_and_day():
+    tags = {r.key: r.cost_usd for r in summarize(_events(), "tag")}
+    assert tags == {"final": 15.8, "mlp": 19.75, "(untagged)": 1.975}
+    days = {r.key: r.attempts for r in summarize(_events(), "day")}
+    assert days == {"2026-05-01": 2, "2026-05-02": 1}
+    with pytest.raises(ValueError):
+        summarize(_events(), "week")
+
+
+def test_cost_command_reads_the_queue(monkeypatch):
+    fake = FakeModal()
+    broker = fake.broker()
+    broker.submit([ExperimentSpec(pool="h100", seed=1)])
+    lease = broker.claim("h100", "w")
+    broker.complete(lease, Result(spec_id=lease.job_id, attempt=1, status="succeeded", gpu_name="H100", gpu_count=1,
+                                  gpu_seconds=7200.0, cost_usd=7.9))
+    monkeypatch.setattr("core.backends.open_broker", lambda url=None: broker)
+    import typer
+
+    app = typer.Typer()
+    app.command()(cost_command)
+    result = CliRunner().invoke(app, ["--json"])
+    assert result.exit_code == 0
+    assert json.loads(result.output) == [{"key": "h100", "attempts": 1, "gpu_seconds": 7200.0, "cost_usd": 7.9}]
+    result = CliRunner().invoke(app, ["--by", "month"])
+    assert result.exit_code != 0 and "month" in result.output

@@ -1,0 +1,127 @@
+"""Ops semantics beyond the CLI's happy path: replay, export/import between queues, purge ages, usage totals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.backends import open_broker
+from core.broker import JobState
+from core.result import FailureKind, Result
+from core.spec import parse_spec
+from ops.purge import parse_before
+from ops.replay import plan_replay
+from ops.stats import usage
+from producer.console import CliError
+from tests.golfq_helpers import Cli, queue_url
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GOLFQ_QUEUE", queue_url(tmp_path))
+    return Cli(capsys, monkeypatch)
+
+
+@pytest.fixture
+def broker(tmp_path):
+    opened = open_broker(queue_url(tmp_path))
+    yield opened
+    opened.close()
+
+
+def make_dead(broker, seed: int) -> str:
+    """A job whose infra retries are spent."""
+    [job] = broker.submit([parse_spec({"pool": "cpu", "seed": seed, "budget": {"retries": {"infra": 0}}})])
+    lease = broker.claim("cpu", "w")
+    broker.fail(lease, "preempted", FailureKind.INFRA)
+    assert broker.get(job.id).state is JobState.DEAD
+    return job.id
+
+
+def test_replay_after_seq_requeues_dead_jobs_only(cli, broker):
+    early = make_dead(broker, 1)
+    mark = broker.stats().last_seq
+    late = make_dead(broker, 2)
+    [done] = broker.submit([parse_spec({"pool": "cpu", "seed": 3})])
+    code, out, _ = cli("ops", "replay", "--after", str(mark), "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["requeued"] == [late] and doc["unchanged"] == [done.id]
+    assert broker.get(late).state is JobState.QUEUED and broker.get(early).state is JobState.DEAD
+
+
+def test_replay_from_an_event_file_rebuilds_a_lost_queue(cli, tmp_path, broker):
+    ref = broker.put_script(b"print('x')")
+    broker.submit([parse_spec({"pool": "cpu", "seed": s}) for s in (1, 2)] +
+                  [parse_spec({"pool": "cpu", "trainer": ref})])
+    code, out, _ = cli("events", "--json")
+    (tmp_path / "events.jsonl").write_text(out)
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    code, out, _ = cli("ops", "replay", str(tmp_path / "events.jsonl"), "--queue", fresh, "--json")
+    doc = json.loads(out)
+    assert len(doc["submitted"]) == 2  # the scripted job cannot run where its script is missing
+    assert list(doc["skipped"].values()) == [f"script {ref} is not stored in this queue"]
+    assert sorted(j.id for j in open_broker(fresh).list()) == sorted(doc["submitted"])
+
+
+def test_export_import_moves_unfinished_jobs_and_their_scripts(cli, tmp_path, broker):
+    ref = broker.put_script(b"print('scripted')")
+    queued, scripted, finished = broker.submit([parse_spec({"pool": "cpu", "seed": 1}),
+                                                parse_spec({"pool": "cpu", "trainer": ref}),
+                                                parse_spec({"pool": "h100", "seed": 9})])
+    lease = broker.claim("h100", "w")
+    broker.complete(lease, Result(spec_id=finished.id, attempt=1, status="succeeded", val_bpb=1.2, artifact_bytes=10))
+    assert cli("ops", "export", str(tmp_path / "q.jsonl"))[0] == 0
+    target_url = f"sqlite:///{tmp_path / 'target.db'}"
+    code, out, _ = cli("ops", "import", str(tmp_path / "q.jsonl"), "--queue", target_url, "--json")
+    doc = json.loads(out)
+    assert sorted(doc["queued"]) == sorted([queued.id, scripted.id]) and doc["skipped_finished"] == 1
+    target = open_broker(target_url)
+    assert target.get_script(ref) == b"print('scripted')"
+    assert target.get(finished.id) is None
+    code, out, _ = cli("ops", "import", str(tmp_path / "q.jsonl"), "--queue", target_url, "--json")
+    assert json.loads(out)["queued"] == []  # importing twice adds nothing
+
+
+def test_import_refuses_a_tampered_script(cli, tmp_path, broker):
+    broker.submit([parse_spec({"pool": "cpu", "trainer": broker.put_script(b"print(1)")})])
+    cli("ops", "export", str(tmp_path / "q.jsonl"))
+    lines = (tmp_path / "q.jsonl").read_text().splitlines()
+    lines = [line.replace('"content_b64":"', '"content_b64":"AAAA') if '"script"' in line else line for line in lines]
+    (tmp_path / "q.jsonl").write_text("\n".join(lines))
+    code, _, err = cli("ops", "import", str(tmp_path / "q.jsonl"), "--queue", f"sqlite:///{tmp_path / 't.db'}")
+    assert code == 2 and "does not match its sha256" in err
+
+
+def test_usage_counts_each_attempt_once(broker, monkeypatch):
+    monkeypatch.setenv("GOLFQ_PRICES", "H100=3.6")
+    [job] = broker.submit([parse_spec({"pool": "h100"})])
+    lease = broker.claim("h100", "w")
+    broker.fail(lease, "oom", FailureKind.INFRA, Result(spec_id=job.id, attempt=1, status="failed", gpu_seconds=100,
+                                                        cost_usd=0.1))
+    lease = broker.claim("h100", "w")
+    broker.complete(lease, Result(spec_id=job.id, attempt=2, status="succeeded", gpu_seconds=300, cost_usd=0.3))
+    spent = usage(broker)["h100"]
+    assert (spent.attempts, spent.gpu_seconds, spent.cost_usd) == (2, 400, pytest.approx(0.4))
+
+
+def test_purge_ages_and_dates():
+    assert parse_before("7d", now=1_000_000.0) == 1_000_000.0 - 7 * 86400
+    assert parse_before("90m", now=10_000.0) == 10_000.0 - 5400
+    assert parse_before("2026-01-02T00:00:00+00:00") == 1767312000.0
+    with pytest.raises(CliError):
+        parse_before("soon")
+
+
+def test_drain_stops_claims_until_resume(cli, broker):
+    broker.submit([parse_spec({"pool": "cpu"})])
+    cli("ops", "drain", "cpu")
+    assert broker.claim("cpu", "w") is None
+    cli("ops", "resume", "cpu")
+    assert broker.claim("cpu", "w") is not None
+
+
+def test_plan_replay_ignores_pool_events(broker):
+    broker.drain("cpu")
+    assert plan_replay(broker, broker.events()).submit == []

@@ -1,0 +1,124 @@
+"""`golfq worker`: run a local fleet of claim loops (or RQ workers for a Redis queue)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from core.broker import Lease
+from core.pools import get_pool
+from core.result import Result
+from producer.console import CliError, JsonOption, QueueOption, emit_json, note, queue
+from workers.fleet import Fleet, FleetConfig, FleetError, gpu_slots, parse_devices, work_root_default
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _scheme(url: str | None) -> str:
+    return url.split("://", 1)[0] if url and "://" in url else ""
+
+
+def _run_rq(url: str, **options) -> None:
+    """Redis queues are served by RQ workers (workers/rq_worker.py, written with the Redis backend)."""
+    try:
+        module = importlib.import_module("workers.rq_worker")
+    except ImportError as error:
+        raise CliError(f"worker --queue {url}: Redis workers are not available here ({error}); "
+                       f"install golfq[redis]") from None
+    module.run_rq_workers(url=url, **options)
+
+
+def _announce(as_json: bool):
+    lock = threading.Lock()
+
+    def started(lease: Lease, gpus: str | None) -> None:
+        with lock:
+            if as_json:
+                emit_json({"event": "started", "id": lease.job_id, "attempt": lease.attempt, "gpus": gpus})
+            else:
+                on = f" on GPU {gpus}" if gpus else ""
+                print(f"{lease.job_id}  started (attempt {lease.attempt}){on}  {lease.spec.name}".rstrip(), flush=True)
+
+    def finished(lease: Lease, result: Result) -> None:
+        with lock:
+            if as_json:
+                emit_json({"event": "finished", "result": result})
+            elif result.succeeded:
+                print(f"{lease.job_id}  succeeded  val_bpb={result.val_bpb:.4f}  "
+                      f"({result.total_seconds or 0:.1f} s)", flush=True)
+            else:
+                print(f"{lease.job_id}  failed ({result.failure.value if result.failure else '?'})  "
+                      f"{result.error or ''}".rstrip(), flush=True)
+
+    return started, finished
+
+
+def worker(
+    pool: Annotated[str, typer.Option(help="The pool to serve (cpu, h100, h100x8, ...).")],
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Jobs at once [default: one per GPU group, or 1].")] = None,
+    burst: Annotated[bool, typer.Option("--burst", help="Exit once the pool is empty.")] = False,
+    max_idle: Annotated[float | None, typer.Option(min=0, metavar="SECONDS", help="Exit after this long with nothing to run.")] = None,
+    gpus: Annotated[str | None, typer.Option(metavar="DEVICES", help="GPUs to share out, e.g. 0,1,2,3: each job gets its own.")] = None,
+    work_dir: Annotated[Path | None, typer.Option(envvar="GOLFQ_WORK_DIR", help="Where runs keep their logs and artifacts [default: .golfq/runs].")] = None,
+    lease_seconds: Annotated[float, typer.Option(min=1, help="Lease length; renewed by heartbeats.")] = 60.0,
+    heartbeat_seconds: Annotated[float, typer.Option(min=0.1, help="Seconds between heartbeats.")] = 10.0,
+    grace: Annotated[float, typer.Option(min=0, metavar="SECONDS", help="On SIGTERM/SIGINT, how long running jobs may finish.")] = 60.0,
+    queue_url: QueueOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run jobs from one pool until stopped (SIGTERM/SIGINT: finish running jobs, then release them).
+
+    Example: golfq worker --pool h100 --gpus 0,1,2,3 --max-idle 600
+    """
+    try:
+        spec_pool = get_pool(pool)
+        devices = parse_devices(gpus)
+        concurrency, _ = gpu_slots(devices, spec_pool.gpus, concurrency)
+    except KeyError as error:
+        raise CliError(f"worker --pool: {error.args[0]}") from None
+    except FleetError as error:
+        raise CliError(str(error)) from None
+    if heartbeat_seconds >= lease_seconds:
+        raise CliError(f"worker: --heartbeat-seconds ({heartbeat_seconds:g}) must be shorter than "
+                       f"--lease-seconds ({lease_seconds:g})")
+    if _scheme(queue_url) in REDIS_SCHEMES:
+        _run_rq(queue_url, pool=pool, concurrency=concurrency, burst=burst, max_idle=max_idle, gpus=gpus,
+                work_dir=work_dir)
+        return
+    with queue(queue_url):  # fail fast, with one line, on a queue that cannot be opened
+        pass
+    logging.basicConfig(level=logging.WARNING, format="golfq worker: %(message)s")
+    started, finished = _announce(as_json)
+    config = FleetConfig(queue=queue_url, pool=pool, concurrency=concurrency, burst=burst, max_idle=max_idle,
+                         gpus=devices, work_root=work_dir or work_root_default(), lease_seconds=lease_seconds,
+                         heartbeat_seconds=heartbeat_seconds, grace_seconds=grace)
+    fleet = Fleet(config, on_start=started, on_finish=finished)
+
+    def on_signal(signum, frame) -> None:
+        if fleet.stopping:
+            note("golfq worker: stopping now; releasing running jobs")
+            fleet.abort()
+        else:
+            note(f"golfq worker: {signal.Signals(signum).name}: no new jobs; running jobs get {grace:g} s "
+                 "(signal again to release them now)")
+            fleet.stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if not as_json:
+            note(f"golfq worker: pool {pool}, {fleet.concurrency} slot(s)"
+                 + (f", GPUs {gpus}" if gpus else "") + (" (burst)" if burst else ""))
+        summary = fleet.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    counts = summary.counts()
+    if not as_json:
+        note(f"golfq worker: done: {counts.get('succeeded', 0)} succeeded, {counts.get('failed', 0)} failed"
+             + (f", {len(summary.errors)} runner error(s)" if summary.errors else ""))

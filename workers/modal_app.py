@@ -1,0 +1,177 @@
+"""golfq on Modal: one App with a function per pool, a dispatcher and a data-prep step.
+
+    golfq modal deploy            # once; then everything calls the deployed app by name
+    golfq modal prepare           # fill the data Volume with the FineWeb shards
+    golfq submit --queue modal://golfq spec.toml
+
+Pools: `run_cpu`, `run_h100` (gpu="H100") and `run_h100x8` (gpu="H100:8", torchrun across
+the 8 GPUs inside the one container). Each autoscales from zero, with its own settings
+from core.backends.modal_config. Their body is the same runner the local fleet uses.
+The dispatcher runs every minute and whenever a client kicks it; it claims jobs from
+the Dicts and spawns one call per job (core.backends.modal_dispatch).
+
+Nothing here runs at import beyond declarations, so tests import this module and
+assert what would be deployed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import modal
+
+from core.backends.modal_config import ModalConfig, ModalConfigError, PoolConfig, as_json, load_config
+
+APP_NAME = os.environ.get("GOLFQ_MODAL_APP", "golfq")
+ENVIRONMENT = os.environ.get("GOLFQ_MODAL_ENV") or None
+CONFIG: ModalConfig = load_config()
+QUEUE_URL = f"modal://{APP_NAME}" + (f"?env={ENVIRONMENT}" if ENVIRONMENT else "")
+DATA_MOUNT = "/data"
+ARTIFACTS_MOUNT = "/artifacts"
+DATA_PREP_TIMEOUT = 4 * 3600
+DISPATCH_LISTEN_SECONDS = 20  # after a pass, keep listening on the wake partitions this long
+TRAINER_PACKAGES = ("torch>=2.4", "numpy>=1.26", "sentencepiece>=0.2", "zstandard>=0.22", "msgspec>=0.18",
+                    "huggingface_hub>=0.24")
+
+app = modal.App(APP_NAME)
+
+image = (
+    modal.Image.debian_slim(python_version="3.11")
+    .uv_pip_install(*TRAINER_PACKAGES)
+    .env({"GOLFQ_DATA_DIR": DATA_MOUNT, "GOLFQ_ARTIFACTS_MOUNT": ARTIFACTS_MOUNT, "PYTHONUNBUFFERED": "1"})
+    .add_local_python_source("core", "workers")
+)
+
+data_volume = modal.Volume.from_name(f"{APP_NAME}-data", environment_name=ENVIRONMENT, create_if_missing=True)
+artifacts_volume = modal.Volume.from_name(f"{APP_NAME}-artifacts", environment_name=ENVIRONMENT,
+                                          create_if_missing=True)
+VOLUMES = {DATA_MOUNT: data_volume, ARTIFACTS_MOUNT: artifacts_volume}
+
+# What the containers need to find the queue and enforce the caps that were deployed.
+RUNTIME_ENV = {"GOLFQ_QUEUE": QUEUE_URL, "GOLFQ_MODAL_APP": APP_NAME, "GOLFQ_MODAL_CONFIG_JSON": as_json(CONFIG),
+               **({"GOLFQ_MODAL_ENV": ENVIRONMENT} if ENVIRONMENT else {})}
+
+DECLARED: dict[str, dict] = {}  # function name -> the options it was declared with (asserted by tests)
+
+
+def pool_options(pool: PoolConfig) -> dict:
+    """The decorator options of one pool's function, straight from its config."""
+    return {
+        "name": pool.function,
+        "gpu": pool.gpu,
+        "cpu": pool.cpu,
+        "memory": pool.memory_mib,
+        "min_containers": 0,  # an idle pool costs nothing
+        "max_containers": pool.max_containers,
+        "buffer_containers": pool.buffer_containers,
+        "scaledown_window": pool.scaledown_window,
+        "timeout": pool.timeout_seconds,
+        "retries": modal.Retries(max_retries=pool.retries, initial_delay=10.0, backoff_coefficient=2.0),
+        "volumes": VOLUMES,
+    }
+
+
+def _function(**options):
+    DECLARED[options["name"]] = options
+    return app.function(image=image, env=RUNTIME_ENV, **options)
+
+
+def _pool_function(pool: str):
+    return _function(**pool_options(CONFIG.pools[pool]))
+
+
+# -- the pool functions' body ----------------------------------------------------------------
+
+
+def open_job_broker():
+    """The queue the containers report to (tests replace this with an in-memory broker)."""
+    from core.backends import open_broker
+
+    return open_broker(os.environ.get("GOLFQ_QUEUE", QUEUE_URL))
+
+
+def run_job(payload: bytes) -> str:
+    """One spawned call: the lease the dispatcher claimed, run end to end by the shared runner."""
+    from core.backends.modal_dispatch import read_lease
+    from workers.runner import run_lease
+
+    lease = read_lease(payload)
+    broker = open_job_broker()
+    try:
+        # At-least-once: a re-run of a finished or superseded lease must not train again.
+        if not broker.heartbeat(lease, CONFIG.lease_seconds):
+            return f"{lease.job_id}#{lease.attempt}: lease no longer held, nothing to run"
+        work_root = Path(os.environ.get("GOLFQ_ARTIFACTS_MOUNT", ARTIFACTS_MOUNT)) / "runs"
+        result = run_lease(broker, lease, work_root=work_root, heartbeat_seconds=CONFIG.heartbeat_seconds,
+                           lease_seconds=CONFIG.lease_seconds,
+                           worker_id=f"modal/{lease.pool}/{os.environ.get('MODAL_TASK_ID', 'local')}")
+    finally:
+        broker.close()
+    if not modal.is_local():
+        artifacts_volume.commit()  # logs and artifacts outlive the container
+        dispatch.spawn()  # a slot is free: let the next job start now, not at the next tick
+    return f"{lease.job_id}#{lease.attempt}: {result.status}"
+
+
+POOL_FUNCTION_NAMES = ("cpu", "h100", "h100x8")  # the pools declared below, one function each
+if set(CONFIG.pools) - set(POOL_FUNCTION_NAMES):
+    raise ModalConfigError(f"modal config: no Modal function for pool(s) "
+                           f"{', '.join(sorted(set(CONFIG.pools) - set(POOL_FUNCTION_NAMES)))}; "
+                           f"declare one in workers/modal_app.py")
+
+
+@_pool_function("cpu")
+def run_cpu(payload: bytes) -> str:
+    return run_job(payload)
+
+
+@_pool_function("h100")
+def run_h100(payload: bytes) -> str:
+    return run_job(payload)
+
+
+@_pool_function("h100x8")
+def run_h100x8(payload: bytes) -> str:
+    # The runner starts `python -m torch.distributed.run --standalone --nproc-per-node=8` for this pool.
+    return run_job(payload)
+
+
+# -- the dispatcher ----------------------------------------------------------------------------
+
+
+def dispatch_once(listen_seconds: float = 0.0, spawner=None, broker=None):
+    """One dispatcher run: reap, retire calls, claim and spawn within the caps, keep records alive."""
+    from core.backends.modal import ModalBroker
+    from core.backends.modal_dispatch import Dispatcher, ModalSpawner
+
+    broker = broker or ModalBroker(os.environ.get("GOLFQ_QUEUE", QUEUE_URL), kick=lambda: None)
+    spawner = spawner or ModalSpawner(APP_NAME, ENVIRONMENT)
+    return Dispatcher(broker, spawner, CONFIG).serve(listen_seconds)
+
+
+@_function(name="dispatch", schedule=modal.Period(seconds=CONFIG.dispatch_every_seconds), max_containers=1,
+           timeout=300, retries=0)
+def dispatch() -> str:
+    reports = dispatch_once(DISPATCH_LISTEN_SECONDS)
+    spawned = sum(len(p.spawned) for r in reports for p in r.pools.values())
+    reaped = sum(len(r.reaped) for r in reports)
+    return f"{len(reports)} passes: spawned {spawned}, reaped {reaped}"
+
+
+# -- data preparation --------------------------------------------------------------------------
+
+
+@_function(name="prepare_data", volumes={DATA_MOUNT: data_volume}, cpu=4.0, memory=16384, timeout=DATA_PREP_TIMEOUT)
+def prepare_data(source: str = "fineweb", vocab: int = 1024, train_shards: int = 80) -> str:
+    """Fill the data Volume: prepare on local disk (file locks and hard links), then copy over."""
+    from workers.golf.prepare import prepare
+
+    with tempfile.TemporaryDirectory() as scratch:
+        prepared = prepare(source, vocab, scratch, train_shards=train_shards)
+        for sub in ("datasets", "tokenizers"):
+            shutil.copytree(Path(scratch) / sub, Path(DATA_MOUNT) / sub, dirs_exist_ok=True)
+    data_volume.commit()
+    return f"{prepared.dataset} ({len(prepared.manifest.get('files', {}))} shards) and {prepared.tokenizer} on {APP_NAME}-data"

@@ -1,0 +1,128 @@
+"""One supervised child process: its own process group, stdin closed, output into a capped log.
+
+The child runs in a new session so a Ctrl-C at the worker's terminal never reaches
+it (the fleet decides when to stop it), and so killing its group also kills the
+children it forked (torchrun's ranks, data loaders, a stray daemon) even after the
+leader itself has exited.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+DEFAULT_LOG_MAX_BYTES = 64 << 20
+TAIL_BYTES = 1 << 20
+_READ_CHUNK = 1 << 16
+
+
+class LogPump(threading.Thread):
+    """Copies the child's output into the log; past max_bytes keeps only the last TAIL_BYTES.
+
+    A log capped this way still ends with the final metric lines, which is all the
+    parser needs, and a runaway print loop cannot fill the worker's disk.
+    """
+
+    def __init__(self, fd: int, path: Path, max_bytes: int, tail_bytes: int = TAIL_BYTES) -> None:
+        super().__init__(name=f"log-pump:{path.name}", daemon=True)
+        self._fd, self._path, self._max, self._tail_max = fd, path, max_bytes, tail_bytes
+        self._closing_at: float | None = None
+        self.total_bytes = 0
+        self.skipped_bytes = 0
+
+    def close_soon(self) -> None:
+        """Stop once the pipe goes quiet, even if an escaped process still holds it open."""
+        self._closing_at = time.monotonic()
+
+    def run(self) -> None:
+        written, tail = 0, bytearray()
+        with open(self._path, "ab", buffering=0) as out:
+            while True:
+                ready, _, _ = select.select([self._fd], [], [], 0.1)
+                if not ready:
+                    if self._closing_at is not None:
+                        break
+                    continue
+                chunk = os.read(self._fd, _READ_CHUNK)
+                if not chunk:
+                    break
+                self.total_bytes += len(chunk)
+                room = max(0, self._max - written)
+                if room:
+                    out.write(chunk[:room])
+                    written += min(room, len(chunk))
+                    chunk = chunk[room:]
+                if chunk:
+                    tail += chunk
+                    if len(tail) > 2 * self._tail_max:
+                        self.skipped_bytes += len(tail) - self._tail_max
+                        del tail[: len(tail) - self._tail_max]
+                if self._closing_at is not None and time.monotonic() - self._closing_at > 2.0:
+                    break  # something outside the group keeps writing; the log is complete enough
+            if tail:
+                self.skipped_bytes += max(0, len(tail) - self._tail_max)
+                kept = bytes(tail[-self._tail_max:])
+                out.write(f"\n[golfq] log capped at {self._max:,} bytes: {self.skipped_bytes:,} bytes skipped, "
+                          f"last {len(kept):,} kept\n".encode())
+                out.write(kept)
+        os.close(self._fd)
+
+
+class GroupProcess:
+    """A child started in its own session, with its output pumped into a log file."""
+
+    def __init__(self, command: Sequence[str], *, cwd: Path, env: Mapping[str, str], log_path: Path,
+                 log_max_bytes: int = DEFAULT_LOG_MAX_BYTES) -> None:
+        read_fd, write_fd = os.pipe()
+        try:
+            self.popen = subprocess.Popen(list(command), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
+                                          stdout=write_fd, stderr=write_fd, start_new_session=True, close_fds=True)
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        self.pgid = self.popen.pid  # start_new_session makes the child its group's leader
+        self.pump = LogPump(read_fd, log_path, log_max_bytes)
+        self.pump.start()
+        self.started = time.monotonic()
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _signal_group(self, sig: int) -> bool:
+        try:
+            os.killpg(self.pgid, sig)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+
+    def _group_alive(self) -> bool:
+        return self._signal_group(0)
+
+    def stop(self, grace: float) -> None:
+        """SIGTERM the whole group, SIGKILL whatever is left after grace seconds."""
+        if self._signal_group(signal.SIGTERM):
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                self.wait(0.05)
+                if self.popen.returncode is not None and not self._group_alive():
+                    break
+            self._signal_group(signal.SIGKILL)
+        self.popen.wait()
+
+    def finish(self, grace: float) -> None:
+        """After the leader exits: end leftover children (they would hold the log open), close the log."""
+        if self._group_alive():
+            self.stop(grace)
+        self.pump.close_soon()
+        self.pump.join()

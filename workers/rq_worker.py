@@ -1,0 +1,223 @@
+"""`golfq worker --queue redis://...`: forking RQ workers for one pool, plus a watchdog.
+
+The supervisor starts N RQ worker processes (each with its own CUDA_VISIBLE_DEVICES
+slice) on the pool's RQ queue, restarts any that die, and every few seconds runs
+golfq's reaper: a lease that stopped being heartbeated (a dead machine, a killed
+worker) is an `infra` failure after `detect_seconds` (default 120, against RQ's
+~10 minutes), RQ's started registry is cleaned for it at once, and the job goes
+back to its queue. Work horses are forked, so a crash kills only the horse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.backends.redis import RedisBroker, connect, redact
+from core.backends.redis_rq import RQSide, queue_name
+from core.broker import BrokerError
+from core.pools import get_pool
+from rq import Worker
+from workers import rq_job
+from workers.fleet import gpu_slots, parse_devices
+
+log = logging.getLogger("golfq.rq_worker")
+DEFAULT_DETECT_SECONDS = 120.0
+ROOT = Path(__file__).resolve().parent.parent
+EXIT_RESTART = 3
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How often things happen, from the one number an operator sets: detection time."""
+
+    detect_seconds: float
+
+    @property
+    def reap_every(self) -> float:
+        return min(5.0, self.detect_seconds / 10)
+
+    @property
+    def lease_seconds(self) -> float:  # a lease lapses, then the next reap sees it: detect_seconds at most
+        return self.detect_seconds - self.reap_every
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        return min(10.0, self.lease_seconds / 4)
+
+    @property
+    def job_monitoring_interval(self) -> int:  # RQ's own worker heartbeat while a horse runs
+        return max(1, int(min(30.0, self.detect_seconds / 4)))
+
+
+def run_rq_workers(url: str, pool: str, concurrency: int | None = None, burst: bool = False,
+                   max_idle: float | None = None, gpus: str | None = None, *, work_dir: Path | None = None,
+                   detect_seconds: float | None = None, runner: str | None = None) -> int:
+    """Run until stopped (or, with burst/max_idle, until every worker has exited); returns 0."""
+    timing = Timing(detect_seconds or float(os.environ.get("GOLFQ_DETECT_SECONDS") or DEFAULT_DETECT_SECONDS))
+    if timing.detect_seconds < 1:
+        raise BrokerError(f"detect seconds {timing.detect_seconds:g}: must be at least 1")
+    _, slots = gpu_slots(parse_devices(gpus), get_pool(pool).gpus, concurrency)
+    broker = RedisBroker(url)  # fails fast, with one line, on a server it cannot reach
+    env = {**os.environ, rq_job.ENV_LEASE: repr(timing.lease_seconds),
+           rq_job.ENV_HEARTBEAT: repr(timing.heartbeat_seconds),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    if work_dir is not None:
+        env[rq_job.ENV_WORK_DIR] = str(Path(work_dir).resolve())
+    if runner:
+        env[rq_job.ENV_RUNNER] = runner
+    fleet = _Fleet(url, pool, slots, env, timing, burst=burst, max_idle=max_idle)
+    print(f"golfq worker: {len(slots)} RQ worker(s) on {queue_name(pool)} at {redact(url)}, "
+          f"dead workers detected within {timing.detect_seconds:g} s", file=sys.stderr, flush=True)
+    try:
+        fleet.run(broker)
+    finally:
+        broker.close()
+    return 0
+
+
+class _Fleet:
+    def __init__(self, url: str, pool: str, slots: list[str | None], env: dict[str, str], timing: Timing,
+                 burst: bool, max_idle: float | None) -> None:
+        self.url, self.pool, self.slots, self.env, self.timing = url, pool, slots, env, timing
+        self.burst, self.max_idle = burst, max_idle
+        self.procs: list[subprocess.Popen | None] = [None] * len(slots)
+        self.done = [False] * len(slots)
+        self.signals = 0
+        self.stranded_since: dict[str, float] = {}
+
+    def _start(self, i: int) -> subprocess.Popen:
+        env = dict(self.env)
+        if self.slots[i] is not None:
+            env["CUDA_VISIBLE_DEVICES"] = env[rq_job.ENV_GPUS] = self.slots[i]
+        argv = [sys.executable, "-m", "workers.rq_worker", self.url, self.pool,
+                "--monitor", str(self.timing.job_monitoring_interval)]
+        if self.burst:
+            argv.append("--burst")
+        if self.max_idle is not None:
+            argv += ["--max-idle", str(int(self.max_idle))]
+        # a session of its own: no signal meant for a worker's group can reach this one
+        return subprocess.Popen(argv, env=env, start_new_session=True)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.signals += 1
+        for proc in self.procs:  # RQ: the first SIGTERM finishes the running job, a second kills it
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+    def run(self, broker: RedisBroker) -> None:
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            while not all(self.done):
+                for i, proc in enumerate(self.procs):
+                    if self.done[i] or (proc is not None and proc.poll() is None):
+                        continue
+                    if proc is not None and (proc.returncode == 0 or self.signals):
+                        self.done[i] = True  # burst/idle exit, or shutting down
+                    else:
+                        if proc is not None:
+                            log.warning("golfq worker: RQ worker %d exited %s; restarting", i, proc.returncode)
+                        self.procs[i] = self._start(i)
+                self._watch(broker)
+                time.sleep(self.timing.reap_every)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            for proc in self.procs:
+                if proc is not None and proc.poll() is None:
+                    proc.wait()
+
+    def _watch(self, broker: RedisBroker) -> None:
+        """The reaper, plus RQ's intermediate list: a token a dead worker moved there
+        but never started is pushed back once it has sat there for the detection time."""
+        try:
+            for job_id in broker.reap():
+                print(f"golfq worker: {job_id}: lease expired, worker presumed dead (infra)", file=sys.stderr, flush=True)
+            now = time.monotonic()
+            stranded = set(broker.stranded(self.pool))
+            self.stranded_since = {t: self.stranded_since.get(t, now) for t in stranded}
+            for tok, since in list(self.stranded_since.items()):
+                if now - since >= self.timing.detect_seconds and broker.unstrand(self.pool, tok):
+                    del self.stranded_since[tok]
+        except BrokerError as error:
+            log.warning("golfq worker: %s", error)
+        except Exception as error:  # the server restarting: try again next round
+            log.warning("golfq worker: watchdog: %s", error)
+
+
+def _exited(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+    except OSError:  # no /proc: ask the kernel whether it is still there
+        try:
+            os.kill(pid, 0)
+            return False
+        except ProcessLookupError:
+            return True
+
+
+class GolfqWorker(Worker):
+    """RQ's forking worker, but a horse is asked to stop (SIGTERM) before it is killed.
+
+    RQ kills the horse's process group with SIGKILL on a stop command or a cold
+    shutdown; the training process has a group of its own and would live on, holding
+    its GPU. The horse's runner turns SIGTERM into a clean stop of that group.
+    """
+
+    horse_grace = 15.0  # the runner's kill grace (10 s) and some
+
+    def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        pid = self.horse_pid
+        if pid and sig == signal.SIGKILL:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                return
+            give_up = time.monotonic() + self.horse_grace
+            while time.monotonic() < give_up and not _exited(pid):
+                time.sleep(0.05)
+        if not pid or _exited(pid):
+            return  # RQ zeroes horse_pid once reaped, and killpg(getpgid(0)) would hit this worker's own group
+        try:
+            group = os.getpgid(pid)
+            if group != os.getpgrp():
+                os.killpg(group, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _worker_main(argv: list[str] | None = None) -> int:
+    """One RQ worker process (started by the supervisor; not a user command)."""
+    parser = argparse.ArgumentParser(prog="python -m workers.rq_worker")
+    parser.add_argument("url")
+    parser.add_argument("pool")
+    parser.add_argument("--monitor", type=int, default=30)
+    parser.add_argument("--burst", action="store_true")
+    parser.add_argument("--max-idle", type=int, default=None)
+    args = parser.parse_args(argv)
+    connection = connect(args.url)
+    side = RQSide(connection, "golfq")
+    worker = GolfqWorker([side.queue(args.pool)], connection=connection, serializer=RQSide.serializer,
+                    name=f"golfq.{socket.gethostname()}.{os.getpid()}", job_monitoring_interval=args.monitor,
+                    work_horse_killed_handler=rq_job.on_horse_killed)
+    worker.work(burst=args.burst, max_idle_time=args.max_idle, logging_level="WARNING")
+    # RQ's work() also returns after an error it could not handle; only a requested stop
+    # or a burst/idle exit with nothing left is a clean end, anything else is restarted.
+    if getattr(worker, "_stop_requested", False):
+        return 0
+    idle_exit = args.burst or args.max_idle is not None
+    return 0 if idle_exit and side.queue(args.pool).count == 0 else EXIT_RESTART
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main())

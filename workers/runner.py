@@ -1,0 +1,293 @@
+"""The runner: one leased spec -> one training process -> one Result.
+
+The worker never imports training code. Each attempt gets a fresh working
+directory, the spec's script (if it has one), the hyperparameters as environment
+variables under the challenge's names, and a process group of its own that is
+heartbeated while it lives and killed at the hard timeout, on a lost lease, or
+when the worker shuts down. The Result is read from the log (workers.metrics).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from core import cost
+from core.broker import Broker, Lease
+from core.pools import known_pools
+from core.result import FailureKind, Result
+from core.spec import ExperimentSpec
+from workers.metrics import Metrics, parse_log_file, usable_score
+from workers.process import DEFAULT_LOG_MAX_BYTES, GroupProcess
+
+log = logging.getLogger("golfq.runner")
+
+LOG_NAME = "train.log"
+SCRIPT_NAME = "train_gpt.py"
+BUILTIN_MODULE = "workers.golf.train"
+KILL_GRACE_SECONDS = 10.0
+LOG_TAIL_LINES = 40
+REPO_ROOT = Path(__file__).resolve().parent.parent  # so `-m workers.golf.train` imports from any cwd
+
+
+def _fallback_dataset_paths(dataset: str, tokenizer: str, root: Path) -> tuple[Path, Path]:
+    return root / "datasets" / dataset, root / "tokenizers" / f"{tokenizer}.model"
+
+
+def _data_paths(spec: ExperimentSpec) -> tuple[Path, Path]:
+    try:
+        from workers.golf.prepare import data_root, dataset_paths
+    except ImportError:  # the trainer's extras are optional on a worker that only runs scripts
+        env = os.environ.get("GOLFQ_DATA_DIR")
+        root = Path(env).expanduser() if env else Path.home() / ".cache" / "golfq" / "data"
+        return _fallback_dataset_paths(spec.data.dataset, spec.data.tokenizer, root)
+    return dataset_paths(spec.data.dataset, spec.data.tokenizer, data_root())
+
+
+def attempt_dir(work_root: Path, job_id: str, attempt: int) -> Path:
+    """Where an attempt runs and keeps its log; `golfq logs` looks here too."""
+    return Path(work_root) / f"{job_id}-{attempt}"
+
+
+def process_count(spec: ExperimentSpec, gpus: str | None) -> int:
+    """Processes per attempt: one per GPU the job was given, else the pool's GPU count."""
+    if gpus:
+        return len([d for d in gpus.split(",") if d.strip()])
+    pool = known_pools().get(spec.pool)
+    return max(1, pool.gpus if pool else 1)
+
+
+def training_command(script: Path | None, nproc: int, python: str = sys.executable) -> list[str]:
+    """`python SCRIPT` or `python -m workers.golf.train`, under torchrun for more than one GPU."""
+    target = [str(script)] if script is not None else ["-m", BUILTIN_MODULE]
+    if nproc <= 1:
+        return [python, *target]
+    return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *target]
+
+
+def _number(value: float) -> str:
+    """600.0 -> "600", 0.5 -> "0.5": what float() and int()-minded trainers both read."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def attempt_env(lease: Lease, workdir: Path, gpus: str | None,
+                base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The child's environment: the worker's, then the spec's hyperparameters, then golfq's own."""
+    spec = lease.spec
+    data_path, tokenizer_path = _data_paths(spec)
+    env = dict(os.environ if base is None else base)
+    env.update(spec.env)
+    python_path = env.get("PYTHONPATH", "")
+    env.update({
+        "SEED": str(spec.seed),
+        "MAX_WALLCLOCK_SECONDS": _number(spec.budget.train_seconds),
+        "DATA_PATH": str(data_path),
+        "TOKENIZER_PATH": str(tokenizer_path),
+        "ARTIFACT_DIR": str(workdir / "artifacts"),
+        "RUN_ID": f"{lease.job_id}-{lease.attempt}",
+        "GOLFQ_JOB_ID": lease.job_id,
+        "GOLFQ_ATTEMPT": str(lease.attempt),
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), python_path) if p),
+    })
+    pool = known_pools().get(spec.pool)
+    if gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpus
+    elif pool is not None and pool.gpus == 0:
+        env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU job must not grab a GPU that another job was given
+    return env
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES, max_chars: int = 4000) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 64 * 1024))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])[-max_chars:]
+
+
+def _last_line(tail: str) -> str:
+    for line in reversed(tail.splitlines()):
+        if line.strip() and not line.startswith("[golfq]"):
+            return line.strip()[:300]
+    return ""
+
+
+class _Outcome:
+    """How the process ended, as the supervision loop saw it."""
+
+    EXITED, TIMEOUT, LEASE_LOST, RELEASED = "exited", "timeout", "lease lost", "released"
+
+
+def _supervise(proc: GroupProcess, broker: Broker, lease: Lease, *, hard_timeout: float, heartbeat_seconds: float,
+               lease_seconds: float, stop: threading.Event | None) -> str:
+    next_beat = proc.started + heartbeat_seconds
+    deadline = proc.started + hard_timeout
+    while True:
+        if proc.wait(timeout=0.05) is not None:
+            return _Outcome.EXITED
+        now = time.monotonic()
+        if stop is not None and stop.is_set():
+            return _Outcome.RELEASED
+        if now >= deadline:
+            return _Outcome.TIMEOUT
+        if now >= next_beat:
+            next_beat = now + heartbeat_seconds
+            try:
+                if not broker.heartbeat(lease, lease_seconds):
+                    return _Outcome.LEASE_LOST
+            except Exception as error:  # a blip: the lease outlives a few missed beats
+                log.warning("heartbeat for %s failed: %s", lease.job_id, error)
+
+
+def _classify(outcome: str, returncode: int | None, metrics: Metrics, hard_timeout: float,
+              tail: str) -> tuple[FailureKind | None, str | None]:
+    if outcome == _Outcome.TIMEOUT:
+        return FailureKind.TIMEOUT, f"killed at the hard timeout of {hard_timeout:g} s"
+    if outcome == _Outcome.LEASE_LOST:
+        return FailureKind.INFRA, "lease lost (cancelled or reaped); training process killed"
+    if outcome == _Outcome.RELEASED:
+        return FailureKind.INFRA, "worker shut down before the job finished; lease released"
+    if returncode:
+        how = f"killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
+        last = _last_line(tail)
+        return FailureKind.USER, f"training process {how}" + (f": {last}" if last else "")
+    if metrics.val_bpb is None:
+        return FailureKind.USER, ("training process exited 0 but reported no val_bpb (expected a "
+                                  "'final_..._exact val_loss:X val_bpb:Y' line or a 'GOLFQ_RESULT {json}' line)")
+    if not usable_score(metrics):
+        return FailureKind.USER, f"training process reported an unusable val_bpb ({metrics.val_bpb})"
+    return None, None
+
+
+def _report(call: Callable[[], object], what: str, tries: int = 3) -> None:
+    """Results are precious: retry a transient broker error before giving up (the lease then expires)."""
+    for attempt in range(tries):
+        try:
+            call()
+            return
+        except Exception as error:
+            if attempt == tries - 1:
+                raise
+            log.warning("%s failed (%s); retrying", what, error)
+            time.sleep(0.5 * 2**attempt)
+
+
+def _build_result(lease: Lease, *, metrics: Metrics, failure: FailureKind | None, error: str | None,
+                  started_at: float, wall_seconds: float, nproc: int, log_path: Path, tail: str,
+                  worker_id: str, artifact_dir: Path) -> Result:
+    pool = known_pools().get(lease.spec.pool)
+    fields = metrics.fields()
+    uses_gpus = bool(pool and pool.gpus) or bool(fields.get("gpu_count"))
+    gpu_count = fields.pop("gpu_count", None)
+    gpu_count = gpu_count if gpu_count else (nproc if pool and pool.gpus else 0)
+    gpu_name = fields.pop("gpu_name", None) or (pool.gpu_type if pool and pool.gpu_type else None)
+    if "train_seconds" not in fields and failure is None:
+        fields["train_seconds"] = round(wall_seconds, 3)  # no timing line: the whole run is an upper bound
+    artifact_path = fields.pop("artifact_path", None)
+    if artifact_path is None and artifact_dir.is_dir() and any(artifact_dir.iterdir()):
+        artifact_path = str(artifact_dir)
+    return Result(
+        spec_id=lease.job_id,
+        attempt=lease.attempt,
+        status="failed" if failure else "succeeded",
+        **fields,
+        total_seconds=round(wall_seconds, 3),
+        gpu_name=gpu_name,
+        gpu_count=gpu_count if uses_gpus else 0,
+        gpu_seconds=round(wall_seconds * gpu_count, 3) if uses_gpus else 0.0,
+        cost_usd=cost.cost_usd(gpu_name, gpu_count, wall_seconds) if uses_gpus else 0.0,
+        worker_id=worker_id or lease.worker_id,
+        started_at=started_at,
+        finished_at=started_at + wall_seconds,
+        log_path=str(log_path),
+        log_tail=tail,
+        artifact_path=artifact_path,
+        error=error,
+        failure=failure,
+    )
+
+
+def _prepare(broker: Broker, lease: Lease, workdir: Path) -> Path | None:
+    """A fresh working directory holding the spec's script; the script's path, or None for the builtin."""
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    (workdir / "artifacts").mkdir(parents=True)
+    ref = lease.spec.trainer
+    if ref == "builtin":
+        return None
+    script = workdir / SCRIPT_NAME
+    script.write_bytes(broker.get_script(ref))
+    return script
+
+
+def _fail_early(broker: Broker, lease: Lease, error: str, kind: FailureKind, worker_id: str) -> Result:
+    now = time.time()
+    result = Result(spec_id=lease.job_id, attempt=lease.attempt, status="failed", error=error, failure=kind,
+                    worker_id=worker_id or lease.worker_id, started_at=now, finished_at=now, total_seconds=0.0)
+    _report(lambda: broker.fail(lease, error, kind, result), f"fail {lease.job_id}")
+    return result
+
+
+def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None = None,
+              heartbeat_seconds: float = 10, lease_seconds: float = 60, worker_id: str = "",
+              stop: threading.Event | None = None, kill_grace: float = KILL_GRACE_SECONDS,
+              log_max_bytes: int = DEFAULT_LOG_MAX_BYTES, python: str = sys.executable) -> Result:
+    """Run one attempt end to end, report it to the broker, and return its Result.
+
+    `stop`, when set, kills the process and releases the lease (an infra failure,
+    so the job is queued again at once rather than after the lease expires).
+    """
+    spec = lease.spec
+    workdir = attempt_dir(Path(work_root).absolute(), lease.job_id, lease.attempt)
+    try:
+        script = _prepare(broker, lease, workdir)
+    except KeyError:
+        return _fail_early(broker, lease, f"trainer {spec.trainer}: script not stored in this queue", FailureKind.USER,
+                           worker_id)
+    except OSError as error:
+        return _fail_early(broker, lease, f"could not prepare {workdir}: {error}", FailureKind.INFRA, worker_id)
+    nproc = process_count(spec, gpus)
+    command = training_command(script, nproc, python)
+    log_path = workdir / LOG_NAME
+    log_path.write_text(f"[golfq] job {lease.job_id} attempt {lease.attempt} worker {worker_id or lease.worker_id}: "
+                        f"{' '.join(command)}\n")
+    started_at, started = time.time(), time.monotonic()
+    try:
+        proc = GroupProcess(command, cwd=workdir, env=attempt_env(lease, workdir, gpus), log_path=log_path,
+                            log_max_bytes=log_max_bytes)
+    except OSError as error:
+        return _fail_early(broker, lease, f"could not start {command[0]}: {error}", FailureKind.INFRA, worker_id)
+    hard_timeout = spec.budget.hard_timeout
+    try:
+        outcome = _supervise(proc, broker, lease, hard_timeout=hard_timeout, heartbeat_seconds=heartbeat_seconds,
+                             lease_seconds=lease_seconds, stop=stop)
+        if outcome != _Outcome.EXITED:
+            proc.stop(kill_grace)
+    finally:
+        proc.finish(min(kill_grace, 2.0))
+    wall_seconds = time.monotonic() - started
+    returncode = proc.popen.returncode
+    with open(log_path, "a") as handle:
+        handle.write(f"[golfq] {outcome}: return code {returncode} after {wall_seconds:.1f} s\n")
+    metrics = parse_log_file(log_path)
+    tail = _tail(log_path)
+    failure, error = _classify(outcome, returncode, metrics, hard_timeout, tail)
+    result = _build_result(lease, metrics=metrics, failure=failure, error=error, started_at=started_at,
+                           wall_seconds=wall_seconds, nproc=nproc, log_path=log_path, tail=tail,
+                           worker_id=worker_id, artifact_dir=workdir / "artifacts")
+    if failure is None:
+        _report(lambda: broker.complete(lease, result), f"complete {lease.job_id}")
+    else:
+        _report(lambda: broker.fail(lease, error or "failed", failure, result), f"fail {lease.job_id}")
+    return result
+
