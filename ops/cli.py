@@ -20,6 +20,7 @@ try:  # typer >= 0.20 vendors its own click; older releases use the click packag
     from typer import _click as click
 except ImportError:  # pragma: no cover - depends on the installed typer
     import click
+Abort = getattr(click.exceptions, "Abort", KeyboardInterrupt)  # typer's vendored click has no Abort
 
 from core.broker import BrokerError
 from core.spec import SpecError
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.ClickException as error:
         _say(error.format_message())
         return error.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (Abort, KeyboardInterrupt):
         sys.stderr.write("golfq: interrupted\n")
         return 130
     except BrokenPipeError:

@@ -10,6 +10,8 @@ from core.broker import Broker
 from core.pools import known_pools
 from producer.console import CliError, JsonOption, QueueOption, emit_json, queue
 
+PoolArgument = Annotated[str, typer.Argument(metavar="POOL")]
+
 
 def _known_pool(broker: Broker, pool: str) -> str:
     if pool in known_pools() or pool in broker.stats().pools:
@@ -31,19 +33,11 @@ def _set(pool: str, queue_url: str | None, as_json: bool, draining: bool) -> Non
         print(f"pool {pool} resumed: {queued} queued job(s) can be claimed")
 
 
-def drain(
-    pool: Annotated[str, typer.Argument(metavar="POOL")],
-    queue_url: QueueOption = None,
-    as_json: JsonOption = False,
-) -> None:
+def drain(pool: PoolArgument, queue_url: QueueOption = None, as_json: JsonOption = False) -> None:
     """Stop new claims in a pool; running jobs finish. Example: golfq ops drain h100"""
     _set(pool, queue_url, as_json, True)
 
 
-def resume(
-    pool: Annotated[str, typer.Argument(metavar="POOL")],
-    queue_url: QueueOption = None,
-    as_json: JsonOption = False,
-) -> None:
+def resume(pool: PoolArgument, queue_url: QueueOption = None, as_json: JsonOption = False) -> None:
     """Let a drained pool's jobs be claimed again. Example: golfq ops resume h100"""
     _set(pool, queue_url, as_json, False)

@@ -132,6 +132,19 @@ def export(
         print(f"exported {counts['job']} job(s), {counts['script']} script(s), {counts['event']} event(s) to {file}")
 
 
+def _refuse_missing_scripts(broker, file: Path, jobs, scripts: dict[str, bytes]) -> None:
+    """Before anything is written: a job whose script is neither in the file nor in the queue could only fail."""
+    missing = set()
+    for ref in {j.spec.trainer for j in jobs} - {"builtin", *scripts}:
+        try:
+            broker.get_script(ref)
+        except KeyError:
+            missing.add(ref)
+    if missing:
+        raise CliError(f"{file}: {len(missing)} script(s) its jobs run are in neither the file nor this queue "
+                       f"({', '.join(sorted(missing))}); nothing imported")
+
+
 def import_(
     file: Annotated[Path, typer.Argument(metavar="FILE")],
     all_jobs: Annotated[bool, typer.Option("--all", help="Queue every job again, finished ones too.")] = False,
@@ -153,6 +166,7 @@ def import_(
     jobs = [r.job for r in records if isinstance(r, JobRecord)]
     wanted = [j for j in jobs if all_jobs or j.state in (JobState.QUEUED, JobState.LEASED)]
     with queue(queue_url) as broker:
+        _refuse_missing_scripts(broker, file, wanted, scripts)
         for ref in sorted({j.spec.trainer for j in wanted if j.spec.trainer in scripts}):
             broker.put_script(scripts[ref])
         before = {j.id for j in wanted if broker.get(j.id) is not None}

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Prints the challenge's final lines from env values, so each spec lands on a chosen point.
@@ -84,3 +86,23 @@ class Cli:
         code = main(list(args))
         out, err = self.capsys.readouterr()
         return code, out, err
+
+
+# Fixtures shared by test modules that import them by name (pytest finds imported fixtures).
+@pytest.fixture
+def cli(capsys, monkeypatch, tmp_path) -> Cli:
+    """`golfq` in-process, run from tmp_path against a SQLite queue and a work dir there."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GOLFQ_QUEUE", queue_url(tmp_path))
+    monkeypatch.setenv("GOLFQ_WORK_DIR", str(tmp_path / "runs"))
+    return Cli(capsys, monkeypatch)
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """The same SQLite queue, opened directly."""
+    from core.backends import open_broker
+
+    opened = open_broker(queue_url(tmp_path))
+    yield opened
+    opened.close()

@@ -9,22 +9,7 @@ import pytest
 
 from core.backends import open_broker
 from core.broker import JobState
-from tests.golfq_helpers import FINAL_LINES, Cli, queue_url, write_script
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("GOLFQ_QUEUE", queue_url(tmp_path))
-    monkeypatch.setenv("GOLFQ_WORK_DIR", str(tmp_path / "runs"))
-    return Cli(capsys, monkeypatch)
-
-
-@pytest.fixture
-def broker(tmp_path):
-    opened = open_broker(queue_url(tmp_path))
-    yield opened
-    opened.close()
+from tests.golfq_helpers import FINAL_LINES, broker, cli, write_script  # noqa: F401 (fixtures)
 
 
 def json_lines(out: str) -> list[dict]:

@@ -14,21 +14,7 @@ from ops.purge import parse_before
 from ops.replay import plan_replay
 from ops.stats import usage
 from producer.console import CliError
-from tests.golfq_helpers import Cli, queue_url
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("GOLFQ_QUEUE", queue_url(tmp_path))
-    return Cli(capsys, monkeypatch)
-
-
-@pytest.fixture
-def broker(tmp_path):
-    opened = open_broker(queue_url(tmp_path))
-    yield opened
-    opened.close()
+from tests.golfq_helpers import broker, cli  # noqa: F401 (fixtures)
 
 
 def make_dead(broker, seed: int) -> str:
@@ -112,6 +98,46 @@ def test_purge_ages_and_dates():
     assert parse_before("2026-01-02T00:00:00+00:00") == 1767312000.0
     with pytest.raises(CliError):
         parse_before("soon")
+    for unusable in ("99999999999999d", "2999-01-01", "-"):  # overflow, future (a typo), junk
+        with pytest.raises(CliError):
+            parse_before(unusable, now=1_000_000.0)
+
+
+def test_purge_refuses_a_future_date_and_keeps_finished_jobs(cli, broker):
+    [job] = broker.submit([parse_spec({"pool": "cpu"})])
+    broker.complete(broker.claim("cpu", "w"), Result(spec_id=job.id, attempt=1, status="succeeded", val_bpb=1.2))
+    for before in ("2999-01-01", "99999999999999d"):
+        code, _, err = cli("ops", "purge", "--before", before)
+        assert code == 2 and err.count("\n") == 1 and err.startswith("golfq: purge --before"), err
+    assert broker.get(job.id).state is JobState.SUCCEEDED
+
+
+def test_import_refuses_jobs_whose_script_is_nowhere(cli, tmp_path, broker):
+    ref = broker.put_script(b"print('only here')")
+    scripted, plain = broker.submit([parse_spec({"pool": "cpu", "trainer": ref}), parse_spec({"pool": "cpu", "seed": 3})])
+    assert cli("ops", "export", str(tmp_path / "q.jsonl"))[0] == 0
+    export = tmp_path / "q.jsonl"
+    export.write_text("\n".join(line for line in export.read_text().splitlines() if '"script"' not in line))
+    target_url = f"sqlite:///{tmp_path / 'target.db'}"
+    code, _, err = cli("ops", "import", str(export), "--queue", target_url)
+    assert code == 2 and err.count("\n") == 1 and ref in err and "nothing imported" in err
+    target = open_broker(target_url)
+    assert target.list() == []  # all or nothing: not even the builtin job went in
+    target.put_script(b"print('only here')")  # the queue already holding it is enough
+    target.close()
+    code, out, _ = cli("ops", "import", str(export), "--queue", target_url, "--json")
+    assert code == 0 and sorted(json.loads(out)["queued"]) == sorted([scripted.id, plain.id])
+
+
+def test_an_unexpected_error_is_one_line_and_exit_3(cli, monkeypatch):
+    from core.backends.sqlite import SqliteBroker
+
+    def broken(self):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(SqliteBroker, "stats", broken)
+    code, _, err = cli("ops", "stats")
+    assert code == 3 and err.count("\n") == 1 and "internal error: RuntimeError: disk on fire" in err
 
 
 def test_drain_stops_claims_until_resume(cli, broker):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -9,19 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from core.backends import open_broker
 from core.broker import JobState
 from core.result import FailureKind
 from core.spec import parse_spec
-from tests.golfq_helpers import FINAL_LINES, pid_alive, queue_url, wait_for
+from tests.golfq_helpers import FINAL_LINES, broker, pid_alive, subprocess_env, wait_for  # noqa: F401 (fixtures)
+from workers.process import GroupProcess
 from workers.runner import attempt_env, process_count, run_lease, training_command
-
-
-@pytest.fixture
-def broker(tmp_path):
-    opened = open_broker(queue_url(tmp_path))
-    yield opened
-    opened.close()
 
 
 def lease_for(broker, script: str, **fields):
@@ -194,3 +190,52 @@ def test_two_processes_run_under_torchrun(broker, tmp_path):
     workdir = Path(result.log_path).parent
     assert (workdir / "rank0").read_text() == "0" and (workdir / "rank1").read_text() == "1"
     assert "torch.distributed.run --standalone --nproc-per-node=2" in Path(result.log_path).read_text()
+
+
+# A worker stand-in: supervises a training group (a leader that ignores SIGTERM, and a grandchild
+# in its group), prints the pids, then waits to be SIGKILLed like a worker taken by the OOM killer.
+WORKER_THAT_DIES = """
+import os, sys, time
+from pathlib import Path
+from workers.process import GroupProcess
+work = Path(sys.argv[1])
+trainer = ("import os, signal, subprocess, sys, time\\n"
+           "signal.signal(signal.SIGTERM, signal.SIG_IGN)\\n"
+           "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\\n"
+           "open('pids.tmp', 'w').write(f'{os.getpid()} {child.pid}')\\n"
+           "os.rename('pids.tmp', 'pids')\\n"
+           "time.sleep(120)\\n")
+proc = GroupProcess([sys.executable, "-c", trainer], cwd=work, env=os.environ, log_path=work / "train.log",
+                    orphan_grace=0.5)
+while not (work / "pids").exists():
+    time.sleep(0.02)
+print(proc.watchdog.pid, (work / "pids").read_text(), flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_sigkilled_worker_takes_its_training_group_with_it(tmp_path):
+    worker = subprocess.Popen([sys.executable, "-c", WORKER_THAT_DIES, str(tmp_path)], env=subprocess_env(),
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        watchdog, leader, grandchild = map(int, worker.stdout.readline().split())
+        assert all(map(pid_alive, (watchdog, leader, grandchild)))
+        time.sleep(0.3)
+        assert pid_alive(leader) and pid_alive(grandchild)  # nothing kills the group while the worker lives
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(5)
+        # SIGTERM reaches the grandchild; the leader ignores it and gets SIGKILL after the 0.5 s grace.
+        wait_for(lambda: not pid_alive(grandchild), timeout=10)
+        wait_for(lambda: not pid_alive(leader), timeout=10)
+        wait_for(lambda: not pid_alive(watchdog), timeout=10)
+    finally:
+        worker.kill()
+        worker.wait()
+
+
+def test_a_normal_finish_stands_the_watchdog_down(tmp_path):
+    proc = GroupProcess([sys.executable, "-c", "print('done')"], cwd=tmp_path, env={}, log_path=tmp_path / "log")
+    assert proc.wait(10) == 0
+    proc.finish(1.0)
+    assert proc.watchdog.returncode == 0  # reaped, not left behind one per job
+    assert (tmp_path / "log").read_text() == "done\n"

@@ -38,35 +38,7 @@ _BATCH_TOKENS = re.compile(r"^\s*train_batch_tokens:\s*(\d+)\b")
 _UNIT_SECONDS = {"ms": 1e-3, "s": 1.0, "m": 60.0}
 
 
-class Metrics(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """What a log says about one attempt; every field is optional."""
-
-    val_bpb: float | None = None
-    val_loss: float | None = None
-    pre_quant_val_bpb: float | None = None
-    pre_quant_val_loss: float | None = None
-    artifact_bytes: int | None = None
-    model_bytes: int | None = None
-    code_bytes: int | None = None
-    train_seconds: float | None = None
-    eval_seconds: float | None = None
-    steps: int | None = None
-    tokens_seen: int | None = None
-    step_ms: float | None = None
-    peak_mem_mib: float | None = None
-    gpu_name: str | None = None
-    gpu_count: int | None = None
-    artifact_path: str | None = None
-    score_label: str | None = None  # which line gave val_bpb ("GOLFQ_RESULT" for the record)
-
-    def fields(self) -> dict:
-        """The set fields, without score_label: ready to merge into a Result."""
-        out = msgspec.structs.asdict(self)
-        out.pop("score_label")
-        return {k: v for k, v in out.items() if v is not None}
-
-
-class _Record(msgspec.Struct, frozen=True, omit_defaults=True):
+class _Record(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """golfq's one-line record; unknown keys are ignored so trainers may add their own."""
 
     val_bpb: float | None = None
@@ -85,6 +57,18 @@ class _Record(msgspec.Struct, frozen=True, omit_defaults=True):
     gpu_name: str | None = None
     gpu_count: int | None = None
     artifact_path: str | None = None
+
+
+class Metrics(_Record, frozen=True, kw_only=True, omit_defaults=True):
+    """What a log says about one attempt: the record's fields (every one optional) and where the score came from."""
+
+    score_label: str | None = None  # which line gave val_bpb ("GOLFQ_RESULT" for the record)
+
+    def fields(self) -> dict:
+        """The set fields, without score_label: ready to merge into a Result."""
+        out = msgspec.structs.asdict(self)
+        out.pop("score_label")
+        return {k: v for k, v in out.items() if v is not None}
 
 
 def _seconds(value: str, unit: str) -> float:

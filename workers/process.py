@@ -4,6 +4,16 @@ The child runs in a new session so a Ctrl-C at the worker's terminal never reach
 it (the fleet decides when to stop it), and so killing its group also kills the
 children it forked (torchrun's ranks, data loaders, a stray daemon) even after the
 leader itself has exited.
+
+A worker killed outright (the OOM killer's SIGKILL) runs no cleanup, and a child in its
+own session would keep training on the GPU. So each child gets a watchdog: a tiny
+process holding the read end of a pipe that only the worker can write. When the worker
+dies, by any means, the kernel closes that pipe; the watchdog reads EOF and stops the
+group as `stop()` would (SIGTERM, so torchrun can end its ranks, then SIGKILL). A
+normal finish writes one byte first, which stands the watchdog down. A pipe, rather
+than prctl(PR_SET_PDEATHSIG) in a preexec_fn, because the death signal fires when the
+*thread* that forked exits (the fleet forks from slot threads), preexec_fn is unsafe in
+a threaded worker, and a SIGKILLed torchrun leaves its ranks, in their own sessions, running.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ import os
 import select
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -20,6 +31,29 @@ from pathlib import Path
 DEFAULT_LOG_MAX_BYTES = 64 << 20
 TAIL_BYTES = 1 << 20
 _READ_CHUNK = 1 << 16
+ORPHAN_GRACE_SECONDS = 10.0
+_STAND_DOWN = b"."
+# argv: pgid, grace. stdin: the lifeline. Kept to the standard library and started with -I -S: fast and isolated.
+_WATCHDOG = """
+import os, signal, sys, time
+pgid, grace = int(sys.argv[1]), float(sys.argv[2])
+if os.read(0, 1):
+    sys.exit(0)  # stood down: the worker has dealt with its child
+def alive():
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except OSError:
+        return False
+for sig in (signal.SIGTERM, signal.SIGKILL):
+    try:
+        os.killpg(pgid, sig)
+    except OSError:
+        sys.exit(0)
+    deadline = time.monotonic() + grace
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+"""
 
 
 class LogPump(threading.Thread):
@@ -78,7 +112,7 @@ class GroupProcess:
     """A child started in its own session, with its output pumped into a log file."""
 
     def __init__(self, command: Sequence[str], *, cwd: Path, env: Mapping[str, str], log_path: Path,
-                 log_max_bytes: int = DEFAULT_LOG_MAX_BYTES) -> None:
+                 log_max_bytes: int = DEFAULT_LOG_MAX_BYTES, orphan_grace: float = ORPHAN_GRACE_SECONDS) -> None:
         read_fd, write_fd = os.pipe()
         try:
             self.popen = subprocess.Popen(list(command), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
@@ -89,6 +123,13 @@ class GroupProcess:
         finally:
             os.close(write_fd)
         self.pgid = self.popen.pid  # start_new_session makes the child its group's leader
+        try:
+            self.watchdog, self._lifeline = _start_watchdog(self.pgid, orphan_grace)
+        except BaseException:
+            os.close(read_fd)
+            self._signal_group(signal.SIGKILL)
+            self.popen.wait()
+            raise
         self.pump = LogPump(read_fd, log_path, log_max_bytes)
         self.pump.start()
         self.started = time.monotonic()
@@ -124,5 +165,32 @@ class GroupProcess:
         """After the leader exits: end leftover children (they would hold the log open), close the log."""
         if self._group_alive():
             self.stop(grace)
+        self._stand_down_watchdog()
         self.pump.close_soon()
         self.pump.join()
+
+    def _stand_down_watchdog(self) -> None:
+        if self._lifeline is None:
+            return
+        try:
+            os.write(self._lifeline, _STAND_DOWN)
+        except OSError:  # it already died; the group is gone anyway
+            pass
+        os.close(self._lifeline)
+        self._lifeline = None
+        self.watchdog.wait()
+
+
+def _start_watchdog(pgid: int, grace: float) -> tuple[subprocess.Popen, int]:
+    """A watchdog for the group pgid, and the write end of its lifeline (non-inheritable, so only we hold it)."""
+    read_fd, write_fd = os.pipe()
+    try:
+        watchdog = subprocess.Popen([sys.executable, "-I", "-S", "-c", _WATCHDOG, str(pgid), str(grace)],
+                                    stdin=read_fd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    start_new_session=True, close_fds=True)
+    except BaseException:
+        os.close(write_fd)
+        raise
+    finally:
+        os.close(read_fd)
+    return watchdog, write_fd

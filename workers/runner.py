@@ -264,7 +264,7 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
     started_at, started = time.time(), time.monotonic()
     try:
         proc = GroupProcess(command, cwd=workdir, env=attempt_env(lease, workdir, gpus), log_path=log_path,
-                            log_max_bytes=log_max_bytes)
+                            log_max_bytes=log_max_bytes, orphan_grace=kill_grace)
     except OSError as error:
         return _fail_early(broker, lease, f"could not start {command[0]}: {error}", FailureKind.INFRA, worker_id)
     hard_timeout = spec.budget.hard_timeout

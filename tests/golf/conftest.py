@@ -18,6 +18,10 @@ from workers.golf.prepare import PreparedData, prepare  # noqa: E402
 from workers.golf.train import Hyperparameters  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# A 2-layer model, 12 steps of 2048 tokens, validation on 4096 tokens: seconds on one CPU thread.
+TINY_RUN = dict(NUM_LAYERS=2, MODEL_DIM=64, NUM_HEADS=4, NUM_KV_HEADS=2, TRAIN_SEQ_LEN=64, TRAIN_BATCH_TOKENS=2048,
+                ITERATIONS=12, WARMUP_STEPS=2, WARMDOWN_ITERS=4, VAL_LOSS_EVERY=6, TRAIN_LOG_EVERY=4, VAL_MAX_TOKENS=4096,
+                MAX_WALLCLOCK_SECONDS=0, GOLFQ_DEVICE="cpu", OMP_NUM_THREADS=1)
 
 
 @pytest.fixture(scope="session")
@@ -30,29 +34,9 @@ def tiny_env(data: PreparedData, artifact_dir: Path, **overrides: object) -> dic
     """Environment for a tiny CPU run of workers.golf.train on prepared data."""
     leaked = {f.name.upper() for f in fields(Hyperparameters)} | {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}
     env = {k: v for k, v in os.environ.items() if k not in leaked}
-    env.update(
-        DATA_PATH=str(data.data_path),
-        TOKENIZER_PATH=str(data.tokenizer_path),
-        VOCAB_SIZE=str(data.vocab_size),
-        NUM_LAYERS="2",
-        MODEL_DIM="64",
-        NUM_HEADS="4",
-        NUM_KV_HEADS="2",
-        TRAIN_SEQ_LEN="64",
-        TRAIN_BATCH_TOKENS="2048",
-        ITERATIONS="12",
-        WARMUP_STEPS="2",
-        WARMDOWN_ITERS="4",
-        VAL_LOSS_EVERY="6",
-        TRAIN_LOG_EVERY="4",
-        VAL_MAX_TOKENS="4096",
-        MAX_WALLCLOCK_SECONDS="0",
-        ARTIFACT_DIR=str(artifact_dir),
-        GOLFQ_DEVICE="cpu",
-        OMP_NUM_THREADS="1",
-        PYTHONPATH=str(REPO_ROOT),
-    )
-    env.update({k: str(v) for k, v in overrides.items()})
+    env.update(DATA_PATH=str(data.data_path), TOKENIZER_PATH=str(data.tokenizer_path), VOCAB_SIZE=str(data.vocab_size),
+               ARTIFACT_DIR=str(artifact_dir), PYTHONPATH=str(REPO_ROOT))
+    env.update({k: str(v) for k, v in {**TINY_RUN, **overrides}.items()})
     return env
 
 

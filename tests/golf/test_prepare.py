@@ -173,3 +173,66 @@ def test_cli_prepare_prints_paths_and_fails_with_exit_2(tmp_path, stdlib_data):
     failed = runner.invoke(data_app, ["prepare", "--source", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
     assert failed.exit_code == 2
     assert failed.stderr.count("\n") == 1 and failed.stderr.startswith("golfq data prepare: error: unknown source")
+
+
+def test_cli_prepare_on_modal_calls_the_deployed_function(monkeypatch):
+    import workers.modal_cli
+
+    calls = []
+
+    def fake_prepare_on_modal(source, vocab, train_shards, *, app, env):  # the real one needs Modal's cloud
+        calls.append((source, vocab, train_shards, app, env))
+        return "fineweb10B_sp4096 (12 shards) and fineweb_4096_bpe on lab-data"
+
+    monkeypatch.setattr(workers.modal_cli, "prepare_on_modal", fake_prepare_on_modal)
+    runner = CliRunner()
+    done = runner.invoke(data_app, ["prepare", "--source", "fineweb", "--vocab", "4096", "--train-shards", "10",
+                                    "--on", "modal", "--app", "lab", "--env", "dev"])
+    assert done.exit_code == 0, done.output
+    assert calls == [("fineweb", 4096, 10, "lab", "dev")]
+    assert done.stdout == "fineweb10B_sp4096 (12 shards) and fineweb_4096_bpe on lab-data\n"
+    monkeypatch.setenv("GOLFQ_MODAL_APP", "from-env")
+    assert runner.invoke(data_app, ["prepare", "--on", "modal"]).exit_code == 0
+    assert calls[-1] == ("stdlib", 1024, 80, "from-env", None)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--on", "moon"], "--on must be local or modal, got 'moon'"),
+    (["--on", "modal", "--source", "./corpus"], "--on modal takes --source stdlib or fineweb"),
+    (["--on", "modal", "--out", "/tmp/x"], "--out and --repo-dir are for --on local"),
+    (["--train-shards", "0"], "--train-shards must be at least 1, got 0"),
+])
+def test_cli_prepare_refuses_bad_places_in_one_line(monkeypatch, args, message):
+    import workers.modal_cli
+
+    called = []
+    monkeypatch.setattr(workers.modal_cli, "prepare_on_modal", lambda *a, **k: called.append(a))
+    done = CliRunner().invoke(data_app, ["prepare", *args])
+    assert done.exit_code == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"golfq data prepare: error: {message}")
+    assert called == []
+
+
+def test_cli_prepare_on_modal_setup_errors_are_one_line(monkeypatch):
+    import sys
+
+    import workers.modal_cli
+
+    exceptions = pytest.importorskip("modal.exception")
+    AuthError, NotFoundError = exceptions.AuthError, exceptions.NotFoundError
+
+    runner = CliRunner()
+    for error, code, start in [(AuthError("Token missing.\nsee docs"), 2, "not logged in to Modal"),
+                               (NotFoundError("App 'lab' not found"), 2, "app 'lab' is not deployed"),
+                               (PrepareError("vocab must be between 8 and 65536, got 3"), 2, "vocab must be"),
+                               (RuntimeError("volume commit failed"), 1, "on Modal: RuntimeError: volume commit failed")]:
+        def raising(*args, error=error, **kwargs):
+            raise error
+
+        monkeypatch.setattr(workers.modal_cli, "prepare_on_modal", raising)
+        done = runner.invoke(data_app, ["prepare", "--on", "modal", "--app", "lab"])
+        assert done.exit_code == code, (error, done.output)
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"golfq data prepare: error: {start}")
+    monkeypatch.setitem(sys.modules, "workers.modal_cli", None)  # as if modal (and so the module) could not import
+    done = runner.invoke(data_app, ["prepare", "--on", "modal"])
+    assert done.exit_code == 2 and done.stderr.startswith("golfq data prepare: error: --on modal needs the modal package")

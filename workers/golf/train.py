@@ -46,8 +46,10 @@ class TrainConfigError(ValueError):
     """A hyperparameter or input path the run cannot use; reported as one line."""
 
 
+# The model's and the optimizer's knobs are declared once, beside the code that uses them
+# (GPTConfig, OptimizerConfig); Hyperparameters adds the run's own and reads them all from the env.
 @dataclass(frozen=True)
-class Hyperparameters:
+class Hyperparameters(GPTConfig, OptimizerConfig):
     data_path: str = "./data/datasets/fineweb10B_sp1024"
     tokenizer_path: str = "./data/tokenizers/fineweb_1024_bpe.model"
     seed: int = 1337
@@ -60,29 +62,6 @@ class Hyperparameters:
     train_batch_tokens: int = 524288
     train_seq_len: int = 1024
     max_wallclock_seconds: float = 600.0
-    vocab_size: int = 1024
-    num_layers: int = 9
-    model_dim: int = 512
-    num_heads: int = 8
-    num_kv_heads: int = 4
-    mlp_mult: int = 2
-    tie_embeddings: bool = True
-    tied_embed_init_std: float = 0.005
-    rope_base: float = 10000.0
-    logit_softcap: float = 30.0
-    qk_gain_init: float = 1.5
-    embed_lr: float = 0.6
-    head_lr: float = 0.008
-    tied_embed_lr: float = 0.05
-    matrix_lr: float = 0.04
-    scalar_lr: float = 0.04
-    muon_momentum: float = 0.95
-    muon_backend_steps: int = 5
-    muon_momentum_warmup_start: float = 0.85
-    muon_momentum_warmup_steps: int = 500
-    beta1: float = 0.9
-    beta2: float = 0.95
-    adam_eps: float = 1e-8
     grad_clip_norm: float = 0.0
     # golfq extras
     val_max_tokens: int = 0  # 0: the whole validation set
