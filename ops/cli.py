@@ -1,7 +1,6 @@
 """The `golfq` command: composes the producer, worker and ops verbs (nothing imports ops).
 
-Optional parts (the trainer's `data`, Modal's `modal` and `skill`, the trainer's
-`demo`) are imported only when invoked, and left out when their module is missing
+Optional parts (the trainer's `data`, Modal's `modal` and `skill`, and `demo`) are imported only when invoked, and left out when their module is missing
 or broken, so a missing extra never breaks the CLI. Errors print one line on
 stderr: exit 2 for bad input or usage, 1 when a job failed or a wait timed out.
 """
@@ -34,7 +33,7 @@ EXIT_INTERNAL = 3
 # name -> (module, attribute): a Typer app, or a function that becomes one command.
 OPTIONAL = {
     "data": ("workers.golf.cli", "data_app"),
-    "demo": ("workers.golf.demo", "run_demo"),
+    "demo": ("ops.demo", "run_demo"),
     "modal": ("workers.modal_cli", "modal_cli"),
     "skill": ("producer.skill", "skill_app"),
 }
@@ -99,12 +98,6 @@ ops_app.command("replay")(replay.replay)
 ops_app.command("purge")(purge.purge)
 ops_app.command("export")(export.export)
 ops_app.command("import")(export.import_)
-try:  # `ops cost` comes with another engineer's module; the CLI works without it
-    from ops.cost import cost_command
-except ImportError:  # pragma: no cover
-    cost_command = None
-if cost_command is not None:
-    ops_app.command("cost")(cost_command)
 ops_app.command("cost")(cost.cost_command)
 app.add_typer(ops_app, name="ops")
 

@@ -30,7 +30,7 @@ def point_doc(p: FrontPoint) -> dict:
             "feasible": p.feasible, "confirmed": p.confirmed}
 
 
-def _table(front: Front, feasible: bool):
+def front_table(front: Front, feasible: bool):
     from rich.table import Table
 
     points = front.view(feasible)
@@ -71,7 +71,7 @@ def pareto(
     else:
         out = console()
         for front in fronts:
-            out.print(_table(front, feasible))
+            out.print(front_table(front, feasible))
         if not fronts:
             print("no results yet")
     if plot is not None:
