@@ -10,7 +10,6 @@ The server runs with append-only on (fsync every second), as .ci/run and the REA
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import re
 import subprocess
@@ -18,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.broker_workers import bench_specs, claim_noops, timed_workers
 from core.backends.redis import RedisBroker
 from core.result import Result
-from core.spec import ExperimentSpec
 from tests.redis_server import RedisServer
 
 Row = tuple[str, str, str]
@@ -38,11 +37,6 @@ def noop_runner(broker, lease, **_):
     return result
 
 
-def _specs(count: int, salt: str) -> list[ExperimentSpec]:
-    return [ExperimentSpec(name=f"bench-{i}", seed=i, env={"RUN": salt, "NUM_LAYERS": "9"}, tags=("bench",))
-            for i in range(count)]
-
-
 def _fresh(url: str) -> RedisBroker:
     broker = RedisBroker(url)
     broker.redis.flushdb()
@@ -56,7 +50,7 @@ def _time_submits(url: str, count: int, repeats: int) -> tuple[float, float]:
     golfq = rq = float("inf")
     for round_ in range(repeats):
         broker = _fresh(url)
-        specs = _specs(count, str(round_))
+        specs = bench_specs(count, str(round_))
         started = time.perf_counter()
         broker.submit(specs)
         golfq = min(golfq, time.perf_counter() - started)
@@ -77,9 +71,7 @@ def _work(kind: str, url: str, worker_id: str, ready, report) -> None:
     done = 0
     if kind == "claim":
         ready.wait()
-        while (lease := broker.claim("cpu", worker_id, lease_seconds=60)) is not None:
-            broker.complete(lease, Result(spec_id=lease.job_id, attempt=lease.attempt, status="succeeded"))
-            done += 1
+        done = claim_noops(broker, worker_id)
     else:
         os.environ["GOLFQ_RQ_RUNNER"] = "bench.broker_redis:noop_runner"
         queue = broker.rq.queue("cpu") if kind == "golfq-rq" else RQ_QUEUE
@@ -98,17 +90,8 @@ def _time_jobs(kind: str, url: str, jobs: int, workers: int) -> float:
         Queue(RQ_QUEUE, connection=broker.redis, serializer="json").enqueue_many(
             [Queue.prepare_data(noop, args=[i]) for i in range(jobs)])
     else:
-        broker.submit(_specs(jobs, f"{kind}{workers}"))
-    context = multiprocessing.get_context("spawn")
-    ready, report = context.Barrier(workers + 1), context.Queue()
-    procs = [context.Process(target=_work, args=(kind, url, f"w{i}", ready, report)) for i in range(workers)]
-    for proc in procs:
-        proc.start()
-    ready.wait()
-    started = time.monotonic()
-    finished = [report.get(timeout=600) for _ in procs]
-    for proc in procs:
-        proc.join()
+        broker.submit(bench_specs(jobs, f"{kind}{workers}"))
+    finished, wall = timed_workers(_work, (kind, url), workers)
     if kind == "claim":
         assert sum(done for done, _ in finished) == jobs
     if kind == "rq":
@@ -116,7 +99,7 @@ def _time_jobs(kind: str, url: str, jobs: int, workers: int) -> float:
     else:
         assert broker.stats().pools["cpu"].succeeded == jobs
     broker.close()
-    return max(end for _, end in finished) - started
+    return wall
 
 
 def _redis_benchmark(port: int, requests: int) -> dict[str, float]:

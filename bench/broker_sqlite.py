@@ -6,13 +6,12 @@ once all are connected, so start-up is not in the figure.
 
 from __future__ import annotations
 
-import multiprocessing
 import tempfile
 import time
 from pathlib import Path
 
+from bench.broker_workers import bench_specs, claim_noops, timed_workers
 from core.backends import open_broker
-from core.result import Result
 from core.spec import ExperimentSpec
 
 Row = tuple[str, str, str]
@@ -20,8 +19,7 @@ SUBMIT_TARGET_S = 1.0
 
 
 def _specs(count: int, salt: str) -> list[ExperimentSpec]:
-    return [ExperimentSpec(name=f"bench-{i}", seed=i, env={"RUN": salt, "NUM_LAYERS": "9", "MODEL_DIM": "512"},
-                           tags=("bench",)) for i in range(count)]
+    return bench_specs(count, salt, MODEL_DIM="512")
 
 
 def _time_submit(folder: Path, count: int, repeats: int) -> tuple[float, float]:
@@ -45,11 +43,7 @@ def _drain(url: str, worker_id: str, ready, report) -> None:
     broker = open_broker(url)
     broker.stats()  # connect before the clock starts
     ready.wait()
-    done = 0
-    while (lease := broker.claim("cpu", worker_id, lease_seconds=60)) is not None:
-        broker.complete(lease, Result(spec_id=lease.job_id, attempt=lease.attempt, status="succeeded"))
-        done += 1
-    report.put((done, time.monotonic()))
+    report.put((claim_noops(broker, worker_id), time.monotonic()))
 
 
 def _time_noop_jobs(folder: Path, jobs: int, workers: int, options: str = "") -> float:
@@ -57,19 +51,10 @@ def _time_noop_jobs(folder: Path, jobs: int, workers: int, options: str = "") ->
     url = f"sqlite:///{folder / f'noop-{workers}-{len(options)}.db'}{options}"
     broker = open_broker(url)
     broker.submit(_specs(jobs, f"noop{workers}"))
-    context = multiprocessing.get_context("spawn")
-    ready, report = context.Barrier(workers + 1), context.Queue()
-    procs = [context.Process(target=_drain, args=(url, f"w{i}", ready, report)) for i in range(workers)]
-    for proc in procs:
-        proc.start()
-    ready.wait()
-    started = time.monotonic()
-    finished = [report.get(timeout=600) for _ in procs]
-    for proc in procs:
-        proc.join()
+    finished, wall = timed_workers(_drain, (url,), workers)
     assert sum(done for done, _ in finished) == jobs and broker.stats().pools["cpu"].succeeded == jobs
     broker.close()
-    return max(end for _, end in finished) - started
+    return wall
 
 
 def rows(quick: bool) -> list[Row]:

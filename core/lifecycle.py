@@ -23,8 +23,9 @@ def _event(kind: EventKind, job: Job, now: float, **fields) -> Event:
     return Event(seq=0, ts=now, kind=kind, job_id=job.id, pool=job.pool, attempt=job.attempt, **fields)
 
 
-def new_job(spec: ExperimentSpec, now: float, order: int = 0) -> Transition:
-    job = Job(id=spec.id, spec=spec, state=JobState.QUEUED, submitted_at=now, updated_at=now, order=order)
+def new_job(spec: ExperimentSpec, now: float, order: int = 0, job_id: str | None = None) -> Transition:
+    """A queued job; pass job_id when the caller already has spec.id (hashing a spec is not free)."""
+    job = Job(id=job_id or spec.id, spec=spec, state=JobState.QUEUED, submitted_at=now, updated_at=now, order=order)
     return job, [_event(EventKind.SUBMITTED, job, now, spec=spec)]
 
 

@@ -38,15 +38,11 @@ def work_root_default() -> Path:
     return Path(os.environ.get("GOLFQ_WORK_DIR") or DEFAULT_WORK_ROOT)
 
 
-def poll_default(url: str | None) -> float:
-    """How long one claim call may wait for work.
-
-    The SQLite backend polls inside claim() with a backoff that grows to 100 ms; short
-    calls restart that backoff, so an idle worker sees new work within about 20 ms
-    (reads are cheap in WAL mode). Remote backends get long calls, to spare round trips.
-    """
-    scheme = url.split("://", 1)[0] if url and "://" in url else "sqlite"
-    return 0.05 if scheme == "sqlite" else 1.0
+# How long one claim call may wait for work, on every backend. Each backend wakes a
+# waiting claim soon after work arrives (SQLite re-polls every 20 ms at most, Redis
+# every 0.5 s at most, Modal on its wake-up queue), so a long call costs no latency
+# and spares round trips.
+CLAIM_WAIT_SECONDS = 1.0
 
 
 def parse_devices(text: str | None) -> tuple[str, ...]:
@@ -84,7 +80,7 @@ class FleetConfig:
     lease_seconds: float = 60.0
     heartbeat_seconds: float = 10.0
     grace_seconds: float = 60.0
-    poll_seconds: float | None = None  # one claim call's wait; None: poll_default(queue)
+    poll_seconds: float = CLAIM_WAIT_SECONDS  # one claim call's wait
 
 
 @dataclass
@@ -115,7 +111,7 @@ class Fleet:
         self._timer: threading.Timer | None = None
         self.summary = FleetSummary()
         self._host = f"{socket.gethostname()}:{os.getpid()}"
-        self._poll = config.poll_seconds if config.poll_seconds is not None else poll_default(config.queue)
+        self._poll = config.poll_seconds
 
     @property
     def stopping(self) -> bool:

@@ -10,7 +10,7 @@ Volume and the Dict holds their paths.
 
 Every mutation runs under the WriterLock (core.backends.modal_store), applies
 core.lifecycle to the records it read, and commits records, indexes and events in
-one Dict.update. Heartbeats are the exception: the lease holder alone writes
+one Dict.update: the shared shape of core.backends.txn over modal_records.StateTxn. Heartbeats are the exception: the lease holder alone writes
 `hb/JOB/ATTEMPT`, and every read of a leased job takes its deadline from there, so
 busy workers never queue on the lock. docs/modal.md explains the design.
 """
@@ -28,11 +28,11 @@ from urllib.parse import parse_qsl
 import msgspec
 
 from core import lifecycle
-from core.broker import BrokerError, CompleteOutcome, Job, JobState, Lease, PoolStats, Stats
+from core.backends.txn import TxnBroker
+from core.broker import BrokerError, Job, JobState, Lease, PoolStats, Stats
 from core.events import Event, EventKind
-from core.pareto import Front, Observation, Reducer, observation
-from core.result import FailureKind, Result
-from core.spec import ExperimentSpec, SpecError, script_ref
+from core.pareto import Front
+from core.spec import ExperimentSpec, script_ref
 from core.backends.modal_records import EVENTS_PER_PAGE, Meta, PoolDoc, ScriptEntry, StateTxn, hb_key
 from core.backends.modal_store import LOCK_SECONDS, BlobStore, DictLike, VolumeBlobStore, WriterLock, decode, encode, scan
 
@@ -71,7 +71,7 @@ def _modal_queue(name: str, env: str | None) -> Any:
     return modal.Queue.from_name(name, environment_name=env, create_if_missing=True)
 
 
-class ModalBroker:
+class ModalBroker(TxnBroker):
     """The Broker protocol over modal.Dict and modal.Queue; see the module docstring."""
 
     def __init__(self, url: str, clock: Callable[[], float] = time.time, *, dict_factory: Factory | None = None,
@@ -142,28 +142,7 @@ class ModalBroker:
     # -- submit and scripts --------------------------------------------------------------------
 
     def submit(self, specs: Sequence[ExperimentSpec]) -> list[Job]:
-        specs = list(specs)
-        for spec in specs:
-            if not isinstance(spec, ExperimentSpec):
-                raise SpecError(f"spec: expected an ExperimentSpec, got {type(spec).__name__}")
-        ids = [spec.id for spec in specs]
-
-        def work(tx: StateTxn) -> list[Job]:
-            meta = tx.meta()
-            jobs: dict[str, Job] = {}
-            for spec, job_id in zip(specs, ids):
-                if job_id in jobs:
-                    continue
-                job = tx.job(job_id)
-                if job is None:
-                    meta.order += 1
-                    job, events = lifecycle.new_job(spec, tx.now, meta.order)
-                    tx.put("meta", meta)
-                    tx.save(None, job, events)
-                jobs[job_id] = job
-            return [jobs[job_id] for job_id in ids]
-
-        return [self._overlay(job) for job in self._write(work)]
+        return [self._overlay(job) for job in super().submit(specs)]
 
     def put_script(self, content: bytes) -> str:
         ref = script_ref(bytes(content))
@@ -185,20 +164,11 @@ class ModalBroker:
 
     # -- the lease cycle -----------------------------------------------------------------------
 
-    def claim(self, pool: str, worker_id: str, lease_seconds: float = 60.0, timeout: float = 0.0) -> Lease | None:
-        give_up = time.monotonic() + max(timeout, 0.0)
-        while True:
-            if self._worth_claiming(pool):
-                lease = self._write(lambda tx: self._claim_in(tx, pool, worker_id, lease_seconds))
-                if lease is not None:
-                    return lease
-            left = give_up - time.monotonic()
-            if left <= 0:
-                return None
-            try:  # sleep until a submit wakes the pool, re-polling now and then in case a wake-up was lost
-                self.wake.get(block=True, timeout=min(left, 1.0), partition=pool)
-            except queue.Empty:
-                pass
+    def _wait_for_work(self, pool: str, left: float, waits: int) -> None:
+        try:  # sleep until a submit wakes the pool, re-polling now and then in case a wake-up was lost
+            self.wake.get(block=True, timeout=min(left, 1.0), partition=pool)
+        except queue.Empty:
+            pass
 
     def _worth_claiming(self, pool: str) -> bool:
         """A lock-free look at the pool's index, so idle claimers never queue on the writer lock."""
@@ -207,16 +177,6 @@ class ModalBroker:
             return False
         now = self.clock()
         return (bool(doc.queued) and not doc.draining) or any(d <= now for d in doc.leased.values())
-
-    def _claim_in(self, tx: StateTxn, pool: str, worker_id: str, lease_seconds: float) -> Lease | None:
-        self._reap_in(tx)
-        doc = tx.get(f"pool/{pool}", PoolDoc)
-        if doc is None or doc.draining or not doc.queued:
-            return None
-        job = tx.require(doc.queued[0][2])
-        claimed, lease, events = lifecycle.claim(job, worker_id, lease_seconds, tx.now)
-        tx.save(job, claimed, events)
-        return lease
 
     def heartbeat(self, lease: Lease, lease_seconds: float = 60.0) -> bool:
         record = decode(self.state.get(f"job/{lease.job_id}"), Job)
@@ -249,44 +209,6 @@ class ModalBroker:
         beat = decode(self.leases.get(hb_key(job.id, job.attempt)), float)
         return job if beat is None else msgspec.structs.replace(job, lease_deadline=beat)
 
-    def complete(self, lease: Lease, result: Result) -> CompleteOutcome:
-        def work(tx: StateTxn) -> CompleteOutcome:
-            job = tx.require(lease.job_id)
-            done, events, outcome = lifecycle.complete(job, lease, result, tx.now)
-            tx.save(job, done, events)
-            if outcome is CompleteOutcome.COUNTED and done.state is JobState.SUCCEEDED:
-                self._fold(tx, done, result)
-            return outcome
-
-        return self._write(work)
-
-    def _fold(self, tx: StateTxn, job: Job, result: Result) -> None:
-        """The reducer's step: add the observation and store the track's new front."""
-        obs = observation(job.id, job.spec, result)
-        if obs is None:
-            return
-        key = f"obs/{obs.track}"
-        observations = tx.get(key, list[Observation]) or []
-        observations.append(obs)
-        tx.put(key, observations)
-        tx.put(f"front/{obs.track}", Reducer().add_all(observations).front(obs.track))
-        meta = tx.meta()
-        if obs.track not in meta.tracks:
-            meta.tracks = sorted({*meta.tracks, obs.track})
-            tx.put("meta", meta)
-
-    def fail(self, lease: Lease, error: str, kind: FailureKind, result: Result | None = None) -> JobState:
-        def work(tx: StateTxn) -> JobState:
-            job = tx.require(lease.job_id)
-            failed, events = lifecycle.fail(job, lease, error, FailureKind(kind), tx.now, result)
-            tx.save(job, failed, events)
-            return failed.state
-
-        return self._write(work)
-
-    def reap(self) -> list[str]:
-        return self._write(self._reap_in)
-
     def _reap_in(self, tx: StateTxn) -> list[str]:
         reaped = []
         for pool in tx.meta().pools:
@@ -304,50 +226,6 @@ class ModalBroker:
         return reaped
 
     # -- operations ----------------------------------------------------------------------------
-
-    def _transition_each(self, ids: Sequence[str], states: Sequence[JobState], step) -> list[str]:
-        wanted = {JobState(s) for s in states}
-
-        def work(tx: StateTxn) -> list[str]:
-            jobs = [job for job_id in dict.fromkeys(ids) if (job := tx.job(job_id)) is not None]
-            if wanted:
-                named = set(ids)
-                matching = [(k, j) for k, j in scan(self.state, "job/", Job) if j.state in wanted and j.id not in named]
-                for key, job in sorted(matching, key=lambda kj: kj[1].order):
-                    tx.seed(key, job)
-                    jobs.append(tx.job(job.id))
-            changed = []
-            for job in jobs:
-                new, events = step(job, tx.now)
-                if new is not job:
-                    tx.save(job, new, events)
-                    changed.append(job.id)
-            return changed
-
-        return self._write(work)
-
-    def cancel(self, ids: Sequence[str]) -> list[str]:
-        return self._transition_each(ids, (), lifecycle.cancel)
-
-    def requeue(self, ids: Sequence[str] = (), states: Sequence[JobState] = ()) -> list[str]:
-        return self._transition_each(ids, states, lifecycle.requeue)
-
-    def drain(self, pool: str) -> None:
-        self._set_draining(pool, True, EventKind.DRAINED)
-
-    def resume(self, pool: str) -> None:
-        self._set_draining(pool, False, EventKind.RESUMED)
-
-    def _set_draining(self, pool: str, draining: bool, kind: EventKind) -> None:
-        def work(tx: StateTxn) -> None:
-            doc = tx.pool(pool)
-            if doc.draining == draining:
-                return  # already so: the log holds changes only
-            doc.draining = draining
-            tx.put(f"pool/{pool}", doc)
-            tx.events.append(lifecycle.pool_event(kind, pool, tx.now))
-
-        self._write(work)
 
     def charge(self, pool: str, gpu_seconds: float) -> None:
         """Add GPU time to a pool's usage (the dispatcher's GPU-hours cap reads it)."""

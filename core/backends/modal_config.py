@@ -48,25 +48,6 @@ class PoolConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     max_gpus: int | None = None  # concurrent GPUs the dispatcher may hold in this pool
     max_gpu_hours: float | None = None  # total GPU-hours; past it jobs wait (never dropped)
 
-
-class ModalConfigError(ValueError):
-    """The Modal settings are unusable; the message is one line."""
-
-
-class PoolConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    function: str  # the Modal function's name in the app
-    gpu: str | list[str] | None = None  # "H100", "H100:8", or fallbacks in order of preference
-    cpu: float | None = None
-    memory_mib: int | None = None
-    max_containers: int = 4  # Modal's autoscaler ceiling (a backstop; the dispatcher's caps come first)
-    buffer_containers: int = 0
-    scaledown_window: int = 120  # seconds an idle container stays warm before the pool scales to zero
-    retries: int = 2  # Modal re-runs the same call after a preemption or crash (same lease, same attempt)
-    timeout_seconds: int = int(Budget().hard_timeout) + SETUP_SECONDS
-    startup_seconds: float = 900.0  # the first lease covers queueing for a GPU and the cold start
-    max_gpus: int | None = None  # concurrent GPUs the dispatcher may hold in this pool
-    max_gpu_hours: float | None = None  # total GPU-hours; past it jobs wait (never dropped)
-
     @property
     def gpus_per_job(self) -> int:
         pool_gpus = {name: pool.gpus for name, pool in known_pools().items()}

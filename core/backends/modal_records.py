@@ -14,7 +14,9 @@ import msgspec
 
 from core.broker import Job, JobState
 from core.events import Event
-from core.backends.modal_store import DictLike, Txn
+from core.pareto import Observation, Reducer
+from core.backends.modal_store import DictLike, Txn, scan
+from core.backends.txn import RequireMixin
 
 EVENTS_PER_PAGE = 128
 
@@ -41,8 +43,9 @@ class ScriptEntry(msgspec.Struct, frozen=True):
     size: int
 
 
-class StateTxn(Txn):
-    """A write transaction over the state Dict: records, pool indexes and the events to append."""
+class StateTxn(RequireMixin, Txn):
+    """A write transaction over the state Dict (core.backends.txn.JobTxn): records, pool
+    indexes, fronts and the events to append."""
 
     def __init__(self, store: DictLike, now: float) -> None:
         super().__init__(store, now)
@@ -55,14 +58,52 @@ class StateTxn(Txn):
             self.seed_over("meta", meta)
         return meta
 
-    def job(self, job_id: str) -> Job | None:
+    def load(self, job_id: str) -> Job | None:
         return self.get(f"job/{job_id}", Job)
 
-    def require(self, job_id: str) -> Job:
-        job = self.job(job_id)
-        if job is None:
-            raise KeyError(f"job {job_id}: not found (purged?)")
-        return job
+    def load_many(self, ids: Sequence[str]) -> dict[str, Job]:
+        return {job.id: job for job_id in ids if (job := self.load(job_id)) is not None}
+
+    def jobs_in(self, states: Sequence[JobState]) -> list[Job]:
+        matching = [(key, job) for key, job in scan(self.store, "job/", Job) if job.state in states]
+        for key, job in matching:
+            self.seed(key, job)  # later reads in this transaction share what the scan saw
+        return [self.require(job.id) for _, job in sorted(matching, key=lambda kj: kj[1].order)]
+
+    def next_queued(self, pool: str) -> Job | None:
+        doc = self.get(f"pool/{pool}", PoolDoc)
+        return self.require(doc.queued[0][2]) if doc is not None and doc.queued else None
+
+    def draining(self, pool: str) -> bool:
+        doc = self.get(f"pool/{pool}", PoolDoc)
+        return doc is not None and doc.draining
+
+    def set_draining(self, pool: str, draining: bool) -> None:
+        doc = self.pool(pool)
+        doc.draining = draining
+        self.put(f"pool/{pool}", doc)
+
+    def reserve_orders(self, count: int) -> int:
+        meta = self.meta()
+        meta.order += count
+        self.put("meta", meta)
+        return meta.order - count + 1
+
+    def insert(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            self.save(None, job, ())
+
+    def observe(self, obs: Observation) -> None:
+        """The reducer's step: add the observation and store the track's new front."""
+        key = f"obs/{obs.track}"
+        observations = self.get(key, list[Observation]) or []
+        observations.append(obs)
+        self.put(key, observations)
+        self.put(f"front/{obs.track}", Reducer().add_all(observations).front(obs.track))
+        meta = self.meta()
+        if obs.track not in meta.tracks:
+            meta.tracks = sorted({*meta.tracks, obs.track})
+            self.put("meta", meta)
 
     def pool(self, name: str) -> PoolDoc:
         doc = self.get(f"pool/{name}", PoolDoc)

@@ -1,8 +1,9 @@
 """The Redis backend: golfq's records, events and fronts in Redis, jobs run as RQ jobs.
 
-Every state change is core.lifecycle applied under WATCH on the job's key and
+Every state change is core.lifecycle applied under WATCH on the keys it read and
 written in one MULTI/EXEC with its events (a Redis stream), its counters and its
-RQ side (core.backends.redis_rq). Lease deadlines compare against the injected
+RQ side (core.backends.redis_rq): the shared shape of core.backends.txn over
+redis_txn.RedisTxn. claim() differs: it follows the ready set's delivery tokens. Lease deadlines compare against the injected
 clock, never Redis TIME, so tests can move time by hand.
 
 Keys, all under one prefix (default "golfq"), beside RQ's own "rq:" keys:
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -31,13 +33,15 @@ from redis.retry import Retry
 from core import lifecycle
 from core.backends.redis_reads import RedisReads, decode_job
 from core.backends.redis_rq import RQSide, next_token, parse_token
-from core.broker import BrokerError, CompleteOutcome, Job, JobState, Lease
-from core.events import Event, EventKind, encode_event
-from core.pareto import observation
-from core.result import FailureKind, Result
-from core.spec import ExperimentSpec, SpecError, script_ref
+from core.backends.redis_txn import RedisTxn
+from core.backends.txn import TxnBroker, checked
+from core.broker import BrokerError, Job, JobState, Lease
+from core.events import Event, encode_event
+from core.result import FailureKind
+from core.spec import ExperimentSpec, script_ref
 
 Clock = Callable[[], float]
+T = TypeVar("T")
 SUBMIT_CHUNK = 2000  # specs per MULTI/EXEC: each chunk is atomic, Redis stays responsive
 _PRIORITY_SPAN = 2**41  # ready score = (1000 - priority) * span + order: exact in a double
 
@@ -79,7 +83,9 @@ def connect(url: str, socket_timeout: float = 30.0) -> redis.Redis:
         raise BrokerError(f"queue URL {redact(url)!r}: {error}") from None
 
 
-class RedisBroker(RedisReads):
+class RedisBroker(RedisReads, TxnBroker):
+    encode = staticmethod(_encode)
+    poll_first, poll_cap = 0.02, 0.5  # each look is a few round trips
     def __init__(self, url: str, clock: Clock = time.time, *, client: redis.Redis | None = None,
                  prefix: str = "golfq") -> None:
         self.url = url
@@ -117,8 +123,8 @@ class RedisBroker(RedisReads):
         return self._k("job", job_id)
 
     # writes
-    def _write(self, pipe, old: Job | None, new: Job, events: Sequence[Event], *, via_rq: bool = False) -> None:
-        """Queue one transition's writes; pipe is already in MULTI."""
+    def _write_transition(self, pipe, old: Job | None, new: Job, *, via_rq: bool = False) -> None:
+        """Queue one transition's writes (its events go with the step's); pipe is already in MULTI."""
         pipe.set(self._job_key(new.id), _encode(new))
         if old is None:
             pipe.zadd(self._k("jobs"), {new.id: new.order})
@@ -142,24 +148,24 @@ class RedisBroker(RedisReads):
             score = _ready_score(new)
             pipe.zadd(self.rq.ready_key(new.pool), {new_token: score})
             self.rq.enqueue(pipe, new, score)
-        self._events(pipe, events)
+        if old is not None and old.state in lifecycle.REQUEUEABLE and new.state is JobState.QUEUED:
+            self.rq.forget_failures(pipe, new)
 
-    def _write_new(self, pipe, created: list[tuple[Job, list[Event]]]) -> None:
-        """_write for a batch of new queued jobs, with one command per key instead of per job."""
+    def _write_new(self, pipe, created: list[Job]) -> None:
+        """_write_transition for a batch of new queued jobs, with one command per key instead of per job."""
         if not created:
             return
-        pipe.mset({self._job_key(job.id): _encode(job) for job, _ in created})
-        orders = {job.id: job.order for job, _ in created}
+        pipe.mset({self._job_key(job.id): _encode(job) for job in created})
+        orders = {job.id: job.order for job in created}
         pipe.zadd(self._k("jobs"), orders)
         pipe.zadd(self._k("state", JobState.QUEUED.value), orders)
         per_pool: dict[str, dict[str, float]] = {}
-        for job, _ in sorted(created, key=lambda c: _ready_score(c[0])):  # in order: each push is an RPUSH
+        for job in sorted(created, key=_ready_score):  # in order: each push is an RPUSH
             score = per_pool.setdefault(job.pool, {})[next_token(job)] = _ready_score(job)
             self.rq.enqueue(pipe, job, score)
         for pool, ready in per_pool.items():  # after the pushes, so no push scans for later batch-mates
             pipe.hincrby(self._k("counts"), f"{pool}:{JobState.QUEUED.value}", len(ready))
             pipe.zadd(self.rq.ready_key(pool), ready)
-        self._events(pipe, [e for _, events in created for e in events])
 
     def _events(self, pipe, events: Iterable[Event]) -> None:
         encoded = [encode_event(e) for e in events]
@@ -170,61 +176,45 @@ class RedisBroker(RedisReads):
         raw = pipe.get(self._job_key(job_id))
         return None if raw is None else decode_job(raw)
 
+    def _write(self, work: Callable[[RedisTxn], T], *, via_rq: bool = False) -> T:
+        """Run work as one atomic step (see redis_txn); then stop RQ's run of any leased job it cancelled."""
+        steps: list[RedisTxn] = []
+
+        def body(pipe):
+            tx = RedisTxn(self, pipe, self.clock(), via_rq)
+            steps[:] = [tx]
+            out = work(tx)
+            tx.commit()
+            return out
+
+        out = self.redis.transaction(body, value_from_callable=True)
+        for old, new in steps[0].saved:
+            if old is not None and old.state is JobState.LEASED and new.state is JobState.CANCELLED:
+                self.rq.stop(new.id, old.attempt)
+        return out
+
     def _transition(self, job_id: str, step: Callable[[Job, float], tuple[Job, list[Event]] | None], *,
-                    via_rq: bool = False, extra: Callable | None = None):
-        """Apply step to one job atomically; returns (old, new) or None if missing/unchanged."""
-        def body(pipe):
-            old = self._load(pipe, job_id)
-            if old is None:
-                return None
-            out = step(old, self.clock())
-            if out is None:
-                return old, None
-            new, events = out
-            pipe.multi()
-            self._write(pipe, old, new, events, via_rq=via_rq)
-            if extra is not None:
-                extra(pipe, old, new)
-            return old, new
+                    via_rq: bool = False) -> tuple[Job, Job | None] | None:
+        """Apply step to one job atomically; (old, new), new None when step declined; None if missing."""
+        def work(tx: RedisTxn):
+            old = tx.load(job_id)
+            out = step(old, tx.now) if old is not None else None
+            if out is not None:
+                tx.save(old, *out)
+            return None if old is None else (old, out[0] if out is not None else None)
 
-        return self.redis.transaction(body, self._job_key(job_id), value_from_callable=True)
+        return self._write(work, via_rq=via_rq)
 
-    # Broker protocol
     def submit(self, specs: Sequence[ExperimentSpec]) -> list[Job]:
-        specs = list(specs)
-        for spec in specs:  # checked before anything is written: a bad batch queues nothing
-            if not isinstance(spec, ExperimentSpec):
-                raise SpecError(f"spec: expected an ExperimentSpec, got {type(spec).__name__}")
+        specs, ids = checked(specs)  # all checked before anything is written: a bad batch queues nothing
         by_id: dict[str, Job] = {}
-        for start in range(0, len(specs), SUBMIT_CHUNK):
-            chunk = [s for s in specs[start:start + SUBMIT_CHUNK] if s.id not in by_id]
-            by_id.update(self._submit_chunk(chunk))
-        return [by_id[s.id] for s in specs]
-
-    def _submit_chunk(self, specs: list[ExperimentSpec]) -> dict[str, Job]:
-        unique = list({s.id: s for s in specs}.values())
-        if not unique:
-            return {}
-        keys = [self._job_key(s.id) for s in unique]
-        first_order = int(self.redis.incrby(self._k("order"), len(unique))) - len(unique) + 1
-
-        def body(pipe):
-            found = pipe.mget(keys)
-            now = self.clock()
-            jobs: dict[str, Job] = {}
-            created: list[tuple[Job, list[Event]]] = []
-            for i, (spec, raw) in enumerate(zip(unique, found)):
-                if raw is not None:
-                    jobs[spec.id] = decode_job(raw)
-                    continue
-                job, events = lifecycle.new_job(spec, now, order=first_order + i)
-                jobs[spec.id] = job
-                created.append((job, events))
-            pipe.multi()
-            self._write_new(pipe, created)
-            return jobs
-
-        return self.redis.transaction(body, *keys, value_from_callable=True)
+        for start in range(0, len(specs), SUBMIT_CHUNK):  # each chunk atomic, so Redis stays responsive
+            chunk = [(s, i) for s, i in zip(specs[start:start + SUBMIT_CHUNK], ids[start:start + SUBMIT_CHUNK])
+                     if i not in by_id]
+            if chunk:
+                chunk_specs, chunk_ids = [s for s, _ in chunk], [i for _, i in chunk]
+                by_id.update(zip(chunk_ids, self._write(lambda tx: self._submit_in(tx, chunk_specs, chunk_ids))))
+        return [by_id[i] for i in ids]
 
     def put_script(self, content: bytes) -> str:
         ref = script_ref(content)
@@ -237,15 +227,8 @@ class RedisBroker(RedisReads):
             raise KeyError(ref)
         return content
 
-    def claim(self, pool: str, worker_id: str, lease_seconds: float = 60.0, timeout: float = 0.0) -> Lease | None:
-        give_up = time.monotonic() + timeout
-        pause = 0.02
-        while True:
-            lease = self._claim_head(pool, worker_id, lease_seconds)
-            if lease is not None or time.monotonic() >= give_up:
-                return lease
-            time.sleep(min(pause, max(0.0, give_up - time.monotonic())))
-            pause = min(pause * 2, 0.5)
+    def _try_claim(self, pool: str, worker_id: str, lease_seconds: float) -> Lease | None:
+        return self._claim_head(pool, worker_id, lease_seconds)
 
     def _claim_head(self, pool: str, worker_id: str, lease_seconds: float) -> Lease | None:
         while True:
@@ -288,41 +271,6 @@ class RedisBroker(RedisReads):
         if job.state is not JobState.QUEUED or next_token(job) != stale:
             self.redis.zrem(self.rq.ready_key(job.pool), stale)
 
-    def heartbeat(self, lease: Lease, lease_seconds: float = 60.0) -> bool:
-        def step(job: Job, now: float):
-            new = lifecycle.heartbeat(job, lease, lease_seconds, now)
-            return None if new is None else (new, [])
-
-        out = self._transition(lease.job_id, step)
-        return out is not None and out[1] is not None
-
-    def complete(self, lease: Lease, result: Result) -> CompleteOutcome:
-        outcomes: list[CompleteOutcome] = []
-
-        def step(job: Job, now: float):
-            new, events, outcome = lifecycle.complete(job, lease, result, now)
-            outcomes[:] = [outcome]
-            return (new, events) if events or new is not job else None
-
-        out = self._transition(lease.job_id, step, extra=self._record_observation)
-        if out is None:
-            raise KeyError(lease.job_id)
-        return outcomes[0]
-
-    def _record_observation(self, pipe, old: Job, new: Job) -> None:
-        if new.state is not JobState.SUCCEEDED or old.state is JobState.SUCCEEDED or new.result is None:
-            return
-        obs = observation(new.id, new.spec, new.result)
-        if obs is not None:
-            pipe.hset(self._k("obs", obs.track), new.id, _encode(obs))
-            pipe.sadd(self._k("tracks"), obs.track)
-
-    def fail(self, lease: Lease, error: str, kind: FailureKind, result: Result | None = None) -> JobState:
-        out = self._transition(lease.job_id, lambda job, now: lifecycle.fail(job, lease, error, kind, now, result))
-        if out is None:
-            raise KeyError(lease.job_id)
-        return (out[1] or out[0]).state
-
     def fail_attempt(self, job_id: str, attempt: int, error: str, kind: FailureKind) -> JobState | None:
         """Fail an attempt from outside its runner (RQ saw its horse die); None unless it holds the lease."""
         def step(job: Job, now: float):
@@ -362,43 +310,8 @@ class RedisBroker(RedisReads):
     def unstrand(self, pool: str, tok: str) -> bool:
         return self.rq.unstrand(pool, tok)
 
-    def cancel(self, ids: Sequence[str]) -> list[str]:
-        changed: list[str] = []
-        for job_id in dict.fromkeys(ids):
-            out = self._transition(job_id, lambda job, now: lifecycle.cancel(job, now) if not job.state.terminal else None)
-            if out is None or out[1] is None:
-                continue
-            changed.append(job_id)
-            if out[0].state is JobState.LEASED:
-                self.rq.stop(job_id, out[0].attempt)
-        return changed
-
-    def drain(self, pool: str) -> None:
-        if not self.redis.sismember(self.rq.draining_key, pool):
-            self.rq.park(pool)
-            self._log_pool(EventKind.DRAINED, pool)
-
-    def resume(self, pool: str) -> None:
-        if self.redis.sismember(self.rq.draining_key, pool):
-            self.rq.unpark(pool)
-            self._log_pool(EventKind.RESUMED, pool)
-
-    def _log_pool(self, kind: EventKind, pool: str) -> None:
-        with self.redis.pipeline() as pipe:
-            self._events(pipe, [lifecycle.pool_event(kind, pool, self.clock())])
-            pipe.execute()
-
     def requeue(self, ids: Sequence[str] = (), states: Sequence[JobState] = ()) -> list[str]:
-        wanted = [self._job_id_of(i) for i in ids]
-        for state in states:
-            wanted += [m.decode() for m in self.redis.zrange(self._k("state", state.value), 0, -1)]
-        changed: list[str] = []
-        for job_id in dict.fromkeys(wanted):
-            out = self._transition(job_id, lambda job, now: lifecycle.requeue(job, now) if job.state in lifecycle.REQUEUEABLE else None,
-                                   extra=lambda pipe, old, new: self.rq.forget_failures(pipe, new))
-            if out is not None and out[1] is not None:
-                changed.append(job_id)
-        return changed
+        return super().requeue([self._job_id_of(i) for i in ids], states)
 
     @staticmethod
     def _job_id_of(name: str) -> str:

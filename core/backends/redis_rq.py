@@ -208,20 +208,14 @@ class RQSide:
         q = self.queue(pool)
         return bool(self.unstrand_script(keys=[q.intermediate_queue_key, q.key], args=[tok]))
 
-    def park(self, pool: str) -> None:
-        """Draining: RQ workers stop seeing the pool's queued jobs."""
-        q = self.queue(pool)
-        with self.connection.pipeline() as pipe:
-            pipe.sadd(self.draining_key, pool)
-            self.unpark_script(keys=[self.parked_key(pool), q.key], client=pipe)
-            pipe.execute()
+    def park(self, pipe: Pipeline, pool: str) -> None:
+        """Draining: RQ workers stop seeing the pool's queued jobs (pipe is in MULTI)."""
+        pipe.sadd(self.draining_key, pool)
+        self.unpark_script(keys=[self.parked_key(pool), self.queue(pool).key], client=pipe)
 
-    def unpark(self, pool: str) -> None:
-        q = self.queue(pool)
-        with self.connection.pipeline() as pipe:
-            pipe.srem(self.draining_key, pool)
-            self.unpark_script(keys=[q.key, self.parked_key(pool)], client=pipe)
-            pipe.execute()
+    def unpark(self, pipe: Pipeline, pool: str) -> None:
+        pipe.srem(self.draining_key, pool)
+        self.unpark_script(keys=[self.queue(pool).key, self.parked_key(pool)], client=pipe)
 
     def counts(self, pools: list[str]) -> dict[str, int]:
         """RQ's own view of each pool, for Stats.extra."""

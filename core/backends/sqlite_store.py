@@ -26,8 +26,10 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
-from core.broker import BrokerError, Job
+from core.broker import BrokerError, Job, JobState
 from core.events import Event
+from core.pareto import Observation
+from core.backends.txn import RequireMixin
 
 DEFAULT_PATH = ".golfq/golfq.db"
 SCHEMA_VERSION = 1
@@ -94,8 +96,8 @@ def _is_busy(error: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-class Tx:
-    """One transaction: loads and saves jobs, numbers events as it appends them."""
+class Tx(RequireMixin):
+    """One transaction (core.backends.txn.JobTxn): loads and saves jobs, numbers events as it appends them."""
 
     def __init__(self, conn: sqlite3.Connection, now: float) -> None:
         self.conn, self.now = conn, now
@@ -109,12 +111,6 @@ class Tx:
         found = self.jobs("SELECT body FROM jobs WHERE id = ?", (job_id,))
         return found[0] if found else None
 
-    def require(self, job_id: str) -> Job:
-        job = self.load(job_id)
-        if job is None:
-            raise KeyError(f"job {job_id}: not found (purged?)")
-        return job
-
     def load_many(self, ids: Sequence[str]) -> dict[str, Job]:
         found: dict[str, Job] = {}
         for start in range(0, len(ids), _CHUNK):
@@ -123,13 +119,44 @@ class Tx:
             found.update((j.id, j) for j in self.jobs(f"SELECT body FROM jobs WHERE id IN ({marks})", chunk))
         return found
 
-    def apply(self, old: Job, new: Job, events: Iterable[Event]) -> None:
+    def jobs_in(self, states: Sequence[JobState]) -> list[Job]:
+        marks = ",".join("?" * len(states))
+        return self.jobs(f"SELECT body FROM jobs WHERE state IN ({marks}) ORDER BY ord", [s.value for s in states])
+
+    def next_queued(self, pool: str) -> Job | None:
+        found = self.jobs("SELECT body FROM jobs WHERE pool = ? AND state = 'queued' "
+                          "ORDER BY priority DESC, ord LIMIT 1", (pool,))
+        return found[0] if found else None
+
+    def save(self, old: Job | None, new: Job, events: Iterable[Event]) -> None:
         """Write a transition's outcome; unchanged jobs are not rewritten."""
         if new is not old:
             self.conn.execute("UPDATE jobs SET state = ?, lease_deadline = ?, updated_at = ?, body = ? WHERE id = ?",
                               (new.state.value, new.lease_deadline, new.updated_at, encode(new), new.id))
             self.changed.append(new.id)
         self.events.extend(events)
+
+    def reserve_orders(self, count: int) -> int:
+        return self.conn.execute("SELECT COALESCE(MAX(ord), 0) FROM jobs").fetchone()[0] + 1  # the write lock is held
+
+    def insert(self, jobs: list[Job]) -> None:
+        self.conn.executemany("INSERT INTO jobs (id, pool, state, priority, ord, updated_at, body) "
+                              "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                              [(j.id, j.pool, j.state.value, j.spec.priority, j.order, j.updated_at, encode(j))
+                               for j in jobs])
+        self.conn.executemany("INSERT INTO job_tags (tag, job_id) VALUES (?, ?)",
+                              [(tag, j.id) for j in jobs for tag in set(j.spec.tags)])
+
+    def draining(self, pool: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM pools WHERE name = ? AND draining", (pool,)).fetchone() is not None
+
+    def set_draining(self, pool: str, draining: bool) -> None:
+        self.conn.execute("INSERT INTO pools (name, draining) VALUES (?, ?) "
+                          "ON CONFLICT (name) DO UPDATE SET draining = excluded.draining", (pool, int(draining)))
+
+    def observe(self, obs: Observation) -> None:
+        self.conn.execute("INSERT INTO observations (job_id, track, body) VALUES (?, ?, ?)",
+                          (obs.job_id, obs.track, encode(obs)))
 
     def last_seq(self) -> int:
         row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()

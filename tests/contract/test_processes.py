@@ -27,13 +27,17 @@ LEASE = 1.0
 
 
 class WorkerProc:
-    """One worker_proc subprocess whose output lines arrive on a queue."""
+    """One worker_proc subprocess whose output lines arrive on a queue.
+
+    Gated workers (--gate) hold each claim until the test opens the gate, so "the
+    claim just read is in progress" is a fact, not a matter of timing.
+    """
 
     def __init__(self, url: str, worker_id: str, *flags: str) -> None:
         self.worker_id = worker_id
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.contract.worker_proc", url, "cpu", worker_id, *flags],
-                                     cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+                                     cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
 
@@ -41,17 +45,22 @@ class WorkerProc:
         for line in self.proc.stdout:
             self.lines.put(line.strip())
 
-    def claim_in_progress(self, timeout: float = 30.0) -> tuple[str, int]:
-        """Wait until this worker's latest line is a claim: it is mid-job now. Return (job id, attempt)."""
-        give_up, latest = time.monotonic() + timeout, ""
-        while time.monotonic() < give_up:
+    def held_claim(self, timeout: float = 30.0) -> tuple[str, int]:
+        """The next claim this gated worker makes; it stays mid-job until open_gate(). (job id, attempt)."""
+        give_up = time.monotonic() + timeout
+        while (left := give_up - time.monotonic()) > 0:
             try:
-                latest = self.lines.get(timeout=0.02)
+                line = self.lines.get(timeout=left)
             except queue.Empty:
-                if latest.startswith("claimed "):
-                    _, job_id, attempt = latest.split()
-                    return job_id, int(attempt)
+                break
+            if line.startswith("claimed "):
+                _, job_id, attempt = line.split()
+                return job_id, int(attempt)
         raise AssertionError(f"worker {self.worker_id} claimed nothing in {timeout} s")
+
+    def open_gate(self) -> None:
+        """Let this worker go on with its held claim and every later one (end of its input)."""
+        self.proc.stdin.close()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         assert self.lines.get(timeout=timeout) == "ready"
@@ -63,6 +72,8 @@ class WorkerProc:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=10)
+        if not self.proc.stdin.closed:
+            self.proc.stdin.close()
 
 
 def wait_until(condition, timeout: float, broker=None) -> None:
@@ -83,20 +94,22 @@ def all_finished(broker, count: int):
 def test_killed_and_stopped_workers_lose_and_duplicate_nothing(broker_url):
     broker = open_broker(broker_url)
     jobs = broker.submit([spec(seed=i) for i in range(24)])
-    slow = ("--lease", str(LEASE), "--work", "1.0")  # long jobs, so a signal lands mid-job
-    workers = [WorkerProc(broker_url, name, *slow) for name in ("w0", "w1")]
-    workers.append(WorkerProc(broker_url, "w3", "--lease", str(LEASE), "--work", "0.2"))
+    lease = ("--lease", str(LEASE), "--work", "0.2")
+    # w0, w1 and the zombie w2 hold their first claim at the gate, so each signal lands mid-job.
+    workers = [WorkerProc(broker_url, name, *lease, "--gate") for name in ("w0", "w1")]
+    workers.append(WorkerProc(broker_url, "w3", *lease))
     try:
         killed = []
         for victim in workers[:2]:
-            killed.append(victim.claim_in_progress())
+            killed.append(victim.held_claim())
             victim.signal(signal.SIGKILL)
-        zombie = WorkerProc(broker_url, "w2", *slow)
+        zombie = WorkerProc(broker_url, "w2", *lease, "--gate")
         workers.append(zombie)
-        stalled = zombie.claim_in_progress()
+        stalled = zombie.held_claim()
         zombie.signal(signal.SIGSTOP)  # it misses its heartbeat and loses the lease...
         wait_until(lambda: broker.get(stalled[0]).attempt > stalled[1], 30, broker)
         zombie.signal(signal.SIGCONT)  # ...then wakes up and reports anyway
+        zombie.open_gate()
         wait_until(all_finished(broker, len(jobs)), 60, broker)
         wait_until(lambda: any(e.kind is EventKind.SUPERSEDED for e in broker.events(limit=100_000)), 10)
     finally:
@@ -128,17 +141,23 @@ def test_killed_and_stopped_workers_lose_and_duplicate_nothing(broker_url):
 
 def test_racing_workers_claim_each_job_once(broker_url):
     broker = open_broker(broker_url)
-    workers = [WorkerProc(broker_url, f"w{i}", "--work", "0.01", "--lease", "30", "--idle-exit", "3")
+    workers = [WorkerProc(broker_url, f"w{i}", "--work", "0.01", "--lease", "30", "--idle-exit", "3", "--gate")
                for i in range(4)]
     try:
         for worker in workers:
             worker.wait_ready()
         jobs = broker.submit([spec(seed=i, priority=i % 3) for i in range(200)])  # all four are polling now
+        held = [worker.held_claim() for worker in workers]  # each holds one claim: all four are in the race
+        assert len({job_id for job_id, _ in held}) == len(workers)
+        for worker in workers:
+            worker.open_gate()
         wait_until(all_finished(broker, len(jobs)), 60)
     finally:
         for worker in workers:
             worker.stop()
     claims = collections.Counter(e.job_id for e in all_events(broker) if e.kind is EventKind.CLAIMED)
     assert claims == {job.id: 1 for job in jobs}
-    assert len({e.worker_id for e in all_events(broker) if e.kind is EventKind.CLAIMED}) > 1
+    claimers = {e.worker_id for e in all_events(broker) if e.kind is EventKind.CLAIMED}
+    assert len(claimers) > 1
+    assert claimers == {worker.worker_id for worker in workers}
     broker.close()

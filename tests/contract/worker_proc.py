@@ -1,9 +1,11 @@
 """A minimal worker process for the multi-process contract tests.
 
-    python -m tests.contract.worker_proc URL POOL WORKER_ID [--lease S] [--work S] [--idle-exit S]
+    python -m tests.contract.worker_proc URL POOL WORKER_ID [--lease S] [--work S] [--idle-exit S] [--gate]
 
 It prints `claimed JOB ATTEMPT` and `completed JOB ATTEMPT OUTCOME`, flushed, so a
-test can kill or stop it at a known point. It ignores a refused heartbeat on
+test can kill or stop it at a known point. With --gate it reads one line of stdin
+after each claim before it works on it (end of input opens the gate for good), so
+a test knows for certain that the claim it just read is still in progress. It ignores a refused heartbeat on
 purpose: a zombie that reports anyway is exactly what fencing must catch.
 """
 
@@ -25,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lease", type=float, default=1.0, help="lease seconds")
     parser.add_argument("--work", type=float, default=0.3, help="seconds each job 'trains'")
     parser.add_argument("--idle-exit", type=float, default=0.0, help="exit after this long with nothing to claim")
+    parser.add_argument("--gate", action="store_true", help="after each claim, wait for a line (or EOF) on stdin")
     args = parser.parse_args(argv)
     broker = open_broker(args.url)
     print("ready", flush=True)
@@ -36,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             continue
         print(f"claimed {lease.job_id} {lease.attempt}", flush=True)
+        if args.gate:
+            sys.stdin.readline()
         if args.work:
             time.sleep(args.work / 2)
             broker.heartbeat(lease, lease_seconds=args.lease)
