@@ -160,6 +160,11 @@ def _one_line(error: Exception) -> str:
     # msgspec says "Expected `int`, got `str` - at `$.seed`"; lead with the field instead.
     match = re.match(r"^(.*) - at `\$\.?(.*)`$", text)
     message, path = match.groups() if match else (text, "")
+    unknown = re.match(r"^Object contains unknown field `(.*)`$", message)
+    if unknown:  # name the offending key itself, as a dotted path
+        key = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
+        hint = " (hyperparameters are UPPER_CASE env keys)" if not path and unknown.group(1).upper() != unknown.group(1) else ""
+        return f"{key}: unknown field{hint}"
     if re.match(r"^[\w.\[\]']+: ", message):  # our own checks already name the field
         return message
     return f"{path or 'spec'}: {message}"

@@ -10,6 +10,7 @@ stay readable in the file (and in its events, which `ops replay` also reads).
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -123,7 +124,8 @@ def export(
                     out.write(encoder.encode(record) + b"\n")
             os.replace(partial, file)  # a reader never sees half an export
         except OSError as error:
-            partial.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the same fault (a file where a directory should be) may refuse this too
+                partial.unlink(missing_ok=True)
             raise CliError(f"export {file}: cannot write: {error.strerror or error}") from None
     summary = {"file": str(file), "jobs": counts["job"], "scripts": counts["script"], "events": counts["event"]}
     if as_json:

@@ -64,6 +64,13 @@ def pareto(
             raise CliError("pareto --plot needs matplotlib (pip install 'golfq[plot]')") from None
     with queue(queue_url) as broker:
         fronts = [broker.front(t) for t in _tracks(broker, track)]
+    if plot is not None:  # drawn first, so a bad path or format prints no table or JSON before its error
+        from ops.plot import plot_fronts
+
+        try:
+            plot_fronts(fronts, plot, feasible)
+        except (OSError, ValueError) as error:  # matplotlib raises ValueError for an unknown file type
+            raise CliError(f"pareto --plot {plot}: {' '.join(str(error).split())}") from None
     if as_json:
         for front in fronts:
             emit_json({"track": front.track, "feasible_only": feasible, "groups": front.groups,
@@ -74,12 +81,5 @@ def pareto(
             out.print(front_table(front, feasible))
         if not fronts:
             print("no results yet")
-    if plot is not None:
-        from ops.plot import plot_fronts
-
-        try:
-            plot_fronts(fronts, plot, feasible)
-        except OSError as error:
-            raise CliError(f"pareto --plot {plot}: {error}") from None
-        if not as_json:
+        if plot is not None:
             print(f"plot written to {plot}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Annotated
 
@@ -11,11 +12,23 @@ from core.broker import Broker, JobState
 from producer.console import CliError, JsonOption, QueueOption, emit_json, queue
 
 
-def require_jobs(broker: Broker, ids: Sequence[str]) -> None:
-    """All named jobs exist, or a one-line error and nothing changes."""
-    missing = [i for i in dict.fromkeys(ids) if broker.get(i) is None]
+# An RQ job id as RQ's registries show it: "<spec id>-<attempt>".
+_ATTEMPT_ID = re.compile(r"^([a-z2-7]{16})-\d+$")
+
+
+def require_jobs(broker: Broker, ids: Sequence[str]) -> list[str]:
+    """The job ids named (an RQ job id names its job), or a one-line error and nothing changes."""
+    resolved, missing = [], []
+    for name in dict.fromkeys(ids):
+        match = _ATTEMPT_ID.match(name)  # spec ids have no "-", so this never hides a job
+        job_id = match.group(1) if match else name
+        if broker.get(job_id) is None:
+            missing.append(name)
+        else:
+            resolved.append(job_id)
     if missing:
         raise CliError(f"job(s) not found in {broker.url}: {', '.join(missing)}")
+    return list(dict.fromkeys(resolved))
 
 
 def _report(verb: str, changed: list[str], asked: Sequence[str], as_json: bool) -> None:
@@ -38,13 +51,16 @@ def requeue(
     queue_url: QueueOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Queue finished jobs again with fresh retry budgets. Example: golfq ops requeue --dead"""
+    """Queue finished jobs again with fresh retry budgets (IDs may be RQ job ids, <id>-<attempt>).
+
+    Example: golfq ops requeue --dead
+    """
     ids = ids or []
     states = [s for s, on in ((JobState.DEAD, dead), (JobState.FAILED, failed)) if on]
     if not ids and not states:
         raise CliError("requeue: give job IDs, --dead or --failed")
     with queue(queue_url) as broker:
-        require_jobs(broker, ids)
+        ids = require_jobs(broker, ids)
         changed = broker.requeue(ids, states)
     _report("requeued", changed, ids, as_json)
 
@@ -56,6 +72,6 @@ def cancel(
 ) -> None:
     """Cancel queued or running jobs (a running job's worker kills it). Example: golfq ops cancel ID1 ID2"""
     with queue(queue_url) as broker:
-        require_jobs(broker, ids)
+        ids = require_jobs(broker, ids)
         changed = broker.cancel(ids)
     _report("cancelled", changed, ids, as_json)

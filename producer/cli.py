@@ -119,7 +119,7 @@ def sweep(
                 emit_json({"id": spec.id, "spec": spec})
             else:
                 env = " ".join(f"{k}={v}" for k, v in sorted(spec.env.items()))
-                print(f"{spec.id}  pool={spec.pool} seed={spec.seed}  {env}".rstrip())
+                print(f"{spec.id}  pool={spec.pool} seed={spec.seed} train={spec.budget.train_seconds:g}s  {env}".rstrip())
         if not as_json:
             note(f"{len(prepared)} spec(s); nothing queued (--dry-run)")
         return

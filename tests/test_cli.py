@@ -58,6 +58,10 @@ def test_sweep_dry_run_then_for_real(cli, tmp_path, broker):
                     '[grid]\nMATRIX_LR = [0.02, 0.04]\n[[points]]\nNUM_LAYERS = 11\n')
     code, out, err = cli("sweep", str(grid), "--dry-run", "--json")
     assert code == 0 and len(json_lines(out)) == 6 and broker.list() == []
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text('seeds = [1]\n[base]\npool = "cpu"\n[grid]\n"budget.train_seconds" = [30, 60]\n')
+    code, out, err = cli("sweep", str(budgets), "--dry-run")  # budget-only differences are visible to people too
+    assert code == 0 and [line.split()[3] for line in out.splitlines()] == ["train=30s", "train=60s"], out
     code, out, err = cli("sweep", str(grid))
     assert code == 0, err
     jobs = broker.list()
@@ -96,6 +100,9 @@ def test_pareto_plot(cli, tmp_path):
     code, _, err = cli("pareto", "--plot", str(tmp_path / "front.png"))
     assert code == 0, err
     assert (tmp_path / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for bad in ("front.txt", "front.png/inside.png"):  # an unknown format, a file where a folder should be
+        code, out, err = cli("pareto", "--plot", str(tmp_path / bad), "--json")
+        assert (code, out) == (2, "") and err.count("\n") == 1 and f"pareto --plot {tmp_path / bad}" in err, err
 
 
 def test_wait_timeout_exits_1(cli, broker):
@@ -140,6 +147,8 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "missing spec file": (["submit", "nowhere.toml"], "nowhere.toml: no such file"),
         "bad --set": (["submit", "--set", "oops"], "expected KEY=VALUE"),
         "bad field": (["submit", "--set", "budget.train_seconds=-5"], "budget.train_seconds"),
+        "--set typo in a field": (["submit", "--set", "budget.train_secs=5"], "spec: budget.train_secs: unknown field"),
+        "--set lowercase hyperparameter": (["submit", "--set", "num_layers=5"], "num_layers: unknown field (hyper"),
         "bad stdin": (["submit", "-"], "stdin: invalid JSON"),
         "unknown scheme": (["submit", "--queue", "nowhere://x"], "unknown scheme"),
         "unopenable queue": (["status", "--queue", "sqlite:////proc/golfq/q.db"], "cannot open"),
@@ -161,6 +170,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "purge bad date": (["ops", "purge", "--before", "yesterdayish"], "not a date"),
         "import not export": (["ops", "import", "notes.jsonl"], "notes.jsonl line 1"),
         "export unwritable": (["ops", "export", "/proc/golfq.jsonl"], "export /proc/golfq.jsonl"),
+        "export under a file": (["ops", "export", "notes.jsonl/all.jsonl"], "export notes.jsonl/all.jsonl"),
         "unknown verb": (["frobnicate"], "No such command"),
         "unknown option": (["submit", "--colour", "red"], "No such option"),
     }
@@ -176,3 +186,13 @@ def test_bad_input_is_one_line_exit_2_and_queues_nothing(cli, tmp_path, broker, 
     assert len(lines) == 1 and expected in lines[0], err
     assert "Traceback" not in err
     assert broker.list() == []
+
+
+def test_a_redis_db_the_server_refuses_is_one_line_exit_2(cli):
+    from tests.redis_server import shared_url
+
+    url = shared_url()
+    if url is None:
+        pytest.skip("no redis-server here")
+    code, out, err = cli("status", "--json", "--queue", url.rsplit("/", 1)[0] + "/99")  # past `databases 16`
+    assert (code, out) == (2, "") and err.count("\n") == 1 and "Redis refused it" in err, err

@@ -151,3 +151,13 @@ def test_drain_stops_claims_until_resume(cli, broker):
 def test_plan_replay_ignores_pool_events(broker):
     broker.drain("cpu")
     assert plan_replay(broker, broker.events()).submit == []
+
+
+def test_requeue_and_cancel_accept_rq_job_ids(cli, broker):
+    dead = make_dead(broker, 1)
+    code, out, err = cli("ops", "requeue", f"{dead}-1", "--json")  # as RQ's failed registry names it
+    assert code == 0 and json.loads(out) == {"requeued": [dead], "unchanged": []}, err
+    code, out, err = cli("ops", "cancel", f"{dead}-2", "--json")
+    assert code == 0 and json.loads(out)["cancelled"] == [dead] and broker.get(dead).state is JobState.CANCELLED
+    code, out, err = cli("ops", "requeue", "aaaaaaaaaaaaaaaa-1")
+    assert (code, out) == (2, "") and "not found" in err and "aaaaaaaaaaaaaaaa-1" in err

@@ -104,6 +104,8 @@ class RedisBroker(RedisReads, TxnBroker):
             self.redis.ping()
         except (RedisConnectionError, RedisTimeoutError, OSError) as error:
             raise BrokerError(f"queue URL {redact(self.url)!r}: cannot reach Redis ({error})") from None
+        except redis.ResponseError as error:  # reachable, but refuses this URL (a db index past `databases`)
+            raise BrokerError(f"queue URL {redact(self.url)!r}: Redis refused it ({error})") from None
         finally:
             if steady is not None:
                 self.redis.set_retry(steady)
