@@ -74,7 +74,7 @@ def fail(job: Job, lease: Lease, error: str, kind: FailureKind, now: float, resu
 
 def expire(job: Job, now: float) -> Transition:
     """Reap: a lease past its deadline is an infra failure of that attempt."""
-    if job.state is not JobState.LEASED or job.lease_deadline is None or job.lease_deadline > now:
+    if not is_expired(job, now):
         return job, []
     return _count_failure(job, f"lease expired (worker {job.worker_id} stopped heartbeating)", FailureKind.INFRA, now, None)
 

@@ -184,7 +184,3 @@ def parse_spec(obj: Any) -> ExperimentSpec:
         raise
     except (msgspec.ValidationError, msgspec.DecodeError, ValueError, TypeError) as error:
         raise SpecError(_one_line(error)) from None
-
-
-def encode_spec(spec: ExperimentSpec) -> bytes:
-    return msgspec.json.encode(spec)

@@ -48,15 +48,6 @@ class PoolConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     max_gpus: int | None = None  # concurrent GPUs the dispatcher may hold in this pool
     max_gpu_hours: float | None = None  # total GPU-hours; past it jobs wait (never dropped)
 
-    @property
-    def gpus_per_job(self) -> int:
-        pool_gpus = {name: pool.gpus for name, pool in known_pools().items()}
-        first = self.gpu[0] if isinstance(self.gpu, list) else self.gpu
-        if not first:
-            return 0
-        _, _, count = first.partition(":")
-        return int(count) if count.isdigit() else 1 if self.function not in pool_gpus else max(pool_gpus[self.function], 1)
-
 
 class ModalConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     pools: dict[str, PoolConfig]
