@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.backends import open_broker
-from core.broker import JobState
-from core.spec import parse_spec
+from golfq.core.backends import open_broker
+from golfq.core.broker import JobState
+from golfq.core.spec import parse_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRIVIAL = "print('final_int8_zlib_roundtrip_exact val_loss:2.0 val_bpb:1.5')\n"
@@ -39,7 +39,7 @@ print("final_int8_zlib_roundtrip_exact val_loss:2.0 val_bpb:1.5")
 def _workers(url: str, root: Path, count: int) -> list[subprocess.Popen]:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     env.pop("GOLFQ_QUEUE", None)
-    return [subprocess.Popen([sys.executable, "-m", "ops.cli", "worker", "--pool", "cpu", "--queue", url,
+    return [subprocess.Popen([sys.executable, "-m", "golfq.cli.main", "worker", "--pool", "cpu", "--queue", url,
                               "--work-dir", str(root / f"runs{i}"), "--max-idle", "30"],
                              cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for i in range(count)]

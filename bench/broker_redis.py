@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from bench.broker_workers import bench_specs, claim_noops, timed_workers
-from core.backends.redis import RedisBroker
-from core.result import Result
+from golfq.core.backends.redis.broker import RedisBroker
+from golfq.core.result import Result
 from tests.redis_server import RedisServer
 
 Row = tuple[str, str, str]

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 from bench.broker_workers import bench_specs, claim_noops, timed_workers
-from core.backends import open_broker
-from core.spec import ExperimentSpec
+from golfq.core.backends import open_broker
+from golfq.core.spec import ExperimentSpec
 
 Row = tuple[str, str, str]
 SUBMIT_TARGET_S = 1.0

@@ -7,8 +7,8 @@ import multiprocessing
 import time
 from collections.abc import Callable
 
-from core.result import Result
-from core.spec import ExperimentSpec
+from golfq.core.result import Result
+from golfq.core.spec import ExperimentSpec
 
 
 def bench_specs(count: int, salt: str, **env: str) -> list[ExperimentSpec]:

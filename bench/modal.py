@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 
-from core.result import Result
-from core.spec import ExperimentSpec
+from golfq.core.result import Result
+from golfq.core.spec import ExperimentSpec
 
 RTT_MS = 20.0
 
@@ -20,8 +20,8 @@ def _calls(fake) -> int:
 
 
 def rows(quick: bool) -> list[tuple[str, str, str]]:
-    from core.backends.modal_config import load_config
-    from core.backends.modal_dispatch import Dispatcher
+    from golfq.workers.modal.config import load_config
+    from golfq.workers.modal.dispatch import Dispatcher
     from tests.modal_fakes import FakeModal
     from tests.test_modal_dispatch import FakeSpawner
 

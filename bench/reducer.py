@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from core.pareto import Observation, Reducer, fold, nondominated
+from golfq.core.pareto import Observation, Reducer, fold, nondominated
 
 Row = tuple[str, str, str]
 

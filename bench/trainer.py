@@ -34,7 +34,7 @@ def run(command: list[str], env: dict[str, str], cwd: Path) -> str:
 
 
 def golfq_run(env: dict[str, str], workdir: Path) -> dict[str, float]:
-    output = run([sys.executable, "-m", "workers.golf.train"], {**env, "ARTIFACT_DIR": str(workdir)}, REPO_ROOT)
+    output = run([sys.executable, "-m", "golfq.workers.golf.train"], {**env, "ARTIFACT_DIR": str(workdir)}, REPO_ROOT)
     record = json.loads(output.strip().splitlines()[-1].removeprefix("GOLFQ_RESULT "))
     return {"step_ms": record["step_ms"], "val_bpb": record["pre_quant_val_bpb"], "steps": record["steps"]}
 
@@ -58,7 +58,7 @@ def main() -> None:
 
     import torch
 
-    from workers.golf.prepare import data_root, dataset_names, dataset_paths, prepare
+    from golfq.workers.golf.prepare import data_root, dataset_names, dataset_paths, prepare
 
     if args.source == "fineweb":
         data_path, tokenizer_path = dataset_paths(*dataset_names("fineweb", 1024), args.out or data_root())

@@ -1,7 +1,7 @@
 """The Broker protocol: the one contract every backend (SQLite, Redis, Modal) meets.
 
 The records here cross process boundaries, so they are frozen msgspec Structs.
-The semantics (states, leases with fencing, retry budgets) live in core.lifecycle,
+The semantics (states, leases with fencing, retry budgets) live in golfq.core.lifecycle,
 which every backend calls inside its own atomic read-modify-write.
 """
 
@@ -13,10 +13,10 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
-from core.events import Event
-from core.pareto import Front
-from core.result import FailureKind, Result
-from core.spec import ExperimentSpec
+from golfq.core.events import Event
+from golfq.core.pareto import Front
+from golfq.core.result import FailureKind, Result
+from golfq.core.spec import ExperimentSpec
 
 
 class JobState(str, enum.Enum):
@@ -144,7 +144,7 @@ class Broker(Protocol):
         """Events with seq > after_seq, oldest first."""
 
     def front(self, track: str) -> Front:
-        """The stored Pareto front of a track (see core.pareto)."""
+        """The stored Pareto front of a track (see golfq.core.pareto)."""
 
     def tracks(self) -> list[str]: ...
 

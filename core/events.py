@@ -6,8 +6,8 @@ import enum
 
 import msgspec
 
-from core.result import FailureKind, Result
-from core.spec import ExperimentSpec
+from golfq.core.result import FailureKind, Result
+from golfq.core.spec import ExperimentSpec
 
 
 class EventKind(str, enum.Enum):

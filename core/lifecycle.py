@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import msgspec
 
-from core.broker import CompleteOutcome, Job, JobState, Lease
-from core.events import Event, EventKind
-from core.result import FailureKind, Result
-from core.spec import ExperimentSpec
+from golfq.core.broker import CompleteOutcome, Job, JobState, Lease
+from golfq.core.events import Event, EventKind
+from golfq.core.result import FailureKind, Result
+from golfq.core.spec import ExperimentSpec
 
 Transition = tuple[Job, list[Event]]
 _replace = msgspec.structs.replace

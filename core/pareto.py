@@ -13,9 +13,9 @@ from collections.abc import Iterable
 import msgspec
 import numpy as np
 
-from core.pools import known_pools
-from core.result import Result
-from core.spec import ExperimentSpec, config_key
+from golfq.core.pools import known_pools
+from golfq.core.result import Result
+from golfq.core.spec import ExperimentSpec, config_key
 
 MAX_ARTIFACT_BYTES = 16_000_000
 CONFIRM_SEEDS = 3

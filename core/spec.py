@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from core.pools import known_pools
+from golfq.core.pools import known_pools
 
 MAX_SCRIPT_BYTES = 1 << 20
 SPEC_VERSION = 1

@@ -2,7 +2,7 @@
 
 Every attempt that ran is counted once, from its Result in the event log: the counted
 ones (succeeded or failed) and the superseded ones too, since their GPUs were paid for.
-A Result carries its own cost estimate (core.cost's price table at run time); one
+A Result carries its own cost estimate (golfq.core.cost's price table at run time); one
 without it is priced now from its GPU-seconds.
 """
 
@@ -15,11 +15,11 @@ from typing import Annotated
 import msgspec
 import typer
 
-from core.broker import Broker
-from core.cost import cost_usd
-from core.events import Event
-from core.result import Result
-from producer.console import JsonOption, QueueOption
+from golfq.core.broker import Broker
+from golfq.core.cost import cost_usd
+from golfq.core.events import Event
+from golfq.core.result import Result
+from golfq.cli.console import JsonOption, QueueOption
 
 GROUPINGS = ("pool", "tag", "day")
 UNTAGGED = "(untagged)"
@@ -106,7 +106,7 @@ def cost_command(
 
     Example: golfq ops cost --by tag
     """
-    from core.backends import open_broker
+    from golfq.core.backends import open_broker
 
     if by not in GROUPINGS:
         raise typer.BadParameter(f"{by!r} is not one of {', '.join(GROUPINGS)}", param_hint="--by")

@@ -22,16 +22,16 @@ from typing import Annotated
 
 import typer
 
-from core.backends import default_url
-from core.broker import Broker, Job, JobState
-from core.pareto import Front, fold, observation
-from core.pools import get_pool
-from core.spec import Budget, DataRef, ExperimentSpec
-from producer.console import CliError, JsonOption, QueueOption, console, emit_json, note, queue, stdout_is_terminal
-from workers.fleet import Fleet, FleetConfig, work_root_default
-from ops.plot import plot_fronts
-from ops.report import front_table, point_doc
-from workers.runner import LOG_NAME, attempt_dir
+from golfq.core.backends import default_url
+from golfq.core.broker import Broker, Job, JobState
+from golfq.core.pareto import Front, fold, observation
+from golfq.core.pools import get_pool
+from golfq.core.spec import Budget, DataRef, ExperimentSpec
+from golfq.cli.console import CliError, JsonOption, QueueOption, console, emit_json, note, queue, stdout_is_terminal
+from golfq.workers.fleet import Fleet, FleetConfig, work_root_default
+from golfq.ops.plot import plot_fronts
+from golfq.ops.report import front_table, point_doc
+from golfq.workers.runner import LOG_NAME, attempt_dir
 
 POOL = "cpu"
 SOURCE, VOCAB = "stdlib", 1024
@@ -75,8 +75,8 @@ def _prepare_data():
             __import__(module)
         except ImportError:
             raise CliError(f"demo: the built-in trainer needs {module} (pip install 'golfq[train]')") from None
-    from workers.golf.prepare import PrepareError, prepare
-    from workers.golf.shards import ShardError
+    from golfq.workers.golf.prepare import PrepareError, prepare
+    from golfq.workers.golf.shards import ShardError
 
     try:
         return prepare(SOURCE, VOCAB)

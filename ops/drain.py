@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from core.broker import Broker
-from core.pools import known_pools
-from producer.console import CliError, JsonOption, QueueOption, emit_json, queue
+from golfq.core.broker import Broker
+from golfq.core.pools import known_pools
+from golfq.cli.console import CliError, JsonOption, QueueOption, emit_json, queue
 
 PoolArgument = Annotated[str, typer.Argument(metavar="POOL")]
 

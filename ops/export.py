@@ -20,10 +20,10 @@ from typing import Annotated
 import msgspec
 import typer
 
-from core.broker import Broker, Job, JobState
-from core.events import Event
-from core.spec import BUILTIN, script_ref
-from producer.console import CliError, JsonOption, QueueOption, emit_json, queue
+from golfq.core.broker import Broker, Job, JobState
+from golfq.core.events import Event
+from golfq.core.spec import BUILTIN, script_ref
+from golfq.cli.console import CliError, JsonOption, QueueOption, emit_json, queue
 
 FORMAT_VERSION = 1
 

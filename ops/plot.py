@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.pareto import MAX_ARTIFACT_BYTES, Front
+from golfq.core.pareto import MAX_ARTIFACT_BYTES, Front
 
 
 def plot_fronts(fronts: Sequence[Front], path: Path, feasible_only: bool = False) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from producer.console import CliError, JsonOption, QueueOption, emit_json, queue
+from golfq.cli.console import CliError, JsonOption, QueueOption, emit_json, queue
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

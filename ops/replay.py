@@ -16,11 +16,11 @@ from typing import Annotated
 import msgspec
 import typer
 
-from core.broker import Broker, JobState
-from core.events import Event, EventKind
-from core.spec import BUILTIN, ExperimentSpec
-from ops.export import EventRecord, read_lines
-from producer.console import CliError, JsonOption, QueueOption, emit_json, queue
+from golfq.core.broker import Broker, JobState
+from golfq.core.events import Event, EventKind
+from golfq.core.spec import BUILTIN, ExperimentSpec
+from golfq.ops.export import EventRecord, read_lines
+from golfq.cli.console import CliError, JsonOption, QueueOption, emit_json, queue
 
 _decode_event = msgspec.json.Decoder(Event).decode
 _decode_record = msgspec.json.Decoder(EventRecord).decode

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from core.pareto import Front, FrontPoint
-from core.pools import known_pools
-from producer.console import CliError, JsonOption, QueueOption, console, emit_json, fmt_seconds, queue
+from golfq.core.pareto import Front, FrontPoint
+from golfq.core.pools import known_pools
+from golfq.cli.console import CliError, JsonOption, QueueOption, console, emit_json, fmt_seconds, queue
 
 
 def _tracks(broker, track: str | None) -> list[str]:
@@ -65,7 +65,7 @@ def pareto(
     with queue(queue_url) as broker:
         fronts = [broker.front(t) for t in _tracks(broker, track)]
     if plot is not None:  # drawn first, so a bad path or format prints no table or JSON before its error
-        from ops.plot import plot_fronts
+        from golfq.ops.plot import plot_fronts
 
         try:
             plot_fronts(fronts, plot, feasible)

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from core.broker import Broker, JobState
-from producer.console import CliError, JsonOption, QueueOption, emit_json, queue
+from golfq.core.broker import Broker, JobState
+from golfq.cli.console import CliError, JsonOption, QueueOption, emit_json, queue
 
 
 # An RQ job id as RQ's registries show it: "<spec id>-<attempt>".

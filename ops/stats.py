@@ -6,8 +6,8 @@ from collections import defaultdict
 
 import msgspec
 
-from core.broker import Broker, JobState
-from producer.console import JsonOption, QueueOption, console, emit_json, queue
+from golfq.core.broker import Broker, JobState
+from golfq.cli.console import JsonOption, QueueOption, console, emit_json, queue
 
 
 class Usage(msgspec.Struct, kw_only=True):

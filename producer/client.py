@@ -3,7 +3,7 @@
 Importable without torch; talks only to the Broker protocol, so the same code
 works against SQLite, Redis and Modal queues:
 
-    from producer.client import Client
+    from golfq.producer.client import Client
     with Client("sqlite:///.golfq/golfq.db") as q:
         job = q.submit(pool="cpu", env={"NUM_LAYERS": "4"}, budget={"train_seconds": 60})
         [result] = q.wait([job.id], timeout=600)
@@ -19,15 +19,15 @@ from typing import Any
 
 import msgspec
 
-from core.backends import open_broker
-from core.broker import Broker, Job, JobState
-from core.events import Event, EventKind
-from core.pareto import FrontPoint
-from core.pools import known_pools, track_of
-from core.result import FailureKind, Result
-from core.spec import ExperimentSpec
-from producer.grid import Sweep, expand
-from producer.specfile import Prepared, prepare, read_script
+from golfq.core.backends import open_broker
+from golfq.core.broker import Broker, Job, JobState
+from golfq.core.events import Event, EventKind
+from golfq.core.pareto import FrontPoint
+from golfq.core.pools import known_pools, track_of
+from golfq.core.result import FailureKind, Result
+from golfq.core.spec import ExperimentSpec
+from golfq.producer.grid import Sweep, expand
+from golfq.producer.specfile import Prepared, prepare, read_script
 
 SpecLike = ExperimentSpec | Mapping[str, Any]
 _FINAL_EVENTS = {EventKind.SUCCEEDED, EventKind.FAILED, EventKind.DEAD, EventKind.CANCELLED}

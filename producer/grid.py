@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from producer.specfile import InputError, Prepared, apply_override, normalize, prepare, read_script
+from golfq.producer.specfile import InputError, Prepared, apply_override, normalize, prepare, read_script
 
 _DOCUMENT_KEYS = {"base", "grid", "points", "seeds", "script"}
 

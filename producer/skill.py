@@ -13,7 +13,7 @@ DEFAULT_DIR = Path(".agents/skills/golfq")
 
 
 def skill_text() -> str:
-    return resources.files("producer").joinpath("SKILL.md").read_text(encoding="utf-8")
+    return resources.files("golfq.producer").joinpath("SKILL.md").read_text(encoding="utf-8")
 
 
 def install_skill(directory: Path = DEFAULT_DIR, force: bool = False) -> Path:

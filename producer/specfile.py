@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from core.spec import ExperimentSpec, SpecError, parse_spec, script_ref
+from golfq.core.spec import ExperimentSpec, SpecError, parse_spec, script_ref
 
 _ENV_KEY = re.compile(r"^[A-Z][A-Z0-9_]*$")
 # Dotted paths whose values stay strings even when they look like JSON (`--set name=123`).

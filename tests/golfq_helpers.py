@@ -68,7 +68,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 def golfq_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "ops.cli", *args]
+    return [sys.executable, "-m", "golfq.cli.main", *args]
 
 
 class Cli:
@@ -78,7 +78,7 @@ class Cli:
         self.capsys, self.monkeypatch = capsys, monkeypatch
 
     def __call__(self, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
-        from ops.cli import main
+        from golfq.cli.main import main
 
         self.capsys.readouterr()
         if stdin is not None:
@@ -101,7 +101,7 @@ def cli(capsys, monkeypatch, tmp_path) -> Cli:
 @pytest.fixture
 def broker(tmp_path):
     """The same SQLite queue, opened directly."""
-    from core.backends import open_broker
+    from golfq.core.backends import open_broker
 
     opened = open_broker(queue_url(tmp_path))
     yield opened

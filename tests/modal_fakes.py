@@ -333,7 +333,7 @@ class FakeModal:
         return self.queues.setdefault(f"{environment or ''}/{name}", FakeQueue(name, clock=self.clock))
 
     def broker(self, url: str = "modal://golfq-test", clock: Callable[[], float] = time.time, **kwargs: Any):
-        from core.backends.modal import ModalBroker
+        from golfq.core.backends.modal.broker import ModalBroker
 
         return ModalBroker(url, clock, dict_factory=self.dict, queue_factory=self.queue, blob_store=self.blobs,
                            **kwargs)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.backends import open_broker
-from core.broker import JobState
+from golfq.core.backends import open_broker
+from golfq.core.broker import JobState
 from tests.golfq_helpers import FINAL_LINES, broker, cli, write_script  # noqa: F401 (fixtures)
 
 

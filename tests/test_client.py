@@ -8,13 +8,13 @@ import threading
 
 import pytest
 
-from core.broker import JobState
-from core.events import EventKind
-from core.spec import parse_spec
-from producer.client import Client, WaitTimeout
-from producer.specfile import InputError
+from golfq.core.broker import JobState
+from golfq.core.events import EventKind
+from golfq.core.spec import parse_spec
+from golfq.producer.client import Client, WaitTimeout
+from golfq.producer.specfile import InputError
 from tests.golfq_helpers import FINAL_LINES, REPO_ROOT, queue_url, write_script
-from workers.fleet import Fleet, FleetConfig
+from golfq.workers.fleet import Fleet, FleetConfig
 
 
 @pytest.fixture
@@ -101,5 +101,5 @@ def test_wait_raises_on_timeout_and_cancel_ends_the_job(client):
 
 
 def test_client_imports_without_torch():
-    code = "import sys, producer.client, producer.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, golfq.producer.client, golfq.cli.jobs; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)

@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from core.backends import open_broker
-from core.broker import JobState
-from core.spec import parse_spec
+from golfq.core.backends import open_broker
+from golfq.core.broker import JobState
+from golfq.core.spec import parse_spec
 from tests.golfq_helpers import FINAL_LINES, golfq_command, queue_url, subprocess_env, wait_for
-from workers.fleet import Fleet, FleetConfig, FleetError, gpu_slots, parse_devices
+from golfq.workers.fleet import Fleet, FleetConfig, FleetError, gpu_slots, parse_devices
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.metrics import parse_log, parse_log_file, parse_record, usable_score
+from golfq.workers.metrics import parse_log, parse_log_file, parse_record, usable_score
 
 LOGS = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "logs"
 needs_logs = pytest.mark.skipif(not LOGS.is_dir(), reason="shared/reference/logs is not next to the repo")

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from core.backends.modal_config import DEFAULT_POOLS, ModalConfigError, call_timeout, load_config
-from core.backends.modal_dispatch import Dispatcher, read_lease
-from core.broker import JobState
-from core.events import EventKind
-from core.spec import Budget, ExperimentSpec
-from workers import modal_app
-from workers.runner import process_count, training_command
+from golfq.workers.modal.config import DEFAULT_POOLS, ModalConfigError, call_timeout, load_config
+from golfq.workers.modal.dispatch import Dispatcher, read_lease
+from golfq.core.broker import JobState
+from golfq.core.events import EventKind
+from golfq.core.spec import Budget, ExperimentSpec
+from golfq.workers.modal import app as modal_app
+from golfq.workers.runner import process_count, training_command
 
 from tests.contract.helpers import all_events, kinds
 from tests.modal_fakes import FakeModal

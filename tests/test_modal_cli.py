@@ -8,14 +8,14 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from core.backends.modal_config import load_config
-from core.events import Event, EventKind
-from core.result import Result
-from core.spec import ExperimentSpec
+from golfq.workers.modal.config import load_config
+from golfq.core.events import Event, EventKind
+from golfq.core.result import Result
+from golfq.core.spec import ExperimentSpec
 from modal.types import FunctionCurrentStats
-from ops.cost import cost_command, summarize
-from producer.skill import install_skill, skill_app, skill_text
-from workers.modal_cli import modal_cli, pool_status, sandbox_options
+from golfq.ops.cost import cost_command, summarize
+from golfq.producer.skill import install_skill, skill_app, skill_text
+from golfq.cli.modal import modal_cli, pool_status, sandbox_options
 
 from tests.modal_fakes import FakeModal
 
@@ -82,7 +82,7 @@ def test_every_command_the_skill_names_exists_in_the_cli():
     import re
 
     import typer
-    from ops.cli import app
+    from golfq.cli.main import app
 
     root = typer.main.get_command(app)
     named = set(re.findall(r"`golfq ([a-z]+)(?: ([a-z]+))?", skill_text()))
@@ -144,7 +144,7 @@ def test_cost_command_reads_the_queue(monkeypatch):
     lease = broker.claim("h100", "w")
     broker.complete(lease, Result(spec_id=lease.job_id, attempt=1, status="succeeded", gpu_name="H100", gpu_count=1,
                                   gpu_seconds=7200.0, cost_usd=7.9))
-    monkeypatch.setattr("core.backends.open_broker", lambda url=None: broker)
+    monkeypatch.setattr("golfq.core.backends.open_broker", lambda url=None: broker)
     import typer
 
     app = typer.Typer()

@@ -6,12 +6,12 @@ import itertools
 
 import pytest
 
-from core.backends.modal_config import DEFAULT_POOLS, ModalConfig
-from core.backends.modal_dispatch import Dispatcher, read_lease
-from core.broker import CompleteOutcome, JobState
-from core.events import EventKind
-from core.result import FailureKind, Result
-from core.spec import Budget, ExperimentSpec
+from golfq.workers.modal.config import DEFAULT_POOLS, ModalConfig
+from golfq.workers.modal.dispatch import Dispatcher, read_lease
+from golfq.core.broker import CompleteOutcome, JobState
+from golfq.core.events import EventKind
+from golfq.core.result import FailureKind, Result
+from golfq.core.spec import Budget, ExperimentSpec
 
 from tests.contract.conftest import ManualClock
 from tests.contract.helpers import all_events, kinds

@@ -7,9 +7,9 @@ from contextlib import ExitStack
 
 import pytest
 
-from core.broker import CompleteOutcome, JobState
-from core.result import Result
-from core.spec import ExperimentSpec
+from golfq.core.broker import CompleteOutcome, JobState
+from golfq.core.result import Result
+from golfq.core.spec import ExperimentSpec
 
 from tests.modal_fakes import MemoryBlobStore
 
@@ -24,7 +24,7 @@ pytestmark = [
 def live_broker():
     import modal
 
-    from core.backends.modal import ModalBroker
+    from golfq.core.backends.modal.broker import ModalBroker
 
     with ExitStack() as stack:
         dicts = {}

@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from core.backends import open_broker
-from core.broker import JobState
-from core.result import FailureKind, Result
-from core.spec import parse_spec
-from ops.purge import parse_before
-from ops.replay import plan_replay
-from ops.stats import usage
-from producer.console import CliError
+from golfq.core.backends import open_broker
+from golfq.core.broker import JobState
+from golfq.core.result import FailureKind, Result
+from golfq.core.spec import parse_spec
+from golfq.ops.purge import parse_before
+from golfq.ops.replay import plan_replay
+from golfq.ops.stats import usage
+from golfq.cli.console import CliError
 from tests.golfq_helpers import broker, cli  # noqa: F401 (fixtures)
 
 
@@ -130,7 +130,7 @@ def test_import_refuses_jobs_whose_script_is_nowhere(cli, tmp_path, broker):
 
 
 def test_an_unexpected_error_is_one_line_and_exit_3(cli, monkeypatch):
-    from core.backends.sqlite import SqliteBroker
+    from golfq.core.backends.sqlite.broker import SqliteBroker
 
     def broken(self):
         raise RuntimeError("disk on fire")

@@ -9,9 +9,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.pareto import MAX_ARTIFACT_BYTES, Observation, Reducer, fold, nondominated, observation
-from core.result import Result
-from core.spec import config_key, parse_spec
+from golfq.core.pareto import MAX_ARTIFACT_BYTES, Observation, Reducer, fold, nondominated, observation
+from golfq.core.result import Result
+from golfq.core.spec import config_key, parse_spec
 
 
 def brute_force(values: np.ndarray) -> np.ndarray:

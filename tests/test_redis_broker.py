@@ -17,13 +17,13 @@ from rq.registry import CanceledJobRegistry, FailedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
 
-from core.backends import open_broker
-from core.backends.redis import RedisBroker
-from core.backends.redis_rq import TIMEOUT_MARGIN, parse_token, queue_name, token
-from core.broker import BrokerError, JobState
-from core.events import EventKind
-from core.result import FailureKind, Result
-from workers import rq_job
+from golfq.core.backends import open_broker
+from golfq.core.backends.redis.broker import RedisBroker
+from golfq.core.backends.redis.rq import TIMEOUT_MARGIN, parse_token, queue_name, token
+from golfq.core.broker import BrokerError, JobState
+from golfq.core.events import EventKind
+from golfq.core.result import FailureKind, Result
+from golfq.workers.rq import job as rq_job
 
 from tests.contract.helpers import spec, success
 
@@ -62,10 +62,10 @@ def test_each_queued_attempt_is_one_json_rq_job_in_golfq_order(broker):
     jobs = broker.submit([spec(seed=1), spec(seed=2), spec(seed=3, priority=5)])
     assert rq_list(broker) == [token(jobs[2].id, 1), token(jobs[0].id, 1), token(jobs[1].id, 1)]
     rq = RQJob.fetch(token(jobs[0].id, 1), connection=broker.redis, serializer=JSONSerializer)
-    assert rq.func_name == "workers.rq_job.run_attempt" and rq.args == [jobs[0].id, 1]
+    assert rq.func_name == "golfq.workers.rq.job.run_attempt" and rq.args == [jobs[0].id, 1]
     assert rq.timeout == int(jobs[0].spec.budget.hard_timeout) + TIMEOUT_MARGIN and rq.origin == "golfq:cpu"
     raw = broker.redis.hget(rq.key, "data")
-    assert json.loads(zlib.decompress(raw))[0] == "workers.rq_job.run_attempt"  # JSON, never pickle
+    assert json.loads(zlib.decompress(raw))[0] == "golfq.workers.rq.job.run_attempt"  # JSON, never pickle
     assert parse_token(token(jobs[0].id, 12)) == (jobs[0].id, 12) and parse_token("exp:1") is None
 
 

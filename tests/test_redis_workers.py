@@ -1,7 +1,7 @@
 """RQ workers on a real redis-server: a worker machine dies, the server restarts, RQ's tools.
 
 Each test starts its own server (append-only on) in a tmp dir, and runs `golfq worker`'s
-RQ path (workers.rq_worker) with the real runner on a tiny training script.
+RQ path (golfq.workers.rq.worker) with the real runner on a tiny training script.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from core.backends.redis import RedisBroker
-from core.backends.redis_rq import queue_name, token
-from core.broker import JobState
-from core.events import EventKind
-from core.result import FailureKind
-from core.spec import Budget, ExperimentSpec
+from golfq.core.backends.redis.broker import RedisBroker
+from golfq.core.backends.redis.rq import queue_name, token
+from golfq.core.broker import JobState
+from golfq.core.events import EventKind
+from golfq.core.result import FailureKind
+from golfq.core.spec import Budget, ExperimentSpec
 from tests import redis_server
-from workers.rq_worker import _exited
+from golfq.workers.rq.worker import _exited
 
 pytestmark = [
     pytest.mark.redis_server,
@@ -54,7 +54,7 @@ class Workers:
     """`golfq worker --queue URL --pool cpu` as a subprocess (the RQ supervisor)."""
 
     def __init__(self, url: str, work_dir: Path, concurrency: int) -> None:
-        code = ("import sys; from workers.rq_worker import run_rq_workers; "
+        code = ("import sys; from golfq.workers.rq.worker import run_rq_workers; "
                 f"sys.exit(run_rq_workers({url!r}, 'cpu', concurrency={concurrency}, work_dir={str(work_dir)!r}, "
                 f"detect_seconds={DETECT}))")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from core.broker import JobState
-from core.result import FailureKind
-from core.spec import parse_spec
+from golfq.core.broker import JobState
+from golfq.core.result import FailureKind
+from golfq.core.spec import parse_spec
 from tests.golfq_helpers import FINAL_LINES, broker, pid_alive, subprocess_env, wait_for  # noqa: F401 (fixtures)
-from workers.process import GroupProcess
-from workers.runner import attempt_env, process_count, run_lease, training_command
+from golfq.workers.process import GroupProcess
+from golfq.workers.runner import attempt_env, process_count, run_lease, training_command
 
 
 def lease_for(broker, script: str, **fields):
@@ -158,9 +158,9 @@ def test_a_script_missing_from_the_queue_fails_without_running(broker, tmp_path)
 def test_command_and_process_count():
     python = sys.executable
     assert training_command(Path("/w/train_gpt.py"), 1) == [python, "/w/train_gpt.py"]
-    assert training_command(None, 1) == [python, "-m", "workers.golf.train"]
+    assert training_command(None, 1) == [python, "-m", "golfq.workers.golf.train"]
     assert training_command(None, 8) == [python, "-m", "torch.distributed.run", "--standalone",
-                                         "--nproc-per-node=8", "-m", "workers.golf.train"]
+                                         "--nproc-per-node=8", "-m", "golfq.workers.golf.train"]
     assert process_count(parse_spec({"pool": "h100x8"}), None) == 8
     assert process_count(parse_spec({"pool": "h100x8"}), "4,5") == 2
     assert process_count(parse_spec({"pool": "cpu"}), None) == 1
@@ -197,7 +197,7 @@ def test_two_processes_run_under_torchrun(broker, tmp_path):
 WORKER_THAT_DIES = """
 import os, sys, time
 from pathlib import Path
-from workers.process import GroupProcess
+from golfq.workers.process import GroupProcess
 work = Path(sys.argv[1])
 trainer = ("import os, signal, subprocess, sys, time\\n"
            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\\n"

@@ -8,7 +8,7 @@ import sys
 import msgspec
 import pytest
 
-from core.spec import (
+from golfq.core.spec import (
     MAX_SCRIPT_BYTES,
     ExperimentSpec,
     SpecError,
@@ -75,7 +75,7 @@ def test_env_order_does_not_matter_and_int_float_budgets_agree():
 
 
 def test_id_is_identical_in_another_process_with_another_hash_seed():
-    code = "import sys, json; from core.spec import parse_spec; print(parse_spec(json.loads(sys.argv[1])).id)"
+    code = "import sys, json; from golfq.core.spec import parse_spec; print(parse_spec(json.loads(sys.argv[1])).id)"
     out = subprocess.run([sys.executable, "-c", code, msgspec.json.encode(BASE).decode()], capture_output=True,
                          text=True, check=True, env={"PYTHONHASHSEED": "12345", "PATH": ""}, cwd=_repo_root())
     assert out.stdout.strip() == parse_spec(BASE).id

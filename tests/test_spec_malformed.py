@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.backends import open_broker
-from core.spec import SpecError, parse_spec
+from golfq.core.backends import open_broker
+from golfq.core.spec import SpecError, parse_spec
 
 VALID = {"name": "ok", "pool": "cpu", "env": {"NUM_LAYERS": "2"}, "seed": 1, "budget": {"train_seconds": 30}}
 FIELDS = {"name", "pool", "trainer", "env", "seed", "data", "budget", "priority", "tags", "parent", "created_by"}

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from core.backends import open_broker
-from core.backends.sqlite import SqliteBroker
-from core.backends.sqlite_store import parse_url
-from core.broker import BrokerError, CompleteOutcome, JobState
-from core.events import EventKind
+from golfq.core.backends import open_broker
+from golfq.core.backends.sqlite.broker import SqliteBroker
+from golfq.core.backends.sqlite.store import parse_url
+from golfq.core.broker import BrokerError, CompleteOutcome, JobState
+from golfq.core.events import EventKind
 
 from tests.contract.conftest import ManualClock
 from tests.contract.helpers import all_events, spec, success
@@ -178,7 +178,7 @@ def test_a_forked_child_opens_its_own_connection(url):
 
 
 def test_sigkill_during_a_big_submit_leaves_all_or_nothing(url):
-    program = ("import sys; from core.backends import open_broker; from tests.contract.helpers import spec; "
+    program = ("import sys; from golfq.core.backends import open_broker; from tests.contract.helpers import spec; "
                "b = open_broker(sys.argv[1]); specs = [spec(seed=i) for i in range(20000)]; "
                "print('open', flush=True); b.submit(specs); print('done', flush=True)")
     child = subprocess.Popen([sys.executable, "-c", program, url], cwd=ROOT, stdout=subprocess.PIPE, text=True,

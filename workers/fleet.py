@@ -19,11 +19,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.backends import open_broker
-from core.broker import Broker, Lease
-from core.pools import get_pool
-from core.result import Result
-from workers.runner import run_lease
+from golfq.core.backends import open_broker
+from golfq.core.broker import Broker, Lease
+from golfq.core.pools import get_pool
+from golfq.core.result import Result
+from golfq.workers.runner import run_lease
 
 log = logging.getLogger("golfq.fleet")
 

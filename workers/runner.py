@@ -4,7 +4,7 @@ The worker never imports training code. Each attempt gets a fresh working
 directory, the spec's script (if it has one), the hyperparameters as environment
 variables under the challenge's names, and a process group of its own that is
 heartbeated while it lives and killed at the hard timeout, on a lost lease, or
-when the worker shuts down. The Result is read from the log (workers.metrics).
+when the worker shuts down. The Result is read from the log (golfq.workers.metrics).
 """
 
 from __future__ import annotations
@@ -18,22 +18,21 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from core import cost
-from core.broker import Broker, Lease
-from core.pools import known_pools
-from core.result import FailureKind, Result
-from core.spec import ExperimentSpec
-from workers.metrics import Metrics, parse_log_file, usable_score
-from workers.process import DEFAULT_LOG_MAX_BYTES, GroupProcess
+from golfq.core import cost
+from golfq.core.broker import Broker, Lease
+from golfq.core.pools import known_pools
+from golfq.core.result import FailureKind, Result
+from golfq.core.spec import ExperimentSpec
+from golfq.workers.metrics import Metrics, parse_log_file, usable_score
+from golfq.workers.process import DEFAULT_LOG_MAX_BYTES, GroupProcess
 
 log = logging.getLogger("golfq.runner")
 
 LOG_NAME = "train.log"
 SCRIPT_NAME = "train_gpt.py"
-BUILTIN_MODULE = "workers.golf.train"
+BUILTIN_MODULE = "golfq.workers.golf.train"
 KILL_GRACE_SECONDS = 10.0
 LOG_TAIL_LINES = 40
-REPO_ROOT = Path(__file__).resolve().parent.parent  # so `-m workers.golf.train` imports from any cwd
 
 
 def _fallback_dataset_paths(dataset: str, tokenizer: str, root: Path) -> tuple[Path, Path]:
@@ -42,7 +41,7 @@ def _fallback_dataset_paths(dataset: str, tokenizer: str, root: Path) -> tuple[P
 
 def _data_paths(spec: ExperimentSpec) -> tuple[Path, Path]:
     try:
-        from workers.golf.prepare import data_root, dataset_paths
+        from golfq.workers.golf.prepare import data_root, dataset_paths
     except ImportError:  # the trainer's extras are optional on a worker that only runs scripts
         env = os.environ.get("GOLFQ_DATA_DIR")
         root = Path(env).expanduser() if env else Path.home() / ".cache" / "golfq" / "data"
@@ -64,7 +63,7 @@ def process_count(spec: ExperimentSpec, gpus: str | None) -> int:
 
 
 def training_command(script: Path | None, nproc: int, python: str = sys.executable) -> list[str]:
-    """`python SCRIPT` or `python -m workers.golf.train`, under torchrun for more than one GPU."""
+    """`python SCRIPT` or `python -m golfq.workers.golf.train`, under torchrun for more than one GPU."""
     target = [str(script)] if script is not None else ["-m", BUILTIN_MODULE]
     if nproc <= 1:
         return [python, *target]
@@ -83,7 +82,6 @@ def attempt_env(lease: Lease, workdir: Path, gpus: str | None,
     data_path, tokenizer_path = _data_paths(spec)
     env = dict(os.environ if base is None else base)
     env.update(spec.env)
-    python_path = env.get("PYTHONPATH", "")
     env.update({
         "SEED": str(spec.seed),
         "MAX_WALLCLOCK_SECONDS": _number(spec.budget.train_seconds),
@@ -94,7 +92,6 @@ def attempt_env(lease: Lease, workdir: Path, gpus: str | None,
         "GOLFQ_JOB_ID": lease.job_id,
         "GOLFQ_ATTEMPT": str(lease.attempt),
         "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), python_path) if p),
     })
     pool = known_pools().get(spec.pool)
     if gpus is not None:

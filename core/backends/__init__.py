@@ -6,7 +6,7 @@ import os
 import time
 from collections.abc import Callable
 
-from core.broker import Broker, BrokerError
+from golfq.core.broker import Broker, BrokerError
 
 DEFAULT_URL = "sqlite:///.golfq/golfq.db"
 Clock = Callable[[], float]
@@ -21,15 +21,15 @@ def open_broker(url: str | None = None, clock: Clock = time.time) -> Broker:
     url = url or default_url()
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme == "sqlite":
-        from core.backends.sqlite import SqliteBroker
+        from golfq.core.backends.sqlite.broker import SqliteBroker
 
         return SqliteBroker(url, clock=clock)
     if scheme in ("redis", "rediss", "unix"):
-        from core.backends.redis import RedisBroker
+        from golfq.core.backends.redis.broker import RedisBroker
 
         return RedisBroker(url, clock=clock)
     if scheme == "modal":
-        from core.backends.modal import ModalBroker
+        from golfq.core.backends.modal.broker import ModalBroker
 
         return ModalBroker(url, clock=clock)
     raise BrokerError(f"queue URL {url!r}: unknown scheme (use sqlite:///PATH, redis://HOST:PORT/DB or modal://APP)")

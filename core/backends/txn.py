@@ -1,4 +1,4 @@
-"""The write path every backend shares: read jobs -> core.lifecycle -> save them and their events, atomically.
+"""The write path every backend shares: read jobs -> golfq.core.lifecycle -> save them and their events, atomically.
 
 A backend supplies two things: `_write(work)`, which runs `work(txn)` as one atomic
 step (SQLite: one BEGIN IMMEDIATE transaction; Redis: WATCH on every key the step
@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from core import lifecycle
-from core.broker import CompleteOutcome, Job, JobState, Lease
-from core.events import Event, EventKind
-from core.pareto import Observation, observation
-from core.result import FailureKind, Result
-from core.spec import ExperimentSpec, SpecError
+from golfq.core import lifecycle
+from golfq.core.broker import CompleteOutcome, Job, JobState, Lease
+from golfq.core.events import Event, EventKind
+from golfq.core.pareto import Observation, observation
+from golfq.core.result import FailureKind, Result
+from golfq.core.spec import ExperimentSpec, SpecError
 
 T = TypeVar("T")
 Step = Callable[[Job, float], "tuple[Job, list[Event]]"]

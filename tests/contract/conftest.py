@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from core.broker import Broker
+from golfq.core.broker import Broker
 
 
 class ManualClock:
@@ -30,7 +30,7 @@ class ManualClock:
 
 
 def _sqlite(tmp_path: Path, clock: ManualClock) -> Broker:
-    from core.backends.sqlite import SqliteBroker
+    from golfq.core.backends.sqlite.broker import SqliteBroker
 
     return SqliteBroker(f"sqlite:///{tmp_path / 'golfq.db'}", clock=clock)
 
@@ -38,7 +38,7 @@ def _sqlite(tmp_path: Path, clock: ManualClock) -> Broker:
 def _redis_fake(tmp_path: Path, clock: ManualClock) -> Broker:
     import fakeredis
 
-    from core.backends.redis import RedisBroker
+    from golfq.core.backends.redis.broker import RedisBroker
 
     return RedisBroker("redis://fakeredis/0", clock=clock, client=fakeredis.FakeRedis(server=fakeredis.FakeServer()))
 
@@ -53,7 +53,7 @@ def _redis_server_url() -> str:
 
 
 def _redis_server(tmp_path: Path, clock: ManualClock) -> Broker:
-    from core.backends.redis import RedisBroker
+    from golfq.core.backends.redis.broker import RedisBroker
 
     return RedisBroker(_redis_server_url(), clock=clock)
 

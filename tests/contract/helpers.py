@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 
-from core.broker import Broker, Lease
-from core.events import Event, EventKind
-from core.pareto import Front, fold, observation
-from core.result import FailureKind, Result
-from core.spec import Budget, ExperimentSpec, Retries
+from golfq.core.broker import Broker, Lease
+from golfq.core.events import Event, EventKind
+from golfq.core.pareto import Front, fold, observation
+from golfq.core.result import FailureKind, Result
+from golfq.core.spec import Budget, ExperimentSpec, Retries
 
 
 def spec(seed: int = 1, pool: str = "cpu", priority: int = 0, tags: tuple[str, ...] = (), name: str = "",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from core.broker import CompleteOutcome, JobState
-from core.events import EventKind
+from golfq.core.broker import CompleteOutcome, JobState
+from golfq.core.events import EventKind
 
 from tests.contract.helpers import all_events, spec, success
 

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from core.broker import CompleteOutcome
-from core.pareto import fold, observation
-from core.result import FailureKind, Result
+from golfq.core.broker import CompleteOutcome
+from golfq.core.pareto import fold, observation
+from golfq.core.result import FailureKind, Result
 
 from tests.contract.helpers import replayed_front, spec, success
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.broker import CompleteOutcome, JobState
-from core.events import EventKind
-from core.result import FailureKind, Result
+from golfq.core.broker import CompleteOutcome, JobState
+from golfq.core.events import EventKind
+from golfq.core.result import FailureKind, Result
 
 from tests.contract.helpers import all_events, failure, kinds, spec, success
 

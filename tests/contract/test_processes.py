@@ -15,10 +15,10 @@ import threading
 import time
 from pathlib import Path
 
-from core.backends import open_broker
-from core.broker import JobState
-from core.events import EventKind
-from core.result import FailureKind
+from golfq.core.backends import open_broker
+from golfq.core.broker import JobState
+from golfq.core.events import EventKind
+from golfq.core.result import FailureKind
 
 from tests.contract.helpers import all_events, replayed_front, spec
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from core.broker import JobState
-from core.events import EventKind
-from core.result import FailureKind
+from golfq.core.broker import JobState
+from golfq.core.events import EventKind
+from golfq.core.result import FailureKind
 
 from tests.contract.helpers import all_events, spec, success
 

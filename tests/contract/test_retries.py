@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from core.broker import JobState
-from core.events import EventKind
-from core.result import FailureKind
-from core.spec import Retries
+from golfq.core.broker import JobState
+from golfq.core.events import EventKind
+from golfq.core.result import FailureKind
+from golfq.core.spec import Retries
 
 from tests.contract.helpers import all_events, kinds, spec, success
 

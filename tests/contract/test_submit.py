@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.broker import JobState
-from core.events import EventKind
-from core.spec import SpecError
+from golfq.core.broker import JobState
+from golfq.core.events import EventKind
+from golfq.core.spec import SpecError
 
 from tests.contract.helpers import all_events, spec
 

@@ -15,7 +15,7 @@ import argparse
 import sys
 import time
 
-from core.backends import open_broker
+from golfq.core.backends import open_broker
 from tests.contract.helpers import success
 
 

@@ -14,8 +14,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("sentencepiece")
 
-from workers.golf.prepare import PreparedData, prepare  # noqa: E402
-from workers.golf.train import Hyperparameters  # noqa: E402
+from golfq.workers.golf.prepare import PreparedData, prepare  # noqa: E402
+from golfq.workers.golf.train import Hyperparameters  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # A 2-layer model, 12 steps of 2048 tokens, validation on 4096 tokens: seconds on one CPU thread.
@@ -31,11 +31,11 @@ def stdlib_data(tmp_path_factory: pytest.TempPathFactory) -> PreparedData:
 
 
 def tiny_env(data: PreparedData, artifact_dir: Path, **overrides: object) -> dict[str, str]:
-    """Environment for a tiny CPU run of workers.golf.train on prepared data."""
+    """Environment for a tiny CPU run of golfq.workers.golf.train on prepared data."""
     leaked = {f.name.upper() for f in fields(Hyperparameters)} | {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}
     env = {k: v for k, v in os.environ.items() if k not in leaked}
     env.update(DATA_PATH=str(data.data_path), TOKENIZER_PATH=str(data.tokenizer_path), VOCAB_SIZE=str(data.vocab_size),
-               ARTIFACT_DIR=str(artifact_dir), PYTHONPATH=str(REPO_ROOT))
+               ARTIFACT_DIR=str(artifact_dir))
     env.update({k: str(v) for k, v in {**TINY_RUN, **overrides}.items()})
     return env
 
@@ -43,9 +43,9 @@ def tiny_env(data: PreparedData, artifact_dir: Path, **overrides: object) -> dic
 def run_trainer(env: dict[str, str], nproc: int = 1, timeout: float = 240) -> tuple[list[str], dict]:
     """Run the trainer as the runner would; return its stdout lines and the GOLFQ_RESULT record."""
     if nproc == 1:
-        command = [sys.executable, "-m", "workers.golf.train"]
+        command = [sys.executable, "-m", "golfq.workers.golf.train"]
     else:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "workers.golf.train"]
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "golfq.workers.golf.train"]
     done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"trainer failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     lines = [line for line in done.stdout.splitlines() if line.strip()]

@@ -9,9 +9,9 @@ import pytest
 import sentencepiece as spm
 import torch
 
-from workers.golf.bpb import build_byte_tables, evaluate, load_validation_tokens, target_bytes
-from workers.golf.prepare import TOKENIZER_SETTINGS
-from workers.golf.shards import write_shard
+from golfq.workers.golf.bpb import build_byte_tables, evaluate, load_validation_tokens, target_bytes
+from golfq.workers.golf.prepare import TOKENIZER_SETTINGS
+from golfq.workers.golf.shards import write_shard
 
 BOS = 1
 CORPUS = [

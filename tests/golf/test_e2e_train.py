@@ -1,4 +1,4 @@
-"""A real tiny model trained through the queue: SQLite broker -> local fleet -> runner -> `python -m workers.golf.train`."""
+"""A real tiny model trained through the queue: SQLite broker -> local fleet -> runner -> `python -m golfq.workers.golf.train`."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from core.backends import open_broker
-from core.broker import JobState
-from core.spec import Budget, DataRef, ExperimentSpec
-from producer.client import Client
-from workers.fleet import Fleet, FleetConfig
+from golfq.core.backends import open_broker
+from golfq.core.broker import JobState
+from golfq.core.spec import Budget, DataRef, ExperimentSpec
+from golfq.producer.client import Client
+from golfq.workers.fleet import Fleet, FleetConfig
 
 TINY = {"NUM_LAYERS": "2", "MODEL_DIM": "64", "NUM_HEADS": "4", "NUM_KV_HEADS": "2", "TRAIN_SEQ_LEN": "64",
         "TRAIN_BATCH_TOKENS": "1024", "GRAD_ACCUM_STEPS": "1", "ITERATIONS": "10", "WARMUP_STEPS": "0",

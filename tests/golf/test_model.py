@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from workers.golf.model import GPT, GPTConfig, baseline_parameter_count
-from workers.golf.optim import Muon, OptimizerConfig, build_optimizers, orthogonalize, set_schedule
-from workers.golf.train import DistributedTokenLoader, Hyperparameters, lr_multiplier
+from golfq.workers.golf.model import GPT, GPTConfig, baseline_parameter_count
+from golfq.workers.golf.optim import Muon, OptimizerConfig, build_optimizers, orthogonalize, set_schedule
+from golfq.workers.golf.train import DistributedTokenLoader, Hyperparameters, lr_multiplier
 
 TINY = GPTConfig(num_layers=3, model_dim=64, num_heads=4, num_kv_heads=2)
 

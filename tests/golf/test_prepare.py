@@ -11,9 +11,9 @@ import pytest
 import sentencepiece as spm
 from typer.testing import CliRunner
 
-from workers.golf.cli import data_app
-from workers.golf.prepare import PrepareError, data_root, dataset_paths, prepare, stdlib_documents
-from workers.golf.shards import ShardError, read_shard, shard_files, write_shard
+from golfq.cli.data import data_app
+from golfq.workers.golf.prepare import PrepareError, data_root, dataset_paths, prepare, stdlib_documents
+from golfq.workers.golf.shards import ShardError, read_shard, shard_files, write_shard
 
 
 def documents_in(data_path: Path, split: str) -> list[list[int]]:
@@ -176,7 +176,7 @@ def test_cli_prepare_prints_paths_and_fails_with_exit_2(tmp_path, stdlib_data):
 
 
 def test_cli_prepare_on_modal_calls_the_deployed_function(monkeypatch):
-    import workers.modal_cli
+    import golfq.cli.modal
 
     calls = []
 
@@ -184,7 +184,7 @@ def test_cli_prepare_on_modal_calls_the_deployed_function(monkeypatch):
         calls.append((source, vocab, train_shards, app, env))
         return "fineweb10B_sp4096 (12 shards) and fineweb_4096_bpe on lab-data"
 
-    monkeypatch.setattr(workers.modal_cli, "prepare_on_modal", fake_prepare_on_modal)
+    monkeypatch.setattr(golfq.cli.modal, "prepare_on_modal", fake_prepare_on_modal)
     runner = CliRunner()
     done = runner.invoke(data_app, ["prepare", "--source", "fineweb", "--vocab", "4096", "--train-shards", "10",
                                     "--on", "modal", "--app", "lab", "--env", "dev"])
@@ -203,10 +203,10 @@ def test_cli_prepare_on_modal_calls_the_deployed_function(monkeypatch):
     (["--train-shards", "0"], "--train-shards must be at least 1, got 0"),
 ])
 def test_cli_prepare_refuses_bad_places_in_one_line(monkeypatch, args, message):
-    import workers.modal_cli
+    import golfq.cli.modal
 
     called = []
-    monkeypatch.setattr(workers.modal_cli, "prepare_on_modal", lambda *a, **k: called.append(a))
+    monkeypatch.setattr(golfq.cli.modal, "prepare_on_modal", lambda *a, **k: called.append(a))
     done = CliRunner().invoke(data_app, ["prepare", *args])
     assert done.exit_code == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"golfq data prepare: error: {message}")
@@ -216,7 +216,7 @@ def test_cli_prepare_refuses_bad_places_in_one_line(monkeypatch, args, message):
 def test_cli_prepare_on_modal_setup_errors_are_one_line(monkeypatch):
     import sys
 
-    import workers.modal_cli
+    import golfq.cli.modal
 
     exceptions = pytest.importorskip("modal.exception")
     AuthError, NotFoundError = exceptions.AuthError, exceptions.NotFoundError
@@ -229,10 +229,10 @@ def test_cli_prepare_on_modal_setup_errors_are_one_line(monkeypatch):
         def raising(*args, error=error, **kwargs):
             raise error
 
-        monkeypatch.setattr(workers.modal_cli, "prepare_on_modal", raising)
+        monkeypatch.setattr(golfq.cli.modal, "prepare_on_modal", raising)
         done = runner.invoke(data_app, ["prepare", "--on", "modal", "--app", "lab"])
         assert done.exit_code == code, (error, done.output)
         assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"golfq data prepare: error: {start}")
-    monkeypatch.setitem(sys.modules, "workers.modal_cli", None)  # as if modal (and so the module) could not import
+    monkeypatch.setitem(sys.modules, "golfq.cli.modal", None)  # as if modal (and so the module) could not import
     done = runner.invoke(data_app, ["prepare", "--on", "modal"])
     assert done.exit_code == 2 and done.stderr.startswith("golfq data prepare: error: --on modal needs the modal package")

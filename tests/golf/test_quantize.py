@@ -6,8 +6,8 @@ import zlib
 import pytest
 import torch
 
-from workers.golf.model import GPT, GPTConfig
-from workers.golf.quantize import (
+from golfq.workers.golf.model import GPT, GPTConfig
+from golfq.workers.golf.quantize import (
     CLIP_QUANTILE,
     XZ_MAGIC,
     ZSTD_MAGIC,

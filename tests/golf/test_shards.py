@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers.golf.shards import HEADER_BYTES, SHARD_MAGIC, ShardError, read_shard, read_token_count, shard_files, write_shard
+from golfq.workers.golf.shards import HEADER_BYTES, SHARD_MAGIC, ShardError, read_shard, read_token_count, shard_files, write_shard
 
 
 def test_round_trip_is_the_challenge_format(tmp_path):

@@ -1,4 +1,4 @@
-"""`python -m workers.golf.train` end to end, as the runner starts it."""
+"""`python -m golfq.workers.golf.train` end to end, as the runner starts it."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from tests.golf.conftest import REPO_ROOT, run_trainer, tiny_env
-from workers.golf.model import GPT
-from workers.golf.quantize import unpack_artifact
-from workers.golf.train import Hyperparameters
+from golfq.workers.golf.model import GPT
+from golfq.workers.golf.quantize import unpack_artifact
+from golfq.workers.golf.train import Hyperparameters
 
 RESULT_KEYS = {
     "val_bpb", "val_loss", "pre_quant_val_bpb", "pre_quant_val_loss", "artifact_bytes", "model_bytes", "code_bytes",
@@ -109,7 +109,7 @@ def test_two_cpu_processes_match_one(stdlib_data, tmp_path):
 )
 def test_bad_settings_fail_with_one_line(stdlib_data, tmp_path, overrides, message):
     env = tiny_env(stdlib_data, tmp_path, **overrides)
-    done = subprocess.run([sys.executable, "-m", "workers.golf.train"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "golfq.workers.golf.train"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and message in done.stderr
 
@@ -122,7 +122,7 @@ def test_corrupt_shard_fails_with_one_line(stdlib_data, tmp_path):
     val = data / "fineweb_val_000000.bin"
     val.write_bytes(val.read_bytes()[:-3])
     env = tiny_env(stdlib_data, tmp_path, DATA_PATH=str(data))
-    done = subprocess.run([sys.executable, "-m", "workers.golf.train"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "golfq.workers.golf.train"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "truncated file" in done.stderr and str(val) in done.stderr
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from workers.golf.shards import read_shard, shard_files
+from golfq.workers.golf.shards import read_shard, shard_files
 
 WORD_START = "\u2581"  # "▁", SentencePiece's marker for a preceding space
 

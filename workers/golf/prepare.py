@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workers.golf.shards import read_token_count, write_shard
+from golfq.workers.golf.shards import read_token_count, write_shard
 
 MANIFEST_FORMAT = 1
 FINEWEB_REPO_ID = "willdepueoai/parameter-golf"

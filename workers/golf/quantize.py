@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from workers.golf.optim import is_control_tensor
+from golfq.workers.golf.optim import is_control_tensor
 
 ARTIFACT_FORMAT = "golfq_per_row_v1"
 CLIP_QUANTILE = 0.9999984

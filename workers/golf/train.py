@@ -1,7 +1,7 @@
 """Train the Parameter Golf baseline, export the artifact, score the round trip.
 
-    python -m workers.golf.train                                       # one process (GPU or CPU)
-    torchrun --standalone --nproc-per-node=8 -m workers.golf.train     # DDP, one rank per GPU
+    python -m golfq.workers.golf.train                                       # one process (GPU or CPU)
+    torchrun --standalone --nproc-per-node=8 -m golfq.workers.golf.train     # DDP, one rank per GPU
 
 Every hyperparameter comes from the environment under the challenge's names.
 golfq adds VAL_MAX_TOKENS (cap the validation tokens, for CPU runs),
@@ -31,11 +31,11 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
-from workers.golf.bpb import build_byte_tables, evaluate, load_validation_tokens
-from workers.golf.model import GPT, GPTConfig, count_parameters
-from workers.golf.optim import OptimizerConfig, build_optimizers, set_schedule
-from workers.golf.quantize import COMPRESSORS, artifact_label, pack_artifact, unpack_artifact
-from workers.golf.shards import ShardError, read_shard, read_token_count, shard_files
+from golfq.workers.golf.bpb import build_byte_tables, evaluate, load_validation_tokens
+from golfq.workers.golf.model import GPT, GPTConfig, count_parameters
+from golfq.workers.golf.optim import OptimizerConfig, build_optimizers, set_schedule
+from golfq.workers.golf.quantize import COMPRESSORS, artifact_label, pack_artifact, unpack_artifact
+from golfq.workers.golf.shards import ShardError, read_shard, read_token_count, shard_files
 
 GOLF_DIR = Path(__file__).resolve().parent
 SIZE_LIMIT_BYTES = 16_000_000

@@ -3,7 +3,7 @@
 golfq's job record is the only source of truth. An RQ job is a delivery token for
 one attempt, id "<spec id>-<attempt>" ([A-Za-z0-9_-] only, as RQ requires); it is
 created in the same MULTI/EXEC that queues the golfq job, and whoever claims the
-attempt (an RQ work horse through workers.rq_job, or Broker.claim) does so under
+attempt (an RQ work horse through golfq.workers.rq.job, or Broker.claim) does so under
 WATCH on the golfq record, so only one of them ever wins it.
 
 RQ's own Retry is never used: a retry in RQ re-runs the same job id, i.e. an
@@ -26,12 +26,12 @@ from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegis
 from rq.serializers import JSONSerializer
 from rq.worker import Worker
 
-from core.broker import Job
+from golfq.core.broker import Job
 
 QUEUE_PREFIX = "golfq:"
-RUN_ATTEMPT = "workers.rq_job.run_attempt"
-ON_FAILURE = "workers.rq_job.on_failure"
-ON_STOPPED = "workers.rq_job.on_stopped"
+RUN_ATTEMPT = "golfq.workers.rq.job.run_attempt"
+ON_FAILURE = "golfq.workers.rq.job.on_failure"
+ON_STOPPED = "golfq.workers.rq.job.on_stopped"
 RESULT_TTL = 3600  # finished RQ jobs are only a view; golfq's record keeps the result
 FAILURE_TTL = 30 * 24 * 3600
 # RQ's hard limit sits above the runner's own hard timeout, so the runner (which

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import msgspec
 
-from core.broker import Job, JobState, PoolStats, Stats
-from core.events import Event, decode_event
-from core.pareto import Front, Observation, fold
+from golfq.core.broker import Job, JobState, PoolStats, Stats
+from golfq.core.events import Event, decode_event
+from golfq.core.pareto import Front, Observation, fold
 
 decode_job = msgspec.json.Decoder(Job).decode
 _decode_obs = msgspec.json.Decoder(Observation).decode

@@ -15,8 +15,8 @@ from typing import Annotated, Any
 import msgspec
 import typer
 
-from core.backends import DEFAULT_URL, open_broker
-from core.broker import Broker, BrokerError
+from golfq.core.backends import DEFAULT_URL, open_broker
+from golfq.core.broker import Broker, BrokerError
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 

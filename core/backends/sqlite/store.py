@@ -26,10 +26,10 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
-from core.broker import BrokerError, Job, JobState
-from core.events import Event
-from core.pareto import Observation
-from core.backends.txn import RequireMixin
+from golfq.core.broker import BrokerError, Job, JobState
+from golfq.core.events import Event
+from golfq.core.pareto import Observation
+from golfq.core.backends.txn import RequireMixin
 
 DEFAULT_PATH = ".golfq/golfq.db"
 SCHEMA_VERSION = 1
@@ -97,7 +97,7 @@ def _is_busy(error: sqlite3.OperationalError) -> bool:
 
 
 class Tx(RequireMixin):
-    """One transaction (core.backends.txn.JobTxn): loads and saves jobs, numbers events as it appends them."""
+    """One transaction (golfq.core.backends.txn.JobTxn): loads and saves jobs, numbers events as it appends them."""
 
     def __init__(self, conn: sqlite3.Connection, now: float) -> None:
         self.conn, self.now = conn, now

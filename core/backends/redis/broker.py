@@ -1,8 +1,8 @@
 """The Redis backend: golfq's records, events and fronts in Redis, jobs run as RQ jobs.
 
-Every state change is core.lifecycle applied under WATCH on the keys it read and
+Every state change is golfq.core.lifecycle applied under WATCH on the keys it read and
 written in one MULTI/EXEC with its events (a Redis stream), its counters and its
-RQ side (core.backends.redis_rq): the shared shape of core.backends.txn over
+RQ side (golfq.core.backends.redis.rq): the shared shape of golfq.core.backends.txn over
 redis_txn.RedisTxn. claim() differs: it follows the ready set's delivery tokens. Lease deadlines compare against the injected
 clock, never Redis TIME, so tests can move time by hand.
 
@@ -30,15 +30,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from core import lifecycle
-from core.backends.redis_reads import RedisReads, decode_job
-from core.backends.redis_rq import RQSide, next_token, parse_token
-from core.backends.redis_txn import RedisTxn
-from core.backends.txn import TxnBroker, checked
-from core.broker import BrokerError, Job, JobState, Lease
-from core.events import Event, encode_event
-from core.result import FailureKind
-from core.spec import ExperimentSpec, script_ref
+from golfq.core import lifecycle
+from golfq.core.backends.redis.reads import RedisReads, decode_job
+from golfq.core.backends.redis.rq import RQSide, next_token, parse_token
+from golfq.core.backends.redis.txn import RedisTxn
+from golfq.core.backends.txn import TxnBroker, checked
+from golfq.core.broker import BrokerError, Job, JobState, Lease
+from golfq.core.events import Event, encode_event
+from golfq.core.result import FailureKind
+from golfq.core.spec import ExperimentSpec, script_ref
 
 Clock = Callable[[], float]
 T = TypeVar("T")

@@ -13,8 +13,8 @@ from pathlib import Path
 import msgspec
 import typer
 
-from core.backends.modal_config import ModalConfig, load_config
-from core.broker import Job, Lease
+from golfq.workers.modal.config import ModalConfig, load_config
+from golfq.core.broker import Job, Lease
 
 modal_cli = typer.Typer(help="Run golfq on Modal: deploy, status, prepare, debug.", no_args_is_help=True)
 
@@ -44,7 +44,7 @@ def queue_url(app: str, env: str | None) -> str:
 
 
 def _select(app: str, env: str | None, config: Path | None = None) -> None:
-    """Point workers.modal_app at this app before it is imported (its declarations read these)."""
+    """Point golfq.workers.modal.app at this app before it is imported (its declarations read these)."""
     os.environ["GOLFQ_MODAL_APP"] = app
     if env:
         os.environ["GOLFQ_MODAL_ENV"] = env
@@ -60,7 +60,7 @@ def deploy(app: str = AppOption, env: str | None = EnvOption,
     try:
         import modal
 
-        from workers import modal_app
+        from golfq.workers.modal import app as modal_app
 
         with modal.enable_output():
             modal_app.app.deploy(name=app, environment_name=env)
@@ -89,7 +89,7 @@ def status(app: str = AppOption, env: str | None = EnvOption) -> None:
     try:
         import modal
 
-        from core.backends.modal import ModalBroker
+        from golfq.core.backends.modal.broker import ModalBroker
 
         broker = ModalBroker(queue_url(app, env), kick=lambda: None)
         stats_of = lambda fn: modal.Function.from_name(app, fn, environment_name=env).get_current_stats()  # noqa: E731
@@ -123,9 +123,9 @@ def prepare(source: str = typer.Option("fineweb", "--source"), vocab: int = type
 
 def sandbox_options(job: Job, app: str) -> dict:
     """What `golfq modal debug` gives the Sandbox: the job's GPU, environment and working directory."""
-    from core.pools import get_pool
-    from workers.golf.prepare import dataset_paths
-    from workers.runner import SCRIPT_NAME, attempt_env, training_command
+    from golfq.core.pools import get_pool
+    from golfq.workers.golf.prepare import dataset_paths
+    from golfq.workers.runner import SCRIPT_NAME, attempt_env, training_command
 
     pool = load_config().pools[job.pool]
     gpu = pool.gpu[0] if isinstance(pool.gpu, list) else pool.gpu
@@ -152,8 +152,8 @@ def debug(job_id: str, app: str = AppOption, env: str | None = EnvOption,
     try:
         import modal
 
-        from core.backends.modal import ModalBroker
-        from workers import modal_app
+        from golfq.core.backends.modal.broker import ModalBroker
+        from golfq.workers.modal import app as modal_app
 
         job = ModalBroker(queue_url(app, env), kick=lambda: None).get(job_id)
         if job is None:

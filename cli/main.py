@@ -21,21 +21,21 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     import click
 Abort = getattr(click.exceptions, "Abort", KeyboardInterrupt)  # typer's vendored click has no Abort
 
-from core.broker import BrokerError
-from core.spec import SpecError
-from ops import cost, drain, export, purge, replay, report, requeue, stats
-from producer import cli as producer_cli
-from producer.console import EXIT_BAD_INPUT, CliError
-from producer.specfile import InputError
-from workers import cli as workers_cli
+from golfq.core.broker import BrokerError
+from golfq.core.spec import SpecError
+from golfq.ops import cost, drain, export, purge, replay, report, requeue, stats
+from golfq.cli import jobs as producer_cli
+from golfq.cli.console import EXIT_BAD_INPUT, CliError
+from golfq.producer.specfile import InputError
+from golfq.cli import worker as workers_cli
 
 EXIT_INTERNAL = 3
 # name -> (module, attribute): a Typer app, or a function that becomes one command.
 OPTIONAL = {
-    "data": ("workers.golf.cli", "data_app"),
-    "demo": ("ops.demo", "run_demo"),
-    "modal": ("workers.modal_cli", "modal_cli"),
-    "skill": ("producer.skill", "skill_app"),
+    "data": ("golfq.cli.data", "data_app"),
+    "demo": ("golfq.ops.demo", "run_demo"),
+    "modal": ("golfq.cli.modal", "modal_cli"),
+    "skill": ("golfq.producer.skill", "skill_app"),
 }
 
 

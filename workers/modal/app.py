@@ -6,9 +6,9 @@
 
 Pools: `run_cpu`, `run_h100` (gpu="H100") and `run_h100x8` (gpu="H100:8", torchrun across
 the 8 GPUs inside the one container). Each autoscales from zero, with its own settings
-from core.backends.modal_config. Their body is the same runner the local fleet uses.
+from golfq.workers.modal.config. Their body is the same runner the local fleet uses.
 The dispatcher runs every minute and whenever a client kicks it; it claims jobs from
-the Dicts and spawns one call per job (core.backends.modal_dispatch).
+the Dicts and spawns one call per job (golfq.workers.modal.dispatch).
 
 Nothing here runs at import beyond declarations, so tests import this module and
 assert what would be deployed.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import modal
 
-from core.backends.modal_config import ModalConfig, ModalConfigError, PoolConfig, as_json, load_config
+from golfq.workers.modal.config import ModalConfig, ModalConfigError, PoolConfig, as_json, load_config
 
 APP_NAME = os.environ.get("GOLFQ_MODAL_APP", "golfq")
 ENVIRONMENT = os.environ.get("GOLFQ_MODAL_ENV") or None
@@ -38,11 +38,21 @@ TRAINER_PACKAGES = ("torch>=2.4", "numpy>=1.26", "sentencepiece>=0.2", "zstandar
 
 app = modal.App(APP_NAME)
 
+
+def local_source_modules() -> list[str]:
+    """golfq's packages as the image mounts them. In a checkout golfq/core and golfq/workers are
+    links to the repository's folders, which Modal's mount does not follow: name them too."""
+    import golfq
+
+    root = Path(golfq.__file__).parent
+    return ["golfq", *(f"golfq.{part}" for part in ("core", "workers") if (root / part).is_symlink())]
+
+
 image = (
     modal.Image.debian_slim(python_version="3.11")
     .uv_pip_install(*TRAINER_PACKAGES)
     .env({"GOLFQ_DATA_DIR": DATA_MOUNT, "GOLFQ_ARTIFACTS_MOUNT": ARTIFACTS_MOUNT, "PYTHONUNBUFFERED": "1"})
-    .add_local_python_source("core", "workers")
+    .add_local_python_source(*local_source_modules())
 )
 
 data_volume = modal.Volume.from_name(f"{APP_NAME}-data", environment_name=ENVIRONMENT, create_if_missing=True)
@@ -88,15 +98,15 @@ def _pool_function(pool: str):
 
 def open_job_broker():
     """The queue the containers report to (tests replace this with an in-memory broker)."""
-    from core.backends import open_broker
+    from golfq.core.backends import open_broker
 
     return open_broker(os.environ.get("GOLFQ_QUEUE", QUEUE_URL))
 
 
 def run_job(payload: bytes) -> str:
     """One spawned call: the lease the dispatcher claimed, run end to end by the shared runner."""
-    from core.backends.modal_dispatch import read_lease
-    from workers.runner import run_lease
+    from golfq.workers.modal.dispatch import read_lease
+    from golfq.workers.runner import run_lease
 
     lease = read_lease(payload)
     broker = open_job_broker()
@@ -144,8 +154,8 @@ def run_h100x8(payload: bytes) -> str:
 
 def dispatch_once(listen_seconds: float = 0.0, spawner=None, broker=None):
     """One dispatcher run: reap, retire calls, claim and spawn within the caps, keep records alive."""
-    from core.backends.modal import ModalBroker
-    from core.backends.modal_dispatch import Dispatcher, ModalSpawner
+    from golfq.core.backends.modal.broker import ModalBroker
+    from golfq.workers.modal.dispatch import Dispatcher, ModalSpawner
 
     broker = broker or ModalBroker(os.environ.get("GOLFQ_QUEUE", QUEUE_URL), kick=lambda: None)
     spawner = spawner or ModalSpawner(APP_NAME, ENVIRONMENT)
@@ -167,7 +177,7 @@ def dispatch() -> str:
 @_function(name="prepare_data", volumes={DATA_MOUNT: data_volume}, cpu=4.0, memory=16384, timeout=DATA_PREP_TIMEOUT)
 def prepare_data(source: str = "fineweb", vocab: int = 1024, train_shards: int = 80) -> str:
     """Fill the data Volume: prepare on local disk (file locks and hard links), then copy over."""
-    from workers.golf.prepare import prepare
+    from golfq.workers.golf.prepare import prepare
 
     with tempfile.TemporaryDirectory() as scratch:
         prepared = prepare(source, vocab, scratch, train_shards=train_shards)

@@ -53,8 +53,8 @@ def prepare_command(
             _exit(f"--on modal takes --source {' or '.join(REMOTE_SOURCES)}, got {source!r} (local files are not visible there)")
         typer.echo(_prepare_on_modal(source, vocab, train_shards, app, env))
         return
-    from workers.golf.prepare import PrepareError, prepare
-    from workers.golf.shards import ShardError
+    from golfq.workers.golf.prepare import PrepareError, prepare
+    from golfq.workers.golf.shards import ShardError
 
     try:
         prepared = prepare(source, vocab, out, repo_dir=repo_dir, train_shards=train_shards)
@@ -71,7 +71,7 @@ def prepare_command(
 def _prepare_on_modal(source: str, vocab: int, train_shards: int, app: str, env: str | None) -> str:
     """Run the deployed app's prepare_data; setup problems (no modal, not logged in, not deployed) exit 2."""
     try:
-        from workers.modal_cli import prepare_on_modal
+        from golfq.cli.modal import prepare_on_modal
 
         return prepare_on_modal(source, vocab, train_shards, app=app, env=env)
     except ImportError as error:

@@ -1,4 +1,4 @@
-"""One atomic step of the Redis broker (core.backends.txn.JobTxn) over a WATCH/MULTI/EXEC pipeline.
+"""One atomic step of the Redis broker (golfq.core.backends.txn.JobTxn) over a WATCH/MULTI/EXEC pipeline.
 
 Reads WATCH each key before they read it (the pipeline is then in immediate mode),
 writes are buffered and go out in one MULTI/EXEC with the step's events. If any
@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 
 from redis.client import Pipeline
 
-from core.backends.redis_reads import decode_job
-from core.backends.txn import RequireMixin
-from core.broker import Job, JobState
-from core.events import Event
-from core.pareto import Observation
+from golfq.core.backends.redis.reads import decode_job
+from golfq.core.backends.txn import RequireMixin
+from golfq.core.broker import Job, JobState
+from golfq.core.events import Event
+from golfq.core.pareto import Observation
 
 if TYPE_CHECKING:
-    from core.backends.redis import RedisBroker
+    from golfq.core.backends.redis.broker import RedisBroker
 
 
 class RedisTxn(RequireMixin):

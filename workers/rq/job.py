@@ -20,14 +20,14 @@ from pathlib import Path
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
-from core.backends.redis import RedisBroker
-from core.backends.redis_rq import parse_token
-from core.broker import JobState
-from core.result import FailureKind
+from golfq.core.backends.redis.broker import RedisBroker
+from golfq.core.backends.redis.rq import parse_token
+from golfq.core.broker import JobState
+from golfq.core.result import FailureKind
 
 log = logging.getLogger("golfq.rq")
 
-RUNNER = "workers.runner:run_lease"
+RUNNER = "golfq.workers.runner:run_lease"
 ENV_RUNNER = "GOLFQ_RQ_RUNNER"  # module:function with run_lease's signature
 ENV_LEASE = "GOLFQ_RQ_LEASE_SECONDS"
 ENV_HEARTBEAT = "GOLFQ_RQ_HEARTBEAT_SECONDS"

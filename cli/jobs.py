@@ -1,4 +1,4 @@
-"""The producer's verbs: submit, sweep, status, logs, wait, events (mounted by ops.cli)."""
+"""The producer's verbs: submit, sweep, status, logs, wait, events (mounted by golfq.cli.main)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from typing import Annotated
 
 import typer
 
-from core.broker import Broker, Job, JobState
-from core.events import Event
-from producer.console import (CliError, JsonOption, QueueOption, console, emit_json, fmt_bytes, fmt_float,
+from golfq.core.broker import Broker, Job, JobState
+from golfq.core.events import Event
+from golfq.cli.console import (CliError, JsonOption, QueueOption, console, emit_json, fmt_bytes, fmt_float,
                               fmt_seconds, note, queue)
-from producer.grid import Sweep, expand
-from producer.specfile import (InputError, Prepared, apply_override, parse_assignment, prepare_all, read_documents,
+from golfq.producer.grid import Sweep, expand
+from golfq.producer.specfile import (InputError, Prepared, apply_override, parse_assignment, prepare_all, read_documents,
                                read_script)
-from producer.waiting import wait_command
+from golfq.cli.wait import wait_command
 
 app = typer.Typer(add_completion=False)
 
@@ -214,8 +214,8 @@ def _print_job(job: Job) -> None:
 
 
 def _log_path(job: Job, work_dir: Path | None) -> Path | None:
-    from workers.fleet import work_root_default
-    from workers.runner import LOG_NAME, attempt_dir
+    from golfq.workers.fleet import work_root_default
+    from golfq.workers.runner import LOG_NAME, attempt_dir
 
     r = job.result
     candidates = [Path(r.log_path)] if r is not None and r.log_path and r.attempt == job.attempt else []

@@ -21,17 +21,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.backends.redis import RedisBroker, connect, redact
-from core.backends.redis_rq import RQSide, queue_name
-from core.broker import BrokerError
-from core.pools import get_pool
+from golfq.core.backends.redis.broker import RedisBroker, connect, redact
+from golfq.core.backends.redis.rq import RQSide, queue_name
+from golfq.core.broker import BrokerError
+from golfq.core.pools import get_pool
 from rq import Worker
-from workers import rq_job
-from workers.fleet import gpu_slots, parse_devices
+from golfq.workers.rq import job as rq_job
+from golfq.workers.fleet import gpu_slots, parse_devices
 
 log = logging.getLogger("golfq.rq_worker")
 DEFAULT_DETECT_SECONDS = 120.0
-ROOT = Path(__file__).resolve().parent.parent
 EXIT_RESTART = 3
 
 
@@ -68,8 +67,7 @@ def run_rq_workers(url: str, pool: str, concurrency: int | None = None, burst: b
     _, slots = gpu_slots(parse_devices(gpus), get_pool(pool).gpus, concurrency)
     broker = RedisBroker(url)  # fails fast, with one line, on a server it cannot reach
     env = {**os.environ, rq_job.ENV_LEASE: repr(timing.lease_seconds),
-           rq_job.ENV_HEARTBEAT: repr(timing.heartbeat_seconds),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+           rq_job.ENV_HEARTBEAT: repr(timing.heartbeat_seconds)}
     if work_dir is not None:
         env[rq_job.ENV_WORK_DIR] = str(Path(work_dir).resolve())
     if runner:
@@ -98,7 +96,7 @@ class _Fleet:
         env = dict(self.env)
         if self.slots[i] is not None:
             env["CUDA_VISIBLE_DEVICES"] = env[rq_job.ENV_GPUS] = self.slots[i]
-        argv = [sys.executable, "-m", "workers.rq_worker", self.url, self.pool,
+        argv = [sys.executable, "-m", "golfq.workers.rq.worker", self.url, self.pool,
                 "--monitor", str(self.timing.job_monitoring_interval)]
         if self.burst:
             argv.append("--burst")
@@ -198,7 +196,7 @@ class GolfqWorker(Worker):
 
 def _worker_main(argv: list[str] | None = None) -> int:
     """One RQ worker process (started by the supervisor; not a user command)."""
-    parser = argparse.ArgumentParser(prog="python -m workers.rq_worker")
+    parser = argparse.ArgumentParser(prog="python -m golfq.workers.rq.worker")
     parser.add_argument("url")
     parser.add_argument("pool")
     parser.add_argument("--monitor", type=int, default=30)

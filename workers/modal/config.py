@@ -23,8 +23,8 @@ from pathlib import Path
 
 import msgspec
 
-from core.pools import known_pools
-from core.spec import Budget
+from golfq.core.pools import known_pools
+from golfq.core.spec import Budget
 
 MODAL_MAX_TIMEOUT = 24 * 3600
 SETUP_SECONDS = 600  # image pull, volume mount, data open, torch.compile: on top of the spec's hard timeout

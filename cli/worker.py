@@ -11,11 +11,11 @@ from typing import Annotated
 
 import typer
 
-from core.broker import Lease
-from core.pools import get_pool
-from core.result import Result
-from producer.console import CliError, JsonOption, QueueOption, emit_json, note, queue
-from workers.fleet import Fleet, FleetConfig, FleetError, gpu_slots, parse_devices, work_root_default
+from golfq.core.broker import Lease
+from golfq.core.pools import get_pool
+from golfq.core.result import Result
+from golfq.cli.console import CliError, JsonOption, QueueOption, emit_json, note, queue
+from golfq.workers.fleet import Fleet, FleetConfig, FleetError, gpu_slots, parse_devices, work_root_default
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
@@ -27,7 +27,7 @@ def _scheme(url: str | None) -> str:
 def _run_rq(url: str, **options) -> None:
     """Redis queues are served by RQ workers (workers/rq_worker.py, written with the Redis backend)."""
     try:
-        module = importlib.import_module("workers.rq_worker")
+        module = importlib.import_module("golfq.workers.rq.worker")
     except ImportError as error:
         raise CliError(f"worker --queue {url}: Redis workers are not available here ({error}); "
                        f"install golfq[redis]") from None

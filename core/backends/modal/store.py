@@ -30,7 +30,7 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
-from core.broker import BrokerError
+from golfq.core.broker import BrokerError
 
 T = TypeVar("T")
 MAX_VALUE_BYTES = 4 * 1024 * 1024  # Modal recommends objects under 5 MiB; we stay under it on purpose

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 
 import msgspec
 
-from core.broker import Job, JobState
-from core.events import Event
-from core.pareto import Observation, Reducer
-from core.backends.modal_store import DictLike, Txn, scan
-from core.backends.txn import RequireMixin
+from golfq.core.broker import Job, JobState
+from golfq.core.events import Event
+from golfq.core.pareto import Observation, Reducer
+from golfq.core.backends.modal.store import DictLike, Txn, scan
+from golfq.core.backends.txn import RequireMixin
 
 EVENTS_PER_PAGE = 128
 
@@ -44,7 +44,7 @@ class ScriptEntry(msgspec.Struct, frozen=True):
 
 
 class StateTxn(RequireMixin, Txn):
-    """A write transaction over the state Dict (core.backends.txn.JobTxn): records, pool
+    """A write transaction over the state Dict (golfq.core.backends.txn.JobTxn): records, pool
     indexes, fronts and the events to append."""
 
     def __init__(self, store: DictLike, now: float) -> None:

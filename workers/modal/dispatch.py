@@ -4,7 +4,7 @@ It runs as one Modal function (max_containers=1) on a schedule and whenever a cl
 kicks it. Each pass:
 
 1. reaps expired leases (a container that died or never started: the job is queued
-   again as an infra failure, by core.lifecycle);
+   again as an infra failure, by golfq.core.lifecycle);
 2. retires call records whose attempt has ended, cancelling calls whose job was
    reaped or cancelled (so no GPU container runs for a lease nobody holds), and
    charges the pool the GPU time the call held;
@@ -29,12 +29,12 @@ from typing import Protocol
 
 import msgspec
 
-from core.broker import Job, JobState, Lease
-from core.pools import known_pools
-from core.result import FailureKind
-from core.backends.modal import ModalBroker
-from core.backends.modal_config import ModalConfig, ModalConfigError, PoolConfig, call_timeout
-from core.backends.modal_store import decode, encode, scan
+from golfq.core.broker import Job, JobState, Lease
+from golfq.core.pools import known_pools
+from golfq.core.result import FailureKind
+from golfq.core.backends.modal.broker import ModalBroker
+from golfq.workers.modal.config import ModalConfig, ModalConfigError, PoolConfig, call_timeout
+from golfq.core.backends.modal.store import decode, encode, scan
 
 log = logging.getLogger("golfq.modal.dispatch")
 

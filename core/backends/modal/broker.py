@@ -8,9 +8,9 @@ only to wake claimers and the dispatcher: a Queue get is a destructive pop with 
 ack, so the Queue is never the source of truth. Scripts go to the `APP-artifacts`
 Volume and the Dict holds their paths.
 
-Every mutation runs under the WriterLock (core.backends.modal_store), applies
-core.lifecycle to the records it read, and commits records, indexes and events in
-one Dict.update: the shared shape of core.backends.txn over modal_records.StateTxn. Heartbeats are the exception: the lease holder alone writes
+Every mutation runs under the WriterLock (golfq.core.backends.modal.store), applies
+golfq.core.lifecycle to the records it read, and commits records, indexes and events in
+one Dict.update: the shared shape of golfq.core.backends.txn over modal_records.StateTxn. Heartbeats are the exception: the lease holder alone writes
 `hb/JOB/ATTEMPT`, and every read of a leased job takes its deadline from there, so
 busy workers never queue on the lock. docs/modal.md explains the design.
 """
@@ -27,14 +27,14 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
-from core import lifecycle
-from core.backends.txn import TxnBroker
-from core.broker import BrokerError, Job, JobState, Lease, PoolStats, Stats
-from core.events import Event, EventKind
-from core.pareto import Front
-from core.spec import ExperimentSpec, script_ref
-from core.backends.modal_records import EVENTS_PER_PAGE, Meta, PoolDoc, ScriptEntry, StateTxn, hb_key
-from core.backends.modal_store import LOCK_SECONDS, BlobStore, DictLike, VolumeBlobStore, WriterLock, decode, encode, scan
+from golfq.core import lifecycle
+from golfq.core.backends.txn import TxnBroker
+from golfq.core.broker import BrokerError, Job, JobState, Lease, PoolStats, Stats
+from golfq.core.events import Event, EventKind
+from golfq.core.pareto import Front
+from golfq.core.spec import ExperimentSpec, script_ref
+from golfq.core.backends.modal.records import EVENTS_PER_PAGE, Meta, PoolDoc, ScriptEntry, StateTxn, hb_key
+from golfq.core.backends.modal.store import LOCK_SECONDS, BlobStore, DictLike, VolumeBlobStore, WriterLock, decode, encode, scan
 
 log = logging.getLogger("golfq.modal")
 

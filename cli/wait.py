@@ -6,10 +6,10 @@ from typing import Annotated
 
 import typer
 
-from core.broker import Job, JobState
-from core.result import Result
-from producer.client import Client, WaitTimeout
-from producer.console import (EXIT_JOB_FAILED, CliError, JsonOption, QueueOption, console, emit_json, fmt_bytes,
+from golfq.core.broker import Job, JobState
+from golfq.core.result import Result
+from golfq.producer.client import Client, WaitTimeout
+from golfq.cli.console import (EXIT_JOB_FAILED, CliError, JsonOption, QueueOption, console, emit_json, fmt_bytes,
                               fmt_float, fmt_seconds, note, queue, stdout_is_terminal)
 
 

@@ -1,11 +1,11 @@
 """The embedded default backend: one SQLite file in WAL mode, shared by many processes.
 
 Every mutation is one `BEGIN IMMEDIATE` transaction that reads the job records,
-applies core.lifecycle and writes the records and their events back (the shared
-shape in core.backends.txn, over sqlite_store.Tx), so the log
+applies golfq.core.lifecycle and writes the records and their events back (the shared
+shape in golfq.core.backends.txn, over sqlite_store.Tx), so the log
 and the records never disagree and a SIGKILL at any instant leaves either the
 whole transition or none of it. The file, its schema, connections and locking
-are in core.backends.sqlite_store.
+are in golfq.core.backends.sqlite.store.
 
 Decisions:
 - claim() reaps expired leases (all pools) in its own transaction before it picks
@@ -14,7 +14,7 @@ Decisions:
   between looks stops growing at 20 ms) and only takes the write lock when there
   is something to claim or reap.
 - The front is computed from stored observations, not kept as reducer state in
-  the database: every counted success appends one core.pareto.Observation row in
+  the database: every counted success appends one golfq.core.pareto.Observation row in
   its completion transaction, and each process folds the rows it has not seen
   yet into its own Reducer. Rows are only ever appended, and the fold is order
   independent, so this equals a fold from scratch; no pickled or versioned
@@ -32,13 +32,13 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 
-from core import lifecycle
-from core.backends.sqlite_store import SqliteStore, Tx, decode_job
-from core.backends.txn import TxnBroker
-from core.broker import Job, JobState, PoolStats, Stats
-from core.events import Event
-from core.pareto import Front, Observation, Reducer
-from core.spec import script_ref
+from golfq.core import lifecycle
+from golfq.core.backends.sqlite.store import SqliteStore, Tx, decode_job
+from golfq.core.backends.txn import TxnBroker
+from golfq.core.broker import Job, JobState, PoolStats, Stats
+from golfq.core.events import Event
+from golfq.core.pareto import Front, Observation, Reducer
+from golfq.core.spec import script_ref
 
 _TERMINAL = tuple(s.value for s in JobState if s.terminal)
 _decode_event = msgspec.json.Decoder(Event).decode

@@ -1,0 +1,1 @@
+"""The Modal backend (storage): see broker.py."""

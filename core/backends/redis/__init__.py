@@ -1,0 +1,1 @@
+"""The Redis backend (storage): see broker.py."""

@@ -1,0 +1,1 @@
+"""The SQLite backend (storage): see broker.py."""

@@ -1,0 +1,8 @@
+"""golfq: an elastic experiment queue for ML research agents.
+
+The repository's folders are installed under this one import root: `golfq.core`
+(domain and storage), `golfq.producer` (the client), `golfq.workers` (everything that
+runs leases, and the built-in trainer), `golfq.ops` (operator verbs) and `golfq.cli`.
+"""
+
+__version__ = "0.2.0"
