@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
+from golfq.core.errors import GolfqError
 from golfq.core.events import Event
 from golfq.core.pareto import Front
 from golfq.core.result import FailureKind, Result
@@ -86,7 +87,7 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
         return sum(getattr(p, state.value) for p in self.pools.values())
 
 
-class BrokerError(RuntimeError):
+class BrokerError(GolfqError, RuntimeError):
     """A backend problem the caller can act on (unreachable, bad URL): one line."""
 
 

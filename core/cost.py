@@ -1,22 +1,16 @@
-"""GPU prices: what an attempt cost, from a configurable per-GPU-hour table."""
+"""The one cost model: GPU-seconds and dollars of an attempt, from a per-GPU-hour price table."""
 
 from __future__ import annotations
 
-import os
+from golfq.core.result import Result
+from golfq.core.settings import settings
 
 DEFAULT_PRICES = {"H100": 3.95, "H200": 4.54, "A100": 2.50, "L4": 0.80, "": 0.0}
 
 
 def price_table() -> dict[str, float]:
-    """GOLFQ_PRICES overrides or adds entries: "H100=2.49,A100=1.2" (USD per GPU-hour)."""
-    table = dict(DEFAULT_PRICES)
-    for item in filter(None, (p.strip() for p in os.environ.get("GOLFQ_PRICES", "").split(","))):
-        name, _, price = item.partition("=")
-        try:
-            table[name.strip()] = float(price)
-        except ValueError:
-            raise ValueError(f"GOLFQ_PRICES entry {item!r} is not GPU=USD_PER_HOUR") from None
-    return table
+    """USD per GPU-hour: the built-in table, with GOLFQ_PRICES ("H100=2.49,A100=1.2") over it."""
+    return {**DEFAULT_PRICES, **settings().prices}
 
 
 def gpu_family(gpu_name: str | None) -> str:
@@ -24,7 +18,7 @@ def gpu_family(gpu_name: str | None) -> str:
     if not gpu_name:
         return ""
     upper = gpu_name.upper()
-    for family in price_table():
+    for family in sorted(price_table(), key=len, reverse=True):  # "H100" before "H10"-like prefixes
         if family and family.upper() in upper:
             return family
     return gpu_name
@@ -32,3 +26,11 @@ def gpu_family(gpu_name: str | None) -> str:
 
 def cost_usd(gpu_name: str | None, gpu_count: int, seconds: float) -> float:
     return round(price_table().get(gpu_family(gpu_name), 0.0) * gpu_count * seconds / 3600.0, 6)
+
+
+def attempt_cost(result: Result) -> tuple[float, float]:
+    """(GPU-seconds, USD) of one attempt: its own figures, else derived from its wall time at today's prices."""
+    seconds = result.gpu_seconds if result.gpu_seconds is not None else (result.total_seconds or 0.0) * result.gpu_count
+    if result.cost_usd is not None:
+        return seconds, result.cost_usd
+    return seconds, cost_usd(result.gpu_name, 1, seconds)

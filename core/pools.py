@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import msgspec
+
+from golfq.core.settings import settings
 
 
 class Pool(msgspec.Struct, frozen=True):
@@ -22,20 +22,10 @@ DEFAULT_POOLS: dict[str, Pool] = {
 }
 
 
-def _extra_pools() -> dict[str, Pool]:
-    """GOLFQ_POOLS adds pools: "a100=1xA100,l4x2=2xL4" (name=GPUSxTYPE)."""
-    extra: dict[str, Pool] = {}
-    for item in filter(None, (p.strip() for p in os.environ.get("GOLFQ_POOLS", "").split(","))):
-        name, _, hw = item.partition("=")
-        count, _, gpu = hw.partition("x")
-        if not (name and count.isdigit() and gpu):
-            raise ValueError(f"GOLFQ_POOLS entry {item!r} is not NAME=COUNTxGPU (e.g. a100=1xA100)")
-        extra[name] = Pool(name, int(count), gpu, f"{count}x{gpu}")
-    return extra
-
-
 def known_pools() -> dict[str, Pool]:
-    return {**DEFAULT_POOLS, **_extra_pools()}
+    """The built-in pools and those GOLFQ_POOLS adds ("a100=1xA100,l4x2=2xL4")."""
+    extra = {name: Pool(name, count, gpu, f"{count}x{gpu}") for name, (count, gpu) in settings().extra_pools.items()}
+    return {**DEFAULT_POOLS, **extra}
 
 
 def get_pool(name: str) -> Pool:
@@ -46,5 +36,23 @@ def get_pool(name: str) -> Pool:
 
 
 def track_of(pool: str) -> str:
+    """A pool's track; a pool this process does not know is its own track."""
+    found = known_pools().get(pool)
+    return found.track if found else pool
+
+
+def resolve_track(name: str | None, present: list[str]) -> str:
+    """A track from a track name, a pool name, or None when exactly one track has results.
+
+    ValueError (one line) when None is ambiguous or the name is neither a track nor a pool.
+    """
+    if name is None:
+        if len(present) == 1:
+            return present[0]
+        raise ValueError(f"several tracks, name one: {', '.join(present)}" if present else "no results yet")
     pools = known_pools()
-    return pools[pool].track if pool in pools else pool
+    if name in present or name in {p.track for p in pools.values()}:
+        return name
+    if name in pools:
+        return pools[name].track
+    raise ValueError(f"track {name!r}: unknown (tracks with results: {', '.join(present) or 'none'})")

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from golfq.core.errors import GolfqError
 from golfq.core.pools import known_pools
 
 MAX_SCRIPT_BYTES = 1 << 20
@@ -42,7 +43,7 @@ Positive = Annotated[float, msgspec.Meta(gt=0, le=7 * 24 * 3600)]
 ShortText = Annotated[str, msgspec.Meta(max_length=200)]
 
 
-class SpecError(ValueError):
+class SpecError(GolfqError, ValueError):
     """A spec was refused; str(error) is one line naming the field."""
 
 
@@ -93,9 +94,10 @@ class ExperimentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     created_by: ShortText = ""
 
     def __post_init__(self) -> None:
-        pools = known_pools()
-        if self.pool not in pools:
-            raise ValueError(f"pool: unknown pool {self.pool!r} (known: {', '.join(sorted(pools))})")
+        # Only the pool's form here: which pools exist is the submitter's setting (check_pool), and a
+        # stored job must decode in any shell, whatever pools it knows.
+        if not _NAME.match(self.pool) or len(self.pool) > 64:
+            raise ValueError(f"pool: {self.pool!r} is not a plain name ([A-Za-z0-9_.-])")
         if self.trainer != BUILTIN and not _SCRIPT_REF.match(self.trainer):
             raise ValueError(f"trainer: {self.trainer!r} is neither 'builtin' nor 'sha256:<64 hex>'")
         for key, value in self.env.items():
@@ -103,6 +105,8 @@ class ExperimentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
                 raise ValueError(f"env.{key}: keys must be UPPER_SNAKE_CASE")
             if not isinstance(value, str):
                 raise ValueError(f"env.{key}: values must be strings, got {type(value).__name__}")
+            if "\x00" in value:
+                raise ValueError(f"env.{key}: value contains a NUL byte, which no process environment can hold")
             if len(value) > 4096:
                 raise ValueError(f"env.{key}: value longer than 4096 characters")
             if key in RESERVED_ENV:
@@ -123,6 +127,17 @@ class ExperimentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     @property
     def script_sha256(self) -> str | None:
         return None if self.trainer == BUILTIN else self.trainer.removeprefix("sha256:")
+
+
+def check_pool(spec: ExperimentSpec) -> ExperimentSpec:
+    """The spec, if its pool is one this process knows (built in or GOLFQ_POOLS); else SpecError.
+
+    Checked when a spec is submitted, never when a stored job is read."""
+    pools = known_pools()
+    if spec.pool not in pools:
+        raise SpecError(f"pool: unknown pool {spec.pool!r} (known: {', '.join(sorted(pools))}; add one with "
+                        f"GOLFQ_POOLS=NAME=COUNTxGPU)")
+    return spec
 
 
 def canonical_bytes(spec: ExperimentSpec) -> bytes:

@@ -19,14 +19,15 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from golfq.core.spec import ExperimentSpec, SpecError, parse_spec, script_ref
+from golfq.core.errors import GolfqError
+from golfq.core.spec import ExperimentSpec, SpecError, check_pool, parse_spec, script_ref
 
 _ENV_KEY = re.compile(r"^[A-Z][A-Z0-9_]*$")
 # Dotted paths whose values stay strings even when they look like JSON (`--set name=123`).
 STRING_FIELDS = {"name", "pool", "trainer", "parent", "created_by", "data.dataset", "data.tokenizer"}
 
 
-class InputError(ValueError):
+class InputError(GolfqError, ValueError):
     """Bad input from a file, stdin or an option; str() is one line saying what and where."""
 
 
@@ -184,7 +185,7 @@ def prepare(doc: Mapping[str, Any], *, base: Path | None = None, script: bytes |
     try:
         if script is not None:
             fields["trainer"] = script_ref(script)
-        return Prepared(parse_spec(fields), script)
+        return Prepared(check_pool(parse_spec(fields)), script)
     except SpecError as error:
         raise InputError(f"{where}: {error}") from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from golfq.core.backends import open_broker
-from golfq.core.spec import SpecError, parse_spec
+from golfq.core.spec import SpecError, check_pool, parse_spec
 
 VALID = {"name": "ok", "pool": "cpu", "env": {"NUM_LAYERS": "2"}, "seed": 1, "budget": {"train_seconds": 30}}
 FIELDS = {"name", "pool", "trainer", "env", "seed", "data", "budget", "priority", "tags", "parent", "created_by"}
@@ -43,7 +44,8 @@ def _set(path: str, value):
 malformed = st.one_of(
     st.text(alphabet=string.ascii_lowercase + "_", min_size=1, max_size=10).filter(lambda k: k not in FIELDS)
     .map(lambda k: ({**VALID, k: 1}, k)),
-    st.text(max_size=10).filter(lambda p: p not in ("cpu", "h100", "h100x8")).map(lambda p: (_set("pool", p), "pool")),
+    st.text(max_size=10).filter(lambda p: not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", p)).map(
+        lambda p: (_set("pool", p), "pool")),
     not_int.map(lambda v: (_set("seed", v), "seed")),
     st.integers(max_value=-1).map(lambda v: (_set("seed", v), "seed")),
     bad_env_key.map(lambda k: (_set("env", {k: "1"}), "env")),
@@ -66,7 +68,7 @@ malformed = st.one_of(
 )
 
 TABLE = [
-    ({**VALID, "pool": "H100"}, "pool"),
+    ({**VALID, "pool": "h 100"}, "pool"),
     ({**VALID, "pool": ""}, "pool"),
     ({**VALID, "seed": "1"}, "seed"),
     ({**VALID, "seed": 1.5}, "seed"),
@@ -144,6 +146,15 @@ def test_generated_malformed_specs_are_refused(broker, case):
     _assert_refused(bad, word)
     with pytest.raises(SpecError):
         _submit(broker, bad)
+
+
+def test_an_unknown_pool_is_refused_at_submit_but_a_stored_one_always_decodes(broker):
+    spec = parse_spec({**VALID, "pool": "H100"})  # well formed: a job stored from a shell that knew it must decode
+    assert spec.pool == "H100"
+    with pytest.raises(SpecError, match="pool: unknown pool 'H100'"):
+        check_pool(spec)
+    with pytest.raises(SpecError, match="unknown pool"):
+        broker.submit([spec])
 
 
 def test_the_valid_base_is_accepted():

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from golfq.core.backends import open_broker
+from golfq.core.errors import GolfqError
 from golfq.core.broker import Broker, Lease
 from golfq.core.pools import get_pool
 from golfq.core.result import Result
@@ -30,7 +31,7 @@ log = logging.getLogger("golfq.fleet")
 DEFAULT_WORK_ROOT = Path(".golfq") / "runs"
 
 
-class FleetError(ValueError):
+class FleetError(GolfqError, ValueError):
     """A fleet cannot be set up as asked (bad GPU list, unknown pool); one line."""
 
 

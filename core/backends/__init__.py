@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 
 from golfq.core.broker import Broker, BrokerError
+from golfq.core.settings import DEFAULT_QUEUE, settings
 
-DEFAULT_URL = "sqlite:///.golfq/golfq.db"
+DEFAULT_URL = DEFAULT_QUEUE
 Clock = Callable[[], float]
 
 
 def default_url() -> str:
-    return os.environ.get("GOLFQ_QUEUE") or DEFAULT_URL
+    return settings().queue
 
 
 def open_broker(url: str | None = None, clock: Clock = time.time) -> Broker:

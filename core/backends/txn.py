@@ -20,7 +20,7 @@ from golfq.core.broker import CompleteOutcome, Job, JobState, Lease
 from golfq.core.events import Event, EventKind
 from golfq.core.pareto import Observation, observation
 from golfq.core.result import FailureKind, Result
-from golfq.core.spec import ExperimentSpec, SpecError
+from golfq.core.spec import ExperimentSpec, SpecError, check_pool
 
 T = TypeVar("T")
 Step = Callable[[Job, float], "tuple[Job, list[Event]]"]
@@ -68,6 +68,7 @@ def checked(specs: Sequence[ExperimentSpec]) -> tuple[list[ExperimentSpec], list
     for spec in specs:
         if not isinstance(spec, ExperimentSpec):
             raise SpecError(f"spec: expected an ExperimentSpec, got {type(spec).__name__}")
+        check_pool(spec)
     return specs, [spec.id for spec in specs]
 
 

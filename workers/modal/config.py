@@ -23,6 +23,7 @@ from pathlib import Path
 
 import msgspec
 
+from golfq.core.errors import GolfqError
 from golfq.core.pools import known_pools
 from golfq.core.spec import Budget
 
@@ -30,7 +31,7 @@ MODAL_MAX_TIMEOUT = 24 * 3600
 SETUP_SECONDS = 600  # image pull, volume mount, data open, torch.compile: on top of the spec's hard timeout
 
 
-class ModalConfigError(ValueError):
+class ModalConfigError(GolfqError, ValueError):
     """The Modal settings are unusable; the message is one line."""
 
 
