@@ -8,7 +8,7 @@ which every backend calls inside its own atomic read-modify-write.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 import msgspec
@@ -153,3 +153,13 @@ class Broker(Protocol):
         """Delete terminal jobs last updated before this time; return how many."""
 
     def close(self) -> None: ...
+
+
+def iter_events(broker: Broker, after_seq: int = 0, page: int = 1000) -> Iterator[Event]:
+    """Every event after after_seq, oldest first, read a page at a time: the one event pager."""
+    while True:
+        batch = broker.events(after_seq=after_seq, limit=page)
+        yield from batch
+        if len(batch) < page:
+            return
+        after_seq = batch[-1].seq
