@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from golfq.core.backends import open_broker
-from golfq.core.broker import JobState
+from golfq.core.job import JobState
 from golfq.core.spec import parse_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

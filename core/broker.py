@@ -1,158 +1,367 @@
-"""The Broker protocol: the one contract every backend (SQLite, Redis, Modal) meets.
+"""The whole backend contract: what every storage backend (SQLite, Redis, Modal) implements.
 
-The records here cross process boundaries, so they are frozen msgspec Structs.
-The semantics (states, leases with fencing, retry budgets) live in golfq.core.lifecycle,
-which every backend calls inside its own atomic read-modify-write.
+A backend is a subclass of Broker plus a Txn, like Optuna's storages behind `_base.py`:
+
+- `Txn` is one atomic step's view of the store. The backend's `_atomic(step)` runs
+  `step(txn)` as one read-modify-write (SQLite: a BEGIN IMMEDIATE transaction; Redis:
+  WATCH on every key the step reads, then one MULTI/EXEC; Modal: see its broker) and
+  appends, numbered, the events the step queued in `txn.events`, in the same commit.
+- `Broker` writes every state change once, here, as lifecycle rules applied inside
+  `_atomic`: submit, claim, heartbeat, complete, fail, reap, cancel, requeue, drain
+  and resume. A backend supplies the store (`_atomic`, the reads, scripts, purge) and
+  may override three hooks: `_worth_claiming` and `_wait_for_work` (how an idle claim
+  looks and sleeps) and `_after_commit` (side effects outside the store: RQ's lists,
+  Modal's wake-ups).
+- The front is kept one way: a counted success appends an Observation in its commit,
+  and each process folds the ones it has not seen into its own Reducer (the fold is
+  order-independent, so this equals a fold from scratch).
+
+tests/contract/ proves the semantics on every backend.
 """
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Iterator, Sequence
-from typing import Protocol, runtime_checkable
+import abc
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
-import msgspec
-
+from golfq.core import lifecycle
 from golfq.core.errors import GolfqError
-from golfq.core.events import Event
-from golfq.core.pareto import Front
+from golfq.core.events import Event, EventKind
+from golfq.core.job import CompleteOutcome, Job, JobState, Lease, Stats
+from golfq.core.pareto import Front, Observation, Reducer, observation
 from golfq.core.result import FailureKind, Result
-from golfq.core.spec import ExperimentSpec
+from golfq.core.spec import ExperimentSpec, SpecError, check_pool
 
-
-class JobState(str, enum.Enum):
-    QUEUED = "queued"
-    LEASED = "leased"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"  # the experiment failed (user) and its retries are spent
-    DEAD = "dead"  # infra/timeout retries spent: the system gave up
-    CANCELLED = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        return self not in (JobState.QUEUED, JobState.LEASED)
-
-
-class Job(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    id: str
-    spec: ExperimentSpec
-    state: JobState
-    submitted_at: float
-    updated_at: float
-    order: int = 0  # FIFO tie-break inside a priority; set by the backend at first submit
-    attempt: int = 0  # claims so far; the fencing token of the current lease
-    worker_id: str = ""
-    lease_deadline: float | None = None
-    failures: dict[str, int] = {}  # FailureKind value -> failures counted against its budget
-    result: Result | None = None  # the counted result of the latest finished attempt
-    error: str | None = None
-
-    @property
-    def pool(self) -> str:
-        return self.spec.pool
-
-
-class Lease(msgspec.Struct, frozen=True, kw_only=True):
-    job_id: str
-    attempt: int
-    worker_id: str
-    pool: str
-    deadline: float
-    spec: ExperimentSpec
-
-
-class CompleteOutcome(str, enum.Enum):
-    COUNTED = "counted"
-    SUPERSEDED = "superseded"  # the attempt no longer held the lease; kept as an event only
-    DUPLICATE = "duplicate"  # the same (job, attempt) was already counted
-
-
-class PoolStats(msgspec.Struct, frozen=True, kw_only=True):
-    queued: int = 0
-    leased: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    dead: int = 0
-    cancelled: int = 0
-    draining: bool = False
-
-
-class Stats(msgspec.Struct, frozen=True, kw_only=True):
-    pools: dict[str, PoolStats]
-    last_seq: int
-    backend: str
-    extra: dict[str, int] = {}  # backend-specific counters (RQ registries, Modal calls, ...)
-
-    def total(self, state: JobState) -> int:
-        return sum(getattr(p, state.value) for p in self.pools.values())
+T = TypeVar("T")
+Step = Callable[[Job, float], "tuple[Job, list[Event]]"]
 
 
 class BrokerError(GolfqError, RuntimeError):
     """A backend problem the caller can act on (unreachable, bad URL): one line."""
 
 
-@runtime_checkable
-class Broker(Protocol):
-    """Every backend implements exactly this; tests/contract/ proves the semantics."""
+class Txn(abc.ABC):
+    """One atomic step: reads see one state, writes commit together with `events`."""
+
+    now: float  # read once, under the backend's lock, so times follow commit order
+    events: list[Event]  # appended (and numbered) by the backend in the same commit
+    reaped: list[Lease]  # attempts this step reaped (a backend may tell its runners after the commit)
+
+    @abc.abstractmethod
+    def load_many(self, ids: Sequence[str]) -> dict[str, Job]: ...
+
+    @abc.abstractmethod
+    def jobs_in(self, states: Sequence[JobState]) -> list[Job]:
+        """Every job in one of the states, in submission order."""
+
+    @abc.abstractmethod
+    def expired(self) -> list[Job]:
+        """Leased jobs whose lease deadline is at or before `now`."""
+
+    @abc.abstractmethod
+    def next_queued(self, pool: str) -> Job | None:
+        """The pool's next job by priority, then FIFO."""
+
+    @abc.abstractmethod
+    def save(self, old: Job | None, new: Job, events: Iterable[Event]) -> None:
+        """Write a transition's outcome (nothing when new is old) and queue its events."""
+
+    @abc.abstractmethod
+    def reserve_orders(self, count: int) -> int:
+        """The first of `count` fresh FIFO positions."""
+
+    @abc.abstractmethod
+    def insert(self, jobs: list[Job]) -> None:
+        """Write new jobs (their events are already in `events`)."""
+
+    @abc.abstractmethod
+    def draining(self, pool: str) -> bool: ...
+
+    @abc.abstractmethod
+    def set_draining(self, pool: str, draining: bool) -> None: ...
+
+    @abc.abstractmethod
+    def observe(self, obs: Observation) -> None:
+        """Append a counted success's observation for the fronts."""
+
+    def load(self, job_id: str) -> Job | None:
+        return self.load_many([job_id]).get(job_id)
+
+    def require(self, job_id: str) -> Job:
+        job = self.load(job_id)
+        if job is None:
+            raise KeyError(f"job {job_id}: not found (purged?)")
+        return job
+
+
+def backoff(waits: int, first: float, cap: float) -> float:
+    """The pause before an idle claimer's next look: first, doubling, capped."""
+    return min(first * 2 ** min(waits, 30), cap)
+
+
+class Broker(abc.ABC):
+    """The contract. Public methods are the API; see the module docstring for what a backend supplies."""
 
     url: str
+    clock: Callable[[], float]
+    poll_first, poll_cap = 0.005, 0.02  # an idle claimer's pauses between looks, in seconds
+    submit_chunk: int | None = None  # specs per atomic step (None: one step for the whole batch)
 
-    def submit(self, specs: Sequence[ExperimentSpec]) -> list[Job]:
-        """Queue each spec unless a job with its id exists; return the jobs in order."""
+    def __init__(self, url: str, clock: Callable[[], float] = time.time) -> None:
+        self.url, self.clock = url, clock
+        self._reducer, self._folded = Reducer(), 0
+        self._front_lock = threading.Lock()
 
-    def put_script(self, content: bytes) -> str:
-        """Store a training script once under its sha256; return its 'sha256:...' ref."""
+    # -- what a backend supplies --------------------------------------------------------------
 
-    def get_script(self, ref: str) -> bytes:
-        """Raise KeyError for an unknown ref."""
+    @abc.abstractmethod
+    def _atomic(self, step: Callable[[Txn], T]) -> T:
+        """Run step as one atomic read-modify-write; append txn.events in the same commit."""
 
-    def claim(self, pool: str, worker_id: str, lease_seconds: float = 60.0, timeout: float = 0.0) -> Lease | None:
-        """Lease the next job of the pool (priority, then FIFO); wait up to timeout seconds."""
-
-    def heartbeat(self, lease: Lease, lease_seconds: float = 60.0) -> bool:
-        """Extend the lease; False when it is no longer held (cancelled, reaped): stop work."""
-
-    def complete(self, lease: Lease, result: Result) -> CompleteOutcome:
-        """Record the attempt's result; idempotent per (job, attempt)."""
-
-    def fail(self, lease: Lease, error: str, kind: FailureKind, result: Result | None = None) -> JobState:
-        """Record a failed attempt; the job is queued again or ends, by its retry budget."""
-
-    def reap(self) -> list[str]:
-        """Treat every expired lease as an infra failure; return the affected job ids."""
-
-    def cancel(self, ids: Sequence[str]) -> list[str]:
-        """Cancel queued or leased jobs; return those that changed."""
-
-    def drain(self, pool: str) -> None:
-        """Stop new claims in the pool; leased jobs run to the end."""
-
-    def resume(self, pool: str) -> None: ...
-
-    def requeue(self, ids: Sequence[str] = (), states: Sequence[JobState] = ()) -> list[str]:
-        """Queue again the named jobs and/or every job in the given terminal states."""
-
+    @abc.abstractmethod
     def get(self, job_id: str) -> Job | None: ...
 
-    def list(
-        self, states: Sequence[JobState] = (), pool: str | None = None, tag: str | None = None, limit: int | None = None
-    ) -> list[Job]:
+    @abc.abstractmethod
+    def list(self, states: Sequence[JobState] = (), pool: str | None = None, tag: str | None = None,
+             limit: int | None = None) -> list[Job]:
         """Jobs matching every given filter, in submission order."""
 
+    @abc.abstractmethod
     def stats(self) -> Stats: ...
 
+    @abc.abstractmethod
     def events(self, after_seq: int = 0, limit: int = 1000) -> list[Event]:
         """Events with seq > after_seq, oldest first."""
 
-    def front(self, track: str) -> Front:
-        """The stored Pareto front of a track (see golfq.core.pareto)."""
+    @abc.abstractmethod
+    def _observations(self, after: int) -> list[tuple[int, Observation]]:
+        """Stored observations past position `after`, with their positions, in order."""
 
-    def tracks(self) -> list[str]: ...
+    @abc.abstractmethod
+    def put_script(self, content: bytes) -> str:
+        """Store a training script once under its sha256; return its 'sha256:...' ref."""
 
+    @abc.abstractmethod
+    def get_script(self, ref: str) -> bytes:
+        """Raise KeyError for an unknown ref."""
+
+    @abc.abstractmethod
     def purge(self, before: float) -> int:
-        """Delete terminal jobs last updated before this time; return how many."""
+        """Delete terminal jobs last updated before this time; return how many. Events and fronts stay."""
 
+    @abc.abstractmethod
     def close(self) -> None: ...
+
+    def _worth_claiming(self, pool: str) -> bool:
+        """A cheap look before a claim's atomic step; a backend with a lock-free read says no sooner."""
+        return True
+
+    def _wait_for_work(self, pool: str, left: float, waits: int) -> None:
+        time.sleep(min(backoff(waits, self.poll_first, self.poll_cap), left))
+
+    def _after_commit(self, txn: Txn) -> None:
+        """Side effects outside the store, once a step has committed."""
+
+    def _write(self, step: Callable[[Txn], T]) -> T:
+        txn_seen: list[Txn] = []
+
+        def run(txn: Txn) -> T:
+            txn_seen[:] = [txn]  # a retried step runs on a fresh txn: keep the one that committed
+            return step(txn)
+
+        out = self._atomic(run)
+        self._after_commit(txn_seen[0])
+        return out
+
+    # -- submit --------------------------------------------------------------------------------
+
+    def submit(self, specs: Sequence[ExperimentSpec]) -> list[Job]:
+        """Queue each spec unless a job with its id exists; return the jobs in order."""
+        return [job for job, _ in self.submit_new(specs)]
+
+    def submit_new(self, specs: Sequence[ExperimentSpec]) -> list[tuple[Job, bool]]:
+        """Like submit, with whether each job was created by this call (exact under races)."""
+        specs = list(specs)
+        for spec in specs:
+            if not isinstance(spec, ExperimentSpec):
+                raise SpecError(f"spec: expected an ExperimentSpec, got {type(spec).__name__}")
+            check_pool(spec)
+        ids = [spec.id for spec in specs]
+        out: dict[str, tuple[Job, bool]] = {}
+        chunk = self.submit_chunk or max(len(specs), 1)
+        for start in range(0, len(specs), chunk):
+            part = [(s, i) for s, i in zip(specs[start:start + chunk], ids[start:start + chunk]) if i not in out]
+            if part:
+                out.update(self._write(lambda tx, part=part: self._submit_in(tx, part)))
+        seen: set[str] = set()
+        pairs = []
+        for job_id in ids:  # of equal specs in one call, only the first made the job
+            job, created = out[job_id]
+            pairs.append((job, created and job_id not in seen))
+            seen.add(job_id)
+        return pairs
+
+    def _submit_in(self, tx: Txn, part: list[tuple[ExperimentSpec, str]]) -> dict[str, tuple[Job, bool]]:
+        found = tx.load_many(list(dict.fromkeys(job_id for _, job_id in part)))
+        fresh: dict[str, ExperimentSpec] = {}
+        for spec, job_id in part:
+            if job_id not in found:
+                fresh.setdefault(job_id, spec)  # the first of equal specs in a batch makes the job
+        jobs = {job_id: (job, False) for job_id, job in found.items()}
+        if fresh:
+            first = tx.reserve_orders(len(fresh))
+            created = []
+            for offset, (job_id, spec) in enumerate(fresh.items()):
+                job, events = lifecycle.new_job(spec, tx.now, first + offset, job_id=job_id)
+                created.append(job)
+                jobs[job_id] = (job, True)
+                tx.events.extend(events)
+            tx.insert(created)
+        return jobs
+
+    # -- the lease cycle -----------------------------------------------------------------------
+
+    def claim(self, pool: str, worker_id: str, lease_seconds: float = 60.0, timeout: float = 0.0) -> Lease | None:
+        """Lease the next job of the pool (priority, then FIFO); wait up to timeout seconds."""
+        give_up = time.monotonic() + max(timeout, 0.0)
+        waits = 0
+        while True:
+            lease = None
+            if self._worth_claiming(pool):
+                lease = self._write(lambda tx: self._claim_in(tx, pool, worker_id, lease_seconds))
+            left = give_up - time.monotonic()
+            if lease is not None or left <= 0:
+                return lease
+            self._wait_for_work(pool, left, waits)
+            waits += 1
+
+    def _claim_in(self, tx: Txn, pool: str, worker_id: str, lease_seconds: float) -> Lease | None:
+        self._reap_in(tx)  # claimers re-deliver lost work without a reaper process
+        if tx.draining(pool):
+            return None
+        job = tx.next_queued(pool)
+        if job is None:
+            return None
+        claimed, lease, events = lifecycle.claim(job, worker_id, lease_seconds, tx.now)
+        tx.save(job, claimed, events)
+        return lease
+
+    def heartbeat(self, lease: Lease, lease_seconds: float = 60.0) -> bool:
+        """Extend the lease; False when it is no longer held (cancelled, reaped): stop work."""
+        def step(tx: Txn) -> bool:
+            job = tx.load(lease.job_id)
+            extended = lifecycle.heartbeat(job, lease, lease_seconds, tx.now) if job else None
+            if job is None or extended is None:
+                return False
+            tx.save(job, extended, ())
+            return True
+
+        return self._write(step)
+
+    def complete(self, lease: Lease, result: Result) -> CompleteOutcome:
+        """Record the attempt's result; idempotent per (job, attempt)."""
+        def step(tx: Txn) -> CompleteOutcome:
+            job = tx.require(lease.job_id)
+            done, events, outcome = lifecycle.complete(job, lease, result, tx.now)
+            tx.save(job, done, events)
+            if outcome is CompleteOutcome.COUNTED and done.state is JobState.SUCCEEDED:
+                obs = observation(done.id, done.spec, result)
+                if obs is not None:
+                    tx.observe(obs)
+            return outcome
+
+        return self._write(step)
+
+    def fail(self, lease: Lease, error: str, kind: FailureKind, result: Result | None = None) -> JobState:
+        """Record a failed attempt; the job is queued again or ends, by its retry budget."""
+        def step(tx: Txn) -> JobState:
+            job = tx.require(lease.job_id)
+            failed, events = lifecycle.fail(job, lease, error, FailureKind(kind), tx.now, result)
+            tx.save(job, failed, events)
+            return failed.state
+
+        return self._write(step)
+
+    def reap(self) -> list[str]:
+        """Treat every expired lease as an infra failure; return the affected job ids."""
+        return self._write(self._reap_in)
+
+    def _reap_in(self, tx: Txn) -> list[str]:
+        reaped = []
+        for job in tx.expired():
+            tx.reaped.append(Lease(job_id=job.id, attempt=job.attempt, worker_id=job.worker_id, pool=job.pool,
+                                   deadline=job.lease_deadline or tx.now, spec=job.spec))
+            tx.save(job, *lifecycle.expire(job, tx.now))
+            reaped.append(job.id)
+        return reaped
+
+    # -- operations ----------------------------------------------------------------------------
+
+    def _transition_each(self, ids: Sequence[str], states: Sequence[JobState], step: Step) -> list[str]:
+        """Apply one lifecycle step to the named jobs and to every job in the given states."""
+        wanted = [JobState(s) for s in states]
+
+        def work(tx: Txn) -> list[str]:
+            unique = list(dict.fromkeys(ids))
+            named = tx.load_many(unique)
+            jobs = [named[job_id] for job_id in unique if job_id in named]
+            if wanted:
+                jobs += [job for job in tx.jobs_in(wanted) if job.id not in named]
+            changed = []
+            for job in jobs:
+                new, events = step(job, tx.now)
+                if new is not job:
+                    tx.save(job, new, events)
+                    changed.append(job.id)
+            return changed
+
+        return self._write(work)
+
+    def cancel(self, ids: Sequence[str]) -> list[str]:
+        """Cancel queued or leased jobs; return those that changed."""
+        return self._transition_each(ids, (), lifecycle.cancel)
+
+    def requeue(self, ids: Sequence[str] = (), states: Sequence[JobState] = ()) -> list[str]:
+        """Queue again the named jobs and/or every job in the given terminal states."""
+        return self._transition_each(ids, states, lifecycle.requeue)
+
+    def drain(self, pool: str) -> None:
+        """Stop new claims in the pool; leased jobs run to the end."""
+        self._set_draining(pool, True, EventKind.DRAINED)
+
+    def resume(self, pool: str) -> None:
+        self._set_draining(pool, False, EventKind.RESUMED)
+
+    def _set_draining(self, pool: str, draining: bool, kind: EventKind) -> None:
+        def step(tx: Txn) -> None:
+            if tx.draining(pool) == draining:
+                return  # already so: no event, so the log holds changes only
+            tx.set_draining(pool, draining)
+            tx.events.append(lifecycle.pool_event(kind, pool, tx.now))
+
+        self._write(step)
+
+    # -- fronts --------------------------------------------------------------------------------
+
+    def front(self, track: str) -> Front:
+        """The Pareto front of a track (see golfq.core.pareto)."""
+        with self._front_lock:
+            self._catch_up()
+            return self._reducer.front(track)
+
+    def tracks(self) -> list[str]:
+        with self._front_lock:
+            self._catch_up()
+            return self._reducer.tracks()
+
+    def _catch_up(self) -> None:
+        """Fold in the observations other processes appended since this one last looked."""
+        for position, obs in self._observations(self._folded):
+            self._reducer.add(obs)
+            self._folded = position
 
 
 def iter_events(broker: Broker, after_seq: int = 0, page: int = 1000) -> Iterator[Event]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
-from golfq.core.broker import CompleteOutcome, Job, JobState, Lease
+from golfq.core.job import CompleteOutcome, Job, JobState, Lease
 from golfq.core.events import Event, EventKind
 from golfq.core.result import FailureKind, Result
 from golfq.core.spec import ExperimentSpec

@@ -10,7 +10,7 @@ import pytest
 
 from golfq.workers.modal.config import DEFAULT_POOLS, ModalConfigError, call_timeout, load_config
 from golfq.workers.modal.dispatch import Dispatcher, read_lease
-from golfq.core.broker import JobState
+from golfq.core.job import JobState
 from golfq.core.events import EventKind
 from golfq.core.spec import Budget, ExperimentSpec
 from golfq.workers.modal import app as modal_app

@@ -8,7 +8,7 @@ import pytest
 
 from golfq.workers.modal.config import DEFAULT_POOLS, ModalConfig
 from golfq.workers.modal.dispatch import Dispatcher, read_lease
-from golfq.core.broker import CompleteOutcome, JobState
+from golfq.core.job import CompleteOutcome, JobState
 from golfq.core.events import EventKind
 from golfq.core.result import FailureKind, Result
 from golfq.core.spec import Budget, ExperimentSpec

@@ -7,7 +7,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from golfq.core.broker import CompleteOutcome, JobState
+from golfq.core.job import CompleteOutcome, JobState
 from golfq.core.result import Result
 from golfq.core.spec import ExperimentSpec
 

@@ -19,7 +19,7 @@ import pytest
 
 from golfq.core.backends.redis.broker import RedisBroker
 from golfq.core.backends.redis.rq import queue_name, token
-from golfq.core.broker import JobState
+from golfq.core.job import JobState
 from golfq.core.events import EventKind
 from golfq.core.result import FailureKind
 from golfq.core.spec import Budget, ExperimentSpec

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from golfq.core.broker import JobState
+from golfq.core.job import JobState
 from golfq.core.result import FailureKind
 from golfq.core.spec import parse_spec
 from tests.golfq_helpers import FINAL_LINES, broker, pid_alive, subprocess_env, wait_for  # noqa: F401 (fixtures)

@@ -19,7 +19,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from golfq.core import cost
-from golfq.core.broker import Broker, Lease
+from golfq.core.broker import Broker
+from golfq.core.job import Lease
 from golfq.core.pools import known_pools
 from golfq.core.result import FailureKind, Result
 from golfq.core.spec import ExperimentSpec

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from golfq.core.broker import CompleteOutcome, JobState
+from golfq.core.job import CompleteOutcome, JobState
 from golfq.core.events import EventKind
 
 from tests.contract.helpers import all_events, spec, success

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from golfq.core.broker import CompleteOutcome
+from golfq.core.job import CompleteOutcome
 from golfq.core.pareto import fold, observation
 from golfq.core.result import FailureKind, Result
 

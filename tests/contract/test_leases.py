@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from golfq.core.broker import CompleteOutcome, JobState
+from golfq.core.job import CompleteOutcome, JobState
 from golfq.core.events import EventKind
 from golfq.core.result import FailureKind, Result
 

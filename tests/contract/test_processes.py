@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from golfq.core.backends import open_broker
-from golfq.core.broker import JobState
+from golfq.core.job import JobState
 from golfq.core.events import EventKind
 from golfq.core.result import FailureKind
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from golfq.core.broker import JobState
+from golfq.core.job import JobState
 from golfq.core.events import EventKind
 from golfq.core.result import FailureKind
 

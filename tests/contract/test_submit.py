@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from golfq.core.broker import JobState
+from golfq.core.job import JobState
 from golfq.core.events import EventKind
 from golfq.core.spec import SpecError
 

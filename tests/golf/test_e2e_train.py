@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from golfq.core.backends import open_broker
-from golfq.core.broker import JobState
+from golfq.core.job import JobState
 from golfq.core.spec import Budget, DataRef, ExperimentSpec
 from golfq.producer.client import Client
 from golfq.workers.fleet import Fleet, FleetConfig

@@ -29,7 +29,7 @@ from typing import Protocol
 
 import msgspec
 
-from golfq.core.broker import Job, JobState, Lease
+from golfq.core.job import Job, JobState, Lease
 from golfq.core.pools import known_pools
 from golfq.core.result import FailureKind
 from golfq.core.backends.modal.broker import ModalBroker

@@ -22,7 +22,7 @@ from rq.timeouts import JobTimeoutException
 
 from golfq.core.backends.redis.broker import RedisBroker
 from golfq.core.backends.redis.rq import parse_token
-from golfq.core.broker import JobState
+from golfq.core.job import JobState
 from golfq.core.result import FailureKind
 
 log = logging.getLogger("golfq.rq")

@@ -8,11 +8,11 @@ only to wake claimers and the dispatcher: a Queue get is a destructive pop with 
 ack, so the Queue is never the source of truth. Scripts go to the `APP-artifacts`
 Volume and the Dict holds their paths.
 
-Every mutation runs under the WriterLock (golfq.core.backends.modal.store), applies
-golfq.core.lifecycle to the records it read, and commits records, indexes and events in
-one Dict.update: the shared shape of golfq.core.backends.txn over modal_records.StateTxn. Heartbeats are the exception: the lease holder alone writes
-`hb/JOB/ATTEMPT`, and every read of a leased job takes its deadline from there, so
-busy workers never queue on the lock. docs/modal.md explains the design.
+Every mutation runs under the WriterLock (store.py), applies golfq.core.lifecycle to
+the records it read, and commits records, indexes and events in one Dict.update:
+golfq.core.broker's shared write path over records.StateTxn. Heartbeats are the
+exception: the lease holder alone writes `hb/JOB/ATTEMPT`, and every read of a leased
+job takes its deadline from there, so busy workers never queue on the lock. docs/modal.md explains the design.
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ from urllib.parse import parse_qsl
 import msgspec
 
 from golfq.core import lifecycle
-from golfq.core.backends.txn import TxnBroker
-from golfq.core.broker import BrokerError, Job, JobState, Lease, PoolStats, Stats
+from golfq.core.broker import Broker, BrokerError, Txn
+from golfq.core.job import Job, JobState, Lease, PoolStats, Stats
 from golfq.core.events import Event, EventKind
-from golfq.core.pareto import Front
+from golfq.core.pareto import Observation
 from golfq.core.spec import ExperimentSpec, script_ref
-from golfq.core.backends.modal.records import EVENTS_PER_PAGE, Meta, PoolDoc, ScriptEntry, StateTxn, hb_key
+from golfq.core.backends.modal.records import (EVENTS_PER_PAGE, OBSERVATIONS_PER_PAGE, Meta, PoolDoc, ScriptEntry,
+                                                StateTxn, hb_key)
 from golfq.core.backends.modal.store import LOCK_SECONDS, BlobStore, DictLike, VolumeBlobStore, WriterLock, decode, encode, scan
 
 log = logging.getLogger("golfq.modal")
@@ -71,14 +72,13 @@ def _modal_queue(name: str, env: str | None) -> Any:
     return modal.Queue.from_name(name, environment_name=env, create_if_missing=True)
 
 
-class ModalBroker(TxnBroker):
-    """The Broker protocol over modal.Dict and modal.Queue; see the module docstring."""
+class ModalBroker(Broker):
+    """The broker contract over modal.Dict and modal.Queue; see the module docstring."""
 
     def __init__(self, url: str, clock: Callable[[], float] = time.time, *, dict_factory: Factory | None = None,
                  queue_factory: Factory | None = None, blob_store: BlobStore | None = None,
                  kick: Callable[[], None] | None = None, lock_seconds: float = LOCK_SECONDS) -> None:
-        self.url = url
-        self.clock = clock
+        super().__init__(url, clock)
         self.app, self.environment = parse_url(url)
         real = dict_factory is None
         dict_factory = dict_factory or _modal_dict
@@ -109,11 +109,11 @@ class ModalBroker(TxnBroker):
 
     # -- the write path ------------------------------------------------------------------------
 
-    def _write(self, work: Callable[[StateTxn], Any]) -> Any:
+    def _atomic(self, step: Callable[[StateTxn], Any]) -> Any:
         epoch, deadline = self._lock.acquire()
         try:
-            tx = StateTxn(self.state, self.clock())
-            out = work(tx)
+            tx = StateTxn(self.state, self.clock(), self._overlay)
+            out = step(tx)
             tx.append_events()
             if tx.dirty:
                 if not self._lock.held(epoch, deadline):
@@ -121,13 +121,12 @@ class ModalBroker(TxnBroker):
                 tx.commit()
         finally:
             self._lock.release(epoch)
-        self._after_commit(tx.events)
         return out
 
-    def _after_commit(self, events: list[Event]) -> None:
+    def _after_commit(self, txn: Txn) -> None:
         """Wake claimers and the dispatcher for work that became claimable. Best effort: a lost
         wake-up only delays a claim until the next scheduled dispatch."""
-        fresh = [e for e in events if e.kind in (EventKind.SUBMITTED, EventKind.REQUEUED)]
+        fresh = [e for e in txn.events if e.kind in (EventKind.SUBMITTED, EventKind.REQUEUED)]
         for event in fresh:
             try:
                 self.wake.put(event.job_id, block=False, partition=event.pool, partition_ttl=WAKE_TTL_SECONDS)
@@ -140,9 +139,6 @@ class ModalBroker(TxnBroker):
                 log.warning("could not kick the dispatcher of %s: %s", self.app, error)
 
     # -- submit and scripts --------------------------------------------------------------------
-
-    def submit(self, specs: Sequence[ExperimentSpec]) -> list[Job]:
-        return [self._overlay(job) for job in super().submit(specs)]
 
     def put_script(self, content: bytes) -> str:
         ref = script_ref(bytes(content))
@@ -180,16 +176,17 @@ class ModalBroker(TxnBroker):
 
     def heartbeat(self, lease: Lease, lease_seconds: float = 60.0) -> bool:
         record = decode(self.state.get(f"job/{lease.job_id}"), Job)
-        job = self._overlay(record)
-        extended = lifecycle.heartbeat(job, lease, lease_seconds, self.clock()) if job else None
-        if extended is None:
+        if record is None:
+            return False
+        extended = lifecycle.heartbeat(self._overlay(record), lease, lease_seconds, self.clock())
+        if extended is None or extended.lease_deadline is None:
             return False
         if extended.lease_deadline >= (record.lease_deadline or 0.0):
             # Only moves the deadline later than the record and index say: the reaper reads the
             # heartbeat key before it expires anything, so this needs no lock.
             self.leases.put(hb_key(lease.job_id, lease.attempt), encode(extended.lease_deadline))
             return True
-        return self._write(lambda tx: self._shorten_in(tx, lease, lease_seconds))
+        return bool(self._write(lambda tx: self._shorten_in(tx, lease, lease_seconds)))
 
     def _shorten_in(self, tx: StateTxn, lease: Lease, lease_seconds: float) -> bool:
         """A heartbeat that moves the deadline earlier (the first beat after a long start-up
@@ -202,28 +199,12 @@ class ModalBroker(TxnBroker):
         tx.save(record, extended, ())
         return True
 
-    def _overlay(self, job: Job | None) -> Job | None:
+    def _overlay(self, job: Job) -> Job:
         """A leased job's deadline as its holder's latest heartbeat set it."""
-        if job is None or job.state is not JobState.LEASED:
+        if job.state is not JobState.LEASED:
             return job
         beat = decode(self.leases.get(hb_key(job.id, job.attempt)), float)
         return job if beat is None else msgspec.structs.replace(job, lease_deadline=beat)
-
-    def _reap_in(self, tx: StateTxn) -> list[str]:
-        reaped = []
-        for pool in tx.meta().pools:
-            doc = tx.pool(pool)
-            for job_id, seen in list(doc.leased.items()):
-                if seen > tx.now:
-                    continue
-                record = tx.require(job_id)
-                job = self._overlay(record)
-                if not lifecycle.is_expired(job, tx.now):  # heartbeats moved it: record that, so we look less
-                    tx.save(record, job, ())
-                    continue
-                tx.save(record, *lifecycle.expire(job, tx.now))
-                reaped.append(job_id)
-        return reaped
 
     # -- operations ----------------------------------------------------------------------------
 
@@ -261,7 +242,8 @@ class ModalBroker(TxnBroker):
     # -- reads ---------------------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job | None:
-        return self._overlay(decode(self.state.get(f"job/{job_id}"), Job))
+        job = decode(self.state.get(f"job/{job_id}"), Job)
+        return None if job is None else self._overlay(job)
 
     def list(self, states: Sequence[JobState] = (), pool: str | None = None, tag: str | None = None,
              limit: int | None = None) -> list[Job]:
@@ -296,11 +278,14 @@ class ModalBroker(TxnBroker):
             page += 1
         return out
 
-    def front(self, track: str) -> Front:
-        return decode(self.state.get(f"front/{track}"), Front) or Front(track=track)
-
-    def tracks(self) -> list[str]:
-        return list((decode(self.state.get("meta"), Meta) or Meta()).tracks)
+    def _observations(self, after: int) -> list[tuple[int, Observation]]:
+        observed = (decode(self.state.get("meta"), Meta) or Meta()).observed
+        out: list[tuple[int, Observation]] = []
+        for page in range(after // OBSERVATIONS_PER_PAGE, (observed + OBSERVATIONS_PER_PAGE - 1) // OBSERVATIONS_PER_PAGE):
+            stored = decode(self.state.get(f"obs/{page}"), list[Observation]) or []
+            first = page * OBSERVATIONS_PER_PAGE
+            out += [(first + i + 1, obs) for i, obs in enumerate(stored) if first + i >= after]
+        return out
 
     def close(self) -> None:
         pass

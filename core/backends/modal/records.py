@@ -1,31 +1,32 @@
 """The Modal backend's records in the `APP-state` Dict, and the transaction that keeps them in step.
 
-Keys: `meta` (counters, pools, tracks), `pool/NAME` (the pool's claim order, leases,
-counts, drain flag, GPU usage), `job/ID`, `events/N` (128 events a page), `obs/TRACK`
-and `front/TRACK` (the reducer's input and output), `script/SHA` (a Volume path).
+Keys: `meta` (counters, pools), `pool/NAME` (the pool's claim order, leases, counts,
+drain flag, GPU usage), `job/ID`, `events/N` (128 events a page), `obs/N` (128
+observations a page: the fronts' input), `script/SHA` (a Volume path).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 
-from golfq.core.broker import Job, JobState
+from golfq.core.job import Job, JobState, Lease
 from golfq.core.events import Event
-from golfq.core.pareto import Observation, Reducer
-from golfq.core.backends.modal.store import DictLike, Txn, scan
-from golfq.core.backends.txn import RequireMixin
+from golfq.core.pareto import Observation
+from golfq.core.backends.modal.store import DictLike, DictTxn, scan
+from golfq.core.broker import Txn
 
 EVENTS_PER_PAGE = 128
+OBSERVATIONS_PER_PAGE = 128
 
 
 class Meta(msgspec.Struct):
     seq: int = 0  # the last event's number
     order: int = 0  # the last FIFO position handed out
     pools: list[str] = []
-    tracks: list[str] = []
+    observed: int = 0  # observations appended so far
 
 
 class PoolDoc(msgspec.Struct):
@@ -43,13 +44,16 @@ class ScriptEntry(msgspec.Struct, frozen=True):
     size: int
 
 
-class StateTxn(RequireMixin, Txn):
-    """A write transaction over the state Dict (golfq.core.backends.txn.JobTxn): records, pool
-    indexes, fronts and the events to append."""
+class StateTxn(DictTxn, Txn):
+    """A write transaction over the state Dict (golfq.core.broker.Txn): records, pool
+    indexes, observations and the events to append. `overlay` gives a leased job's
+    deadline as its holder's heartbeats last set it."""
 
-    def __init__(self, store: DictLike, now: float) -> None:
+    def __init__(self, store: DictLike, now: float, overlay: Callable[[Job], Job]) -> None:
         super().__init__(store, now)
+        self.overlay = overlay
         self.events: list[Event] = []
+        self.reaped: list[Lease] = []
 
     def meta(self) -> Meta:
         meta = self.get("meta", Meta)
@@ -69,6 +73,21 @@ class StateTxn(RequireMixin, Txn):
         for key, job in matching:
             self.seed(key, job)  # later reads in this transaction share what the scan saw
         return [self.require(job.id) for _, job in sorted(matching, key=lambda kj: kj[1].order)]
+
+    def expired(self) -> list[Job]:
+        due = []
+        for pool in self.meta().pools:
+            doc = self.pool(pool)
+            for job_id, seen in list(doc.leased.items()):
+                if seen > self.now:
+                    continue
+                record = self.require(job_id)
+                job = self.overlay(record)
+                if job.lease_deadline is not None and job.lease_deadline > self.now:
+                    self.save(record, job, ())  # heartbeats moved it: note that, so the index is looked at less
+                else:
+                    due.append(job)
+        return due
 
     def next_queued(self, pool: str) -> Job | None:
         doc = self.get(f"pool/{pool}", PoolDoc)
@@ -94,16 +113,11 @@ class StateTxn(RequireMixin, Txn):
             self.save(None, job, ())
 
     def observe(self, obs: Observation) -> None:
-        """The reducer's step: add the observation and store the track's new front."""
-        key = f"obs/{obs.track}"
-        observations = self.get(key, list[Observation]) or []
-        observations.append(obs)
-        self.put(key, observations)
-        self.put(f"front/{obs.track}", Reducer().add_all(observations).front(obs.track))
         meta = self.meta()
-        if obs.track not in meta.tracks:
-            meta.tracks = sorted({*meta.tracks, obs.track})
-            self.put("meta", meta)
+        key = f"obs/{meta.observed // OBSERVATIONS_PER_PAGE}"
+        self.put(key, [*(self.get(key, list[Observation]) or []), obs])
+        meta.observed += 1
+        self.put("meta", meta)
 
     def pool(self, name: str) -> PoolDoc:
         doc = self.get(f"pool/{name}", PoolDoc)

@@ -106,7 +106,7 @@ class WriterLock:
         self.store.update({f"lock/{epoch}": encode(LockRecord(self.owner, 0.0, True)), "lock/head": encode(epoch)})
 
 
-class Txn:
+class DictTxn:
     """Reads through a cache, buffers writes; commit() sends them in one Dict.update."""
 
     def __init__(self, store: DictLike, now: float) -> None:

@@ -26,7 +26,7 @@ from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegis
 from rq.serializers import JSONSerializer
 from rq.worker import Worker
 
-from golfq.core.broker import Job
+from golfq.core.job import Job
 
 QUEUE_PREFIX = "golfq:"
 RUN_ATTEMPT = "golfq.workers.rq.job.run_attempt"

@@ -1,51 +1,123 @@
-"""One atomic step of the Redis broker (golfq.core.backends.txn.JobTxn) over a WATCH/MULTI/EXEC pipeline.
+"""One atomic step of the Redis broker (golfq.core.broker.Txn) over a WATCH/MULTI/EXEC pipeline.
 
 Reads WATCH each key before they read it (the pipeline is then in immediate mode),
 writes are buffered and go out in one MULTI/EXEC with the step's events. If any
 watched key changed meanwhile, EXEC fails and redis-py runs the whole step again
 on a fresh RedisTxn, so a step must only read and compute until it commits.
+
+Keys, all under one prefix (default "golfq"), beside RQ's own "rq:" keys:
+  job:<id>        the Job, msgspec JSON           jobs          zset id -> order
+  state:<state>   zset id -> order, per state      counts        hash "<pool>:<state>" -> n
+  ready:<pool>    zset token -> priority, order    leases        zset id -> lease deadline
+  events          stream, entry id "<seq>-0"        seq, order    counters
+  obs             list of Observations (fronts)    scripts       hash ref -> bytes
+  draining        set of pools                     parked:<pool> the RQ list of a draining pool
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
 
+import msgspec
+from redis import Redis
 from redis.client import Pipeline
 
-from golfq.core.backends.redis.reads import decode_job
-from golfq.core.backends.txn import RequireMixin
-from golfq.core.broker import Job, JobState
-from golfq.core.events import Event
+from golfq.core import lifecycle
+from golfq.core.broker import Txn
+from golfq.core.events import Event, encode_event
+from golfq.core.job import Job, JobState, Lease
 from golfq.core.pareto import Observation
+from golfq.core.backends.redis.rq import RQSide, next_token, parse_token
 
-if TYPE_CHECKING:
-    from golfq.core.backends.redis.broker import RedisBroker
+encode = msgspec.json.Encoder().encode
+decode_job = msgspec.json.Decoder(Job).decode
+_PRIORITY_SPAN = 2**41  # ready score = (1000 - priority) * span + order: exact in a double
+
+# Append events: seq numbers and stream ids come from one counter, in commit order.
+APPEND_EVENTS = """
+local seq = 0
+for i = 1, #ARGV do
+  seq = redis.call('INCR', KEYS[1])
+  redis.call('XADD', KEYS[2], seq .. '-0', 'e', ARGV[i])
+end
+return seq
+"""
 
 
-class RedisTxn(RequireMixin):
-    def __init__(self, broker: RedisBroker, pipe: Pipeline, now: float, via_rq: bool = False) -> None:
-        self.broker, self.pipe, self.now, self.via_rq = broker, pipe, now, via_rq
+class Keys:
+    """The key layout above, for one prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.jobs, self.counts, self.leases = f"{prefix}:jobs", f"{prefix}:counts", f"{prefix}:leases"
+        self.events, self.seq, self.order = f"{prefix}:events", f"{prefix}:seq", f"{prefix}:order"
+        self.observations, self.scripts = f"{prefix}:obs", f"{prefix}:scripts"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def state(self, state: JobState) -> str:
+        return f"{self.prefix}:state:{state.value}"
+
+
+def ready_score(job: Job) -> float:
+    return (1000 - job.spec.priority) * _PRIORITY_SPAN + job.order
+
+
+class RedisTxn(Txn):
+    def __init__(self, client: Redis, pipe: Pipeline, keys: Keys, rq: RQSide, append: Callable[..., object],
+                 now: float, via_rq: bool = False) -> None:
+        self.client, self.pipe, self.keys, self.rq, self.append = client, pipe, keys, rq, append
+        self.now, self.via_rq = now, via_rq
         self.events: list[Event] = []
+        self.reaped: list[Lease] = []
         self.saved: list[tuple[Job | None, Job]] = []
         self.created: list[Job] = []
         self.writes: list[Callable[[Pipeline], object]] = []  # other writes for the MULTI
 
+    # -- reads (each watched) ------------------------------------------------------------------
+
     def load_many(self, ids: Sequence[str]) -> dict[str, Job]:
         if not ids:
             return {}
-        keys = [self.broker._job_key(job_id) for job_id in ids]
+        keys = [self.keys.job(job_id) for job_id in ids]
         self.pipe.watch(*keys)
         return {job.id: job for raw in self.pipe.mget(keys) if raw is not None and (job := decode_job(raw))}
 
-    def load(self, job_id: str) -> Job | None:
-        return self.load_many([job_id]).get(job_id)
-
     def jobs_in(self, states: Sequence[JobState]) -> list[Job]:
         # The index is read unwatched; each job is then watched, and read again, under the step.
-        found = self.load_many([m.decode() for s in states for m in self.broker.redis.zrange(
-            self.broker._k("state", s.value), 0, -1)])
+        found = self.load_many([m.decode() for s in states for m in self.client.zrange(self.keys.state(s), 0, -1)])
         return sorted((job for job in found.values() if job.state in states), key=lambda job: job.order)
+
+    def expired(self) -> list[Job]:
+        due = [m.decode() for m in self.client.zrangebyscore(self.keys.leases, "-inf", self.now)]
+        found = self.load_many(due)
+        for job_id in set(due) - set(found):  # a lease entry without a job (purged): drop it
+            self.writes.append(lambda pipe, job_id=job_id: pipe.zrem(self.keys.leases, job_id))
+        return [job for job in found.values() if lifecycle.is_expired(job, self.now)]
+
+    def next_queued(self, pool: str) -> Job | None:
+        """The head of the pool's ready set, as long as its token is the job's next attempt.
+
+        The set is read unwatched (the job record, watched, decides who wins); a stale token
+        (claimed or cancelled elsewhere) is dropped at once, outside the step: it can never
+        become valid again, and left in place it would block the pool.
+        """
+        ready = self.rq.ready_key(pool)
+        while head := self.client.zrange(ready, 0, 0):
+            token = head[0].decode()
+            parsed = parse_token(token)
+            job = self.load_many([parsed[0]]).get(parsed[0]) if parsed else None
+            if job is not None and job.state is JobState.QUEUED and next_token(job) == token:
+                return job
+            self.client.zrem(ready, token)
+        return None
+
+    def draining(self, pool: str) -> bool:
+        self.pipe.watch(self.rq.draining_key)
+        return bool(self.pipe.sismember(self.rq.draining_key, pool))
+
+    # -- buffered writes -----------------------------------------------------------------------
 
     def save(self, old: Job | None, new: Job, events: Iterable[Event]) -> None:
         self.events.extend(events)
@@ -53,31 +125,72 @@ class RedisTxn(RequireMixin):
             self.saved.append((old, new))
 
     def reserve_orders(self, count: int) -> int:
-        return int(self.broker.redis.incrby(self.broker._k("order"), count)) - count + 1  # gaps are harmless
+        return int(self.client.incrby(self.keys.order, count)) - count + 1  # gaps are harmless
 
     def insert(self, jobs: list[Job]) -> None:
         self.created.extend(jobs)
 
-    def draining(self, pool: str) -> bool:
-        self.pipe.watch(self.broker.rq.draining_key)
-        return bool(self.pipe.sismember(self.broker.rq.draining_key, pool))
-
     def set_draining(self, pool: str, draining: bool) -> None:
-        self.writes.append(lambda pipe: (self.broker.rq.park if draining else self.broker.rq.unpark)(pipe, pool))
+        self.writes.append(lambda pipe: (self.rq.park if draining else self.rq.unpark)(pipe, pool))
 
     def observe(self, obs: Observation) -> None:
-        key = self.broker._k("obs", obs.track)
-        self.writes.append(lambda pipe: pipe.hset(key, obs.job_id, self.broker.encode(obs)))
-        self.writes.append(lambda pipe: pipe.sadd(self.broker._k("tracks"), obs.track))
+        self.writes.append(lambda pipe: pipe.rpush(self.keys.observations, encode(obs)))
 
     def commit(self) -> None:
         """Send the buffered writes and events in one MULTI/EXEC (redis-py runs the EXEC)."""
         if not (self.saved or self.created or self.writes or self.events):
             return
         self.pipe.multi()
-        self.broker._write_new(self.pipe, self.created)
+        self._write_new(self.created)
         for old, new in self.saved:
-            self.broker._write_transition(self.pipe, old, new, via_rq=self.via_rq)
+            self._write_transition(old, new)
         for write in self.writes:
             write(self.pipe)
-        self.broker._events(self.pipe, self.events)
+        encoded = [encode_event(e) for e in self.events]
+        if encoded:
+            self.append(keys=[self.keys.seq, self.keys.events], args=encoded, client=self.pipe)
+
+    def _write_transition(self, old: Job | None, new: Job) -> None:
+        pipe, keys = self.pipe, self.keys
+        pipe.set(keys.job(new.id), encode(new))
+        if old is None:
+            pipe.zadd(keys.jobs, {new.id: new.order})
+        if old is None or old.state is not new.state:
+            if old is not None:
+                pipe.zrem(keys.state(old.state), new.id)
+                pipe.hincrby(keys.counts, f"{old.pool}:{old.state.value}", -1)
+            pipe.zadd(keys.state(new.state), {new.id: new.order})
+            pipe.hincrby(keys.counts, f"{new.pool}:{new.state.value}", 1)
+        if new.state is JobState.LEASED:
+            pipe.zadd(keys.leases, {new.id: new.lease_deadline or self.now})
+        elif old is not None and old.state is JobState.LEASED:
+            pipe.zrem(keys.leases, new.id)
+        old_token = next_token(old) if old is not None and old.state is JobState.QUEUED else None
+        new_token = next_token(new) if new.state is JobState.QUEUED else None
+        if old is not None and old_token and old_token != new_token:
+            pipe.zrem(self.rq.ready_key(old.pool), old_token)
+            if not self.via_rq:
+                self.rq.unqueue(pipe, old, cancelled=new.state is JobState.CANCELLED)
+        if new_token and new_token != old_token:
+            score = ready_score(new)
+            pipe.zadd(self.rq.ready_key(new.pool), {new_token: score})
+            self.rq.enqueue(pipe, new, score)
+        if old is not None and old.state in lifecycle.REQUEUEABLE and new.state is JobState.QUEUED:
+            self.rq.forget_failures(pipe, new)
+
+    def _write_new(self, created: list[Job]) -> None:
+        """_write_transition for a batch of new queued jobs, with one command per key instead of per job."""
+        if not created:
+            return
+        pipe, keys = self.pipe, self.keys
+        pipe.mset({keys.job(job.id): encode(job) for job in created})
+        orders = {job.id: job.order for job in created}
+        pipe.zadd(keys.jobs, orders)
+        pipe.zadd(keys.state(JobState.QUEUED), orders)
+        per_pool: dict[str, dict[str, float]] = {}
+        for job in sorted(created, key=ready_score):  # in order: each push is an RPUSH
+            score = per_pool.setdefault(job.pool, {})[next_token(job)] = ready_score(job)
+            self.rq.enqueue(pipe, job, score)
+        for pool, ready in per_pool.items():  # after the pushes, so no push scans for later batch-mates
+            pipe.hincrby(keys.counts, f"{pool}:{JobState.QUEUED.value}", len(ready))
+            pipe.zadd(self.rq.ready_key(pool), ready)

@@ -1,11 +1,10 @@
 """The embedded default backend: one SQLite file in WAL mode, shared by many processes.
 
-Every mutation is one `BEGIN IMMEDIATE` transaction that reads the job records,
-applies golfq.core.lifecycle and writes the records and their events back (the shared
-shape in golfq.core.backends.txn, over sqlite_store.Tx), so the log
-and the records never disagree and a SIGKILL at any instant leaves either the
-whole transition or none of it. The file, its schema, connections and locking
-are in golfq.core.backends.sqlite.store.
+Every mutation is one `BEGIN IMMEDIATE` transaction (golfq.core.broker's `_atomic`)
+that reads the job records, applies golfq.core.lifecycle and writes the records and
+their events back, so the log and the records never disagree and a SIGKILL at any
+instant leaves either the whole transition or none of it. The file, its schema,
+connections and locking are in store.py.
 
 Decisions:
 - claim() reaps expired leases (all pools) in its own transaction before it picks
@@ -13,55 +12,50 @@ Decisions:
   An idle claim polls with a read-only query (cheap in WAL mode, so the pause
   between looks stops growing at 20 ms) and only takes the write lock when there
   is something to claim or reap.
-- The front is computed from stored observations, not kept as reducer state in
-  the database: every counted success appends one golfq.core.pareto.Observation row in
-  its completion transaction, and each process folds the rows it has not seen
-  yet into its own Reducer. Rows are only ever appended, and the fold is order
-  independent, so this equals a fold from scratch; no pickled or versioned
-  reducer state lives at rest. purge() deletes job records only; results and
-  events stay, so fronts and replays do not change.
+- Observations (the fronts' input) are rows appended in the completion
+  transaction; purge() deletes job records only, so fronts and replays never change.
 - A drain or resume that changes nothing appends no event.
 - complete() or fail() for a job that no longer exists (purged) raises KeyError.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import msgspec
 
-from golfq.core import lifecycle
 from golfq.core.backends.sqlite.store import SqliteStore, Tx, decode_job
-from golfq.core.backends.txn import TxnBroker
-from golfq.core.broker import Job, JobState, PoolStats, Stats
+from golfq.core.broker import Broker
+from golfq.core.job import Job, JobState, PoolStats, Stats
 from golfq.core.events import Event
-from golfq.core.pareto import Front, Observation, Reducer
+from golfq.core.pareto import Observation
 from golfq.core.spec import script_ref
 
+T = TypeVar("T")
 _TERMINAL = tuple(s.value for s in JobState if s.terminal)
 _decode_event = msgspec.json.Decoder(Event).decode
 _decode_obs = msgspec.json.Decoder(Observation).decode
 
 
-class SqliteBroker(TxnBroker):
-    """The Broker protocol over one SQLite file; safe for many processes and threads."""
+class SqliteBroker(Broker):
+    """The broker contract over one SQLite file; safe for many processes and threads."""
 
     def __init__(self, url: str, clock: Callable[[], float] = time.time) -> None:
-        self.url = url
-        self.clock = clock
+        super().__init__(url, clock)
         self._store = SqliteStore(url, clock)
-        self._write, self._read = self._store.write, self._store.read
-        self._reducer, self._folded = Reducer(), 0
-        self._front_lock = threading.Lock()
+        self._read = self._store.read
+
+    def _atomic(self, step: Callable[[Tx], T]) -> T:
+        return self._store.write(step)
 
     def __repr__(self) -> str:
         return f"SqliteBroker({self.url!r})"
 
     def put_script(self, content: bytes) -> str:
         ref = script_ref(bytes(content))
-        self._write(lambda tx: tx.conn.execute("INSERT OR IGNORE INTO scripts (sha, content) VALUES (?, ?)",
+        self._atomic(lambda tx: tx.conn.execute("INSERT OR IGNORE INTO scripts (sha, content) VALUES (?, ?)",
                                                (ref, bytes(content))))
         return ref
 
@@ -80,11 +74,6 @@ class SqliteBroker(TxnBroker):
             (pool, pool, self.clock()))
         return bool(worth)
 
-    def _reap_in(self, tx: Tx) -> list[str]:
-        for job in tx.jobs("SELECT body FROM jobs WHERE state = 'leased' AND lease_deadline <= ?", (tx.now,)):
-            tx.save(job, *lifecycle.expire(job, tx.now))
-        return list(tx.changed)
-
     def purge(self, before: float) -> int:
         terminal = f"state IN ({','.join('?' * len(_TERMINAL))}) AND updated_at < ?"
         params = (*_TERMINAL, before)
@@ -93,7 +82,7 @@ class SqliteBroker(TxnBroker):
             tx.conn.execute(f"DELETE FROM job_tags WHERE job_id IN (SELECT id FROM jobs WHERE {terminal})", params)
             return tx.conn.execute(f"DELETE FROM jobs WHERE {terminal}", params).rowcount
 
-        return self._write(work)
+        return self._atomic(work)
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -138,22 +127,9 @@ class SqliteBroker(TxnBroker):
         rows = self._read("SELECT body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, max(limit, 0)))
         return [_decode_event(row[0]) for row in rows]
 
-    def front(self, track: str) -> Front:
-        with self._front_lock:
-            self._catch_up()
-            return self._reducer.front(track)
-
-    def tracks(self) -> list[str]:
-        with self._front_lock:
-            self._catch_up()
-            return self._reducer.tracks()
-
-    def _catch_up(self) -> None:
-        """Fold in the observations other transactions appended since the last look."""
-        rows = self._read("SELECT seq, body FROM observations WHERE seq > ? ORDER BY seq", (self._folded,))
-        for seq, body in rows:
-            self._reducer.add(_decode_obs(body))
-            self._folded = seq
+    def _observations(self, after: int) -> list[tuple[int, Observation]]:
+        rows = self._read("SELECT seq, body FROM observations WHERE seq > ? ORDER BY seq", (after,))
+        return [(seq, _decode_obs(body)) for seq, body in rows]
 
     def close(self) -> None:
         self._store.close()

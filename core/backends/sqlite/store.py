@@ -26,10 +26,10 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
-from golfq.core.broker import BrokerError, Job, JobState
+from golfq.core.broker import BrokerError, Txn
+from golfq.core.job import Job, JobState, Lease
 from golfq.core.events import Event
 from golfq.core.pareto import Observation
-from golfq.core.backends.txn import RequireMixin
 
 DEFAULT_PATH = ".golfq/golfq.db"
 SCHEMA_VERSION = 1
@@ -96,20 +96,16 @@ def _is_busy(error: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-class Tx(RequireMixin):
-    """One transaction (golfq.core.backends.txn.JobTxn): loads and saves jobs, numbers events as it appends them."""
+class Tx(Txn):
+    """One transaction (golfq.core.broker.Txn): loads and saves jobs, numbers events as it appends them."""
 
     def __init__(self, conn: sqlite3.Connection, now: float) -> None:
         self.conn, self.now = conn, now
         self.events: list[Event] = []
-        self.changed: list[str] = []
+        self.reaped: list[Lease] = []
 
     def jobs(self, sql: str, params: Sequence = ()) -> list[Job]:
         return [decode_job(row[0]) for row in self.conn.execute(sql, params)]
-
-    def load(self, job_id: str) -> Job | None:
-        found = self.jobs("SELECT body FROM jobs WHERE id = ?", (job_id,))
-        return found[0] if found else None
 
     def load_many(self, ids: Sequence[str]) -> dict[str, Job]:
         found: dict[str, Job] = {}
@@ -123,6 +119,9 @@ class Tx(RequireMixin):
         marks = ",".join("?" * len(states))
         return self.jobs(f"SELECT body FROM jobs WHERE state IN ({marks}) ORDER BY ord", [s.value for s in states])
 
+    def expired(self) -> list[Job]:
+        return self.jobs("SELECT body FROM jobs WHERE state = 'leased' AND lease_deadline <= ?", (self.now,))
+
     def next_queued(self, pool: str) -> Job | None:
         found = self.jobs("SELECT body FROM jobs WHERE pool = ? AND state = 'queued' "
                           "ORDER BY priority DESC, ord LIMIT 1", (pool,))
@@ -133,7 +132,6 @@ class Tx(RequireMixin):
         if new is not old:
             self.conn.execute("UPDATE jobs SET state = ?, lease_deadline = ?, updated_at = ?, body = ? WHERE id = ?",
                               (new.state.value, new.lease_deadline, new.updated_at, encode(new), new.id))
-            self.changed.append(new.id)
         self.events.extend(events)
 
     def reserve_orders(self, count: int) -> int:
