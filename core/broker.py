@@ -32,7 +32,7 @@ from golfq.core.errors import GolfqError
 from golfq.core.events import Event, EventKind
 from golfq.core.job import CompleteOutcome, Job, JobState, Lease, Stats
 from golfq.core.pareto import Front, Observation, Reducer, observation
-from golfq.core.result import FailureKind, Result
+from golfq.core.result import FailureKind, ProgressPoint, Result
 from golfq.core.spec import ExperimentSpec, SpecError, check_pool
 
 T = TypeVar("T")
@@ -139,6 +139,13 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def _observations(self, after: int) -> list[tuple[int, Observation]]:
         """Stored observations past position `after`, with their positions, in order."""
+
+    @abc.abstractmethod
+    def report_progress(self, job_id: str, attempt: int, points: Sequence[ProgressPoint]) -> None:
+        """Append points to one attempt's curve. Only that attempt's runner writes it, so no lock."""
+
+    @abc.abstractmethod
+    def _curve(self, job_id: str, attempt: int) -> list[ProgressPoint]: ...
 
     @abc.abstractmethod
     def put_script(self, content: bytes) -> str:
@@ -284,6 +291,23 @@ class Broker(abc.ABC):
             return failed.state
 
         return self._write(step)
+
+    def stop(self, lease: Lease, reason: str, result: Result | None = None) -> JobState:
+        """End the attempt early for a stopping rule (state `stopped`); a late call is superseded."""
+        def step(tx: Txn) -> JobState:
+            job = tx.require(lease.job_id)
+            stopped, events = lifecycle.stop(job, lease, reason, tx.now, result)
+            tx.save(job, stopped, events)
+            return stopped.state
+
+        return self._write(step)
+
+    def curve(self, job_id: str, attempt: int | None = None) -> list[ProgressPoint]:
+        """One attempt's live curve (default: the job's latest attempt), oldest point first."""
+        if attempt is None:
+            job = self.get(job_id)
+            attempt = job.attempt if job is not None else 0
+        return self._curve(job_id, attempt) if attempt else []
 
     def reap(self) -> list[str]:
         """Treat every expired lease as an infra failure; return the affected job ids."""

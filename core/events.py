@@ -18,6 +18,7 @@ class EventKind(str, enum.Enum):
     REQUEUED = "requeued"
     DEAD = "dead"
     CANCELLED = "cancelled"
+    STOPPED = "stopped"  # a stopping rule ended the attempt early
     SUPERSEDED = "superseded"  # a result from an attempt that no longer holds the lease
     DRAINED = "drained"
     RESUMED = "resumed"

@@ -21,6 +21,7 @@ class JobState(str, enum.Enum):
     FAILED = "failed"  # the experiment failed (user) and its retries are spent
     DEAD = "dead"  # infra/timeout retries spent: the system gave up
     CANCELLED = "cancelled"
+    STOPPED = "stopped"  # ended early by a stopping rule: not a failure, never on a front; requeue resumes it
 
     @property
     def terminal(self) -> bool:
@@ -68,6 +69,7 @@ class PoolStats(msgspec.Struct, frozen=True, kw_only=True):
     failed: int = 0
     dead: int = 0
     cancelled: int = 0
+    stopped: int = 0
     draining: bool = False
 
 

@@ -101,7 +101,17 @@ def cancel(job: Job, now: float) -> Transition:
     return job, [_event(EventKind.CANCELLED, job, now)]
 
 
-REQUEUEABLE = (JobState.FAILED, JobState.DEAD, JobState.CANCELLED)
+def stop(job: Job, lease: Lease, reason: str, now: float, result: Result | None = None) -> Transition:
+    """A stopping rule ended the attempt: its own terminal state, its result (curve, GPU-seconds) kept."""
+    if not holds(job, lease):
+        late = _event(EventKind.SUPERSEDED, job, now, worker_id=lease.worker_id, error=reason, result=result)
+        return job, [msgspec.structs.replace(late, attempt=lease.attempt)]
+    job = _replace(job, state=JobState.STOPPED, result=result or job.result, error=reason, lease_deadline=None,
+                   worker_id="", updated_at=now)
+    return job, [_event(EventKind.STOPPED, job, now, worker_id=lease.worker_id, error=reason, result=result)]
+
+
+REQUEUEABLE = (JobState.FAILED, JobState.DEAD, JobState.CANCELLED, JobState.STOPPED)
 
 
 def requeue(job: Job, now: float) -> Transition:

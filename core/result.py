@@ -50,3 +50,15 @@ class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     @property
     def succeeded(self) -> bool:
         return self.status == "succeeded"
+
+
+class ProgressPoint(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One point of an attempt's live curve, read from its progress lines as it trains."""
+
+    at: float  # when the worker saw it (unix seconds)
+    step: int | None = None
+    train_seconds: float | None = None  # training time at this point (the log's train_time)
+    train_loss: float | None = None
+    val_loss: float | None = None
+    val_bpb: float | None = None
+    extra: dict[str, float] = {}  # what a script's golfq progress line adds

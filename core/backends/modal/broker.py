@@ -32,6 +32,7 @@ from golfq.core.broker import Broker, BrokerError, Txn
 from golfq.core.job import Job, JobState, Lease, PoolStats, Stats
 from golfq.core.events import Event, EventKind
 from golfq.core.pareto import Observation
+from golfq.core.result import ProgressPoint
 from golfq.core.spec import ExperimentSpec, script_ref
 from golfq.core.backends.modal.records import (EVENTS_PER_PAGE, OBSERVATIONS_PER_PAGE, Meta, PoolDoc, ScriptEntry,
                                                 StateTxn, hb_key)
@@ -40,6 +41,7 @@ from golfq.core.backends.modal.store import LOCK_SECONDS, BlobStore, DictLike, V
 log = logging.getLogger("golfq.modal")
 
 WAKE_TTL_SECONDS = 24 * 3600
+CURVE_PER_PAGE = 256
 _APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
 Factory = Callable[[str, "str | None"], Any]
 
@@ -277,6 +279,31 @@ class ModalBroker(Broker):
             out += [e for e in events if after_seq < e.seq <= last]
             page += 1
         return out
+
+    def report_progress(self, job_id: str, attempt: int, points: Sequence[ProgressPoint]) -> None:
+        """The attempt's runner alone writes its curve keys: a page list and their count, no lock."""
+        if not points:
+            return
+        count_key = f"curve/{job_id}/{attempt}"
+        count = decode(self.leases.get(count_key), int) or 0
+        page = count // CURVE_PER_PAGE
+        stored = decode(self.leases.get(f"{count_key}/{page}"), list[ProgressPoint]) or []
+        updates: dict[str, bytes] = {}
+        for point in points:
+            if len(stored) == CURVE_PER_PAGE:
+                page, stored = page + 1, []
+            stored.append(point)
+            updates[f"{count_key}/{page}"] = encode(stored)
+            count += 1
+        updates[count_key] = encode(count)
+        self.leases.update(updates)
+
+    def _curve(self, job_id: str, attempt: int) -> list[ProgressPoint]:
+        count = decode(self.leases.get(f"curve/{job_id}/{attempt}"), int) or 0
+        out: list[ProgressPoint] = []
+        for page in range((count + CURVE_PER_PAGE - 1) // CURVE_PER_PAGE):
+            out += decode(self.leases.get(f"curve/{job_id}/{attempt}/{page}"), list[ProgressPoint]) or []
+        return out[:count]
 
     def _observations(self, after: int) -> list[tuple[int, Observation]]:
         observed = (decode(self.state.get("meta"), Meta) or Meta()).observed

@@ -31,12 +31,14 @@ from golfq.core.broker import Broker, BrokerError, Txn
 from golfq.core.events import Event, decode_event
 from golfq.core.job import Job, JobState, Lease, PoolStats, Stats
 from golfq.core.pareto import Observation
-from golfq.core.result import FailureKind
+from golfq.core.result import FailureKind, ProgressPoint
 from golfq.core.spec import script_ref
 
 Clock = Callable[[], float]
 T = TypeVar("T")
 _decode_obs = msgspec.json.Decoder(Observation).decode
+_decode_point = msgspec.json.Decoder(ProgressPoint).decode
+_encode = msgspec.json.Encoder().encode
 
 
 def redact(url: str) -> str:
@@ -265,6 +267,13 @@ class RedisBroker(Broker):
         entries = self.redis.xrange(self.keys.events, min=str(after_seq + 1), max="+", count=limit)
         return [msgspec.structs.replace(decode_event(fields[b"e"]), seq=int(entry_id.split(b"-")[0]))
                 for entry_id, fields in entries]
+
+    def report_progress(self, job_id: str, attempt: int, points: Sequence[ProgressPoint]) -> None:
+        if points:
+            self.redis.rpush(self.keys.curve(job_id, attempt), *(_encode(p) for p in points))
+
+    def _curve(self, job_id: str, attempt: int) -> list[ProgressPoint]:
+        return [_decode_point(raw) for raw in self.redis.lrange(self.keys.curve(job_id, attempt), 0, -1)]
 
     def _observations(self, after: int) -> list[tuple[int, Observation]]:
         raws = self.redis.lrange(self.keys.observations, after, -1)

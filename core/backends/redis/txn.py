@@ -12,6 +12,7 @@ Keys, all under one prefix (default "golfq"), beside RQ's own "rq:" keys:
   events          stream, entry id "<seq>-0"        seq, order    counters
   obs             list of Observations (fronts)    scripts       hash ref -> bytes
   draining        set of pools                     parked:<pool> the RQ list of a draining pool
+  curve:<id>:<n>  list of an attempt's ProgressPoints (its runner alone appends)
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ class Keys:
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
+
+    def curve(self, job_id: str, attempt: int) -> str:
+        return f"{self.prefix}:curve:{job_id}:{attempt}"
 
     def state(self, state: JobState) -> str:
         return f"{self.prefix}:state:{state.value}"

@@ -31,12 +31,15 @@ from golfq.core.broker import Broker
 from golfq.core.job import Job, JobState, PoolStats, Stats
 from golfq.core.events import Event
 from golfq.core.pareto import Observation
+from golfq.core.result import ProgressPoint
 from golfq.core.spec import script_ref
 
 T = TypeVar("T")
 _TERMINAL = tuple(s.value for s in JobState if s.terminal)
 _decode_event = msgspec.json.Decoder(Event).decode
 _decode_obs = msgspec.json.Decoder(Observation).decode
+_decode_point = msgspec.json.Decoder(ProgressPoint).decode
+_encode = msgspec.json.Encoder().encode
 
 
 class SqliteBroker(Broker):
@@ -126,6 +129,16 @@ class SqliteBroker(Broker):
     def events(self, after_seq: int = 0, limit: int = 1000) -> list[Event]:
         rows = self._read("SELECT body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, max(limit, 0)))
         return [_decode_event(row[0]) for row in rows]
+
+    def report_progress(self, job_id: str, attempt: int, points: Sequence[ProgressPoint]) -> None:
+        rows = [(job_id, attempt, _encode(p)) for p in points]
+        if rows:
+            self._atomic(lambda tx: tx.conn.executemany(
+                "INSERT INTO progress (job_id, attempt, body) VALUES (?, ?, ?)", rows))
+
+    def _curve(self, job_id: str, attempt: int) -> list[ProgressPoint]:
+        rows = self._read("SELECT body FROM progress WHERE job_id = ? AND attempt = ? ORDER BY seq", (job_id, attempt))
+        return [_decode_point(row[0]) for row in rows]
 
     def _observations(self, after: int) -> list[tuple[int, Observation]]:
         rows = self._read("SELECT seq, body FROM observations WHERE seq > ? ORDER BY seq", (after,))
