@@ -73,7 +73,9 @@ def _work(kind: str, url: str, worker_id: str, ready, report) -> None:
         ready.wait()
         done = claim_noops(broker, worker_id)
     else:
-        os.environ["GOLFQ_RQ_RUNNER"] = "bench.broker_redis:noop_runner"
+        from golfq.workers.rq import job as rq_job
+
+        rq_job.config = rq_job.HorseConfig(runner="bench.broker_redis:noop_runner")
         queue = broker.rq.queue("cpu") if kind == "golfq-rq" else RQ_QUEUE
         worker = SimpleWorker([queue], connection=broker.redis, serializer="json", name=f"{worker_id}-{os.getpid()}")
         ready.wait()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
@@ -72,6 +73,10 @@ class DataRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     dataset: str = "fineweb10B_sp1024"
     tokenizer: str = "fineweb_1024_bpe"
+
+    def paths(self, root: Path) -> tuple[Path, Path]:
+        """(DATA_PATH, TOKENIZER_PATH) under a data root, in the challenge's layout."""
+        return root / "datasets" / self.dataset, root / "tokenizers" / f"{self.tokenizer}.model"
 
     def __post_init__(self) -> None:
         for field in ("dataset", "tokenizer"):

@@ -53,8 +53,7 @@ def rq_list(broker, pool="cpu", parked=False):
 
 
 def work(broker, monkeypatch, tmp_path):
-    monkeypatch.setenv(rq_job.ENV_RUNNER, STAND_IN)
-    monkeypatch.setenv(rq_job.ENV_WORK_DIR, str(tmp_path))
+    monkeypatch.setattr(rq_job, "config", rq_job.HorseConfig(runner=STAND_IN, work_dir=tmp_path))
     worker = SimpleWorker([broker.rq.queue("cpu")], connection=broker.redis, serializer=JSONSerializer)
     worker.work(burst=True)
 

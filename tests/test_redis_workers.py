@@ -175,3 +175,48 @@ def test_rq_tools_see_golfq_queues_and_rq_stop_cancels_a_running_job(server, tmp
         workers.stop()
     assert broker.get(job.id).state is JobState.CANCELLED
     assert broker.stats().extra["rq.cpu.started"] == 0
+
+
+def test_a_token_taken_by_a_worker_that_died_before_claiming_comes_back_within_detection_time(server, tmp_path):
+    """The window: RQ moved the token into its started registry, then the machine died before the
+    work horse claimed golfq's attempt. No lease exists, so only the stranded-token sweep can help."""
+    broker = RedisBroker(server.url)
+    (job,) = submit(broker, 1, sleep=0.1)
+    q = broker.rq.queue("cpu")
+    tok = token(job.id, 1)
+    assert broker.redis.lpop(q.key).decode() == tok  # what a worker's dequeue does ...
+    broker.redis.zadd(q.started_job_registry.key, {f"{tok}:dead-execution": time.time() + 3600})
+    broker.redis.hset(f"rq:job:{tok}", "status", "started")  # ... and then it died
+    died_at = time.time()
+    workers = Workers(server.url, tmp_path / "runs", concurrency=1)
+    try:
+        wait_for(lambda: broker.get(job.id).state is JobState.SUCCEEDED, DETECT + 20, "the stranded job to run")
+    finally:
+        workers.stop()
+    by_job = assert_each_succeeded_once(broker, [job])
+    claimed = next(e for e in by_job[job.id] if e.kind is EventKind.CLAIMED)
+    assert claimed.attempt == 1 and claimed.ts - died_at <= DETECT + 2.0  # back within detection, not RQ's ~11 min
+    assert not [e for e in by_job[job.id] if e.kind is EventKind.FAILED]  # nothing ran, so nothing failed
+    assert broker.redis.zcard(q.started_job_registry.key) == 0
+
+
+def _rq_worker_pids(broker: RedisBroker) -> list[int]:
+    from rq import Worker
+
+    return [w.pid for w in Worker.all(connection=broker.redis, queue=broker.rq.queue("cpu")) if w.pid]
+
+
+def test_killing_the_supervisor_takes_its_rq_workers_and_releases_their_job(server, tmp_path):
+    broker = RedisBroker(server.url)
+    (job,) = submit(broker, 1, sleep=60)
+    workers = Workers(server.url, tmp_path / "runs", concurrency=2)
+    pids = wait_for(lambda: len(_rq_worker_pids(broker)) == 2 and _rq_worker_pids(broker), 30, "2 RQ workers")
+    wait_for(lambda: broker.get(job.id).state is JobState.LEASED, 30, "the job to start")
+    train = int(wait_for(lambda: next((tmp_path / "runs").glob("*-1/pids"), None), 10, "pids").read_text().split()[0])
+    workers.proc.send_signal(signal.SIGKILL)  # the supervisor dies without a word
+    workers.proc.wait()
+    wait_for(lambda: all(_exited(pid) for pid in pids), 20, "its RQ workers to exit")
+    wait_for(lambda: _exited(train), 20, "the training process to stop")
+    after = broker.get(job.id)
+    assert after.state is JobState.QUEUED and after.failures == {"infra": 1}  # released, not left to expire
+    assert "shut down" in after.error

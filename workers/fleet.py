@@ -25,19 +25,17 @@ from golfq.core.broker import Broker
 from golfq.core.job import Lease
 from golfq.core.pools import get_pool
 from golfq.core.result import Result
-from golfq.workers.runner import run_lease
+from golfq.core.settings import settings
+from golfq.workers.runner import run_claimed
 
 log = logging.getLogger("golfq.fleet")
-
-DEFAULT_WORK_ROOT = Path(".golfq") / "runs"
-
 
 class FleetError(GolfqError, ValueError):
     """A fleet cannot be set up as asked (bad GPU list, unknown pool); one line."""
 
 
 def work_root_default() -> Path:
-    return Path(os.environ.get("GOLFQ_WORK_DIR") or DEFAULT_WORK_ROOT)
+    return settings().work_dir
 
 
 # How long one claim call may wait for work, on every backend. Each backend wakes a
@@ -88,7 +86,7 @@ class FleetConfig:
 @dataclass
 class FleetSummary:
     results: list[Result] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)  # runner crashes; their leases expire and are reaped
+    errors: list[str] = field(default_factory=list)  # runner crashes (each failed its attempt at once)
 
     def counts(self) -> Counter:
         return Counter(r.status for r in self.results)
@@ -196,15 +194,17 @@ class Fleet:
         try:
             if self._on_start:
                 self._on_start(lease, gpus)
-            result = run_lease(broker, lease, work_root=self.config.work_root, gpus=gpus,
-                               heartbeat_seconds=self.config.heartbeat_seconds,
-                               lease_seconds=self.config.lease_seconds, worker_id=worker_id, stop=self._abort)
+            result = run_claimed(broker, lease, work_root=self.config.work_root, gpus=gpus,
+                                 heartbeat_seconds=self.config.heartbeat_seconds,
+                                 lease_seconds=self.config.lease_seconds, worker_id=worker_id, stop=self._abort)
             with self._lock:
                 self.summary.results.append(result)
+                if result.error and result.error.startswith("runner error:"):
+                    self.summary.errors.append(f"{lease.job_id}: {result.error}")
             if self._on_finish:
                 self._on_finish(lease, result)
-        except Exception as error:  # the lease expires and the reaper queues the job again
-            log.exception("runner crashed on %s", lease.job_id)
+        except Exception as error:  # an announcement hook failed; the attempt itself was reported
+            log.exception("after %s", lease.job_id)
             with self._lock:
                 self.summary.errors.append(f"{lease.job_id}: {type(error).__name__}: {error}")
         finally:

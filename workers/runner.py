@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 from golfq.core import cost
@@ -23,83 +25,20 @@ from golfq.core.broker import Broker
 from golfq.core.job import Lease
 from golfq.core.pools import known_pools
 from golfq.core.result import FailureKind, Result
-from golfq.core.spec import ExperimentSpec
+from golfq.core.spec import BUILTIN
+from golfq.workers.attempt import (LOG_NAME, SCRIPT_NAME, attempt_dir, attempt_env, missing_data, process_count,
+                                   training_command)
 from golfq.workers.metrics import Metrics, parse_log_file, usable_score
 from golfq.workers.process import DEFAULT_LOG_MAX_BYTES, GroupProcess
 
 log = logging.getLogger("golfq.runner")
 
-LOG_NAME = "train.log"
-SCRIPT_NAME = "train_gpt.py"
-BUILTIN_MODULE = "golfq.workers.golf.train"
 KILL_GRACE_SECONDS = 10.0
 LOG_TAIL_LINES = 40
-
-
-def _fallback_dataset_paths(dataset: str, tokenizer: str, root: Path) -> tuple[Path, Path]:
-    return root / "datasets" / dataset, root / "tokenizers" / f"{tokenizer}.model"
-
-
-def _data_paths(spec: ExperimentSpec) -> tuple[Path, Path]:
-    try:
-        from golfq.workers.golf.prepare import data_root, dataset_paths
-    except ImportError:  # the trainer's extras are optional on a worker that only runs scripts
-        env = os.environ.get("GOLFQ_DATA_DIR")
-        root = Path(env).expanduser() if env else Path.home() / ".cache" / "golfq" / "data"
-        return _fallback_dataset_paths(spec.data.dataset, spec.data.tokenizer, root)
-    return dataset_paths(spec.data.dataset, spec.data.tokenizer, data_root())
-
-
-def attempt_dir(work_root: Path, job_id: str, attempt: int) -> Path:
-    """Where an attempt runs and keeps its log; `golfq logs` looks here too."""
-    return Path(work_root) / f"{job_id}-{attempt}"
-
-
-def process_count(spec: ExperimentSpec, gpus: str | None) -> int:
-    """Processes per attempt: one per GPU the job was given, else the pool's GPU count."""
-    if gpus:
-        return len([d for d in gpus.split(",") if d.strip()])
-    pool = known_pools().get(spec.pool)
-    return max(1, pool.gpus if pool else 1)
-
-
-def training_command(script: Path | None, nproc: int, python: str = sys.executable) -> list[str]:
-    """`python SCRIPT` or `python -m golfq.workers.golf.train`, under torchrun for more than one GPU."""
-    target = [str(script)] if script is not None else ["-m", BUILTIN_MODULE]
-    if nproc <= 1:
-        return [python, *target]
-    return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *target]
-
-
-def _number(value: float) -> str:
-    """600.0 -> "600", 0.5 -> "0.5": what float() and int()-minded trainers both read."""
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-def attempt_env(lease: Lease, workdir: Path, gpus: str | None,
-                base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The child's environment: the worker's, then the spec's hyperparameters, then golfq's own."""
-    spec = lease.spec
-    data_path, tokenizer_path = _data_paths(spec)
-    env = dict(os.environ if base is None else base)
-    env.update(spec.env)
-    env.update({
-        "SEED": str(spec.seed),
-        "MAX_WALLCLOCK_SECONDS": _number(spec.budget.train_seconds),
-        "DATA_PATH": str(data_path),
-        "TOKENIZER_PATH": str(tokenizer_path),
-        "ARTIFACT_DIR": str(workdir / "artifacts"),
-        "RUN_ID": f"{lease.job_id}-{lease.attempt}",
-        "GOLFQ_JOB_ID": lease.job_id,
-        "GOLFQ_ATTEMPT": str(lease.attempt),
-        "PYTHONUNBUFFERED": "1",
-    })
-    pool = known_pools().get(spec.pool)
-    if gpus is not None:
-        env["CUDA_VISIBLE_DEVICES"] = gpus
-    elif pool is not None and pool.gpus == 0:
-        env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU job must not grab a GPU that another job was given
-    return env
+# How long a finished attempt's result is held while the queue cannot be reached, retried
+# every few seconds: a result is worth more than the worker's time.
+HOLD_RESULT_SECONDS = 3600.0
+HOLD_RETRY_SECONDS = 2.0
 
 
 def _tail(path: Path, lines: int = LOG_TAIL_LINES, max_chars: int = 4000) -> str:
@@ -156,9 +95,9 @@ def _classify(outcome: str, returncode: int | None, metrics: Metrics, hard_timeo
     if outcome == _Outcome.RELEASED:
         return FailureKind.INFRA, "worker shut down before the job finished; lease released"
     if returncode:
-        how = f"killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
         last = _last_line(tail)
-        return FailureKind.USER, f"training process {how}" + (f": {last}" if last else "")
+        kind, how = _exit_cause(returncode)
+        return kind, f"training process {how}" + (f": {last}" if last else "")
     if metrics.val_bpb is None:
         return FailureKind.USER, ("training process exited 0 but reported no val_bpb (expected a "
                                   "'final_..._exact val_loss:X val_bpb:Y' line or a 'GOLFQ_RESULT {json}' line)")
@@ -167,17 +106,47 @@ def _classify(outcome: str, returncode: int | None, metrics: Metrics, hard_timeo
     return None, None
 
 
-def _report(call: Callable[[], object], what: str, tries: int = 3) -> None:
-    """Results are precious: retry a transient broker error before giving up (the lease then expires)."""
-    for attempt in range(tries):
+def _exit_cause(returncode: int) -> tuple[FailureKind, str]:
+    """How a non-zero exit reads, and whose fault it is.
+
+    SIGKILL from outside the worker is almost always the kernel's OOM killer: the
+    experiment asked for more memory than the machine has, and would again, so it is a
+    `user` failure (not retried unless the spec asks). Other signals (SIGTERM from a
+    preempted or shut-down machine, SIGHUP) say nothing against the experiment: `infra`.
+    torchrun reports a rank killed by a signal as exit code 128 + the signal.
+    """
+    sig = -returncode if returncode < 0 else returncode - 128 if 128 < returncode < 128 + 65 else 0
+    if not sig:
+        return FailureKind.USER, f"exited with code {returncode}"
+    name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
+    if sig == signal.SIGKILL:
+        return FailureKind.USER, f"killed by signal {sig} ({name}: out of memory?)"
+    return FailureKind.INFRA, f"killed by signal {sig} ({name})"
+
+
+def _report(call: Callable[[], object], what: str) -> None:
+    """Deliver a result, holding it through a queue outage: retried every few seconds until delivered.
+
+    A worker that gives up throws away a finished training run, so it waits for the store;
+    should the lease have expired meanwhile, the broker keeps the late result as superseded.
+    """
+    give_up = time.monotonic() + HOLD_RESULT_SECONDS
+    held_since: float | None = None
+    while True:
         try:
             call()
-            return
         except Exception as error:
-            if attempt == tries - 1:
+            if time.monotonic() >= give_up:
                 raise
-            log.warning("%s failed (%s); retrying", what, error)
-            time.sleep(0.5 * 2**attempt)
+            if held_since is None:
+                held_since = time.monotonic()
+                log.warning("%s: queue unreachable (%s); holding the result and retrying every %g s",
+                            what, " ".join(str(error).split())[:200], HOLD_RETRY_SECONDS)
+            time.sleep(HOLD_RETRY_SECONDS)
+            continue
+        if held_since is not None:
+            log.warning("%s: delivered after holding it %.0f s", what, time.monotonic() - held_since)
+        return
 
 
 def _build_result(lease: Lease, *, metrics: Metrics, failure: FailureKind | None, error: str | None,
@@ -221,7 +190,7 @@ def _prepare(broker: Broker, lease: Lease, workdir: Path) -> Path | None:
         shutil.rmtree(workdir)
     (workdir / "artifacts").mkdir(parents=True)
     ref = lease.spec.trainer
-    if ref == "builtin":
+    if ref == BUILTIN:
         return None
     script = workdir / SCRIPT_NAME
     script.write_bytes(broker.get_script(ref))
@@ -247,6 +216,8 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
     """
     spec = lease.spec
     workdir = attempt_dir(Path(work_root).absolute(), lease.job_id, lease.attempt)
+    if problem := missing_data(spec):
+        return _fail_early(broker, lease, problem, FailureKind.USER, worker_id)
     try:
         script = _prepare(broker, lease, workdir)
     except KeyError:
@@ -289,3 +260,16 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
         _report(lambda: broker.fail(lease, error or "failed", failure, result), f"fail {lease.job_id}")
     return result
 
+
+
+def run_claimed(broker: Broker, lease: Lease, **options: Any) -> Result:
+    """run_lease for a lease just claimed, as every worker kind runs one (local fleet, RQ work
+    horse, Modal pool function): a crash of the runner itself fails the attempt at once with its
+    message (an `infra` failure: retried by its budget), rather than leaving the lease to expire
+    and the same crash to come round again unexplained."""
+    try:
+        return run_lease(broker, lease, **options)
+    except Exception as error:
+        log.exception("runner crashed on %s attempt %d", lease.job_id, lease.attempt)
+        message = f"runner error: {type(error).__name__}: {' '.join(str(error).split())}"[:500]
+        return _fail_early(broker, lease, message, FailureKind.INFRA, options.get("worker_id", ""))

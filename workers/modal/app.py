@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import modal
 
+from golfq.core.settings import settings
+
 from golfq.workers.modal.config import ModalConfig, ModalConfigError, PoolConfig, as_json, load_config
 
-APP_NAME = os.environ.get("GOLFQ_MODAL_APP", "golfq")
-ENVIRONMENT = os.environ.get("GOLFQ_MODAL_ENV") or None
+APP_NAME = settings().modal_app
+ENVIRONMENT = settings().modal_env
 CONFIG: ModalConfig = load_config()
 QUEUE_URL = f"modal://{APP_NAME}" + (f"?env={ENVIRONMENT}" if ENVIRONMENT else "")
 DATA_MOUNT = "/data"
@@ -100,13 +104,13 @@ def open_job_broker():
     """The queue the containers report to (tests replace this with an in-memory broker)."""
     from golfq.core.backends import open_broker
 
-    return open_broker(os.environ.get("GOLFQ_QUEUE", QUEUE_URL))
+    return open_broker(QUEUE_URL)
 
 
 def run_job(payload: bytes) -> str:
     """One spawned call: the lease the dispatcher claimed, run end to end by the shared runner."""
     from golfq.workers.modal.dispatch import read_lease
-    from golfq.workers.runner import run_lease
+    from golfq.workers.runner import run_claimed
 
     lease = read_lease(payload)
     broker = open_job_broker()
@@ -114,8 +118,8 @@ def run_job(payload: bytes) -> str:
         # At-least-once: a re-run of a finished or superseded lease must not train again.
         if not broker.heartbeat(lease, CONFIG.lease_seconds):
             return f"{lease.job_id}#{lease.attempt}: lease no longer held, nothing to run"
-        work_root = Path(os.environ.get("GOLFQ_ARTIFACTS_MOUNT", ARTIFACTS_MOUNT)) / "runs"
-        result = run_lease(broker, lease, work_root=work_root, heartbeat_seconds=CONFIG.heartbeat_seconds,
+        work_root = (settings().artifacts_mount or Path(ARTIFACTS_MOUNT)) / "runs"
+        result = run_claimed(broker, lease, work_root=work_root, heartbeat_seconds=CONFIG.heartbeat_seconds,
                            lease_seconds=CONFIG.lease_seconds,
                            worker_id=f"modal/{lease.pool}/{os.environ.get('MODAL_TASK_ID', 'local')}")
     finally:
@@ -157,7 +161,7 @@ def dispatch_once(listen_seconds: float = 0.0, spawner=None, broker=None):
     from golfq.core.backends.modal.broker import ModalBroker
     from golfq.workers.modal.dispatch import Dispatcher, ModalSpawner
 
-    broker = broker or ModalBroker(os.environ.get("GOLFQ_QUEUE", QUEUE_URL), kick=lambda: None)
+    broker = broker or ModalBroker(QUEUE_URL, kick=lambda: None)
     spawner = spawner or ModalSpawner(APP_NAME, ENVIRONMENT)
     return Dispatcher(broker, spawner, CONFIG).serve(listen_seconds)
 
@@ -176,12 +180,17 @@ def dispatch() -> str:
 
 @_function(name="prepare_data", volumes={DATA_MOUNT: data_volume}, cpu=4.0, memory=16384, timeout=DATA_PREP_TIMEOUT)
 def prepare_data(source: str = "fineweb", vocab: int = 1024, train_shards: int = 80) -> str:
-    """Fill the data Volume: prepare on local disk (file locks and hard links), then copy over."""
-    from golfq.workers.golf.prepare import prepare
+    """Fill the data Volume: prepare on local disk (file locks and hard links), then copy over.
 
+    `golfq data prepare` runs as a process of its own, as training does: the execution side
+    never imports training code."""
     with tempfile.TemporaryDirectory() as scratch:
-        prepared = prepare(source, vocab, scratch, train_shards=train_shards)
-        for sub in ("datasets", "tokenizers"):
-            shutil.copytree(Path(scratch) / sub, Path(DATA_MOUNT) / sub, dirs_exist_ok=True)
+        done = subprocess.run([sys.executable, "-m", "golfq", "data", "prepare", "--source", source, "--vocab",
+                               str(vocab), "--train-shards", str(train_shards), "--out", scratch],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"data prepare failed: {(done.stderr or done.stdout).strip()[-2000:]}")
+        for part in ("datasets", "tokenizers"):
+            shutil.copytree(Path(scratch) / part, Path(DATA_MOUNT) / part, dirs_exist_ok=True)
     data_volume.commit()
-    return f"{prepared.dataset} ({len(prepared.manifest.get('files', {}))} shards) and {prepared.tokenizer} on {APP_NAME}-data"
+    return f"{done.stdout.strip().splitlines()[-1] if done.stdout.strip() else 'prepared'} on {APP_NAME}-data"

@@ -25,6 +25,7 @@ import msgspec
 
 from golfq.core.errors import GolfqError
 from golfq.core.pools import known_pools
+from golfq.core.settings import settings
 from golfq.core.spec import Budget
 
 MODAL_MAX_TIMEOUT = 24 * 3600
@@ -77,8 +78,8 @@ def _read(path: Path) -> dict:
 def load_config(path: str | os.PathLike[str] | None = None) -> ModalConfig:
     """Defaults, then GOLFQ_MODAL_CONFIG_JSON (what was deployed), then the file, pool by pool."""
     raw: dict = {}
-    inline = os.environ.get("GOLFQ_MODAL_CONFIG_JSON")
-    path = path or os.environ.get("GOLFQ_MODAL_CONFIG")
+    inline = settings().modal_config_json
+    path = path or settings().modal_config
     if inline:
         raw = json.loads(inline)
     elif path:

@@ -1,9 +1,10 @@
 """The function every golfq RQ job runs, and the callbacks that map RQ's failures.
 
 RQ jobs carry only [job id, attempt] (JSON). The work horse claims exactly that
-attempt in golfq's record and runs it through the runner; a token for an attempt
-that is no longer next (claimed elsewhere, cancelled, replaced) does nothing.
-Settings come from the environment the golfq worker gives its RQ workers.
+attempt in golfq's record and runs it with the same runner as every worker kind; a
+token for an attempt that is no longer next (claimed elsewhere, cancelled, replaced)
+does nothing. How the horse runs (lease, heartbeat, GPUs, work dir) is the RQ worker
+process's `HorseConfig`, set from its command line before it forks horses.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import msgspec
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
@@ -24,34 +27,40 @@ from golfq.core.backends.redis.broker import RedisBroker
 from golfq.core.backends.redis.rq import parse_token
 from golfq.core.job import JobState
 from golfq.core.result import FailureKind
+from golfq.core.settings import settings
 
 log = logging.getLogger("golfq.rq")
 
-RUNNER = "golfq.workers.runner:run_lease"
-ENV_RUNNER = "GOLFQ_RQ_RUNNER"  # module:function with run_lease's signature
-ENV_LEASE = "GOLFQ_RQ_LEASE_SECONDS"
-ENV_HEARTBEAT = "GOLFQ_RQ_HEARTBEAT_SECONDS"
-ENV_GPUS = "GOLFQ_RQ_GPUS"
-ENV_WORK_DIR = "GOLFQ_WORK_DIR"
-DEFAULT_WORK_DIR = Path(".golfq") / "runs"
+RUNNER = "golfq.workers.runner:run_claimed"
 
 
-def _runner() -> Callable:
-    module, _, name = os.environ.get(ENV_RUNNER, RUNNER).partition(":")
-    return getattr(importlib.import_module(module), name)
+class HorseConfig(msgspec.Struct, frozen=True, kw_only=True):
+    lease_seconds: float = 60.0
+    heartbeat_seconds: float = 10.0
+    gpus: str | None = None  # this RQ worker's CUDA_VISIBLE_DEVICES slice
+    work_dir: Path | None = None  # default: settings' work dir
+    runner: str = RUNNER  # module:function with run_claimed's signature (benchmarks swap in a no-op)
 
 
-def _broker(connection) -> RedisBroker:
+config = HorseConfig()  # replaced by the RQ worker process at start (workers.rq.worker)
+
+
+def _runner() -> Callable[..., Any]:
+    module, _, name = config.runner.partition(":")
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+def _broker(connection: Any) -> RedisBroker:
     return RedisBroker.from_connection(connection)
 
 
-def run_attempt(job_id: str, attempt: int) -> dict:
+def run_attempt(job_id: str, attempt: int) -> dict[str, Any]:
     """RQ's entry point (by dotted path): claim this attempt, run it, report it."""
     rq_job = get_current_job()
+    assert rq_job is not None, "run_attempt runs inside an RQ work horse"
     broker = _broker(rq_job.connection)
     worker_id = rq_job.worker_name or f"{socket.gethostname()}.{os.getpid()}"
-    lease_seconds = float(os.environ.get(ENV_LEASE, "60"))
-    lease = broker.claim_attempt(job_id, attempt, worker_id, lease_seconds)
+    lease = broker.claim_attempt(job_id, attempt, worker_id, config.lease_seconds)
     if lease is None:
         job = broker.get(job_id)
         state = f"{job.state.value} at attempt {job.attempt}" if job else "gone"
@@ -60,14 +69,14 @@ def run_attempt(job_id: str, attempt: int) -> dict:
     # so the runner stops its training process group instead of orphaning it.
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    result = _runner()(broker, lease, work_root=Path(os.environ.get(ENV_WORK_DIR) or DEFAULT_WORK_DIR),
-                       gpus=os.environ.get(ENV_GPUS) or None, worker_id=worker_id, lease_seconds=lease_seconds,
-                       heartbeat_seconds=float(os.environ.get(ENV_HEARTBEAT, "10")), stop=stop)
+    result = _runner()(broker, lease, work_root=config.work_dir or settings().work_dir, gpus=config.gpus,
+                       worker_id=worker_id, lease_seconds=config.lease_seconds,
+                       heartbeat_seconds=config.heartbeat_seconds, stop=stop)
     return {"job_id": job_id, "attempt": attempt, "status": result.status, "val_bpb": result.val_bpb,
             "failure": result.failure.value if result.failure else None}
 
 
-def _fail_from_rq(rq_job_id: str, connection, error: str, kind: FailureKind) -> JobState | None:
+def _fail_from_rq(rq_job_id: str, connection: Any, error: str, kind: FailureKind) -> JobState | None:
     parsed = parse_token(rq_job_id)
     if parsed is None:
         return None
@@ -77,7 +86,7 @@ def _fail_from_rq(rq_job_id: str, connection, error: str, kind: FailureKind) -> 
     return state
 
 
-def on_failure(job, connection, exc_type, exc_value, traceback) -> None:
+def on_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, traceback: Any) -> None:
     """RQ failed the job (its timeout, an abandoned job, an error outside the runner).
 
     The runner reports every failure of the training itself, so only attempts that
@@ -88,7 +97,7 @@ def on_failure(job, connection, exc_type, exc_value, traceback) -> None:
     _fail_from_rq(job.id, connection, f"RQ: {name}: {exc_value}".strip().rstrip(":"), kind)
 
 
-def on_stopped(job, connection) -> None:
+def on_stopped(job: Any, connection: Any) -> None:
     """RQ's stop command: golfq's cancel sends it; one sent with RQ's tools cancels the job too."""
     parsed = parse_token(job.id)
     if parsed is None:
@@ -99,7 +108,7 @@ def on_stopped(job, connection) -> None:
         broker.cancel([parsed[0]])
 
 
-def on_horse_killed(job, retpid, ret_val, rusage) -> None:
+def on_horse_killed(job: Any, retpid: int, ret_val: int, rusage: Any) -> None:
     """The work horse died (a crash, the OOM killer, a signal): an infra failure of the attempt."""
     signal_note = f" by signal {os.WTERMSIG(ret_val)}" if ret_val and os.WIFSIGNALED(ret_val) else f" (status {ret_val})"
     _fail_from_rq(job.id, job.connection, f"RQ work horse {retpid} died{signal_note}", FailureKind.INFRA)

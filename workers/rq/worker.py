@@ -5,7 +5,14 @@ slice) on the pool's RQ queue, restarts any that die, and every few seconds runs
 golfq's reaper: a lease that stopped being heartbeated (a dead machine, a killed
 worker) is an `infra` failure after `detect_seconds` (default 120, against RQ's
 ~10 minutes), RQ's started registry is cleaned for it at once, and the job goes
-back to its queue. Work horses are forked, so a crash kills only the horse.
+back to its queue; a token a dead worker took but never claimed goes back too. Work
+horses are forked, so a crash kills only the horse.
+
+Each RQ worker holds the read end of a pipe only the supervisor writes (as training
+processes do with their watchdog, workers/process.py): if the supervisor dies by any
+means, the RQ worker sees the pipe close, stops at once (its running attempt is
+released and queued again) and exits, so a restarted supervisor never doubles the
+machine's workers.
 """
 
 from __future__ import annotations
@@ -17,20 +24,23 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+
+from rq import Worker
 
 from golfq.core.backends.redis.broker import RedisBroker, connect, redact
 from golfq.core.backends.redis.rq import RQSide, queue_name
 from golfq.core.broker import BrokerError
 from golfq.core.pools import get_pool
-from rq import Worker
-from golfq.workers.rq import job as rq_job
+from golfq.core.settings import settings
 from golfq.workers.fleet import gpu_slots, parse_devices
+from golfq.workers.rq import job as rq_job
 
 log = logging.getLogger("golfq.rq_worker")
-DEFAULT_DETECT_SECONDS = 120.0
 EXIT_RESTART = 3
 
 
@@ -61,18 +71,22 @@ def run_rq_workers(url: str, pool: str, concurrency: int | None = None, burst: b
                    max_idle: float | None = None, gpus: str | None = None, *, work_dir: Path | None = None,
                    detect_seconds: float | None = None, runner: str | None = None) -> int:
     """Run until stopped (or, with burst/max_idle, until every worker has exited); returns 0."""
-    timing = Timing(detect_seconds or float(os.environ.get("GOLFQ_DETECT_SECONDS") or DEFAULT_DETECT_SECONDS))
+    timing = Timing(detect_seconds or settings().detect_seconds)
     if timing.detect_seconds < 1:
         raise BrokerError(f"detect seconds {timing.detect_seconds:g}: must be at least 1")
     _, slots = gpu_slots(parse_devices(gpus), get_pool(pool).gpus, concurrency)
     broker = RedisBroker(url)  # fails fast, with one line, on a server it cannot reach
-    env = {**os.environ, rq_job.ENV_LEASE: repr(timing.lease_seconds),
-           rq_job.ENV_HEARTBEAT: repr(timing.heartbeat_seconds)}
+    options = ["--monitor", str(timing.job_monitoring_interval), "--lease", repr(timing.lease_seconds),
+               "--heartbeat", repr(timing.heartbeat_seconds)]
     if work_dir is not None:
-        env[rq_job.ENV_WORK_DIR] = str(Path(work_dir).resolve())
+        options += ["--work-dir", str(Path(work_dir).resolve())]
     if runner:
-        env[rq_job.ENV_RUNNER] = runner
-    fleet = _Fleet(url, pool, slots, env, timing, burst=burst, max_idle=max_idle)
+        options += ["--runner", runner]
+    if burst:
+        options.append("--burst")
+    if max_idle is not None:
+        options += ["--max-idle", str(int(max_idle))]
+    fleet = _Fleet(url, pool, slots, options, timing)
     print(f"golfq worker: {len(slots)} RQ worker(s) on {queue_name(pool)} at {redact(url)}, "
           f"dead workers detected within {timing.detect_seconds:g} s", file=sys.stderr, flush=True)
     try:
@@ -83,29 +97,31 @@ def run_rq_workers(url: str, pool: str, concurrency: int | None = None, burst: b
 
 
 class _Fleet:
-    def __init__(self, url: str, pool: str, slots: list[str | None], env: dict[str, str], timing: Timing,
-                 burst: bool, max_idle: float | None) -> None:
-        self.url, self.pool, self.slots, self.env, self.timing = url, pool, slots, env, timing
-        self.burst, self.max_idle = burst, max_idle
-        self.procs: list[subprocess.Popen | None] = [None] * len(slots)
+    def __init__(self, url: str, pool: str, slots: list[str | None], options: list[str], timing: Timing) -> None:
+        self.url, self.pool, self.slots, self.options, self.timing = url, pool, slots, options, timing
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * len(slots)
+        self.lifelines: list[int | None] = [None] * len(slots)
         self.done = [False] * len(slots)
         self.signals = 0
         self.stranded_since: dict[str, float] = {}
 
-    def _start(self, i: int) -> subprocess.Popen:
-        env = dict(self.env)
+    def _start(self, i: int) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        argv = [sys.executable, "-m", "golfq.workers.rq.worker", self.url, self.pool, *self.options]
         if self.slots[i] is not None:
-            env["CUDA_VISIBLE_DEVICES"] = env[rq_job.ENV_GPUS] = self.slots[i]
-        argv = [sys.executable, "-m", "golfq.workers.rq.worker", self.url, self.pool,
-                "--monitor", str(self.timing.job_monitoring_interval)]
-        if self.burst:
-            argv.append("--burst")
-        if self.max_idle is not None:
-            argv += ["--max-idle", str(int(self.max_idle))]
-        # a session of its own: no signal meant for a worker's group can reach this one
-        return subprocess.Popen(argv, env=env, start_new_session=True)
+            env["CUDA_VISIBLE_DEVICES"] = self.slots[i] or ""
+            argv += ["--gpus", self.slots[i] or ""]
+        if self.lifelines[i] is not None:
+            os.close(self.lifelines[i])  # the last worker in this slot is gone
+        read_end, self.lifelines[i] = os.pipe()
+        try:
+            # a session of its own: no signal meant for a worker's group can reach this one
+            return subprocess.Popen([*argv, "--lifeline", str(read_end)], env=env, start_new_session=True,
+                                    pass_fds=(read_end,))
+        finally:
+            os.close(read_end)
 
-    def _on_signal(self, signum, frame) -> None:
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.signals += 1
         for proc in self.procs:  # RQ: the first SIGTERM finishes the running job, a second kills it
             if proc is not None and proc.poll() is None:
@@ -132,6 +148,9 @@ class _Fleet:
             for proc in self.procs:
                 if proc is not None and proc.poll() is None:
                     proc.wait()
+            for fd in self.lifelines:
+                if fd is not None:
+                    os.close(fd)
 
     def _watch(self, broker: RedisBroker) -> None:
         """The reaper, plus RQ's intermediate list: a token a dead worker moved there
@@ -143,7 +162,10 @@ class _Fleet:
             stranded = set(broker.stranded(self.pool))
             self.stranded_since = {t: self.stranded_since.get(t, now) for t in stranded}
             for tok, since in list(self.stranded_since.items()):
-                if now - since >= self.timing.detect_seconds and broker.unstrand(self.pool, tok):
+                # first seen up to reap_every after it was taken: back within detect_seconds in all
+                if now - since >= self.timing.lease_seconds and broker.unstrand(self.pool, tok):
+                    print(f"golfq worker: {tok}: taken by a worker that died before claiming it; queued again",
+                          file=sys.stderr, flush=True)
                     del self.stranded_since[tok]
         except BrokerError as error:
             log.warning("golfq worker: %s", error)
@@ -194,20 +216,51 @@ class GolfqWorker(Worker):
             pass
 
 
+def _watch_lifeline(fd: int) -> None:
+    """Stop this RQ worker at once when its supervisor is gone (the pipe reads EOF).
+
+    Two SIGTERMs are RQ's cold shutdown: the horse is asked to stop (GolfqWorker), its
+    runner stops the training group and releases the lease, so the job is queued again.
+    """
+    def watch() -> None:
+        while True:
+            try:
+                if not os.read(fd, 1):
+                    break
+            except InterruptedError:
+                continue
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1.5)  # RQ ignores a second signal within a second of the first
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="golfq-lifeline", daemon=True).start()
+
+
 def _worker_main(argv: list[str] | None = None) -> int:
     """One RQ worker process (started by the supervisor; not a user command)."""
     parser = argparse.ArgumentParser(prog="python -m golfq.workers.rq.worker")
     parser.add_argument("url")
     parser.add_argument("pool")
     parser.add_argument("--monitor", type=int, default=30)
+    parser.add_argument("--lease", type=float, default=60.0)
+    parser.add_argument("--heartbeat", type=float, default=10.0)
+    parser.add_argument("--gpus", default=None)
+    parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument("--runner", default=rq_job.RUNNER)
+    parser.add_argument("--lifeline", type=int, default=None)
     parser.add_argument("--burst", action="store_true")
     parser.add_argument("--max-idle", type=int, default=None)
     args = parser.parse_args(argv)
+    # Horses are forked from this process, so they run with this configuration.
+    rq_job.config = rq_job.HorseConfig(lease_seconds=args.lease, heartbeat_seconds=args.heartbeat,
+                                       gpus=args.gpus or None, work_dir=args.work_dir, runner=args.runner)
+    if args.lifeline is not None:
+        _watch_lifeline(args.lifeline)
     connection = connect(args.url)
     side = RQSide(connection, "golfq")
     worker = GolfqWorker([side.queue(args.pool)], connection=connection, serializer=RQSide.serializer,
-                    name=f"golfq.{socket.gethostname()}.{os.getpid()}", job_monitoring_interval=args.monitor,
-                    work_horse_killed_handler=rq_job.on_horse_killed)
+                         name=f"golfq.{socket.gethostname()}.{os.getpid()}", job_monitoring_interval=args.monitor,
+                         work_horse_killed_handler=rq_job.on_horse_killed)
     worker.work(burst=args.burst, max_idle_time=args.max_idle, logging_level="WARNING")
     # RQ's work() also returns after an error it could not handle; only a requested stop
     # or a burst/idle exit with nothing left is a clean end, anything else is restarted.

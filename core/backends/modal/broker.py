@@ -33,6 +33,7 @@ from golfq.core.job import Job, JobState, Lease, PoolStats, Stats
 from golfq.core.events import Event, EventKind
 from golfq.core.pareto import Observation
 from golfq.core.result import ProgressPoint
+from golfq.core.settings import settings
 from golfq.core.spec import ExperimentSpec, script_ref
 from golfq.core.backends.modal.records import (EVENTS_PER_PAGE, OBSERVATIONS_PER_PAGE, Meta, PoolDoc, ScriptEntry,
                                                 StateTxn, hb_key)
@@ -96,13 +97,12 @@ class ModalBroker(Broker):
         return f"ModalBroker({self.url!r})"
 
     def _volume_store(self) -> BlobStore:
-        import os
-
         import modal
 
         volume = modal.Volume.from_name(f"{self.app}-artifacts", environment_name=self.environment,
                                         create_if_missing=True)
-        return VolumeBlobStore(volume, os.environ.get("GOLFQ_ARTIFACTS_MOUNT"))
+        mount = settings().artifacts_mount
+        return VolumeBlobStore(volume, str(mount) if mount else None)
 
     def _kick_dispatcher(self) -> None:
         import modal

@@ -169,10 +169,11 @@ class RedisBroker(Broker):
         return None if out is None or out[1] is None else out[1].state
 
     def stranded(self, pool: str) -> list[str]:
-        """RQ tokens moved out of the pool's queue by a worker that never started them,
-        whose attempt is still the job's next one (the worker died in between)."""
+        """RQ tokens a worker took off the pool's list whose attempt is still the job's next
+        one: nobody claimed it. A live work horse claims within milliseconds of taking a
+        token, so one that stays stranded belongs to a worker that died in between."""
         out = []
-        for tok in self.rq.unstarted(pool):
+        for tok in self.rq.taken(pool):
             parsed = parse_token(tok)
             job = self.get(parsed[0]) if parsed else None
             if job is not None and job.state is JobState.QUEUED and next_token(job) == tok:

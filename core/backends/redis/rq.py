@@ -68,13 +68,26 @@ while true do
 end
 """
 
-# Put back a token a worker moved to RQ's intermediate list but never started.
+# Put back a token that a worker took but never ran: still in RQ's intermediate list, or in
+# its started registry (the worker died between starting the RQ job and claiming the
+# attempt). Back at the head of the pool's list (it is older than what waits there), or of
+# the parked list while the pool drains.
 _UNSTRAND = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
-  redis.call('LPUSH', KEYS[2], ARGV[1])
-  return 1
+local taken = redis.call('LREM', KEYS[1], 1, ARGV[1])
+if taken == 0 then
+  local prefix = ARGV[1] .. ':'
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+    if string.sub(member, 1, #prefix) == prefix then
+      taken = taken + redis.call('ZREM', KEYS[3], member)
+    end
+  end
+  if taken == 0 then return 0 end
+  redis.call('HSET', KEYS[4], 'status', 'queued')
 end
-return 0
+local list = KEYS[2]
+if redis.call('SISMEMBER', KEYS[5], ARGV[2]) == 1 then list = KEYS[6] end
+redis.call('LPUSH', list, ARGV[1])
+return 1
 """
 
 
@@ -197,16 +210,21 @@ class RQSide:
         registry.cleanup(timestamp=1)
         return len(members)
 
-    def unstarted(self, pool: str) -> list[str]:
-        """Tokens in RQ's intermediate list (BLMOVE's target) that no worker has started."""
+    def taken(self, pool: str) -> list[str]:
+        """Tokens workers took off the pool's list: in RQ's intermediate list (BLMOVE's target)
+        or in its started registry. Those whose attempt nobody claimed were taken by a worker
+        that died in between (the broker checks which)."""
         q = self.queue(pool)
-        started = {m.decode().split(":", 1)[0] for m in self.connection.zrange(
-            StartedJobRegistry(q.name, connection=self.connection).key, 0, -1)}
-        return [t.decode() for t in self.connection.lrange(q.intermediate_queue_key, 0, -1) if t.decode() not in started]
+        started = [m.decode().split(":", 1)[0] for m in self.connection.zrange(
+            StartedJobRegistry(q.name, connection=self.connection).key, 0, -1)]
+        moved = [t.decode() for t in self.connection.lrange(q.intermediate_queue_key, 0, -1)]
+        return list(dict.fromkeys(moved + started))
 
     def unstrand(self, pool: str, tok: str) -> bool:
         q = self.queue(pool)
-        return bool(self.unstrand_script(keys=[q.intermediate_queue_key, q.key], args=[tok]))
+        started = StartedJobRegistry(q.name, connection=self.connection).key
+        keys = [q.intermediate_queue_key, q.key, started, RQJob.key_for(tok), self.draining_key, self.parked_key(pool)]
+        return bool(self.unstrand_script(keys=keys, args=[tok, pool]))
 
     def park(self, pipe: Pipeline, pool: str) -> None:
         """Draining: RQ workers stop seeing the pool's queued jobs (pipe is in MULTI)."""
