@@ -12,18 +12,20 @@ works against SQLite, Redis and Modal queues:
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import msgspec
 
 from golfq.core.backends import open_broker
-from golfq.core.broker import Broker, Job, JobState
+from golfq.core.broker import Broker, iter_events
 from golfq.core.events import Event, EventKind
+from golfq.core.job import Job, JobState
 from golfq.core.pareto import FrontPoint
-from golfq.core.pools import known_pools, track_of
+from golfq.core.pools import resolve_track
 from golfq.core.result import FailureKind, Result
 from golfq.core.spec import ExperimentSpec
 from golfq.producer.grid import Sweep, expand
@@ -43,9 +45,9 @@ class WaitTimeout(TimeoutError):
 
 def final_result(job: Job) -> Result:
     """The Result that ended a finished job; jobs that ended without one (cancelled, reaped) get a stand-in."""
-    if job.result is not None and job.result.attempt == job.attempt:
-        if job.state is JobState.SUCCEEDED or not job.result.succeeded:
-            return job.result
+    if (job.result is not None and job.result.attempt == job.attempt
+            and (job.state is JobState.SUCCEEDED or not job.result.succeeded)):
+        return job.result
     failure = None if job.state is JobState.CANCELLED else _last_failure(job)
     return Result(spec_id=job.id, attempt=job.attempt, status="failed", error=job.error or job.state.value,
                   failure=failure)
@@ -80,7 +82,7 @@ class Client:
     def close(self) -> None:
         self.broker.close()
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -88,11 +90,28 @@ class Client:
 
     # ------------------------------------------------------------------ submit
 
-    def _enqueue(self, prepared: Sequence[Prepared]) -> list[Job]:
+    def submit_prepared(self, prepared: Sequence[Prepared]) -> list[tuple[Job, bool]]:
+        """Store the scripts, then queue the specs: (job, created by this call) pairs, in order.
+
+        >>> [(job.id, new) for job, new in q.submit_prepared(prepare_all(docs))]
+        """
         for item in prepared:  # scripts first, so no queued job ever names a missing script
             if item.script is not None:
                 self.broker.put_script(item.script)
-        return self.broker.submit([p.spec for p in prepared])
+        specs = [p.spec for p in prepared]
+        submit_new = getattr(self.broker, "submit_new", None)
+        if submit_new is not None:
+            return submit_new(specs)
+        # Without submit_new, "new" comes from a look before the submit: racing producers may each see a job as new.
+        existing = {spec.id for spec in specs if self.broker.get(spec.id) is not None}
+        pairs, seen = [], set()
+        for job in self.broker.submit(specs):
+            pairs.append((job, job.id not in existing and job.id not in seen))
+            seen.add(job.id)
+        return pairs
+
+    def _enqueue(self, prepared: Sequence[Prepared]) -> list[Job]:
+        return [job for job, _ in self.submit_prepared(prepared)]
 
     def submit(self, spec: SpecLike | None = None, /, *, script: bytes | str | Path | None = None,
                **fields: Any) -> Job:
@@ -135,16 +154,16 @@ class Client:
         return self.broker.get(job_id)
 
     def list(self, state: JobState | str | Sequence[JobState | str] | None = None, *, pool: str | None = None,
-             tag: str | None = None, limit: int | None = None) -> list[Job]:
+             tag: str | None = None, limit: int | None = None) -> builtins.list[Job]:
         """Jobs matching every filter, in submission order. >>> q.list("failed", pool="h100")"""
-        states = [state] if isinstance(state, (str, JobState)) else list(state or [])
+        states = [state] if isinstance(state, (str, JobState)) else builtins.list(state or [])
         return self.broker.list(states=[JobState(s) for s in states], pool=pool, tag=tag, limit=limit)
 
-    def events(self, after: int = 0, limit: int = 1000) -> list[Event]:
+    def events(self, after: int = 0, limit: int = 1000) -> builtins.list[Event]:
         """Events with seq > after, oldest first. >>> [e.kind for e in q.events(after=10)]"""
         return self.broker.events(after_seq=after, limit=limit)
 
-    def tracks(self) -> list[str]:
+    def tracks(self) -> builtins.list[str]:
         return self.broker.tracks()
 
     def front(self, track: str | None = None, feasible_only: bool = False) -> tuple[FrontPoint, ...]:
@@ -155,29 +174,22 @@ class Client:
         return self.broker.front(self.resolve_track(track)).view(feasible_only)
 
     def resolve_track(self, track: str | None) -> str:
-        """A track name from a track, a pool name, or None when the queue has exactly one track."""
-        tracks = self.broker.tracks()
-        if track is None:
-            if len(tracks) == 1:
-                return tracks[0]
-            raise ValueError("several tracks, name one: " + ", ".join(tracks) if tracks else "no results yet")
-        if track not in tracks and track in known_pools():
-            return track_of(track)
-        return track
+        """A track name from a track, a pool name, or None when the queue has exactly one track (else ValueError)."""
+        return resolve_track(track, self.broker.tracks())
 
     # ------------------------------------------------------------------ control
 
-    def cancel(self, ids: Sequence[str]) -> list[str]:
+    def cancel(self, ids: Sequence[str]) -> builtins.list[str]:
         """Cancel queued or running jobs; returns those that changed. >>> q.cancel([job.id])"""
-        return self.broker.cancel(list(ids))
+        return self.broker.cancel(builtins.list(ids))
 
     def wait(self, ids: Sequence[str], timeout: float | None = None, *, poll: float = 0.2,
-             on_done: Callable[[Job, Result], None] | None = None) -> list[Result]:
+             on_done: Callable[[Job, Result], None] | None = None) -> builtins.list[Result]:
         """Block until every job is finished; Results in the order of ids. Raises WaitTimeout.
 
         >>> [r.val_bpb for r in q.wait([a.id, b.id], timeout=3600)]
         """
-        ids = list(dict.fromkeys(ids))
+        ids = builtins.list(dict.fromkeys(ids))
         deadline = None if timeout is None else time.monotonic() + timeout
         seq = self.broker.stats().last_seq  # before the first look, so no finish is missed
         done: dict[str, Result] = {}
@@ -188,7 +200,7 @@ class Client:
                 raise KeyError(f"job {job_id}: not found in {self.url}")
             self._check(job, done, pending, on_done)
         while pending:
-            events = self.broker.events(after_seq=seq, limit=1000)
+            events = list(iter_events(self.broker, after_seq=seq))
             for event in events:
                 seq = max(seq, event.seq)
             touched = {e.job_id for e in events if e.kind in _FINAL_EVENTS and e.job_id in pending}
@@ -198,7 +210,7 @@ class Client:
                     self._check(job, done, pending, on_done)
             if not pending:
                 break
-            if deadline is not None and time.monotonic() >= deadline:
+            if timeout is not None and deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout([done[i] for i in ids if i in done], [i for i in ids if i in pending], timeout)
             if not events:
                 time.sleep(poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic())))

@@ -28,7 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from golfq.producer.specfile import InputError, Prepared, apply_override, normalize, prepare, read_script
+from golfq.producer.specfile import (
+    InputError,
+    Prepared,
+    apply_override,
+    normalize,
+    prepare,
+    read_script,
+)
 
 _DOCUMENT_KEYS = {"base", "grid", "points", "seeds", "script"}
 
@@ -95,7 +102,7 @@ def expand(sweep: Sweep, name: str = "") -> list[Prepared]:
                 raise InputError(f"{where}: {error}") from None
         label = " ".join(f"{k}={_label(v)}" for k, v in overrides.items())
         doc["name"] = " ".join(filter(None, [base_name, label]))[:200]
-        seeds = [doc["seed"]] if "seed" in overrides else (list(sweep.seeds) or [doc.get("seed", None)])
+        seeds: list[Any] = [doc["seed"]] if "seed" in overrides else (list(sweep.seeds) or [doc.get("seed")])
         for seed in seeds:
             one = dict(doc)
             if seed is not None:

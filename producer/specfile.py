@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from golfq.core.errors import GolfqError
-from golfq.core.spec import ExperimentSpec, SpecError, check_pool, parse_spec, script_ref
+from golfq.core.spec import (
+    ExperimentSpec,
+    SpecError,
+    check_pool,
+    parse_spec,
+    script_ref,
+)
 
 _ENV_KEY = re.compile(r"^[A-Z][A-Z0-9_]*$")
 # Dotted paths whose values stay strings even when they look like JSON (`--set name=123`).
@@ -42,6 +48,21 @@ def env_value(value: Any) -> Any:
     return value
 
 
+def kind_of(value: Any) -> str:
+    """A value's kind as the spec formats name it (TOML and JSON): string, number, array, table, ..."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, Mapping):
+        return "table"
+    return "null" if value is None else type(value).__name__
+
+
 def _decode_text(text: str, where: str, suffix: str) -> list[dict]:
     """JSON (object, array or lines) or TOML, chosen by suffix, else by trying JSON first."""
     if suffix == ".toml":
@@ -49,15 +70,16 @@ def _decode_text(text: str, where: str, suffix: str) -> list[dict]:
     stripped = text.strip()
     if not stripped:
         raise InputError(f"{where}: empty input, expected a spec as TOML or JSON")
-    if suffix == ".json" or stripped[0] in "[{":
-        try:
-            return _as_documents(json.loads(stripped), where)
-        except json.JSONDecodeError as error:
-            lines = [ln for ln in stripped.splitlines() if ln.strip()]
-            if len(lines) > 1 and all(ln.lstrip().startswith("{") for ln in lines):
-                return [_json_line(ln, where, i) for i, ln in enumerate(lines, 1)]
-            raise InputError(f"{where}: invalid JSON: {error.msg} (line {error.lineno}, column {error.colno})") from None
-    return [_toml(text, where)]
+    try:
+        return _as_documents(json.loads(stripped), where)
+    except json.JSONDecodeError as error:
+        # A TOML document never parses as JSON, so only text that starts like JSON is reported as JSON.
+        if suffix != ".json" and stripped[0] not in '[{"':
+            return [_toml(text, where)]
+        lines = [ln for ln in stripped.splitlines() if ln.strip()]
+        if len(lines) > 1 and all(ln.lstrip().startswith("{") for ln in lines):
+            return [_json_line(ln, where, i) for i, ln in enumerate(lines, 1)]
+        raise InputError(f"{where}: invalid JSON: {error.msg} (line {error.lineno}, column {error.colno})") from None
 
 
 def _json_line(line: str, where: str, number: int) -> dict:
@@ -79,7 +101,7 @@ def _as_documents(value: Any, where: str) -> list[dict]:
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             at = f"{where} item {i}" if isinstance(value, list) else where
-            raise InputError(f"{at}: expected a spec object, got {type(item).__name__}")
+            raise InputError(f"{at}: expected a spec object, got {kind_of(item)}")
     if not items:
         raise InputError(f"{where}: empty list, expected at least one spec")
     return items
@@ -91,6 +113,8 @@ def read_documents(source: str, stdin: TextIO | None = None) -> tuple[list[dict]
         stream = stdin or sys.stdin
         return _decode_text(stream.read(), "stdin", ""), Path.cwd()
     path = Path(source)
+    if path.is_dir():
+        raise InputError(f"{source}: is a directory, expected a spec file (.toml or .json)")
     if not path.is_file():
         raise InputError(f"{source}: no such file")
     try:
@@ -139,7 +163,7 @@ def parse_assignment(text: str) -> tuple[str, str]:
 def normalize(doc: Mapping[str, Any]) -> dict:
     """A copy with top-level UPPER_CASE keys moved into env and scalar env values made strings."""
     out: dict[str, Any] = {}
-    env = dict(doc.get("env") or {}) if isinstance(doc.get("env", {}), Mapping) else doc.get("env")
+    env: Any = dict(doc.get("env") or {}) if isinstance(doc.get("env", {}), Mapping) else doc.get("env")
     for key, value in doc.items():
         if key == "env":
             continue
@@ -156,18 +180,32 @@ def normalize(doc: Mapping[str, Any]) -> dict:
 
 def read_script(path: str | Path, base: Path | None = None) -> bytes:
     full = Path(path) if base is None or Path(path).is_absolute() else base / path
+    if full.is_dir():
+        raise InputError(f"script {path}: is a directory, expected a Python file")
     if not full.is_file():
         raise InputError(f"script {path}: no such file" + (f" (looked in {full.parent})" if base else ""))
     try:
-        return full.read_bytes()
+        content = full.read_bytes()
     except OSError as error:
         raise InputError(f"script {path}: cannot read: {error}") from None
+    check_script(content, f"script {path}")
+    return content
+
+
+def check_script(content: bytes, where: str = "script") -> None:
+    """Refuse what Python cannot run as source: a binary file would only fail on a worker, much later."""
+    if b"\x00" in content:
+        raise InputError(f"{where}: not a text file (contains NUL bytes)")
+    try:
+        content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(f"{where}: not UTF-8 text (byte {error.start})") from None
 
 
 class Prepared:
     """A validated spec and the script content it references (stored just before submitting)."""
 
-    __slots__ = ("spec", "script")
+    __slots__ = ("script", "spec")
 
     def __init__(self, spec: ExperimentSpec, script: bytes | None) -> None:
         self.spec, self.script = spec, script
@@ -183,11 +221,22 @@ def prepare(doc: Mapping[str, Any], *, base: Path | None = None, script: bytes |
             raise InputError(f"{where}: script: expected a file path, got {type(path).__name__}")
         script = read_script(path, base)
     try:
+        _check_env_values(fields.get("env"))
         if script is not None:
+            check_script(script)
             fields["trainer"] = script_ref(script)
         return Prepared(check_pool(parse_spec(fields)), script)
-    except SpecError as error:
+    except (SpecError, InputError) as error:
         raise InputError(f"{where}: {error}") from None
+
+
+def _check_env_values(env: Any) -> None:
+    """After normalize() every scalar is a string: name the key of anything else, and say what it is."""
+    if not isinstance(env, Mapping):
+        return  # parse_spec names a non-table env
+    for key, value in env.items():
+        if not isinstance(value, str):
+            raise SpecError(f"env.{key}: expected a string or number, got {kind_of(value)}")
 
 
 def prepare_all(docs: Iterable[Mapping[str, Any]], **kwargs) -> list[Prepared]:

@@ -8,11 +8,11 @@ import threading
 
 import pytest
 
-from golfq.core.broker import JobState
+from golfq.core.job import JobState
 from golfq.core.events import EventKind
 from golfq.core.spec import parse_spec
 from golfq.producer.client import Client, WaitTimeout
-from golfq.producer.specfile import InputError
+from golfq.producer.specfile import InputError, prepare
 from tests.golfq_helpers import FINAL_LINES, REPO_ROOT, queue_url, write_script
 from golfq.workers.fleet import Fleet, FleetConfig
 
@@ -103,3 +103,43 @@ def test_wait_raises_on_timeout_and_cancel_ends_the_job(client):
 def test_client_imports_without_torch():
     code = "import sys, golfq.producer.client, golfq.cli.jobs; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)
+
+
+class WithoutSubmitNew:
+    """A broker from before Broker.submit_new: the client falls back to a look before the submit."""
+
+    def __init__(self, broker) -> None:
+        self.broker = broker
+
+    def __getattr__(self, name: str):
+        if name == "submit_new":
+            raise AttributeError(name)
+        return getattr(self.broker, name)
+
+
+@pytest.mark.parametrize("wrap", [lambda b: b, WithoutSubmitNew], ids=["submit_new", "fallback"])
+def test_submit_prepared_says_which_jobs_it_created(client, wrap):
+    q = Client(broker=wrap(client.broker))
+    a, b = (prepare({"pool": "cpu", "seed": s}) for s in (1, 2))
+    assert [new for _, new in q.submit_prepared([a, b, a])] == [True, True, False]  # the repeat is the same job
+    pairs = q.submit_prepared([b, prepare({"pool": "cpu", "seed": 3})])
+    assert [(job.spec.seed, new) for job, new in pairs] == [(2, False), (3, True)]
+
+
+@pytest.mark.xfail(strict=False, reason="needs Broker.submit_new")
+def test_racing_producers_report_each_job_new_exactly_once(tmp_path):
+    specs = [prepare({"pool": "cpu", "seed": s}) for s in range(50)]
+    start = threading.Barrier(8)
+    created: list[int] = []
+
+    def producer() -> None:
+        with Client(queue_url(tmp_path)) as q:
+            start.wait()
+            created.append(sum(new for _, new in q.submit_prepared(specs)))
+
+    threads = [threading.Thread(target=producer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(created) == 8 and sum(created) == 50
