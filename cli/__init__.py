@@ -1,7 +1,5 @@
 """The `golfq` command line: every verb, one error convention (see golfq.cli.main)."""
 
+from golfq.cli.main import main
 
-def main(argv: list[str] | None = None) -> int:
-    from golfq.cli.main import main as run
-
-    return run(argv)
+__all__ = ["main"]

@@ -1,130 +1,51 @@
-"""The producer's verbs: submit, sweep, status, logs, wait, events (mounted by golfq.cli.main)."""
+"""Reading jobs: `golfq status`, `logs`, `events` and `wait`."""
 
 from __future__ import annotations
 
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from golfq.core.broker import Broker, Job, JobState
+from golfq.cli.console import (
+    JsonOption,
+    QueueOption,
+    WorkDirOption,
+    console,
+    emit_json,
+    fmt_bytes,
+    fmt_float,
+    fmt_seconds,
+    note,
+    print_table,
+    queue,
+    result_line,
+    stdout_is_terminal,
+    work_dir,
+)
+from golfq.core.broker import Broker, iter_events
+from golfq.core.errors import EXIT_JOB_FAILED, GolfqError
 from golfq.core.events import Event
-from golfq.cli.console import (CliError, JsonOption, QueueOption, console, emit_json, fmt_bytes, fmt_float,
-                              fmt_seconds, note, queue)
-from golfq.producer.grid import Sweep, expand
-from golfq.producer.specfile import (InputError, Prepared, apply_override, parse_assignment, prepare_all, read_documents,
-                               read_script)
-from golfq.cli.wait import wait_command
+from golfq.core.job import Job, JobState
+from golfq.core.result import Result
+from golfq.producer.client import Client, WaitTimeout
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 app = typer.Typer(add_completion=False)
 
 
-def _prepared_or_exit(build) -> list[Prepared]:
-    try:
-        return build()
-    except InputError as error:
-        raise CliError(str(error)) from None
+def find_job(broker: Broker, job_id: str) -> Job:
+    job = broker.get(job_id)
+    if job is None:
+        raise GolfqError(f"job {job_id}: not found in {broker.url}")
+    return job
 
 
-def enqueue(broker: Broker, prepared: list[Prepared]) -> list[tuple[Job, bool]]:
-    """Store scripts, then submit; (job, newly queued) pairs in order."""
-    existing = {p.spec.id for p in prepared if broker.get(p.spec.id) is not None}
-    for item in prepared:
-        if item.script is not None:
-            broker.put_script(item.script)
-    jobs = broker.submit([p.spec for p in prepared])
-    return [(job, job.id not in existing) for job in jobs]
-
-
-def _print_submitted(pairs: list[tuple[Job, bool]], as_json: bool) -> None:
-    for job, new in pairs:
-        if as_json:
-            emit_json({"id": job.id, "state": job.state.value, "new": new, "pool": job.pool, "name": job.spec.name,
-                       "seed": job.spec.seed})
-        else:
-            verb = "queued" if new else f"exists ({job.state.value})"
-            print(f"{job.id}  {verb:<20} pool={job.pool} seed={job.spec.seed}  {job.spec.name}".rstrip())
-
-
-@app.command()
-def submit(
-    file: Annotated[str | None, typer.Argument(metavar="[FILE|-]", help="Spec file (.toml/.json); - reads stdin.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE",
-                                                   help="NUM_LAYERS=9 sets a hyperparameter; budget.train_seconds=60 a field.")] = None,
-    pool: Annotated[str | None, typer.Option(help="Pool to run in (cpu, h100, h100x8, ...).")] = None,
-    seed: Annotated[list[int] | None, typer.Option(help="Seed; repeat for one job per seed.")] = None,
-    script: Annotated[Path | None, typer.Option(help="A train_gpt.py-style script to run instead of the built-in trainer.")] = None,
-    budget: Annotated[float | None, typer.Option(metavar="SECONDS", help="Training budget (MAX_WALLCLOCK_SECONDS).")] = None,
-    priority: Annotated[int | None, typer.Option(help="Higher runs first within a pool.")] = None,
-    tag: Annotated[list[str] | None, typer.Option(help="Tag; repeatable.")] = None,
-    parent: Annotated[str | None, typer.Option(metavar="ID", help="The job this one derives from.")] = None,
-    name: Annotated[str | None, typer.Option(help="A human name (does not change the job id).")] = None,
-    queue_url: QueueOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Queue one spec (or several: a JSON array or JSON lines). Nothing is queued unless every spec is valid.
-
-    Example: echo '{"pool": "cpu", "NUM_LAYERS": 4}' | golfq submit - --seed 1 --seed 2
-    """
-
-    def build() -> list[Prepared]:
-        docs, base = read_documents(file) if file else ([{}], Path.cwd())
-        content = read_script(script) if script is not None else None
-        out = []
-        for doc in docs:
-            if content is not None:
-                doc.pop("script", None)
-            for key, value in (("pool", pool), ("priority", priority), ("parent", parent), ("name", name),
-                               ("budget.train_seconds", budget)):
-                if value is not None:
-                    apply_override(doc, key, value)
-            if tag:
-                doc["tags"] = [*doc.get("tags", []), *tag] if isinstance(doc.get("tags", []), list) else doc["tags"]
-            for assignment in set_ or []:
-                apply_override(doc, *parse_assignment(assignment), from_text=True)
-            out.extend([{**doc, "seed": s} for s in seed] if seed else [doc])
-        return prepare_all(out, base=base, script=content, where=file if file and file != "-" else "spec")
-
-    prepared = _prepared_or_exit(build)
-    with queue(queue_url) as broker:
-        _print_submitted(enqueue(broker, prepared), as_json)
-
-
-@app.command()
-def sweep(
-    grid_file: Annotated[Path, typer.Argument(metavar="GRID.toml", help="base, grid, points, seeds, script.")],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the specs; queue nothing.")] = False,
-    queue_url: QueueOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Queue one spec per grid point (cartesian product, then explicit points) and seed.
-
-    Example: golfq sweep lr.toml --dry-run
-    """
-
-    def build() -> list[Prepared]:
-        docs, base = read_documents(str(grid_file))
-        if len(docs) != 1:
-            raise InputError(f"{grid_file}: expected one sweep document")
-        plan = Sweep.from_document(docs[0], base, where=str(grid_file))
-        return expand(plan, name=grid_file.stem)
-
-    prepared = _prepared_or_exit(build)
-    if dry_run:
-        for item in prepared:
-            spec = item.spec
-            if as_json:
-                emit_json({"id": spec.id, "spec": spec})
-            else:
-                env = " ".join(f"{k}={v}" for k, v in sorted(spec.env.items()))
-                print(f"{spec.id}  pool={spec.pool} seed={spec.seed} train={spec.budget.train_seconds:g}s  {env}".rstrip())
-        if not as_json:
-            note(f"{len(prepared)} spec(s); nothing queued (--dry-run)")
-        return
-    with queue(queue_url) as broker:
-        _print_submitted(enqueue(broker, prepared), as_json)
+# -- status ---------------------------------------------------------------------------------------
 
 
 def _job_row(job: Job) -> dict:
@@ -134,10 +55,10 @@ def _job_row(job: Job) -> dict:
             "train_seconds": r.train_seconds if r else None, "error": job.error}
 
 
-def _job_table(jobs: list[Job], title: str):
+def _job_table(jobs: list[Job]) -> Table:
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
+    table = Table()
     for column in ("id", "state", "pool", "try", "val_bpb", "size", "train", "name / error"):
         table.add_column(column, justify="right" if column in ("try", "val_bpb", "size", "train") else "left")
     for job in jobs:
@@ -148,58 +69,12 @@ def _job_table(jobs: list[Job], title: str):
     return table
 
 
-def find_job(broker: Broker, job_id: str) -> Job:
-    job = broker.get(job_id)
-    if job is None:
-        raise CliError(f"job {job_id}: not found in {broker.url}")
-    return job
-
-
-@app.command()
-def status(
-    job_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="One job's details.")] = None,
-    limit: Annotated[int, typer.Option(help="Most recent jobs to list.")] = 20,
-    queue_url: QueueOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """The queue at a glance (per-pool counts, recent jobs), or one job in full.
-
-    Example: golfq status; golfq status 3ijlhcjuqo22wavv --json
-    """
-    with queue(queue_url) as broker:
-        if job_id is not None:
-            job = find_job(broker, job_id)
-            if as_json:
-                emit_json(job)
-                return
-            _print_job(job)
-            return
-        stats = broker.stats()
-        jobs = broker.list()
-        recent = jobs[-limit:] if limit > 0 else []
-    if as_json:
-        emit_json({"stats": stats, "jobs": [_job_row(j) for j in recent]})
-        return
-    from rich.table import Table
-
-    table = Table(title=f"{broker.url}  (backend {stats.backend}, last event #{stats.last_seq})", title_justify="left")
-    states = [s.value for s in JobState]
-    for column in ["pool", *states, "draining"]:
-        table.add_column(column, justify="left" if column == "pool" else "right")
-    for name, pool in stats.pools.items():
-        table.add_row(name, *(str(getattr(pool, s)) for s in states), "yes" if pool.draining else "")
-    out = console()
-    out.print(table)
-    if recent:
-        out.print(_job_table(recent, f"last {len(recent)} of {len(jobs)} jobs"))
-
-
 def _print_job(job: Job) -> None:
     spec, r = job.spec, job.result
     lines = [("id", job.id), ("state", job.state.value), ("pool", spec.pool), ("name", spec.name),
              ("attempt", str(job.attempt)), ("worker", job.worker_id), ("seed", str(spec.seed)),
-             ("trainer", spec.trainer), ("budget", f"{spec.budget.train_seconds:g} s train, "
-                                                    f"{spec.budget.hard_timeout:g} s hard timeout"),
+             ("trainer", spec.trainer),
+             ("budget", f"{spec.budget.train_seconds:g} s train, {spec.budget.hard_timeout:g} s hard timeout"),
              ("env", " ".join(f"{k}={v}" for k, v in sorted(spec.env.items()))),
              ("tags", ", ".join(spec.tags)), ("failures", ", ".join(f"{k}={n}" for k, n in job.failures.items())),
              ("error", job.error or "")]
@@ -213,22 +88,70 @@ def _print_job(job: Job) -> None:
             print(f"{key:>10}  {value}")
 
 
-def _log_path(job: Job, work_dir: Path | None) -> Path | None:
-    from golfq.workers.fleet import work_root_default
+@app.command()
+def status(
+    job_id: Annotated[str | None, typer.Argument(metavar="ID", help="One job's details.")] = None,
+    limit: Annotated[int, typer.Option(metavar="N", help="Most recent jobs to list.")] = 20,
+    queue_url: QueueOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The queue at a glance (per-pool counts, recent jobs), or one job in full.
+
+    Example: golfq status; golfq status 3ijlhcjuqo22wavv --json
+    """
+    with queue(queue_url) as broker:
+        if job_id is not None:
+            job = find_job(broker, job_id)
+            emit_json(job) if as_json else _print_job(job)
+            return
+        stats = broker.stats()
+        jobs = broker.list()
+        recent = jobs[-limit:] if limit > 0 else []
+    if as_json:
+        emit_json({"stats": stats, "jobs": [_job_row(j) for j in recent]})
+        return
+    from rich.table import Table
+
+    table = Table()
+    states = [s.value for s in JobState]
+    for column in ["pool", *states, "draining"]:
+        table.add_column(column, justify="left" if column == "pool" else "right")
+    for name, pool in stats.pools.items():
+        table.add_row(name, *(str(getattr(pool, s)) for s in states), "yes" if pool.draining else "")
+    print_table(f"{broker.url}  (backend {stats.backend}, last event #{stats.last_seq})", table)
+    if recent:
+        print_table(f"last {len(recent)} of {len(jobs)} jobs", _job_table(recent))
+
+
+# -- logs -----------------------------------------------------------------------------------------
+
+
+def _log_path(job: Job, runs: Path) -> Path | None:
     from golfq.workers.runner import LOG_NAME, attempt_dir
 
     r = job.result
     candidates = [Path(r.log_path)] if r is not None and r.log_path and r.attempt == job.attempt else []
     if job.attempt:
-        candidates.append(attempt_dir(work_dir or work_root_default(), job.id, job.attempt) / LOG_NAME)
+        candidates.append(attempt_dir(runs, job.id, job.attempt) / LOG_NAME)
     return next((p for p in candidates if p.is_file()), None)
+
+
+def _write(text: str, as_json: bool) -> None:
+    if not text:
+        return
+    if as_json:
+        for line in text.splitlines():
+            emit_json({"line": line})
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
 
 
 @app.command()
 def logs(
     job_id: Annotated[str, typer.Argument(metavar="ID")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job finishes.")] = False,
-    work_dir: Annotated[Path | None, typer.Option(envvar="GOLFQ_WORK_DIR", help="Where local workers keep runs.")] = None,
+    work_dir_option: WorkDirOption = None,
     queue_url: QueueOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -236,20 +159,20 @@ def logs(
 
     Example: golfq logs 3ijlhcjuqo22wavv --follow
     """
+    runs = work_dir(work_dir_option)
     with queue(queue_url) as broker:
         job = find_job(broker, job_id)
-        path = _log_path(job, work_dir)
+        path = _log_path(job, runs)
         while follow and path is None and not job.state.terminal:
             time.sleep(0.5)
             job = find_job(broker, job_id)
-            path = _log_path(job, work_dir)
+            path = _log_path(job, runs)
         if path is None:
-            tail = job.result.log_tail if job.result is not None else ""
-            if not tail:
-                raise CliError(f"job {job_id}: no log on this machine yet (state {job.state.value}, "
-                               f"attempt {job.attempt})")
+            if job.result is None or not job.result.log_tail:
+                raise GolfqError(f"job {job_id}: no log on this machine yet (state {job.state.value}, "
+                                 f"attempt {job.attempt})")
             note(f"# log not on this machine; the tail stored with attempt {job.result.attempt}:")
-            _write(tail + "\n", as_json)
+            _write(job.result.log_tail + "\n", as_json)
             return
         with open(path, encoding="utf-8", errors="replace") as handle:
             _write(handle.read(), as_json)
@@ -265,15 +188,7 @@ def logs(
                 time.sleep(0.3)
 
 
-def _write(text: str, as_json: bool) -> None:
-    if not text:
-        return
-    if as_json:
-        for line in text.splitlines():
-            emit_json({"line": line})
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+# -- events ---------------------------------------------------------------------------------------
 
 
 def _event_line(e: Event) -> str:
@@ -291,14 +206,11 @@ def _event_line(e: Event) -> str:
     return f"{e.seq:>6}  {stamp}  {e.kind.value:<10}  {job:<20}  {' '.join(detail)}".rstrip()
 
 
-app.command("wait")(wait_command)
-
-
 @app.command()
 def events(
     after: Annotated[int, typer.Option(metavar="SEQ", help="Only events after this sequence number.")] = 0,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events (Ctrl-C stops).")] = False,
-    limit: Annotated[int, typer.Option(help="Most events per read.")] = 1000,
+    limit: Annotated[int, typer.Option(metavar="N", help="Most events per read.")] = 1000,
     queue_url: QueueOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -307,16 +219,93 @@ def events(
     Example: golfq events --after 120 --json
     """
     if after < 0 or limit < 1:
-        raise CliError("--after must be >= 0 and --limit >= 1")
+        raise GolfqError("events: --after must be >= 0 and --limit >= 1")
     with queue(queue_url) as broker:
         seq = after
         while True:
-            batch = broker.events(after_seq=seq, limit=limit)
-            for event in batch:
+            for event in iter_events(broker, after_seq=seq, page=limit):
                 emit_json(event) if as_json else print(_event_line(event), flush=True)
                 seq = event.seq
-            if len(batch) == limit:
-                continue
             if not follow:
                 return
             time.sleep(0.5)
+
+
+# -- wait -----------------------------------------------------------------------------------------
+
+
+class _Reporter:
+    """Where finished jobs are announced: JSON lines, a rich progress bar, or plain lines."""
+
+    def __init__(self, total: int, as_json: bool) -> None:
+        self.as_json = as_json
+        self.progress = None
+        if not as_json and stdout_is_terminal():
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self.progress = Progress(TextColumn("waiting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                     console=console(), transient=False)
+            self.task = self.progress.add_task("jobs", total=total)
+            self.progress.start()
+
+    def done(self, job: Job, result: Result) -> None:
+        if self.as_json:
+            emit_json(result)
+            return
+        line = result_line(job.id, job.spec.name, result, job.state.value)
+        if self.progress is not None:
+            self.progress.console.print(line, markup=False, highlight=False)
+            self.progress.advance(self.task)
+        else:
+            print(line, flush=True)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+@app.command()
+def wait(
+    ids: Annotated[list[str] | None, typer.Argument(metavar="ID", help="Jobs to wait for.")] = None,
+    all_jobs: Annotated[bool, typer.Option("--all", help="Every job queued or running now.")] = False,
+    timeout: Annotated[float | None, typer.Option(metavar="SECONDS", help="Give up after this long (exit 1).")] = None,
+    queue_url: QueueOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Wait until jobs finish. Exit 0 if all succeeded, 1 if any failed or the timeout passed.
+
+    Example: golfq wait --all --timeout 3600
+    """
+    if bool(ids) == all_jobs:
+        raise GolfqError("wait: give job IDs or --all (not both)")
+    if timeout is not None and timeout < 0:
+        raise GolfqError("wait: --timeout must be >= 0")
+    with queue(queue_url) as broker:
+        if all_jobs:
+            ids = [j.id for j in broker.list(states=[JobState.QUEUED, JobState.LEASED])]
+        ids = ids or []
+        missing = [i for i in ids if broker.get(i) is None]
+        if missing:
+            raise GolfqError(f"wait: job(s) not found in {broker.url}: {', '.join(missing)}")
+        if not ids:
+            note("nothing to wait for")
+            return
+        reporter = _Reporter(len(ids), as_json)
+        try:
+            results = Client(broker=broker).wait(ids, timeout, on_done=reporter.done)
+        except WaitTimeout as error:
+            raise GolfqError(f"wait: {error}", exit_code=EXIT_JOB_FAILED) from None
+        finally:
+            reporter.close()
+    failed = [r for r in results if not r.succeeded]
+    summary = f"{len(results) - len(failed)} succeeded, {len(failed)} failed"
+    if failed:
+        raise GolfqError(f"wait: {summary}", exit_code=EXIT_JOB_FAILED)
+    if not as_json:
+        note(summary)

@@ -1,48 +1,84 @@
-"""The `golfq` command: composes the producer, worker and ops verbs (nothing imports ops).
+"""The `golfq` command: every verb, and its one error convention.
 
-Optional parts (the trainer's `data`, Modal's `modal` and `skill`, and `demo`) are imported only when invoked, and left out when their module is missing
-or broken, so a missing extra never breaks the CLI. Errors print one line on
-stderr: exit 2 for bad input or usage, 1 when a job failed or a wait timed out.
+Errors print one line on stderr, `golfq: <message>`: a GolfqError exits with its code
+(2 bad input or usage, 1 a job failed or a wait timed out), an internal bug with 3
+(GOLFQ_DEBUG=1 shows the traceback). The verbs that need extras (`data`, `demo`,
+`modal`, `skill`) are imported only when invoked, and left out, with a note, when
+their module cannot be imported, so a missing extra never breaks the other verbs.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import os
+import re
 import sys
+from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup, TyperOption
+
+from golfq import __version__
+from golfq.cli import jobs, ops, pareto, submit, worker
+from golfq.core.errors import EXIT_BAD_INPUT, GolfqError, SettingsError
+from golfq.core.settings import settings
 
 try:  # typer >= 0.20 vendors its own click; older releases use the click package
     from typer import _click as click
 except ImportError:  # pragma: no cover - depends on the installed typer
-    import click
+    import click  # type: ignore[no-redef]
 Abort = getattr(click.exceptions, "Abort", KeyboardInterrupt)  # typer's vendored click has no Abort
 
-from golfq.core.broker import BrokerError
-from golfq.core.spec import SpecError
-from golfq.ops import cost, drain, export, purge, replay, report, requeue, stats
-from golfq.cli import jobs as producer_cli
-from golfq.cli.console import EXIT_BAD_INPUT, CliError
-from golfq.producer.specfile import InputError
-from golfq.cli import worker as workers_cli
-
-EXIT_INTERNAL = 3
-# name -> (module, attribute): a Typer app, or a function that becomes one command.
+EXIT_INTERNAL, EXIT_INTERRUPTED = 3, 130
+# name -> (module, attribute): a Typer app, or a Typer whose one command is the verb.
 OPTIONAL = {
     "data": ("golfq.cli.data", "data_app"),
-    "demo": ("golfq.ops.demo", "run_demo"),
+    "demo": ("golfq.cli.demo", "app"),
     "modal": ("golfq.cli.modal", "modal_cli"),
-    "skill": ("golfq.producer.skill", "skill_app"),
+    "skill": ("golfq.cli.skill", "skill_app"),
 }
 
 
-def _module_exists(name: str) -> bool:
+class _PlainOption(TyperOption):
+    """A flag shows no value; an option shows its metavar, or its type in capitals (INT, not <list[int]>)."""
+
+    def display_type_rich(self, ctx: click.Context) -> str | None:
+        if self.is_flag or self.count:
+            return None
+        if self.metavar is not None:
+            return self.metavar
+        return re.findall(r"\w+", self.display_type(ctx))[-1].upper()
+
+
+class _PlainArgument(TyperArgument):
+    """An argument shows its metavar alone, bracketed in usage only when it is optional: [FILE|-], GRID.toml."""
+
+    def display_type_rich(self, ctx: click.Context) -> str | None:
+        return None
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw + ("..." if self.nargs != 1 else "")
+        return name if self.required else f"[{name}]"
+
+
+def _plain_help(command: click.Command) -> click.Command:
+    """Typer 0.29 prints a Python type beside every parameter (`--json <bool>`) and braces required
+    arguments in usage (`{GRID.toml}`); golfq's help shows parameters the plain way, the help option too."""
+    commands = getattr(command, "commands", {})
+    for sub in commands.values():
+        _plain_help(sub)
+    help_option = command.get_help_option(click.Context(command))
+    for param in [*command.params, *([help_option] if help_option else [])]:
+        if type(param) is TyperOption:
+            param.__class__ = _PlainOption
+        elif type(param) is TyperArgument:
+            param.__class__ = _PlainArgument
+    return command
+
+
+def _debug() -> bool:
     try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
+        return settings().debug
+    except SettingsError:
         return False
 
 
@@ -51,30 +87,24 @@ def _load_optional(name: str) -> click.Command | None:
     try:
         target = getattr(importlib.import_module(module_name), attribute)
     except Exception as error:  # a missing extra or a broken module must not break every other verb
-        if os.environ.get("GOLFQ_DEBUG"):
+        if _debug():
             raise
         sys.stderr.write(f"golfq: `{name}` is unavailable here ({type(error).__name__}: {error})\n")
         return None
-    if isinstance(target, typer.Typer):
-        command = typer.main.get_command(target)
-    else:
-        single = typer.Typer(add_completion=False)
-        single.command(name)(target)
-        command = typer.main.get_command(single)
+    command = typer.main.get_command(target)
     command.name = name
-    return command
+    return _plain_help(command)
 
 
 class _Root(TyperGroup):
-    """Lists the optional verbs whose modules exist; imports one only when it is invoked."""
+    """Lists the optional verbs; imports one only when it is invoked."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        present = [n for n in OPTIONAL if n not in self.commands and _module_exists(OPTIONAL[n][0])]
-        return [*super().list_commands(ctx), *present]
+        return [*super().list_commands(ctx), *(n for n in OPTIONAL if n not in self.commands)]
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         command = super().get_command(ctx, name)
-        if command is None and name in OPTIONAL and _module_exists(OPTIONAL[name][0]):
+        if command is None and name in OPTIONAL:
             command = _load_optional(name)
         return command
 
@@ -83,55 +113,61 @@ app = typer.Typer(
     name="golfq", cls=_Root, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
     help="golfq: an elastic experiment queue. Enqueue specs, run workers, read the Pareto front.",
 )
-app.registered_commands.extend(producer_cli.app.registered_commands)  # submit, sweep, status, logs, wait, events
-app.command("pareto")(report.pareto)
-app.command("worker")(workers_cli.worker)
+for verbs in (submit.app, jobs.app, pareto.app, worker.app):
+    app.registered_commands.extend(verbs.registered_commands)
+app.add_typer(ops.ops_app, name="ops")
 
-ops_app = typer.Typer(name="ops", no_args_is_help=True, add_completion=False,
-                      help="Operate a queue: stats, drain/resume pools, requeue, cancel, replay, purge, export/import.")
-ops_app.command("stats")(stats.stats)
-ops_app.command("drain")(drain.drain)
-ops_app.command("resume")(drain.resume)
-ops_app.command("requeue")(requeue.requeue)
-ops_app.command("cancel")(requeue.cancel)
-ops_app.command("replay")(replay.replay)
-ops_app.command("purge")(purge.purge)
-ops_app.command("export")(export.export)
-ops_app.command("import")(export.import_)
-ops_app.command("cost")(cost.cost_command)
-app.add_typer(ops_app, name="ops")
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"golfq {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print golfq's version and exit.")] = False,
+) -> None:
+    pass
 
 
 def _say(message: str) -> None:
     sys.stderr.write(f"golfq: {' '.join(str(message).split())}\n")
 
 
+def _usage_message(error: click.exceptions.UsageError) -> str:
+    path = error.ctx.command_path if error.ctx is not None else "golfq"
+    verb = path.removeprefix("golfq").strip()
+    return f"{verb + ': ' if verb else ''}{error.format_message()} (see {path} --help)"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run `golfq`; returns the exit code (the console script passes it to sys.exit)."""
-    command = typer.main.get_command(app)
+    command = _plain_help(typer.main.get_command(app))
     try:
-        code = command.main(args=argv, prog_name="golfq", standalone_mode=False)
+        code: Any = command.main(args=argv, prog_name="golfq", standalone_mode=False)
         return code if isinstance(code, int) else 0
-    except CliError as error:
+    except GolfqError as error:
         _say(str(error))
-        return error.code
-    except (SpecError, InputError, BrokerError) as error:
-        _say(str(error))
-        return EXIT_BAD_INPUT
+        return error.exit_code
+    except click.exceptions.NoArgsIsHelpError as error:  # bare `golfq` or `golfq ops`: the help, and success
+        if help_text := error.format_message().strip():  # rich has printed it already; plain click only returns it
+            print(help_text)
+        return 0
     except click.exceptions.UsageError as error:
-        where = error.ctx.command_path if error.ctx is not None else "golfq"
-        sys.stderr.write(f"{where}: {' '.join(error.format_message().split())} (see {where} --help)\n")
+        _say(_usage_message(error))
         return EXIT_BAD_INPUT
     except click.exceptions.ClickException as error:
         _say(error.format_message())
         return error.exit_code
     except (Abort, KeyboardInterrupt):
-        sys.stderr.write("golfq: interrupted\n")
-        return 130
+        _say("interrupted")
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0  # `golfq events | head`: the reader left; nothing to report
     except Exception as error:
-        if os.environ.get("GOLFQ_DEBUG"):
+        if _debug():
             raise
         _say(f"internal error: {type(error).__name__}: {error} (GOLFQ_DEBUG=1 shows the traceback)")
         return EXIT_INTERNAL

@@ -1,25 +1,33 @@
 """`golfq modal ...`: deploy the app, watch its pools, prepare data, debug a failed job.
 
-Mounted by ops/cli.py as `golfq modal`. Every command talks to the *deployed* app by
-name (concurrent `modal run`s of one app tear each other down), so deploy first.
+Every command talks to the *deployed* app by name (concurrent `modal run`s of one app
+tear each other down), so deploy first.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Annotated, Any
 
 import msgspec
 import typer
 
+from golfq.core.broker import Broker
+from golfq.core.errors import EXIT_JOB_FAILED, GolfqError
+from golfq.core.job import Job, Lease
+from golfq.core.settings import settings
 from golfq.workers.modal.config import ModalConfig, load_config
-from golfq.core.broker import Job, Lease
 
-modal_cli = typer.Typer(help="Run golfq on Modal: deploy, status, prepare, debug.", no_args_is_help=True)
+modal_cli = typer.Typer(name="modal", help="Run golfq on Modal: deploy, status, prepare, debug.",
+                        no_args_is_help=True, add_completion=False)
 
-AppOption = typer.Option("golfq", "--app", envvar="GOLFQ_MODAL_APP", help="Modal app name (queue modal://APP)")
-EnvOption = typer.Option(None, "--env", envvar="GOLFQ_MODAL_ENV", help="Modal environment")
+AppOption = Annotated[str | None, typer.Option("--app", metavar="APP", show_default=False,
+                                               help="Modal app name, queue modal://APP (default: $GOLFQ_MODAL_APP, else golfq)")]
+EnvOption = Annotated[str | None, typer.Option("--env", metavar="ENV", show_default=False,
+                                               help="Modal environment (default: $GOLFQ_MODAL_ENV)")]
 DEBUG_WORKDIR = "/root/debug"
 
 
@@ -34,13 +42,37 @@ class PoolStatus(msgspec.Struct, frozen=True):
     draining: bool
 
 
-def _fail(error: BaseException) -> typer.Exit:
-    typer.echo(f"error: {' '.join(str(error).split()) or type(error).__name__}", err=True)
-    return typer.Exit(1)
+def _app_and_env(app: str | None, env: str | None) -> tuple[str, str | None]:
+    return app or settings().modal_app, env or settings().modal_env
 
 
 def queue_url(app: str, env: str | None) -> str:
     return f"modal://{app}" + (f"?env={env}" if env else "")
+
+
+def modal_failure(error: BaseException, app: str) -> GolfqError:
+    """One line for a failure talking to Modal: setup problems exit 2, anything else 1."""
+    if isinstance(error, GolfqError):
+        return error
+    kind = type(error).__name__
+    why = str(error).strip().split("\n", 1)[0] or kind
+    if isinstance(error, ImportError):
+        return GolfqError(f"modal: needs the modal package (pip install 'golfq[modal]'): {why}")
+    if kind == "AuthError":
+        return GolfqError(f"modal: not logged in to Modal (run `modal token new`): {why}")
+    if kind == "NotFoundError":
+        return GolfqError(f"modal: app {app!r} is not deployed (run `golfq modal deploy --app {app}`): {why}")
+    if kind in ("PrepareError", "ShardError"):  # the trainer's own errors, raised inside the app
+        return GolfqError(f"modal: {why}")
+    return GolfqError(f"modal: {kind}: {why}", exit_code=EXIT_JOB_FAILED)
+
+
+@contextmanager
+def talking_to(app: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - Modal's client raises its own exception types, and gRPC's
+        raise modal_failure(error, app) from None
 
 
 def _select(app: str, env: str | None, config: Path | None = None) -> None:
@@ -53,23 +85,25 @@ def _select(app: str, env: str | None, config: Path | None = None) -> None:
 
 
 @modal_cli.command()
-def deploy(app: str = AppOption, env: str | None = EnvOption,
-           config: Path | None = typer.Option(None, "--config", help="pool settings (TOML), see docs/modal.md")) -> None:
+def deploy(
+    app: AppOption = None,
+    env: EnvOption = None,
+    config: Annotated[Path | None, typer.Option("--config", metavar="FILE", help="Pool settings (TOML), see docs/modal.md.")] = None,
+) -> None:
     """Deploy (or update) the app: pool functions, dispatcher, data prep, Volumes."""
+    app, env = _app_and_env(app, env)
     _select(app, env, config)
-    try:
+    with talking_to(app):
         import modal
 
         from golfq.workers.modal import app as modal_app
 
         with modal.enable_output():
             modal_app.app.deploy(name=app, environment_name=env)
-    except Exception as error:
-        raise _fail(error) from None
-    typer.echo(f"deployed {app}; submit with --queue {queue_url(app, env)}")
+    print(f"deployed {app}; submit with --queue {queue_url(app, env)}")
 
 
-def pool_status(stats_of: Callable[[str], object], broker, config: ModalConfig) -> list[PoolStatus]:
+def pool_status(stats_of: Callable[[str], Any], broker: Broker, config: ModalConfig) -> list[PoolStatus]:
     """Per pool: the queue's view (queued, leased) beside the function's own stats."""
     counts = broker.stats().pools
     rows = []
@@ -84,44 +118,46 @@ def pool_status(stats_of: Callable[[str], object], broker, config: ModalConfig) 
 
 
 @modal_cli.command()
-def status(app: str = AppOption, env: str | None = EnvOption) -> None:
+def status(app: AppOption = None, env: EnvOption = None) -> None:
     """Per pool: queued and leased jobs, spawned calls waiting, running containers."""
-    try:
+    app, env = _app_and_env(app, env)
+    with talking_to(app):
         import modal
 
         from golfq.core.backends.modal.broker import ModalBroker
 
         broker = ModalBroker(queue_url(app, env), kick=lambda: None)
-        stats_of = lambda fn: modal.Function.from_name(app, fn, environment_name=env).get_current_stats()  # noqa: E731
-        rows = pool_status(stats_of, broker, load_config())
-    except Exception as error:
-        raise _fail(error) from None
-    typer.echo(f"{'pool':<8} {'queued':>6} {'leased':>6} {'backlog':>7} {'containers':>10} {'running':>7}")
+        rows = pool_status(lambda fn: modal.Function.from_name(app, fn, environment_name=env).get_current_stats(),
+                           broker, load_config())
+    print(f"{'pool':<8} {'queued':>6} {'leased':>6} {'backlog':>7} {'containers':>10} {'running':>7}")
     for r in rows:
         flag = "  (draining)" if r.draining else ""
-        typer.echo(f"{r.pool:<8} {r.queued:>6} {r.leased:>6} {r.backlog:>7} {r.containers:>10} {r.running_inputs:>7}{flag}")
+        print(f"{r.pool:<8} {r.queued:>6} {r.leased:>6} {r.backlog:>7} {r.containers:>10} {r.running_inputs:>7}{flag}")
 
 
-def prepare_on_modal(source: str = "fineweb", vocab: int = 1024, train_shards: int = 80, *, app: str = "golfq",
+def prepare_on_modal(source: str = "fineweb", vocab: int = 1024, train_shards: int = 80, *, app: str | None = None,
                      env: str | None = None) -> str:
-    """Run the deployed prepare_data function; what `golfq data prepare --on modal` calls."""
-    import modal
+    """Run the deployed app's prepare_data function; what `golfq data prepare --on modal` calls."""
+    app, env = _app_and_env(app, env)
+    with talking_to(app):
+        import modal
 
-    return modal.Function.from_name(app, "prepare_data", environment_name=env).remote(source, vocab, train_shards)
+        return modal.Function.from_name(app, "prepare_data", environment_name=env).remote(source, vocab, train_shards)
 
 
 @modal_cli.command()
-def prepare(source: str = typer.Option("fineweb", "--source"), vocab: int = typer.Option(1024, "--vocab"),
-            train_shards: int = typer.Option(80, "--train-shards"), app: str = AppOption,
-            env: str | None = EnvOption) -> None:
+def prepare(
+    source: Annotated[str, typer.Option("--source", metavar="SOURCE", help="stdlib or fineweb.")] = "fineweb",
+    vocab: Annotated[int, typer.Option("--vocab", metavar="N", help="Tokenizer vocabulary size.")] = 1024,
+    train_shards: Annotated[int, typer.Option("--train-shards", metavar="N", help="fineweb: 100M-token train shards.")] = 80,
+    app: AppOption = None,
+    env: EnvOption = None,
+) -> None:
     """Fill the data Volume (tokenizer and shards) from inside Modal."""
-    try:
-        typer.echo(prepare_on_modal(source, vocab, train_shards, app=app, env=env))
-    except Exception as error:
-        raise _fail(error) from None
+    print(prepare_on_modal(source, vocab, train_shards, app=app, env=env))
 
 
-def sandbox_options(job: Job, app: str) -> dict:
+def sandbox_options(job: Job, app: str) -> dict[str, Any]:
     """What `golfq modal debug` gives the Sandbox: the job's GPU, environment and working directory."""
     from golfq.core.pools import get_pool
     from golfq.workers.golf.prepare import dataset_paths
@@ -145,11 +181,16 @@ def sandbox_options(job: Job, app: str) -> dict:
 
 
 @modal_cli.command()
-def debug(job_id: str, app: str = AppOption, env: str | None = EnvOption,
-          hours: float = typer.Option(2.0, "--hours", help="how long the Sandbox lives")) -> None:
+def debug(
+    job_id: Annotated[str, typer.Argument(metavar="ID")],
+    app: AppOption = None,
+    env: EnvOption = None,
+    hours: Annotated[float, typer.Option("--hours", metavar="HOURS", help="How long the Sandbox lives.")] = 2.0,
+) -> None:
     """Open a Sandbox with the job's image, Volumes, GPU, script and environment in place."""
+    app, env = _app_and_env(app, env)
     _select(app, env)
-    try:
+    with talking_to(app):
         import modal
 
         from golfq.core.backends.modal.broker import ModalBroker
@@ -157,19 +198,17 @@ def debug(job_id: str, app: str = AppOption, env: str | None = EnvOption,
 
         job = ModalBroker(queue_url(app, env), kick=lambda: None).get(job_id)
         if job is None:
-            raise KeyError(f"job {job_id}: not in {queue_url(app, env)}")
+            raise GolfqError(f"modal debug: job {job_id}: not in {queue_url(app, env)}")
         options = sandbox_options(job, app)
         sandbox = modal.Sandbox.create(
             "bash", "-c", f"{options['setup']} && sleep infinity",
             app=modal.App.lookup(app, create_if_missing=True, environment_name=env), image=modal_app.image,
             volumes=modal_app.VOLUMES, gpu=options["gpu"], env=options["env"], workdir="/root",
             timeout=int(hours * 3600), environment_name=env)
-    except Exception as error:
-        raise _fail(error) from None
-    typer.echo(f"sandbox {sandbox.object_id} is up with job {job.id}'s setup in {DEBUG_WORKDIR}")
-    typer.echo(f"  modal shell {sandbox.object_id}")
-    typer.echo(f"  cd {DEBUG_WORKDIR} && {' '.join(options['command'])}")
+    print(f"sandbox {sandbox.object_id} is up with job {job.id}'s setup in {DEBUG_WORKDIR}")
+    print(f"  modal shell {sandbox.object_id}")
+    print(f"  cd {DEBUG_WORKDIR} && {' '.join(options['command'])}")
     if job.result is not None and job.result.log_path:
-        typer.echo(f"  last log: {job.result.log_path}")
-    typer.echo(f"it ends after {hours:g} h; stop it sooner with: "
-               f"python -c \"import modal; modal.Sandbox.from_id('{sandbox.object_id}').terminate()\"")
+        print(f"  last log: {job.result.log_path}")
+    print(f"it ends after {hours:g} h; stop it sooner with: "
+          f"python -c \"import modal; modal.Sandbox.from_id('{sandbox.object_id}').terminate()\"")

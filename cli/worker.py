@@ -6,35 +6,45 @@ import importlib
 import logging
 import signal
 import threading
-from pathlib import Path
+from collections.abc import Callable
+from types import FrameType
 from typing import Annotated
 
 import typer
 
-from golfq.core.broker import Lease
+from golfq.cli.console import (
+    JsonOption,
+    QueueOption,
+    WorkDirOption,
+    emit_json,
+    note,
+    queue,
+    result_line,
+    work_dir,
+)
+from golfq.core.errors import GolfqError
+from golfq.core.job import Lease
 from golfq.core.pools import get_pool
 from golfq.core.result import Result
-from golfq.cli.console import CliError, JsonOption, QueueOption, emit_json, note, queue
-from golfq.workers.fleet import Fleet, FleetConfig, FleetError, gpu_slots, parse_devices, work_root_default
+from golfq.core.settings import settings
+from golfq.workers.fleet import Fleet, FleetConfig, gpu_slots, parse_devices
+
+app = typer.Typer(add_completion=False)
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
-def _scheme(url: str | None) -> str:
-    return url.split("://", 1)[0] if url and "://" in url else ""
-
-
-def _run_rq(url: str, **options) -> None:
-    """Redis queues are served by RQ workers (workers/rq_worker.py, written with the Redis backend)."""
+def _run_rq(url: str, **options: object) -> None:
+    """Redis queues are served by RQ workers (golfq.workers.rq)."""
     try:
         module = importlib.import_module("golfq.workers.rq.worker")
     except ImportError as error:
-        raise CliError(f"worker --queue {url}: Redis workers are not available here ({error}); "
-                       f"install golfq[redis]") from None
+        raise GolfqError(f"worker --queue {url}: Redis workers are not available here ({error}); "
+                         f"install golfq[redis]") from None
     module.run_rq_workers(url=url, **options)
 
 
-def _announce(as_json: bool):
+def _announce(as_json: bool) -> tuple[Callable[[Lease, str | None], None], Callable[[Lease, Result], None]]:
     lock = threading.Lock()
 
     def started(lease: Lease, gpus: str | None) -> None:
@@ -49,25 +59,22 @@ def _announce(as_json: bool):
         with lock:
             if as_json:
                 emit_json({"event": "finished", "result": result})
-            elif result.succeeded:
-                print(f"{lease.job_id}  succeeded  val_bpb={result.val_bpb:.4f}  "
-                      f"({result.total_seconds or 0:.1f} s)", flush=True)
             else:
-                print(f"{lease.job_id}  failed ({result.failure.value if result.failure else '?'})  "
-                      f"{result.error or ''}".rstrip(), flush=True)
+                print(result_line(lease.job_id, lease.spec.name, result), flush=True)
 
     return started, finished
 
 
+@app.command()
 def worker(
-    pool: Annotated[str, typer.Option(help="The pool to serve (cpu, h100, h100x8, ...).")],
-    concurrency: Annotated[int | None, typer.Option(min=1, help="Jobs at once [default: one per GPU group, or 1].")] = None,
+    pool: Annotated[str, typer.Option(metavar="POOL", help="The pool to serve (cpu, h100, h100x8, ...).")],
+    concurrency: Annotated[int | None, typer.Option(min=1, metavar="N", help="Jobs at once (default: one per GPU group, or 1).")] = None,
     burst: Annotated[bool, typer.Option("--burst", help="Exit once the pool is empty.")] = False,
     max_idle: Annotated[float | None, typer.Option(min=0, metavar="SECONDS", help="Exit after this long with nothing to run.")] = None,
     gpus: Annotated[str | None, typer.Option(metavar="DEVICES", help="GPUs to share out, e.g. 0,1,2,3: each job gets its own.")] = None,
-    work_dir: Annotated[Path | None, typer.Option(envvar="GOLFQ_WORK_DIR", help="Where runs keep their logs and artifacts [default: .golfq/runs].")] = None,
-    lease_seconds: Annotated[float, typer.Option(min=1, help="Lease length; renewed by heartbeats.")] = 60.0,
-    heartbeat_seconds: Annotated[float, typer.Option(min=0.1, help="Seconds between heartbeats.")] = 10.0,
+    work_dir_option: WorkDirOption = None,
+    lease_seconds: Annotated[float, typer.Option(min=1, metavar="SECONDS", help="Lease length; renewed by heartbeats.")] = 60.0,
+    heartbeat_seconds: Annotated[float, typer.Option(min=0.1, metavar="SECONDS", help="Seconds between heartbeats.")] = 10.0,
     grace: Annotated[float, typer.Option(min=0, metavar="SECONDS", help="On SIGTERM/SIGINT, how long running jobs may finish.")] = 60.0,
     queue_url: QueueOption = None,
     as_json: JsonOption = False,
@@ -78,29 +85,28 @@ def worker(
     """
     try:
         spec_pool = get_pool(pool)
-        devices = parse_devices(gpus)
-        concurrency, _ = gpu_slots(devices, spec_pool.gpus, concurrency)
     except KeyError as error:
-        raise CliError(f"worker --pool: {error.args[0]}") from None
-    except FleetError as error:
-        raise CliError(str(error)) from None
+        raise GolfqError(f"worker --pool: {error.args[0]}") from None
+    devices = parse_devices(gpus)
+    concurrency, _ = gpu_slots(devices, spec_pool.gpus, concurrency)
     if heartbeat_seconds >= lease_seconds:
-        raise CliError(f"worker: --heartbeat-seconds ({heartbeat_seconds:g}) must be shorter than "
-                       f"--lease-seconds ({lease_seconds:g})")
-    if _scheme(queue_url) in REDIS_SCHEMES:
-        _run_rq(queue_url, pool=pool, concurrency=concurrency, burst=burst, max_idle=max_idle, gpus=gpus,
-                work_dir=work_dir)
+        raise GolfqError(f"worker: --heartbeat-seconds ({heartbeat_seconds:g}) must be shorter than "
+                         f"--lease-seconds ({lease_seconds:g})")
+    url = queue_url or settings().queue
+    runs = work_dir(work_dir_option)
+    if url.split("://", 1)[0] in REDIS_SCHEMES:
+        _run_rq(url, pool=pool, concurrency=concurrency, burst=burst, max_idle=max_idle, gpus=gpus, work_dir=runs)
         return
-    with queue(queue_url):  # fail fast, with one line, on a queue that cannot be opened
+    with queue(url):  # fail fast, with one line, on a queue that cannot be opened
         pass
     logging.basicConfig(level=logging.WARNING, format="golfq worker: %(message)s")
     started, finished = _announce(as_json)
-    config = FleetConfig(queue=queue_url, pool=pool, concurrency=concurrency, burst=burst, max_idle=max_idle,
-                         gpus=devices, work_root=work_dir or work_root_default(), lease_seconds=lease_seconds,
+    config = FleetConfig(queue=url, pool=pool, concurrency=concurrency, burst=burst, max_idle=max_idle,
+                         gpus=devices, work_root=runs, lease_seconds=lease_seconds,
                          heartbeat_seconds=heartbeat_seconds, grace_seconds=grace)
     fleet = Fleet(config, on_start=started, on_finish=finished)
 
-    def on_signal(signum, frame) -> None:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         if fleet.stopping:
             note("golfq worker: stopping now; releasing running jobs")
             fleet.abort()

@@ -1,15 +1,12 @@
-"""`golfq ops purge --before DATE`: delete finished job records (events and fronts stay)."""
+"""Purge's cutoff: a date or an age, refused in one line when it is junk or in the future."""
 
 from __future__ import annotations
 
 import re
 import time
 from datetime import datetime
-from typing import Annotated
 
-import typer
-
-from golfq.cli.console import CliError, JsonOption, QueueOption, emit_json, queue
+from golfq.ops import OpsError
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -25,24 +22,8 @@ def parse_before(text: str, now: float | None = None) -> float:
             cutoff = datetime.fromisoformat(text.strip()).timestamp()
         datetime.fromtimestamp(cutoff)  # the summary prints it; an age past year 1 cannot be
     except (ValueError, OverflowError, OSError):
-        raise CliError(f"purge --before {text!r}: not a date (2026-05-01, 2026-05-01T12:00) or an age (7d, 12h)") from None
+        raise OpsError(f"purge --before {text!r}: not a date (2026-05-01, 2026-05-01T12:00) or an age (7d, 12h)") from None
     if cutoff > now:
         # Every finished job was last updated before a future date: almost surely a typo, and not undoable.
-        raise CliError(f"purge --before {text!r}: in the future; give a past date or an age such as 30d")
+        raise OpsError(f"purge --before {text!r}: in the future; give a past date or an age such as 30d")
     return cutoff
-
-
-def purge(
-    before: Annotated[str, typer.Option(metavar="DATE", help="ISO date/time, or an age such as 7d or 12h.")],
-    queue_url: QueueOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Delete finished jobs last updated before DATE. Example: golfq ops purge --before 30d"""
-    cutoff = parse_before(before)
-    with queue(queue_url) as broker:
-        count = broker.purge(cutoff)
-    stamp = datetime.fromtimestamp(cutoff).isoformat(timespec="seconds")
-    if as_json:
-        emit_json({"purged": count, "before": cutoff})
-    else:
-        print(f"purged {count} finished job(s) last updated before {stamp}")

@@ -60,15 +60,15 @@ def pid_alive(pid: int) -> bool:
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
+    """This process's environment without its GOLFQ_* settings, plus extra."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOLFQ_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    env.pop("GOLFQ_QUEUE", None)
     env.update(extra)
     return env
 
 
 def golfq_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "golfq.cli.main", *args]
+    return [sys.executable, "-m", "golfq", *args]
 
 
 class Cli:
@@ -95,6 +95,7 @@ def cli(capsys, monkeypatch, tmp_path) -> Cli:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GOLFQ_QUEUE", queue_url(tmp_path))
     monkeypatch.setenv("GOLFQ_WORK_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("GOLFQ_DATA_DIR", str(tmp_path / "data"))  # never this machine's prepared data
     return Cli(capsys, monkeypatch)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from golfq.core.backends import open_broker
-from golfq.core.broker import JobState
+from golfq.core.job import JobState
 from tests.golfq_helpers import FINAL_LINES, broker, cli, write_script  # noqa: F401 (fixtures)
 
 
@@ -88,7 +88,7 @@ def test_status_logs_wait_events_pareto(cli, tmp_path, broker):
     code, out, _ = cli("events", "--after", "3")
     assert code == 0 and all(int(line.split()[0]) > 3 for line in out.splitlines())
     code, out, _ = cli("pareto", "--json")
-    [front] = json_lines(out)
+    [front] = json.loads(out)["tracks"]
     assert front["track"] == "cpu" and [p["job_ids"] for p in front["points"]] == [[good]]
     code, out, _ = cli("pareto", "--track", "cpu", "--feasible")
     assert code == 0 and good in out

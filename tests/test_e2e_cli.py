@@ -42,7 +42,7 @@ def test_submit_worker_wait_pareto(tmp_path):
 
     pareto = golfq(tmp_path, "pareto", "--json")
     assert pareto.returncode == 0, pareto.stderr
-    [front] = [json.loads(line) for line in pareto.stdout.splitlines()]
+    [front] = json.loads(pareto.stdout)["tracks"]
     got = {(tuple(p["job_ids"]), p["val_bpb"], p["artifact_bytes"], p["train_seconds"]) for p in front["points"]}
     want = {((ids[n],), POINTS[n][0], POINTS[n][1], POINTS[n][2]) for n in ("A", "B")}
     assert got == want

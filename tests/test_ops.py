@@ -7,13 +7,13 @@ import json
 import pytest
 
 from golfq.core.backends import open_broker
-from golfq.core.broker import JobState
+from golfq.core.job import JobState
 from golfq.core.result import FailureKind, Result
 from golfq.core.spec import parse_spec
+from golfq.ops import OpsError
+from golfq.ops.cost import cost_summary
 from golfq.ops.purge import parse_before
 from golfq.ops.replay import plan_replay
-from golfq.ops.stats import usage
-from golfq.cli.console import CliError
 from tests.golfq_helpers import broker, cli  # noqa: F401 (fixtures)
 
 
@@ -80,7 +80,7 @@ def test_import_refuses_a_tampered_script(cli, tmp_path, broker):
     assert code == 2 and "does not match its sha256" in err
 
 
-def test_usage_counts_each_attempt_once(broker, monkeypatch):
+def test_usage_by_pool_counts_each_attempt_once(broker, monkeypatch):
     monkeypatch.setenv("GOLFQ_PRICES", "H100=3.6")
     [job] = broker.submit([parse_spec({"pool": "h100"})])
     lease = broker.claim("h100", "w")
@@ -88,18 +88,18 @@ def test_usage_counts_each_attempt_once(broker, monkeypatch):
                                                         cost_usd=0.1))
     lease = broker.claim("h100", "w")
     broker.complete(lease, Result(spec_id=job.id, attempt=2, status="succeeded", gpu_seconds=300, cost_usd=0.3))
-    spent = usage(broker)["h100"]
-    assert (spent.attempts, spent.gpu_seconds, spent.cost_usd) == (2, 400, pytest.approx(0.4))
+    [spent] = cost_summary(broker, "pool")
+    assert (spent.key, spent.attempts, spent.gpu_seconds, spent.cost_usd) == ("h100", 2, 400, pytest.approx(0.4))
 
 
 def test_purge_ages_and_dates():
     assert parse_before("7d", now=1_000_000.0) == 1_000_000.0 - 7 * 86400
     assert parse_before("90m", now=10_000.0) == 10_000.0 - 5400
     assert parse_before("2026-01-02T00:00:00+00:00") == 1767312000.0
-    with pytest.raises(CliError):
+    with pytest.raises(OpsError):
         parse_before("soon")
     for unusable in ("99999999999999d", "2999-01-01", "-"):  # overflow, future (a typo), junk
-        with pytest.raises(CliError):
+        with pytest.raises(OpsError):
             parse_before(unusable, now=1_000_000.0)
 
 

@@ -15,23 +15,43 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Protocol, TextIO
 
 import typer
 
-from golfq.core.backends import default_url
-from golfq.core.broker import Broker, Job, JobState
+from golfq.cli.console import (
+    JsonOption,
+    QueueOption,
+    console,
+    emit_json,
+    note,
+    print_table,
+    queue,
+    result_line,
+    stdout_is_terminal,
+)
+from golfq.cli.data import prepare_here
+from golfq.cli.pareto import front_doc, front_table, front_title
+from golfq.core.broker import Broker
+from golfq.core.errors import EXIT_JOB_FAILED, GolfqError
+from golfq.core.job import Job, JobState
 from golfq.core.pareto import Front, fold, observation
 from golfq.core.pools import get_pool
+from golfq.core.settings import settings
 from golfq.core.spec import Budget, DataRef, ExperimentSpec
-from golfq.cli.console import CliError, JsonOption, QueueOption, console, emit_json, note, queue, stdout_is_terminal
-from golfq.workers.fleet import Fleet, FleetConfig, work_root_default
-from golfq.ops.plot import plot_fronts
-from golfq.ops.report import front_table, point_doc
+from golfq.producer.client import final_result
+from golfq.workers.fleet import Fleet, FleetConfig
 from golfq.workers.runner import LOG_NAME, attempt_dir
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from golfq.workers.golf.prepare import PreparedData
+
+app = typer.Typer(add_completion=False)
 
 POOL = "cpu"
 SOURCE, VOCAB = "stdlib", 1024
@@ -69,19 +89,13 @@ QUICK = DemoSweep(shapes=((1, 32), (2, 64)), seeds=(1,), train_seconds=60.0,
                        "WARMDOWN_ITERS": "2", "TRAIN_LOG_EVERY": "2", "VAL_MAX_TOKENS": "4096"})
 
 
-def _prepare_data():
+def _prepare_data() -> PreparedData:
     for module in ("torch", "sentencepiece"):
         try:
             __import__(module)
         except ImportError:
-            raise CliError(f"demo: the built-in trainer needs {module} (pip install 'golfq[train]')") from None
-    from golfq.workers.golf.prepare import PrepareError, prepare
-    from golfq.workers.golf.shards import ShardError
-
-    try:
-        return prepare(SOURCE, VOCAB)
-    except (PrepareError, ShardError, OSError) as error:
-        raise CliError(f"demo: preparing the {SOURCE} data failed: {error}") from None
+            raise GolfqError(f"demo: the built-in trainer needs {module} (pip install 'golfq[train]')") from None
+    return prepare_here(SOURCE, VOCAB, what=f"demo: preparing the {SOURCE} data failed")
 
 
 @contextlib.contextmanager
@@ -117,18 +131,23 @@ def _step(log_path: Path) -> tuple[int, int] | None:
 
 
 def _finished_line(job: Job) -> str:
-    result = job.result
-    if job.state is JobState.SUCCEEDED and result is not None and result.val_bpb is not None:
-        return (f"{job.id}  succeeded  val_bpb={result.val_bpb:.4f}  size={(result.artifact_bytes or 0) / 1e6:.3f} MB  "
-                f"train={result.train_seconds or 0:.1f} s  {job.spec.name}")
-    reason = (job.error or (result.error if result else None) or "").splitlines()[0:1]
-    return f"{job.id}  {job.state.value}  {reason[0] if reason else ''}  {job.spec.name}"
+    return result_line(job.id, job.spec.name, final_result(job), job.state.value)
+
+
+class _Display(Protocol):
+    def started(self, job: Job, log_path: Path) -> None: ...
+
+    def running(self, job: Job, step: tuple[int, int] | None) -> None: ...
+
+    def finished(self, job: Job) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class _PlainDisplay:
     """One line per start and per finish (not a terminal, or --json: then on stderr)."""
 
-    def __init__(self, stream) -> None:
+    def __init__(self, stream: TextIO) -> None:
         self.stream = stream
 
     def started(self, job: Job, log_path: Path) -> None:
@@ -148,13 +167,20 @@ class _RichDisplay:
     """A bar for the sweep and one per running job (its training step), with finished jobs printed above."""
 
     def __init__(self, total: int, done: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), console=console(), transient=False)
         self.progress.start()
         self.sweep = self.progress.add_task("demo jobs done", total=total, completed=done)
-        self.tasks: dict[str, int] = {}
+        self.tasks: dict[str, TaskID] = {}
 
     def started(self, job: Job, log_path: Path) -> None:
         iterations = int(job.spec.env.get("ITERATIONS", "0")) or None
@@ -174,14 +200,17 @@ class _RichDisplay:
         self.progress.stop()
 
 
-def _watch(broker: Broker, ids: Sequence[str], fleet_thread: threading.Thread, display, work_root: Path) -> list[Job]:
+def _watch(broker: Broker, ids: Sequence[str], fleet_thread: threading.Thread, display: _Display,
+           work_root: Path) -> list[Job]:
     """Poll the demo's jobs until every one is finished; tell the display what changed."""
     seen: dict[str, tuple[JobState, int]] = {}
     while True:
-        jobs = [broker.get(i) for i in ids]
-        for job_id, job in zip(ids, jobs):
+        jobs = []
+        for job_id in ids:
+            job = broker.get(job_id)
             if job is None:
-                raise CliError(f"demo: job {job_id} vanished from the queue (purged?)")
+                raise GolfqError(f"demo: job {job_id} vanished from the queue (purged?)")
+            jobs.append(job)
             key = (job.state, job.attempt)
             log_path = attempt_dir(work_root, job.id, job.attempt) / LOG_NAME
             if seen.get(job.id) != key:
@@ -195,12 +224,12 @@ def _watch(broker: Broker, ids: Sequence[str], fleet_thread: threading.Thread, d
         if all(job.state.terminal for job in jobs):
             return jobs
         if not fleet_thread.is_alive():
-            raise CliError("demo: the local worker stopped before the demo's jobs finished")
+            raise GolfqError("demo: the local worker stopped before the demo's jobs finished")
         time.sleep(POLL_SECONDS)
 
 
-def _run_fleet(url: str, ids: Sequence[str], concurrency: int, display) -> list[Job]:
-    work_root = work_root_default().absolute()
+def _run_fleet(url: str, ids: Sequence[str], concurrency: int, display: _Display) -> list[Job]:
+    work_root = settings().work_dir.absolute()
     fleet = Fleet(FleetConfig(queue=url, pool=POOL, concurrency=concurrency, work_root=work_root, grace_seconds=30.0))
     thread = threading.Thread(target=fleet.run, name="golfq-demo-fleet", daemon=True)
     thread.start()
@@ -228,6 +257,7 @@ def _draw(front: Front, plot: Path) -> tuple[str | None, str | None]:
         import matplotlib  # noqa: F401
     except ImportError:
         return None, "plot skipped: matplotlib is not installed (pip install 'golfq[plot]')"
+    from golfq.ops.plot import plot_fronts
 
     try:
         plot.parent.mkdir(parents=True, exist_ok=True)
@@ -237,9 +267,10 @@ def _draw(front: Front, plot: Path) -> tuple[str | None, str | None]:
     return str(plot), None
 
 
-def run_demo(
+@app.command()
+def demo(
     quick: Annotated[bool, typer.Option("--quick", help="A much smaller sweep (2 jobs, seconds each): for CI.")] = False,
-    concurrency: Annotated[int | None, typer.Option(min=1, help="Jobs at once (default: 2, or 1 on a one-core machine).")] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, metavar="N", help="Jobs at once (default: 2, or 1 on a one-core machine).")] = None,
     plot: Annotated[Path, typer.Option(metavar="FILE.png", help="Where to draw the front (needs matplotlib).")] = DEFAULT_PLOT,
     queue_url: QueueOption = None,
     as_json: JsonOption = False,
@@ -251,15 +282,16 @@ def run_demo(
     Run it again and it reuses the jobs and the data. Example: golfq demo --concurrency 2
     """
     began = time.monotonic()
-    url = queue_url or default_url()
+    url = queue_url or settings().queue
     concurrency = concurrency or min(2, os.cpu_count() or 1)
     sweep = QUICK if quick else FULL
+    say: Callable[[str], None]
     if as_json:
         say = note
     elif stdout_is_terminal():
-        say = lambda line: console().print(line, highlight=False)  # noqa: E731
+        say = lambda line: console().print(line, highlight=False)
     else:
-        say = lambda line: print(line, flush=True)  # noqa: E731
+        say = lambda line: print(line, flush=True)
     with queue(url):  # a bad --queue fails in one line before any data work
         pass
     data = _prepare_data()
@@ -282,15 +314,12 @@ def run_demo(
     failed = [j for j in final if j.state is not JobState.SUCCEEDED]
     seconds = time.monotonic() - began
     if as_json:
-
         emit_json({"queue": url, "data_path": str(data.data_path), "tokenizer_path": str(data.tokenizer_path),
                    "jobs": [{"id": j.id, "name": j.spec.name, "seed": j.spec.seed, "state": j.state.value,
                              "result": j.result} for j in final],
-                   "track": front.track, "points": [point_doc(p) for p in front.points],
-                   "plot": drawn, "seconds": round(seconds, 1)})
+                   **front_doc(front, False), "plot": drawn, "seconds": seconds})
     else:
-
-        console().print(front_table(front, False))
+        print_table(front_title(front, False), front_table(front, False))
         print(f"plot written to {drawn}" if drawn else skipped)
         print(f"golfq demo: {len(final) - len(failed)} of {len(final)} job(s) succeeded in {seconds:.0f} s; "
               f"next: golfq pareto, golfq status ID, golfq logs ID", flush=True)
@@ -298,5 +327,5 @@ def run_demo(
         note(skipped)
     if failed:
         first = failed[0]
-        raise CliError(f"demo: {len(failed)} job(s) did not succeed; {first.id}: {first.state.value}: "
-                       f"{first.error or 'see golfq logs ' + first.id}", code=1)
+        raise GolfqError(f"demo: {len(failed)} job(s) did not succeed; {first.id}: {first.state.value}: "
+                         f"{first.error or 'see golfq logs ' + first.id}", exit_code=EXIT_JOB_FAILED)

@@ -1,0 +1,100 @@
+"""`golfq pareto`: the Pareto front per track, as a table, one JSON document, or a matplotlib plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from golfq.cli.console import (
+    JsonOption,
+    QueueOption,
+    emit_json,
+    fmt_seconds,
+    print_table,
+    queue,
+)
+from golfq.core.errors import GolfqError
+from golfq.core.pareto import Front, FrontPoint
+from golfq.core.pools import resolve_track
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+app = typer.Typer(add_completion=False)
+
+
+def point_doc(p: FrontPoint) -> dict[str, Any]:
+    return {"config": p.config, "job_ids": list(p.job_ids), "seeds": p.seeds, "val_bpb": p.val_bpb,
+            "val_bpb_std": p.val_bpb_std, "artifact_bytes": p.artifact_bytes, "train_seconds": p.train_seconds,
+            "feasible": p.feasible, "confirmed": p.confirmed}
+
+
+def front_doc(front: Front, feasible: bool) -> dict[str, Any]:
+    return {"track": front.track, "groups": front.groups, "results": front.results,
+            "points": [point_doc(p) for p in front.view(feasible)]}
+
+
+def front_title(front: Front, feasible: bool) -> str:
+    return (f"{front.track}: {len(front.view(feasible))} point(s) on the {'feasible ' if feasible else ''}front "
+            f"of {front.groups} config(s), {front.results} result(s)")
+
+
+def front_table(front: Front, feasible: bool) -> Table:
+    from rich.table import Table
+
+    table = Table()
+    for column in ("val_bpb", "± std", "seeds", "artifact", "train", "feasible", "confirmed", "jobs"):
+        table.add_column(column, justify="left" if column == "jobs" else "right")
+    for p in front.view(feasible):
+        table.add_row(f"{p.val_bpb:.4f}", f"{p.val_bpb_std:.4f}" if p.seeds > 1 else "-", str(p.seeds),
+                      f"{p.artifact_bytes / 1e6:.3f} MB", fmt_seconds(p.train_seconds), "yes" if p.feasible else "no",
+                      "yes" if p.confirmed else "", ",".join(p.job_ids[:3]) + ("..." if len(p.job_ids) > 3 else ""))
+    return table
+
+
+def draw(fronts: list[Front], plot: Path, feasible: bool) -> None:
+    """The plot, or one line saying why not (matplotlib missing, an unwritable path, an unknown format)."""
+    try:
+        from golfq.ops.plot import plot_fronts
+
+        plot_fronts(fronts, plot, feasible)
+    except ImportError:
+        raise GolfqError("pareto --plot needs matplotlib (pip install 'golfq[plot]')") from None
+    except (OSError, ValueError) as error:  # matplotlib raises ValueError for an unknown file type
+        raise GolfqError(f"pareto --plot {plot}: {error}") from None
+
+
+@app.command()
+def pareto(
+    track: Annotated[str | None, typer.Option(metavar="TRACK", help="A track (8xH100, 1xH100, cpu) or a pool name (default: all).")] = None,
+    feasible: Annotated[bool, typer.Option("--feasible", help="Only configs within 16,000,000 bytes and the time rule.")] = False,
+    plot: Annotated[Path | None, typer.Option(metavar="FILE.png", help="Also draw the front (needs matplotlib).")] = None,
+    queue_url: QueueOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The non-dominated configs over (artifact bytes, training seconds, val_bpb), per track.
+
+    With --json: one document, {"feasible_only": ..., "tracks": [{"track", "groups", "results", "points"}, ...]}.
+
+    Example: golfq pareto --track 8xH100 --feasible --plot front.png
+    """
+    with queue(queue_url) as broker:
+        present = broker.tracks()
+        try:
+            tracks = present if track is None else [resolve_track(track, present)]
+        except ValueError as error:
+            raise GolfqError(f"pareto --track: {error}") from None
+        fronts = [broker.front(t) for t in tracks]
+    if plot is not None:  # drawn first, so a bad path or format prints no table or JSON before its error
+        draw(fronts, plot, feasible)
+    if as_json:
+        emit_json({"feasible_only": feasible, "tracks": [front_doc(front, feasible) for front in fronts]})
+        return
+    for front in fronts:
+        print_table(front_title(front, feasible), front_table(front, feasible))
+    if not fronts:
+        print("no results yet")
+    if plot is not None:
+        print(f"plot written to {plot}")
