@@ -34,14 +34,28 @@ Metric = Literal["val_bpb", "train_loss"]
 Axis = Literal["seconds", "step"]
 NonNeg = Annotated[float, msgspec.Meta(ge=0, le=1e12)]
 
-# Checkpoints of a seconds rule that names none: these shares of the spec's training budget.
-# Tuned on bench/stopping.py: earlier checks save more but stop late bloomers (see BENCHMARKS.md).
-DEFAULT_FRACTIONS = (0.3, 0.5, 0.7)
-# Per rule: (margin, min_runs) when the spec leaves them out.
-RULE_DEFAULTS: dict[str, tuple[float, int]] = {"median": (0.0, 3), "margin": (0.02, 1), "patience": (0.0, 0)}
+# Checkpoints of a seconds rule that names none: these shares of the spec's training budget. Tuned on
+# bench/stopping.py: earlier checks save more but stop late bloomers (see BENCHMARKS.md). Patience
+# compares a run with itself, so it needs more checks than the rules that compare it with others.
+DEFAULT_FRACTIONS: dict[str, tuple[float, ...]] = {
+    "median": (0.3, 0.5, 0.7),
+    "margin": (0.3, 0.5, 0.7),
+    "patience": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+}
+# (margin, min_runs) when the spec leaves them out, per rule and metric (train_loss is in nats per token,
+# about 1.7x bits per byte, and noisier). Tuned on bench/stopping.py so that no default stops the run that
+# finished best in any family of its tuning set; see BENCHMARKS.md for what each would save.
+RULE_DEFAULTS: dict[tuple[str, str], tuple[float, int]] = {
+    ("median", "val_bpb"): (0.02, 5), ("median", "train_loss"): (0.05, 5),
+    ("margin", "val_bpb"): (0.05, 1), ("margin", "train_loss"): (0.12, 1),
+    ("patience", "val_bpb"): (0.0, 0), ("patience", "train_loss"): (0.0, 0),
+}
 # A reference speaks at x only if it recorded the metric within this share of x on both sides:
 # a straight line between far-apart points of a convex loss curve says little about x.
 GAP_FRACTION = 0.5
+# A check compares means over the run's last few recorded points (and the references' values at the
+# same x), so one noisy train_loss line neither stops a run nor saves it.
+SMOOTH_POINTS = 5
 MAX_CHECKPOINTS = 1000
 
 
@@ -70,11 +84,11 @@ class StopRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 
     @property
     def margin_or_default(self) -> float:
-        return RULE_DEFAULTS[self.rule][0] if self.margin is None else self.margin
+        return RULE_DEFAULTS[self.rule, self.metric][0] if self.margin is None else self.margin
 
     @property
     def min_runs_or_default(self) -> int:
-        return RULE_DEFAULTS[self.rule][1] if self.min_runs is None else self.min_runs
+        return RULE_DEFAULTS[self.rule, self.metric][1] if self.min_runs is None else self.min_runs
 
     @property
     def needs_references(self) -> bool:
@@ -146,14 +160,32 @@ def checkpoints(rule: StopRule, budget_seconds: float | None, upto: float) -> li
         count = min(int(upto // rule.every), MAX_CHECKPOINTS)
         points = [rule.every * k for k in range(1, count + 1)]
     elif rule.at == "seconds" and budget_seconds:
-        points = [budget_seconds * f for f in DEFAULT_FRACTIONS]
+        points = [budget_seconds * f for f in DEFAULT_FRACTIONS[rule.rule]]
     else:
         points = []
     return [c for c in points if rule.warmup <= c <= upto]
 
 
+def passed(rule: StopRule, curve: Sequence[ProgressPoint], budget_seconds: float | None) -> int:
+    """How many of the rule's checkpoints the curve has passed; a decision is due each time this grows."""
+    mine = series(curve, rule.metric, rule.at)
+    return len(checkpoints(rule, budget_seconds, mine[-1][0])) if mine else 0
+
+
 def _axis(rule: StopRule, x: float) -> str:
     return f"{x:g} s" if rule.at == "seconds" else f"step {x:g}"
+
+
+def _window(mine: Series, j: int) -> list[tuple[float, float]]:
+    """The recorded points a check at mine[j] averages: up to SMOOTH_POINTS of them, none far before it."""
+    x = mine[j][0]
+    return [(xi, yi) for xi, yi in mine[max(0, j - SMOOTH_POINTS + 1):j + 1] if xi >= x * (1 - GAP_FRACTION)]
+
+
+def _mean_at(points: Series, xs: Sequence[float]) -> float | None:
+    """A reference's mean over the check's points; None unless it reaches the last of them."""
+    values = [v for x in xs if (v := value_at(points, x)) is not None]
+    return math.fsum(values) / len(values) if values and value_at(points, xs[-1]) is not None else None
 
 
 def decide(rule: StopRule, curve: Sequence[ProgressPoint], references: Sequence[Sequence[ProgressPoint]] = (),
@@ -162,17 +194,21 @@ def decide(rule: StopRule, curve: Sequence[ProgressPoint], references: Sequence[
     mine = series(curve, rule.metric, rule.at)
     if not mine:
         return None
-    passed = checkpoints(rule, budget_seconds, mine[-1][0])
-    if not passed:
+    due = checkpoints(rule, budget_seconds, mine[-1][0])
+    if not due:
         return None
     xs = [x for x, _ in mine]
-    x, y = mine[bisect.bisect_left(xs, passed[-1])]
+    j = bisect.bisect_left(xs, due[-1])
+    x, latest = mine[j]
     where = f"{rule.rule} rule at {_axis(rule, x)}"
-    if not math.isfinite(y):
-        return Decision(stop=True, reason=f"{where}: {rule.metric} is {y} (diverged)", at=x)
+    if not math.isfinite(latest):
+        return Decision(stop=True, reason=f"{where}: {rule.metric} is {latest} (diverged)", at=x)
     if rule.rule == "patience":
-        return _patience(rule, mine, xs, passed, where)
-    values = [v for ref in references if (v := value_at(series(ref, rule.metric, rule.at), x)) is not None]
+        return _patience(rule, mine, [bisect.bisect_left(xs, c) for c in due], where)
+    window = _window(mine, j)
+    y = math.fsum(v for _, v in window) / len(window)
+    at = [xi for xi, _ in window]
+    values = [v for ref in references if (v := _mean_at(series(ref, rule.metric, rule.at), at)) is not None]
     values = [v for v in values if math.isfinite(v)]
     need = rule.min_runs_or_default
     if len(values) < need:
@@ -188,10 +224,11 @@ def decide(rule: StopRule, curve: Sequence[ProgressPoint], references: Sequence[
                                                         f"{bar:.4f}{slack} of {len(values)} run(s)")
 
 
-def _patience(rule: StopRule, mine: Series, xs: list[float], passed: list[float], where: str) -> Decision:
+def _patience(rule: StopRule, mine: Series, indexes: list[int], where: str) -> Decision:
     # One value per distinct recorded point: sparse points must not count as checks without progress.
-    values = [y for _, y in dict(mine[bisect.bisect_left(xs, c)] for c in passed).items()]
-    x = mine[bisect.bisect_left(xs, passed[-1])][0]
+    # Raw values, not means: a mean lags, and would read a plateau as still falling.
+    values = [mine[j][1] for j in sorted(set(indexes))]
+    x = mine[indexes[-1]][0]
     if len(values) <= rule.patience:
         return Decision(stop=False, reason=f"{where}: {len(values)} check(s), patience {rule.patience}", at=x)
     before, recent = min(values[:-rule.patience]), min(values[-rule.patience:])

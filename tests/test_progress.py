@@ -19,15 +19,15 @@ def points_of(name: str) -> list[ProgressPoint]:
 
 @pytest.mark.parametrize("line, want", [
     ("step:200/20000 val_loss:2.8397 val_bpb:1.6774 train_time:8699ms step_avg:43.49ms",
-     dict(step=200, val_loss=2.8397, val_bpb=1.6774, train_seconds=8.699)),
+     {"step": 200, "val_loss": 2.8397, "val_bpb": 1.6774, "train_seconds": 8.699}),
     ("step:1/20000 train_loss:6.9408 train_time:24ms step_avg:23.99ms",
-     dict(step=1, train_loss=6.9408, train_seconds=0.024)),
-    ("4000/20000 val_loss: 2.8862 val_bpb: 1.1173", dict(step=4000, val_loss=2.8862, val_bpb=1.1173)),
-    ("500/20000 train_loss: 3.2654 train_time: 0.8m tok/s: 8318423", dict(step=500, train_loss=3.2654, train_seconds=48.0)),
-    ("stopping_early: wallclock_cap train_time: 596103ms step: 4967/20000", dict(step=4967, train_seconds=596.103)),
+     {"step": 1, "train_loss": 6.9408, "train_seconds": 0.024}),
+    ("4000/20000 val_loss: 2.8862 val_bpb: 1.1173", {"step": 4000, "val_loss": 2.8862, "val_bpb": 1.1173}),
+    ("500/20000 train_loss: 3.2654 train_time: 0.8m tok/s: 8318423", {"step": 500, "train_loss": 3.2654, "train_seconds": 48.0}),
+    ("stopping_early: wallclock_cap train_time: 596103ms step: 4967/20000", {"step": 4967, "train_seconds": 596.103}),
     ('GOLFQ_PROGRESS {"step": 30, "train_seconds": 1.5, "val_bpb": 1.9, "lr": 0.02, "note": "x", "ok": true}',
-     dict(step=30, train_seconds=1.5, val_bpb=1.9, extra={"lr": 0.02})),
-    ('[rank0]: GOLFQ_PROGRESS {"train_loss": 3}', dict(train_loss=3.0)),
+     {"step": 30, "train_seconds": 1.5, "val_bpb": 1.9, "extra": {"lr": 0.02}}),
+    ('[rank0]: GOLFQ_PROGRESS {"train_loss": 3}', {"train_loss": 3.0}),
 ])
 def test_a_progress_line_becomes_a_point(line, want):
     assert parse_progress(line, at=5.0) == ProgressPoint(at=5.0, **want)

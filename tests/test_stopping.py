@@ -8,7 +8,14 @@ import pytest
 
 from golfq.core.result import ProgressPoint
 from golfq.core.spec import SpecError, parse_spec
-from golfq.core.stopping import StopRule, checkpoints, comparable, decide, series, value_at
+from golfq.core.stopping import (
+    StopRule,
+    checkpoints,
+    comparable,
+    decide,
+    series,
+    value_at,
+)
 
 
 def curve(*pairs: tuple[float, float], metric: str = "val_bpb") -> list[ProgressPoint]:
@@ -53,24 +60,25 @@ def test_nothing_is_decided_before_the_first_checkpoint():
 
 
 def test_median_stops_a_run_above_the_median_of_the_references_at_the_same_point():
-    rule = StopRule(rule="median", checkpoints=(50.0,))
+    rule = StopRule(rule="median", checkpoints=(50.0,), margin=0.0, min_runs=3)
     worse = decide(rule, line(3.2, 0.010, upto=50), REFS[:2] + [line(3.3, 0.01)], 100.0)
     assert worse is not None and worse.stop and worse.at == 50.0
-    assert worse.reason == "median rule at 50 s: val_bpb 2.7000 > median 2.6000 of 3 run(s)"
+    # each side's mean over the run's last points (30, 40, 50 s): the values at 40 s on these straight lines
+    assert worse.reason == "median rule at 50 s: val_bpb 2.8000 > median 2.7000 of 3 run(s)"
     better = decide(rule, line(3.05, 0.010, upto=50), REFS, 100.0)
-    assert better is not None and not better.stop and "<= median 2.6000" in better.reason
+    assert better is not None and not better.stop and "2.6500 <= median 2.7000" in better.reason
 
 
 def test_median_takes_the_run_at_its_first_point_past_the_checkpoint_and_reads_references_there():
-    rule = StopRule(rule="median", checkpoints=(50.0,))
-    run = curve((40.0, 2.70), (55.0, 2.52))  # at 55 s the references are 2.45, 2.55, 2.65
+    rule = StopRule(rule="median", checkpoints=(50.0,), margin=0.0, min_runs=3)
+    run = curve((40.0, 2.70), (55.0, 2.52))  # the references' means over 40 and 55 s: 2.525, 2.625, 2.725
     decision = decide(rule, run, REFS, 100.0)
     assert decision is not None and decision.at == 55.0 and not decision.stop
-    assert "2.5200 <= median 2.5500" in decision.reason
+    assert "val_bpb 2.6100 <= median 2.6250" in decision.reason
 
 
 def test_median_needs_enough_references_reaching_the_point():
-    rule = StopRule(rule="median", checkpoints=(50.0,))
+    rule = StopRule(rule="median", checkpoints=(50.0,), min_runs=3)
     short = [line(3.0, 0.01, upto=40)] * 3  # finished runs that recorded nothing near 50 s
     decision = decide(rule, line(9.0, 0.01, upto=50), REFS[:2] + short, 100.0)
     assert decision is not None and not decision.stop
@@ -79,8 +87,25 @@ def test_median_needs_enough_references_reaching_the_point():
                   REFS[:2] + short, 100.0).stop
 
 
+def test_one_noisy_point_neither_stops_a_run_nor_saves_it():
+    rule = StopRule(rule="median", checkpoints=(50.0,), margin=0.0, min_runs=3)
+    good = line(3.05, 0.010, upto=50)
+    spike = good[:-1] + curve((50.0, good[-1].val_bpb + 0.1))  # 2.55 -> 2.65 at the check, above 2.6
+    assert not decide(rule, spike, REFS, 100.0).stop
+    bad = line(3.2, 0.010, upto=50)
+    dip = bad[:-1] + curve((50.0, bad[-1].val_bpb - 0.1))  # 2.7 -> 2.6 at the check, not above 2.6
+    assert decide(rule, dip, REFS, 100.0).stop
+
+
+def test_defaults_depend_on_the_rule_and_the_metric():
+    assert (StopRule(rule="median").margin_or_default, StopRule(rule="median").min_runs_or_default) == (0.02, 5)
+    assert StopRule(rule="margin").margin_or_default == 0.05 and StopRule(rule="margin").min_runs_or_default == 1
+    assert StopRule(rule="margin", metric="train_loss").margin_or_default == 0.12
+    assert StopRule(rule="median", margin=0.0, min_runs=7).margin_or_default == 0.0
+
+
 def test_median_margin_gives_slack():
-    rule = StopRule(rule="median", checkpoints=(50.0,), margin=0.15)
+    rule = StopRule(rule="median", checkpoints=(50.0,), margin=0.15, min_runs=3)
     assert not decide(rule, line(3.2, 0.010, upto=50), REFS, 100.0).stop  # 2.7 <= 2.6 + 0.15
 
 
@@ -88,7 +113,7 @@ def test_margin_stops_only_runs_far_above_the_best():
     rule = StopRule(rule="margin", checkpoints=(50.0,), margin=0.1)
     assert not decide(rule, line(3.05, 0.010, upto=50), REFS, 100.0).stop  # 2.55 <= 2.5 + 0.1
     far = decide(rule, line(3.2, 0.010, upto=50), REFS, 100.0)
-    assert far.stop and "val_bpb 2.7000 > best 2.5000 + 0.1 of 3 run(s)" in far.reason
+    assert far.stop and "val_bpb 2.8000 > best 2.6000 + 0.1 of 3 run(s)" in far.reason
     assert decide(StopRule(rule="margin", checkpoints=(50.0,)), line(3.2, 0.01, upto=50), REFS[:1], 100.0).stop
 
 
@@ -117,7 +142,7 @@ def test_every_rule_stops_a_diverged_run(rule):
 
 
 def test_rules_on_steps():
-    rule = StopRule(rule="median", at="step", checkpoints=(500,))
+    rule = StopRule(rule="median", at="step", checkpoints=(500,), margin=0.0, min_runs=3)
     decision = decide(rule, line(3.2, 0.010, upto=50), REFS, None)
     assert decision.stop and decision.reason.startswith("median rule at step 500:")
 

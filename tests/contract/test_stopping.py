@@ -16,8 +16,8 @@ from tests.curve_helpers import curve_spec, finish_references
 
 # rule -> (reference runs' starting val_bpb, the run's start, its env, the reason's start)
 CASES = {
-    "median": ([2.0, 2.05, 2.1], 2.3, {}, "median rule at 3"),
-    "margin": ([2.0], 2.3, {}, "margin rule at 3"),  # default margin 0.02 over the best
+    "median": ([2.0, 2.02, 2.05, 2.08, 2.1], 2.3, {}, "median rule at 3"),
+    "margin": ([2.0], 2.3, {}, "margin rule at 3"),  # default margin 0.05 over the best
     "patience": ([], 2.3, {"PLATEAU_AT": "20"}, "patience rule at "),
 }
 RULES = {"median": {"rule": "median"}, "margin": {"rule": "margin"},
