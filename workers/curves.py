@@ -21,14 +21,7 @@ from golfq.core.job import JobState, Lease
 from golfq.core.pools import known_pools, track_of
 from golfq.core.result import ProgressPoint
 from golfq.core.spec import ExperimentSpec
-from golfq.core.stopping import (
-    Decision,
-    StopRule,
-    checkpoints,
-    comparable,
-    decide,
-    series,
-)
+from golfq.core.stopping import Decision, StopRule, comparable, decide, passed
 from golfq.workers.progress import ProgressCapture
 
 log = logging.getLogger("golfq.curves")
@@ -158,10 +151,9 @@ class CurveWatch:
         self._unsent = []
 
     def _check(self, rule: StopRule) -> None:
-        mine = series(self.curve, rule.metric, rule.at)
         budget = self.lease.spec.budget.train_seconds
-        passed = len(checkpoints(rule, budget, mine[-1][0])) if mine else 0
-        if passed <= self._decided:
+        count = passed(rule, self.curve, budget)
+        if count <= self._decided:
             return
         try:
             references = (self.references.curves(self.broker, self.lease.spec, rule, exclude=self.lease.job_id)
@@ -169,7 +161,7 @@ class CurveWatch:
         except Exception as error:  # noqa: BLE001 - no references now: check again with the next points
             log.warning("stopping rule of %s: reference curves unavailable: %s", self.lease.job_id, error)
             return
-        self._decided = passed
+        self._decided = count
         decision = decide(rule, self.curve, references, budget)
         if decision is None:
             return
