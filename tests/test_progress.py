@@ -115,7 +115,9 @@ def test_a_clock_stepping_back_does_not_open_a_second_point_for_an_interval():
     capture = ProgressCapture(interval=10.0, clock=clock)
     clock.now = 1025.0
     capture.feed(b"step:1/9 train_loss:4.0\n")
+    assert capture.take() == []
     clock.now = 1001.0
     capture.feed(b"step:2/9 train_loss:3.0\n")
+    assert capture.take() == []
     clock.now = 1039.0
     assert [p.step for p in capture.take()] == [2]

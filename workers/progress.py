@@ -32,6 +32,7 @@ from golfq.core.result import ProgressPoint
 PROGRESS_PREFIX = "GOLFQ_PROGRESS "
 MAX_EXTRA = 32
 _MAX_LINE = 64 * 1024  # a longer "line" is not progress; its bytes are dropped, not buffered
+_MAX_PENDING = 8 << 20
 
 _NUM = r"([-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|(?i:nan|inf)))"
 _STEP = re.compile(r"^\s*(?:step:\s*)?(\d+)\s*/\s*\d+\s+(?=(?:train_loss|val_loss|val_bpb)\s*:)")
@@ -97,11 +98,26 @@ def merge(older: ProgressPoint, newer: ProgressPoint) -> ProgressPoint:
     return ProgressPoint(at=newer.at, extra={**older.extra, **newer.extra}, **fields)
 
 
+# Which raw lines are progress, cheaply: the capture sees every line, but parses only the few it keeps.
+_CANDIDATE = re.compile(rb"^\s*(?:step:\s*)?\d+\s*/\s*\d+\s+(?:train_loss|val_loss|val_bpb)\s*:"
+                        rb"|^\s*stopping_early:|^.{0,40}GOLFQ_PROGRESS ")
+Seen = tuple[float, bytes]  # when a line was read, and the line
+
+
+def _parse_seen(seen: Seen | None) -> ProgressPoint | None:
+    return None if seen is None else parse_progress(seen[1].decode("utf-8", "replace"), seen[0])
+
+
 class ProgressCapture:
     """A thread-safe tap for the child's output that keeps at most one point per interval.
 
-    `feed` takes raw output chunks (the log pump's thread); `take` hands the points of the
-    intervals that have closed to the supervision loop, which reports them in one call.
+    `feed` takes raw output chunks (the log pump's thread) and only buffers them; `take`
+    (the supervision loop, a few times a second) reads the buffered lines, then hands over
+    the points of the intervals that have closed, for one report. Within an interval only
+    raw lines are kept (the latest, the latest with a validation score, and their
+    neighbours for merging a step's lines) and parsed when it closes, so a chatty script
+    costs a buffer append per chunk and a cheap match per line. A line's time is when
+    `take` read it.
     """
 
     def __init__(self, interval: float, clock: Callable[[], float] = time.time, started: float | None = None) -> None:
@@ -110,61 +126,72 @@ class ProgressCapture:
         self.started = clock() if started is None else started
         self._lock = threading.Lock()
         self._carry = b""
-        self._window = -1  # the interval the pending points belong to
-        self._last: ProgressPoint | None = None
-        self._scored: ProgressPoint | None = None
+        self._pending = bytearray()  # output fed since the last read
+        self._window = -1  # the interval the pending lines belong to
+        self._prev: Seen | None = None
+        self._last: Seen | None = None
+        self._scored: tuple[Seen | None, Seen, Seen | None] | None = None  # (line before, scored line, line after)
         self._closed: list[ProgressPoint] = []
         self.lines = 0  # progress lines seen (all of them, before throttling)
 
     def feed(self, chunk: bytes) -> None:
-        data = self._carry + chunk
-        lines = data.split(b"\n")
-        self._carry = lines.pop()
-        if len(self._carry) > _MAX_LINE:
-            self._carry = b""
-        wanted = [line for line in lines if b"_loss" in line or b"val_bpb" in line or b"GOLFQ_PROGRESS" in line]
-        if wanted:
-            self._add_lines(wanted)
+        with self._lock:
+            self._pending += chunk
+            if len(self._pending) > _MAX_PENDING:  # nobody is reading: bound the memory
+                self._read()
 
     def finish(self) -> None:
         """The output ended: a last line without a newline still counts."""
-        carry, self._carry = self._carry, b""
-        if carry:
-            self._add_lines([carry])
+        with self._lock:
+            self._read()
+            carry, self._carry = self._carry, b""
+            if carry and _CANDIDATE.match(carry):
+                self._add_lines([carry])
+
+    def _read(self) -> None:
+        if not self._pending:
+            return
+        lines = (self._carry + self._pending).split(b"\n")
+        self._pending = bytearray()
+        self._carry = lines.pop()
+        if len(self._carry) > _MAX_LINE:
+            self._carry = b""
+        wanted = [line for line in lines if _CANDIDATE.match(line)]
+        if wanted:
+            self._add_lines(wanted)
 
     def _add_lines(self, lines: list[bytes]) -> None:
         at = self._clock()
-        points = [p for line in lines if (p := parse_progress(line.decode("utf-8", "replace"), at)) is not None]
-        if not points:
-            return
-        with self._lock:
-            self.lines += len(points)
-            window = max(int((at - self.started) // self.interval), self._window)  # a clock stepping back stays put
-            if window != self._window:
-                self._close()
-                self._window = window
-            for point in points:
-                self._add(point)
-
-    def _add(self, point: ProgressPoint) -> None:
-        last = self._last
-        if last is not None and point.step is not None and last.step == point.step:
-            point = merge(last, point)
-        self._last = point
-        if _has_score(point):
-            self._scored = point
+        self.lines += len(lines)
+        window = max(int((at - self.started) // self.interval), self._window)  # a clock stepping back stays put
+        if window != self._window:
+            self._close()
+            self._window = window
+        for line in lines:
+            seen = (at, line)
+            if self._scored is not None and self._scored[2] is None and self._scored[1] is self._last:
+                self._scored = (self._scored[0], self._scored[1], seen)
+            self._prev, self._last = self._last, seen
+            if b"val_bpb" in line or b"val_loss" in line:
+                self._scored = (self._prev, seen, None)
 
     def _close(self) -> None:
-        kept = self._scored or self._last
-        if kept is not None:
-            self._closed.append(kept)
-        self._last = self._scored = None
+        before, base, after = self._scored if self._scored is not None else (self._prev, self._last, None)
+        point = _parse_seen(base) or _parse_seen(before)
+        if point is not None:
+            for other in (before, after):
+                near = _parse_seen(other) if other is not base else None
+                if near is not None and near.step is not None and near.step == point.step:
+                    point = merge(near, point) if near.at <= point.at and other is before else merge(point, near)
+            self._closed.append(point)
+        self._prev = self._last = self._scored = None
 
     def take(self, now: float | None = None, final: bool = False) -> list[ProgressPoint]:
         """Points of the intervals closed by now (with final, the open one too), oldest first."""
-        now = self._clock() if now is None else now
         with self._lock:
-            if final or int((now - self.started) // self.interval) != self._window:
+            self._read()
+            now = self._clock() if now is None else now
+            if final or int((now - self.started) // self.interval) > self._window:
                 self._close()
             out, self._closed = self._closed, []
         return out
