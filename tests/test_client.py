@@ -126,7 +126,6 @@ def test_submit_prepared_says_which_jobs_it_created(client, wrap):
     assert [(job.spec.seed, new) for job, new in pairs] == [(2, False), (3, True)]
 
 
-@pytest.mark.xfail(strict=False, reason="needs Broker.submit_new")
 def test_racing_producers_report_each_job_new_exactly_once(tmp_path):
     specs = [prepare({"pool": "cpu", "seed": s}) for s in range(50)]
     start = threading.Barrier(8)
