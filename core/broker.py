@@ -148,6 +148,14 @@ class Broker(abc.ABC):
     def _curve(self, job_id: str, attempt: int) -> list[ProgressPoint]: ...
 
     @abc.abstractmethod
+    def announce(self, pool: str, worker_id: str, seconds: float) -> None:
+        """This worker serves the pool for the next `seconds` (its loop renews it; 0 withdraws it)."""
+
+    @abc.abstractmethod
+    def serving(self, pool: str) -> int | None:
+        """How many workers serve the pool now; None when the backend cannot tell (pools that scale from zero)."""
+
+    @abc.abstractmethod
     def put_script(self, content: bytes) -> str:
         """Store a training script once under its sha256; return its 'sha256:...' ref."""
 

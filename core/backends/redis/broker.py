@@ -273,6 +273,16 @@ class RedisBroker(Broker):
         if points:
             self.redis.rpush(self.keys.curve(job_id, attempt), *(_encode(p) for p in points))
 
+    def announce(self, pool: str, worker_id: str, seconds: float) -> None:
+        self.redis.hset(self.keys.workers(pool), worker_id, repr(self.clock() + seconds))
+
+    def serving(self, pool: str) -> int | None:
+        """Announced workers (a local fleet on this queue) plus RQ's live workers on the pool's queue."""
+        now = self.clock()
+        announced = self.redis.hgetall(self.keys.workers(pool))
+        live = sum(1 for until in announced.values() if float(until) > now)
+        return live + self.rq.workers(pool)
+
     def _curve(self, job_id: str, attempt: int) -> list[ProgressPoint]:
         return [_decode_point(raw) for raw in self.redis.lrange(self.keys.curve(job_id, attempt), 0, -1)]
 

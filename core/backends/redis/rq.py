@@ -235,6 +235,10 @@ class RQSide:
         pipe.srem(self.draining_key, pool)
         self.unpark_script(keys=[self.queue(pool).key, self.parked_key(pool)], client=pipe)
 
+    def workers(self, pool: str) -> int:
+        """RQ's live workers listening on the pool's queue (its registry expires dead ones)."""
+        return len(Worker.all(connection=self.connection, queue=self.queue(pool)))
+
     def counts(self, pools: list[str]) -> dict[str, int]:
         """RQ's own view of each pool, for Stats.extra."""
         out: dict[str, int] = {}
@@ -245,5 +249,5 @@ class RQSide:
             for label, registry in (("started", StartedJobRegistry), ("failed", FailedJobRegistry),
                                     ("finished", FinishedJobRegistry), ("canceled", CanceledJobRegistry)):
                 out[f"rq.{pool}.{label}"] = int(self.connection.zcard(registry(name, connection=self.connection).key))
-            out[f"rq.{pool}.workers"] = len(Worker.all(connection=self.connection, queue=q))
+            out[f"rq.{pool}.workers"] = self.workers(pool)
         return out

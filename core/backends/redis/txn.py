@@ -13,6 +13,7 @@ Keys, all under one prefix (default "golfq"), beside RQ's own "rq:" keys:
   obs             list of Observations (fronts)    scripts       hash ref -> bytes
   draining        set of pools                     parked:<pool> the RQ list of a draining pool
   curve:<id>:<n>  list of an attempt's ProgressPoints (its runner alone appends)
+  workers:<pool>  hash worker id -> until (workers announcing that they serve the pool)
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ class Keys:
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
+
+    def workers(self, pool: str) -> str:
+        return f"{self.prefix}:workers:{pool}"
 
     def curve(self, job_id: str, attempt: int) -> str:
         return f"{self.prefix}:curve:{job_id}:{attempt}"

@@ -136,6 +136,17 @@ class SqliteBroker(Broker):
             self._atomic(lambda tx: tx.conn.executemany(
                 "INSERT INTO progress (job_id, attempt, body) VALUES (?, ?, ?)", rows))
 
+    def announce(self, pool: str, worker_id: str, seconds: float) -> None:
+        until = self.clock() + seconds
+        self._atomic(lambda tx: tx.conn.execute(
+            "INSERT INTO workers (worker_id, pool, until) VALUES (?, ?, ?) "
+            "ON CONFLICT (worker_id) DO UPDATE SET pool = excluded.pool, until = excluded.until",
+            (worker_id, pool, until)))
+
+    def serving(self, pool: str) -> int | None:
+        (count,), = self._read("SELECT COUNT(*) FROM workers WHERE pool = ? AND until > ?", (pool, self.clock()))
+        return int(count)
+
     def _curve(self, job_id: str, attempt: int) -> list[ProgressPoint]:
         rows = self._read("SELECT body FROM progress WHERE job_id = ? AND attempt = ? ORDER BY seq", (job_id, attempt))
         return [_decode_point(row[0]) for row in rows]

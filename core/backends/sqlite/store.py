@@ -34,7 +34,7 @@ from golfq.core.events import Event
 from golfq.core.pareto import Observation
 
 DEFAULT_PATH = ".golfq/golfq.db"
-SCHEMA_VERSION = 2  # 2: progress (live curves)
+SCHEMA_VERSION = 2  # 2: progress (live curves), workers (who serves a pool)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, pool TEXT NOT NULL, state TEXT NOT NULL, priority INTEGER NOT NULL,
@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS job_tags (tag TEXT NOT NULL, job_id TEXT NOT NULL, PR
 CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS scripts (sha TEXT PRIMARY KEY, content BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS pools (name TEXT PRIMARY KEY, draining INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS workers (worker_id TEXT PRIMARY KEY, pool TEXT NOT NULL, until REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS progress (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, attempt INTEGER NOT NULL, body BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS progress_attempt ON progress (job_id, attempt, seq);
