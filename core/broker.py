@@ -32,6 +32,7 @@ from golfq.core.errors import GolfqError
 from golfq.core.events import Event, EventKind
 from golfq.core.job import CompleteOutcome, Job, JobState, Lease, Stats
 from golfq.core.pareto import Front, Observation, Reducer, observation
+from golfq.core.pools import known_pools
 from golfq.core.result import FailureKind, ProgressPoint, Result
 from golfq.core.spec import ExperimentSpec, SpecError, check_pool
 
@@ -200,10 +201,11 @@ class Broker(abc.ABC):
     def submit_new(self, specs: Sequence[ExperimentSpec]) -> list[tuple[Job, bool]]:
         """Like submit, with whether each job was created by this call (exact under races)."""
         specs = list(specs)
+        pools = known_pools()
         for spec in specs:
             if not isinstance(spec, ExperimentSpec):
                 raise SpecError(f"spec: expected an ExperimentSpec, got {type(spec).__name__}")
-            check_pool(spec)
+            check_pool(spec, pools)
         ids = [spec.id for spec in specs]
         out: dict[str, tuple[Job, bool]] = {}
         chunk = self.submit_chunk or max(len(specs), 1)
