@@ -79,15 +79,15 @@ def parse_url(url: str) -> SqliteOptions:
     raw = rest[1:] or DEFAULT_PATH
     if raw == ":memory:" or raw.startswith("file:"):
         raise BrokerError(f"queue URL {url!r}: workers in other processes need a file; give a path")
-    options: dict[str, object] = {"path": Path(raw).expanduser().absolute()}
+    synchronous, busy_seconds = "normal", 30.0
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key == "synchronous" and value.lower() in _SYNC_MODES:
-            options[key] = value.lower()
+            synchronous = value.lower()
         elif key == "busy_timeout" and _is_positive(value):
-            options["busy_seconds"] = float(value)
+            busy_seconds = float(value)
         else:
             raise BrokerError(f"queue URL {url!r}: bad option {key}={value!r} (synchronous=normal|full, busy_timeout=SECONDS)")
-    return SqliteOptions(**options)
+    return SqliteOptions(Path(raw).expanduser().absolute(), synchronous, busy_seconds)
 
 
 def _is_positive(text: str) -> bool:
@@ -216,16 +216,14 @@ class SqliteStore:
 
     def _readable(self) -> sqlite3.Connection:
         """This thread's connection for reads: the file read-only, or an empty schema before it exists."""
-        conn = self._thread_conn("read")
-        if conn is None and not self.path.exists():
+        if getattr(self._local, "read", None) is None and not self.path.exists():
             return self._thread_conn("empty", self._empty)
-        return conn or self._thread_conn("read", self._open_read_only)
+        return self._thread_conn("read", self._open_read_only)
 
     def _writable(self) -> sqlite3.Connection:
-        return self._thread_conn("write") or self._thread_conn("write", self._open_read_write)
+        return self._thread_conn("write", self._open_read_write)
 
-    def _thread_conn(self, kind: str, opener: Callable[[], sqlite3.Connection] | None = None
-                     ) -> sqlite3.Connection | None:
+    def _thread_conn(self, kind: str, opener: Callable[[], sqlite3.Connection]) -> sqlite3.Connection:
         if self._closed:
             raise self._fail("broker is closed")
         if os.getpid() != self._pid:
@@ -234,7 +232,7 @@ class SqliteStore:
                     _abandoned.extend(self._open)
                     self._open, self._pid, self._local = [], os.getpid(), threading.local()
         conn: sqlite3.Connection | None = getattr(self._local, kind, None)
-        if conn is None and opener is not None:
+        if conn is None:
             conn = opener()
             setattr(self._local, kind, conn)
             with self._guard:
