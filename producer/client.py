@@ -245,12 +245,12 @@ def _warn_unserved(pool: str, jobs: int) -> None:
 class Unserved:
     """Says once per pool when the jobs being waited for sit in a pool nobody serves."""
 
-    CHECK_SECONDS = 5.0
+    CHECK_SECONDS = 5.0  # also the grace before the first look: a worker may be starting
 
     def __init__(self, broker: Broker, say: Callable[[str, int], None]) -> None:
         self.broker, self.say = broker, say
         self.said: set[str] = set()
-        self.next_check = 0.0
+        self.next_check = time.monotonic() + self.CHECK_SECONDS
 
     def check(self, pending: set[str]) -> None:
         if time.monotonic() < self.next_check:

@@ -151,7 +151,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "--set lowercase hyperparameter": (["submit", "--set", "num_layers=5"], "num_layers: unknown field (hyper"),
         "bad stdin": (["submit", "-"], "stdin: invalid JSON"),
         "unknown scheme": (["submit", "--queue", "nowhere://x"], "unknown scheme"),
-        "unopenable queue": (["status", "--queue", "sqlite:////proc/golfq/q.db"], "cannot open"),
+        "unopenable queue": (["ops", "drain", "cpu", "--queue", "sqlite:////proc/golfq/q.db"], "cannot create"),
         "grid not a list": (["sweep", "grid.toml"], "grid.NUM_LAYERS: expected a non-empty list"),
         "status unknown job": (["status", job], "not found"),
         "logs unknown job": (["logs", job], "not found"),
