@@ -27,30 +27,44 @@ app = typer.Typer(add_completion=False)
 
 def point_doc(p: FrontPoint) -> dict[str, Any]:
     return {"config": p.config, "job_ids": list(p.job_ids), "seeds": p.seeds, "val_bpb": p.val_bpb,
-            "val_bpb_std": p.val_bpb_std, "artifact_bytes": p.artifact_bytes, "train_seconds": p.train_seconds,
-            "feasible": p.feasible, "confirmed": p.confirmed}
+            "val_bpb_std": p.val_bpb_std, "seed_val_bpb": list(p.val_bpbs), "artifact_bytes": p.artifact_bytes,
+            "train_seconds": p.train_seconds, "feasible": p.feasible, "confirmed": p.confirmed,
+            "incumbent": p.incumbent, "gain_bpb": p.gain, "p_value": p.p_value, "significant": p.significant}
 
 
 def front_doc(front: Front, feasible: bool) -> dict[str, Any]:
     return {"track": front.track, "groups": front.groups, "results": front.results,
+            "incumbent": front.incumbent.config if front.incumbent else None,
             "points": [point_doc(p) for p in front.view(feasible)]}
 
 
+def record_cell(p: FrontPoint) -> str:
+    """The record rule against the incumbent: "yes p=0.004", "no p=0.2", or "n/a" with one seed."""
+    if p.significant is None:
+        return "n/a"
+    return f"{'yes' if p.significant else 'no'} p={p.p_value:.2g}"
+
+
 def front_title(front: Front, feasible: bool) -> str:
+    inc = front.incumbent
+    against = (f"; gain and record rule against the incumbent {inc.config} ({inc.val_bpb:.4f}, {inc.seeds} seeds), "
+               "its own against the runner-up" if inc else "; no incumbent yet (a feasible config with 2+ seeds)")
     return (f"{front.track}: {len(front.view(feasible))} point(s) on the {'feasible ' if feasible else ''}front "
-            f"of {front.groups} config(s), {front.results} result(s)")
+            f"of {front.groups} config(s), {front.results} result(s){against}")
 
 
 def front_table(front: Front, feasible: bool) -> Table:
     from rich.table import Table
 
     table = Table()
-    for column in ("val_bpb", "± std", "seeds", "artifact", "train", "feasible", "confirmed", "jobs"):
-        table.add_column(column, justify="left" if column == "jobs" else "right")
+    for column in ("val_bpb", "± std", "seeds", "artifact", "train", "feasible", "confirmed", "gain", "record",
+                   "jobs"):
+        table.add_column(column, justify="left" if column in ("record", "jobs") else "right")
     for p in front.view(feasible):
         table.add_row(f"{p.val_bpb:.4f}", f"{p.val_bpb_std:.4f}" if p.seeds > 1 else "-", str(p.seeds),
                       f"{p.artifact_bytes / 1e6:.3f} MB", fmt_seconds(p.train_seconds), "yes" if p.feasible else "no",
-                      "yes" if p.confirmed else "", ",".join(p.job_ids[:3]) + ("..." if len(p.job_ids) > 3 else ""))
+                      "yes" if p.confirmed else "", "-" if p.gain is None else f"{p.gain:+.4f}", record_cell(p),
+                      ",".join(p.job_ids[:3]) + ("..." if len(p.job_ids) > 3 else ""))
     return table
 
 
