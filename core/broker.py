@@ -22,6 +22,7 @@ tests/contract/ proves the semantics on every backend.
 from __future__ import annotations
 
 import abc
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -31,11 +32,13 @@ from golfq.core import lifecycle
 from golfq.core.errors import GolfqError
 from golfq.core.events import Event, EventKind
 from golfq.core.job import CompleteOutcome, Job, JobState, Lease, Stats
-from golfq.core.pareto import Front, Observation, Reducer, observation
+from golfq.core.pareto import Front, FrontPoint, Observation, Reducer, observation
+from golfq.core.promotion import run_rule
 from golfq.core.result import FailureKind, ProgressPoint, Result
 from golfq.core.spec import ExperimentSpec, SpecError, check_pool
 
 T = TypeVar("T")
+log = logging.getLogger("golfq.broker")
 Step = Callable[[Job, float], "tuple[Job, list[Event]]"]
 
 
@@ -280,7 +283,20 @@ class Broker(abc.ABC):
                     tx.observe(obs)
             return outcome
 
-        return self._write(step)
+        outcome = self._write(step)
+        if outcome is CompleteOutcome.COUNTED and result.succeeded and lease.spec.promote is not None:
+            self._promote_by_rule(lease.spec)
+        return outcome
+
+    def _promote_by_rule(self, spec: ExperimentSpec) -> None:
+        """The spec's promote rule, after its success committed. Idempotent (spec ids), so a lost run is
+        made good by the config's next success or `golfq promote`; it never fails the completion."""
+        try:
+            for done in run_rule(self, spec):
+                if done.new:
+                    log.info("promoted config %s (rank %d) to %s", done.config, done.rank, ", ".join(done.new))
+        except Exception as error:  # noqa: BLE001 - the result is committed; a runner must not retry it
+            log.warning("promote rule of config %s to %s: %s", spec.id, spec.promote, error)
 
     def fail(self, lease: Lease, error: str, kind: FailureKind, result: Result | None = None) -> JobState:
         """Record a failed attempt; the job is queued again or ends, by its retry budget."""
@@ -375,6 +391,12 @@ class Broker(abc.ABC):
         with self._front_lock:
             self._catch_up()
             return self._reducer.front(track)
+
+    def ranking(self, track: str) -> tuple[FrontPoint, ...]:
+        """Every config group of a track as a point, on the front or not, best mean val_bpb first."""
+        with self._front_lock:
+            self._catch_up()
+            return self._reducer.ranking(track)
 
     def tracks(self) -> list[str]:
         with self._front_lock:
