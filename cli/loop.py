@@ -54,7 +54,8 @@ def promote(
     """Queue the best K feasible configs of one track (by mean val_bpb) in a bigger pool with N seeds each.
 
     Each promoted job's parent is its config's best job; running it again queues nothing new.
-    With --json: {"from", "to", "promoted": [{"config", "rank", "val_bpb", "seeds", "parent", "jobs", "new"}]}.
+
+    With --json: {"from", "to", "dry_run", "promoted": [{"config", "rank", "val_bpb", "seeds", "parent", "jobs", "new"}]}.
 
     Example: golfq promote --from h100 --to h100x8 --top 3 --seeds 3
     """
@@ -118,8 +119,9 @@ def compare(
     queue_url: QueueOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Welch's t-test of A's seeds against B's: the difference in mean val_bpb, its CI, p-values, and whether
-    A clears the challenge's record rule over B (a gain of 0.005 nats, in bpb, at p < 0.01).
+    """Welch's t-test of A's seeds against B's, and whether A clears the challenge's record rule over B.
+
+    Prints the difference in mean val_bpb, its CI and two-sided p, then the record rule: a gain of 0.005 nats (in bpb, by B's val_bpb/val_loss; 0.0023 bpb without val_loss) at p < 0.01. One seed: n/a.
 
     Example: golfq compare 3ijlhcjuqo22wavv x7k2abcdqo22wavv --json
     """
