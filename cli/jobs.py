@@ -298,7 +298,13 @@ def wait(
             return
         reporter = _Reporter(len(ids), as_json)
         try:
-            results = Client(broker=broker).wait(ids, timeout, on_done=reporter.done)
+            url = broker.url
+
+            def unserved(pool: str, jobs: int) -> None:
+                note(f"golfq: wait: no worker is serving pool {pool}, where {jobs} job(s) wait; still waiting "
+                     f"(start one: golfq worker --pool {pool} --queue {url})")
+
+            results = Client(broker=broker).wait(ids, timeout, on_done=reporter.done, on_unserved=unserved)
         except WaitTimeout as error:
             raise GolfqError(f"wait: {error}", exit_code=EXIT_JOB_FAILED) from None
         finally:

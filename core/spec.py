@@ -11,6 +11,7 @@ import base64
 import hashlib
 import re
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import msgspec
@@ -148,11 +149,12 @@ class ExperimentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
         return None if self.trainer == BUILTIN else self.trainer.removeprefix("sha256:")
 
 
-def check_pool(spec: ExperimentSpec) -> ExperimentSpec:
+def check_pool(spec: ExperimentSpec, pools: Mapping[str, object] | None = None) -> ExperimentSpec:
     """The spec, if its pool is one this process knows (built in or GOLFQ_POOLS); else SpecError.
 
-    Checked when a spec is submitted, never when a stored job is read."""
-    pools = known_pools()
+    Checked when a spec is submitted, never when a stored job is read. A batch passes
+    known_pools() once."""
+    pools = known_pools() if pools is None else pools
     for field, pool in (("pool", spec.pool), ("promote.to", spec.promote.to if spec.promote else None)):
         if pool is not None and pool not in pools:
             raise SpecError(f"{field}: unknown pool {pool!r} (known: {', '.join(sorted(pools))}; add one with "

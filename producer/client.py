@@ -13,6 +13,7 @@ works against SQLite, Redis and Modal queues:
 from __future__ import annotations
 
 import builtins
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -34,8 +35,10 @@ from golfq.producer.grid import Sweep, expand
 from golfq.producer.loop import CompareReport, NextResult, compare_refs, wait_next
 from golfq.producer.specfile import Prepared, prepare, read_script
 
+log = logging.getLogger("golfq.client")
+
 SpecLike = ExperimentSpec | Mapping[str, Any]
-_FINAL_EVENTS = {EventKind.SUCCEEDED, EventKind.FAILED, EventKind.DEAD, EventKind.CANCELLED}
+_FINAL_EVENTS = {EventKind.SUCCEEDED, EventKind.FAILED, EventKind.DEAD, EventKind.CANCELLED, EventKind.STOPPED}
 
 
 class WaitTimeout(TimeoutError):
@@ -187,11 +190,16 @@ class Client:
         return self.broker.cancel(builtins.list(ids))
 
     def wait(self, ids: Sequence[str], timeout: float | None = None, *, poll: float = 0.2,
-             on_done: Callable[[Job, Result], None] | None = None) -> builtins.list[Result]:
+             on_done: Callable[[Job, Result], None] | None = None,
+             on_unserved: Callable[[str, int], None] | None = None) -> builtins.list[Result]:
         """Block until every job is finished; Results in the order of ids. Raises WaitTimeout.
+
+        When no worker serves a pool that unfinished jobs wait in, `on_unserved(pool, jobs)` is
+        called once (again after a worker came and went); by default it logs a warning.
 
         >>> [r.val_bpb for r in q.wait([a.id, b.id], timeout=3600)]
         """
+        unserved = Unserved(self.broker, on_unserved or _warn_unserved)
         ids = builtins.list(dict.fromkeys(ids))
         deadline = None if timeout is None else time.monotonic() + timeout
         seq = self.broker.stats().last_seq  # before the first look, so no finish is missed
@@ -213,6 +221,7 @@ class Client:
                     self._check(job, done, pending, on_done)
             if not pending:
                 break
+            unserved.check(pending)
             if timeout is not None and deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout([done[i] for i in ids if i in done], [i for i in ids if i in pending], timeout)
             if not events:
@@ -258,6 +267,39 @@ class Client:
                     on_done(job, done[job.id])
         else:
             pending.add(job.id)
+
+
+def _warn_unserved(pool: str, jobs: int) -> None:
+    log.warning("no worker is serving pool %s, where %d job(s) wait (start one: golfq worker --pool %s)",
+                pool, jobs, pool)
+
+
+class Unserved:
+    """Says once per pool when the jobs being waited for sit in a pool nobody serves."""
+
+    CHECK_SECONDS = 5.0
+
+    def __init__(self, broker: Broker, say: Callable[[str, int], None]) -> None:
+        self.broker, self.say = broker, say
+        self.said: set[str] = set()
+        self.next_check = 0.0
+
+    def check(self, pending: set[str]) -> None:
+        if time.monotonic() < self.next_check:
+            return
+        self.next_check = time.monotonic() + self.CHECK_SECONDS
+        waiting: dict[str, int] = {}
+        for job_id in pending:
+            job = self.broker.get(job_id)
+            if job is not None and job.state is JobState.QUEUED:
+                waiting[job.pool] = waiting.get(job.pool, 0) + 1
+        for pool, count in sorted(waiting.items()):
+            if self.broker.serving(pool) == 0:
+                if pool not in self.said:
+                    self.said.add(pool)
+                    self.say(pool, count)
+            else:
+                self.said.discard(pool)
 
 
 def _as_dict(spec: SpecLike) -> dict[str, Any]:

@@ -47,7 +47,8 @@ config = HorseConfig()  # replaced by the RQ worker process at start (workers.rq
 
 def _runner() -> Callable[..., Any]:
     module, _, name = config.runner.partition(":")
-    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+    runner: Callable[..., Any] = getattr(importlib.import_module(module), name)
+    return runner
 
 
 def _broker(connection: Any) -> RedisBroker:

@@ -111,8 +111,9 @@ class _Fleet:
         if self.slots[i] is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.slots[i] or ""
             argv += ["--gpus", self.slots[i] or ""]
-        if self.lifelines[i] is not None:
-            os.close(self.lifelines[i])  # the last worker in this slot is gone
+        previous = self.lifelines[i]
+        if previous is not None:
+            os.close(previous)  # the last worker in this slot is gone
         read_end, self.lifelines[i] = os.pipe()
         try:
             # a session of its own: no signal meant for a worker's group can reach this one

@@ -14,9 +14,8 @@ and each retry is a fresh RQ job for the next attempt.
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from redis import Redis
-from redis.client import Pipeline
 from rq import Callback, Queue
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
@@ -27,6 +26,11 @@ from rq.serializers import JSONSerializer
 from rq.worker import Worker
 
 from golfq.core.job import Job
+
+# redis-py types every reply as the union of what decode_responses=True and False could give;
+# golfq's clients never decode, so replies are bytes. `Client` stands in for that missing precision.
+Client = Any
+Pipeline = Any
 
 QUEUE_PREFIX = "golfq:"
 RUN_ATTEMPT = "golfq.workers.rq.job.run_attempt"
@@ -128,7 +132,7 @@ class RQSide:
 
     serializer = JSONSerializer
 
-    def __init__(self, connection: Redis, prefix: str) -> None:
+    def __init__(self, connection: Client, prefix: str) -> None:
         self.connection = connection
         self.prefix = prefix
         self.draining_key = f"{prefix}:draining"
@@ -235,6 +239,10 @@ class RQSide:
         pipe.srem(self.draining_key, pool)
         self.unpark_script(keys=[self.queue(pool).key, self.parked_key(pool)], client=pipe)
 
+    def workers(self, pool: str) -> int:
+        """RQ's live workers listening on the pool's queue (its registry expires dead ones)."""
+        return len(Worker.all(connection=self.connection, queue=self.queue(pool)))
+
     def counts(self, pools: list[str]) -> dict[str, int]:
         """RQ's own view of each pool, for Stats.extra."""
         out: dict[str, int] = {}
@@ -245,5 +253,5 @@ class RQSide:
             for label, registry in (("started", StartedJobRegistry), ("failed", FailedJobRegistry),
                                     ("finished", FinishedJobRegistry), ("canceled", CanceledJobRegistry)):
                 out[f"rq.{pool}.{label}"] = int(self.connection.zcard(registry(name, connection=self.connection).key))
-            out[f"rq.{pool}.workers"] = len(Worker.all(connection=self.connection, queue=q))
+            out[f"rq.{pool}.workers"] = self.workers(pool)
         return out
