@@ -39,13 +39,13 @@ def env_changes(set_: list[str] | None, unset: list[str] | None) -> dict[str, st
 
 @app.command()
 def promote(
-    from_: Annotated[str, typer.Option("--from", metavar="POOL|TRACK", help="Where the configs ran (h100, 1xH100, ...).")],
+    from_: Annotated[str, typer.Option("--from", metavar="POOL|TRACK", help="Where they ran (h100, 1xH100, ...).")],
     to: Annotated[str, typer.Option("--to", metavar="POOL", help="The pool to queue them in (h100x8, ...).")],
     top: Annotated[int, typer.Option("--top", metavar="K", help="How many of the best configs.")] = 3,
-    seeds: Annotated[int, typer.Option("--seeds", metavar="N", help="Seeds per config (1337, 42, 2025, 0, 1, ...).")] = 3,
-    min_seeds: Annotated[int, typer.Option("--min-seeds", metavar="N", help="Rank only configs with this many seeds.")] = 1,
+    seeds: Annotated[int, typer.Option("--seeds", metavar="N", help="Seeds per config (1337, 42, 2025, 0, ...).")] = 3,
+    min_seeds: Annotated[int, typer.Option("--min-seeds", metavar="N", help="Rank configs with this many seeds.")] = 1,
     set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE",
-                                                   help="Set a hyperparameter in the promoted specs (e.g. a batch size).")] = None,
+                                                   help="Set a hyperparameter in the promoted specs.")] = None,
     unset: Annotated[list[str] | None, typer.Option("--unset", metavar="KEY", help="Drop a hyperparameter.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be queued; queue nothing.")] = False,
     queue_url: QueueOption = None,
@@ -55,7 +55,8 @@ def promote(
 
     Each promoted job's parent is its config's best job; running it again queues nothing new.
 
-    With --json: {"from", "to", "dry_run", "promoted": [{"config", "rank", "val_bpb", "seeds", "parent", "jobs", "new"}]}.
+    With --json: {"from", "to", "dry_run", "promoted": [{"config", "rank", "val_bpb", "seeds", "parent", "jobs",
+    "new"}]}: `new` lists the jobs this call queued.
 
     Example: golfq promote --from h100 --to h100x8 --top 3 --seeds 3
     """
@@ -121,7 +122,9 @@ def compare(
 ) -> None:
     """Welch's t-test of A's seeds against B's, and whether A clears the challenge's record rule over B.
 
-    Prints the difference in mean val_bpb, its CI and two-sided p, then the record rule: a gain of 0.005 nats (in bpb, by B's val_bpb/val_loss; 0.0023 bpb without val_loss) at p < 0.01. One seed: n/a.
+    Prints the difference in mean val_bpb, its CI and two-sided p, then the record rule.
+
+    The record rule: a gain over B of 0.005 nats (in bpb by B's val_bpb/val_loss, else 0.0023) at p < 0.01.
 
     Example: golfq compare 3ijlhcjuqo22wavv x7k2abcdqo22wavv --json
     """

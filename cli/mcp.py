@@ -95,11 +95,11 @@ def build_server(client: Client, base_dir: Path) -> FastMCP:
         """With ids: those jobs in full (spec, state, result). Without: per-pool counts and the last `limit`
         jobs, filtered by state (queued, leased, succeeded, failed, dead, cancelled, stopped) and pool."""
         if ids:
-            jobs = [client.get(i) for i in ids]
-            missing = [i for i, job in zip(ids, jobs) if job is None]
+            found = [client.get(i) for i in ids]
+            missing = [i for i, job in zip(ids, found, strict=True) if job is None]
             if missing:
                 raise GolfqError(f"job(s) not found in {client.url}: {', '.join(missing)}")
-            return {"jobs": jobs}
+            return {"jobs": found}
         jobs = client.list(state, pool=pool)
         return {"stats": client.broker.stats(), "jobs": [job_row(j) for j in jobs[-limit:]] if limit > 0 else []}
 

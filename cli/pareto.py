@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import msgspec
 import typer
 
 from golfq.cli.console import (
@@ -45,12 +46,16 @@ def record_cell(p: FrontPoint) -> str:
     return f"{'yes' if p.significant else 'no'} p={p.p_value:.2g}"
 
 
-def front_title(front: Front, feasible: bool) -> str:
+def front_title(front: Front, feasible: bool, label: str = "front") -> str:
     inc = front.incumbent
-    against = (f"; gain and record rule against the incumbent {inc.config} ({inc.val_bpb:.4f}, {inc.seeds} seeds), "
-               "its own against the runner-up" if inc else "; no incumbent yet (a feasible config with 2+ seeds)")
-    return (f"{front.track}: {len(front.view(feasible))} point(s) on the {'feasible ' if feasible else ''}front "
+    against = f"; incumbent {inc.config} {inc.val_bpb:.4f} ({inc.seeds} seeds)" if inc else "; no incumbent yet"
+    return (f"{front.track}: {len(front.view(feasible))} point(s) on the {'feasible ' if feasible else ''}{label} "
             f"of {front.groups} config(s), {front.results} result(s){against}")
+
+
+def as_ranking(front: Front, ranking: tuple[FrontPoint, ...]) -> Front:
+    """The front's track with every config as a point, best mean val_bpb first."""
+    return msgspec.structs.replace(front, points=ranking, feasible_points=tuple(p for p in ranking if p.feasible))
 
 
 def front_table(front: Front, feasible: bool) -> Table:
@@ -85,12 +90,17 @@ def pareto(
     track: Annotated[str | None, typer.Option(metavar="TRACK", help="A track (8xH100, 1xH100, cpu) or a pool name (default: all).")] = None,
     feasible: Annotated[bool, typer.Option("--feasible", help="Only configs within 16,000,000 bytes and the time rule.")] = False,
     plot: Annotated[Path | None, typer.Option(metavar="FILE.png", help="Also draw the front (needs matplotlib).")] = None,
+    ranking: Annotated[bool, typer.Option("--ranking", help="Every config, front or not, best first.")] = False,
     queue_url: QueueOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """The non-dominated configs over (artifact bytes, training seconds, val_bpb), per track.
 
-    With --json: one document, {"feasible_only": ..., "tracks": [{"track", "groups", "results", "points"}, ...]}.
+    gain and record: each point against the incumbent, the best feasible config with 2+ seeds (which itself is
+    tested against the runner-up), under the challenge's record rule: 0.005 nats at p < 0.01 (n/a with one seed).
+
+    With --json: one document, {"feasible_only": ..., "tracks": [{"track", "groups", "results", "incumbent",
+    "points"}, ...]}.
 
     Example: golfq pareto --track 8xH100 --feasible --plot front.png
     """
@@ -101,13 +111,15 @@ def pareto(
         except ValueError as error:
             raise GolfqError(f"pareto --track: {error}") from None
         fronts = [broker.front(t) for t in tracks]
+        if ranking:
+            fronts = [as_ranking(front, broker.ranking(front.track)) for front in fronts]
     if plot is not None:  # drawn first, so a bad path or format prints no table or JSON before its error
         draw(fronts, plot, feasible)
     if as_json:
         emit_json({"feasible_only": feasible, "tracks": [front_doc(front, feasible) for front in fronts]})
         return
     for front in fronts:
-        print_table(front_title(front, feasible), front_table(front, feasible))
+        print_table(front_title(front, feasible, "ranking" if ranking else "front"), front_table(front, feasible))
     if not fronts:
         print("no results yet")
     if plot is not None:

@@ -69,7 +69,8 @@ class FrontPoint(msgspec.Struct, frozen=True, kw_only=True):
     significant: bool | None = None  # p_value < alpha; None with one seed on either side
 
     def sample(self) -> Sample:
-        return Sample(self.seeds, self.val_bpb, self.val_bpb_std, self.val_bpb / self.val_loss if self.val_loss else None)
+        ratio = self.val_bpb / self.val_loss if self.val_loss else None
+        return Sample(self.seeds, self.val_bpb, self.val_bpb_std, ratio)
 
 
 class Front(msgspec.Struct, frozen=True, kw_only=True):
@@ -195,7 +196,7 @@ class _Table:
         self.groups, self.confirm_seeds, self.rule = groups, confirm_seeds, rule
         table = np.array([g.means() for g in groups], dtype=float).reshape(-1, 4)
         self.values, self.feasible = table[:, :3], table[:, 3] > 0
-        testable = sorted((self.values[i, 2], groups[i].config(), i) for i in np.flatnonzero(self.feasible)
+        testable = sorted((self.values[i, 2], groups[i].config(), i) for i in np.flatnonzero(self.feasible).tolist()
                           if len(groups[i].members) >= MIN_TEST_SEEDS)
         self.leaders = [i for _, _, i in testable[:2]]  # the incumbent, and the runner-up it is tested against
         self._built: dict[int, FrontPoint] = {}
@@ -217,8 +218,8 @@ class _Table:
         on_front = nondominated(self.values)
         on_feasible_front = np.zeros(len(self.groups), dtype=bool)
         on_feasible_front[np.flatnonzero(self.feasible)[nondominated(self.values[self.feasible])]] = True
-        return (_by_score(self.point(i) for i in np.flatnonzero(on_front)),
-                _by_score(self.point(i) for i in np.flatnonzero(on_feasible_front)))
+        return (_by_score(self.point(i) for i in np.flatnonzero(on_front).tolist()),
+                _by_score(self.point(i) for i in np.flatnonzero(on_feasible_front).tolist()))
 
     def ranking(self) -> tuple[FrontPoint, ...]:
         return _by_score(self.point(i) for i in range(len(self.groups)))

@@ -60,7 +60,7 @@ def select(ranking: Sequence[FrontPoint], top: int, min_seeds: int = 1) -> list[
 def best_job(point: FrontPoint) -> str:
     """The job of the group's lowest val_bpb (ties: the smaller id)."""
     values = point.val_bpbs or (point.val_bpb,) * len(point.job_ids)
-    return min(zip(values, point.job_ids))[1]
+    return min(zip(values, point.job_ids, strict=True))[1]
 
 
 def target_budget(source: Budget, source_track: str, target: Pool) -> Budget:
@@ -73,7 +73,8 @@ def target_budget(source: Budget, source_track: str, target: Pool) -> Budget:
 
 
 def promoted_specs(spec: ExperimentSpec, parent: str, to: str, seeds: Sequence[int],
-                   env: Mapping[str, str | None] | None = None, created_by: str = "golfq promote") -> list[ExperimentSpec]:
+                   env: Mapping[str, str | None] | None = None,
+                   created_by: str = "golfq promote") -> list[ExperimentSpec]:
     """One spec per seed: the parent's experiment in pool `to`; env entries set (None: remove) keys."""
     try:
         pool = get_pool(to)
@@ -98,7 +99,8 @@ def promote(broker: Broker, track: str, to: str, top: int = 3, seeds: int | Sequ
     seed_list = promotion_seeds(seeds) if isinstance(seeds, int) else tuple(dict.fromkeys(seeds))
     if not seed_list:
         raise SpecError("promote --seeds: must be at least 1")
-    chosen = [(rank, p) for rank, p in select(broker.ranking(track), top, min_seeds) if only is None or p.config in only]
+    ranked = select(broker.ranking(track), top, min_seeds)
+    chosen = [(rank, p) for rank, p in ranked if only is None or p.config in only]
     plans: list[tuple[int, FrontPoint, str, list[ExperimentSpec]]] = []
     for rank, point in chosen:
         parent = best_job(point)

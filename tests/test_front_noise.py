@@ -71,7 +71,8 @@ def test_val_loss_sets_the_threshold_through_the_baselines_ratio():
 
 
 def test_feasibility_counts_evaluation_time_on_a_track_with_an_eval_rule():
-    history = (seeds("SLOWEVAL", 1.0, evals=601.0, eval_limit=600.0) + seeds("OKEVAL", 1.1, evals=600.0, eval_limit=600.0)
+    history = (seeds("SLOWEVAL", 1.0, evals=601.0, eval_limit=600.0)
+               + seeds("OKEVAL", 1.1, evals=600.0, eval_limit=600.0)
                + seeds("UNKNOWN", 1.2, evals=None, eval_limit=600.0) + seeds("NORULE", 1.3, evals=5000.0))
     flags = {p.config: p.feasible for p in Reducer().add_all(history).ranking("8xH100")}
     assert flags == {"SLOWEVAL": False, "OKEVAL": True, "UNKNOWN": True, "NORULE": True}
@@ -79,8 +80,8 @@ def test_feasibility_counts_evaluation_time_on_a_track_with_an_eval_rule():
 
 def test_observation_carries_loss_and_eval_time_with_the_tracks_eval_rule():
     spec = parse_spec({"pool": "h100x8"})
-    result = Result(spec_id=spec.id, attempt=1, status="succeeded", val_bpb=1.1, val_loss=1.9, artifact_bytes=15_000_000,
-                    train_seconds=590.0, eval_seconds=480.0)
+    result = Result(spec_id=spec.id, attempt=1, status="succeeded", val_bpb=1.1, val_loss=1.9,
+                    artifact_bytes=15_000_000, train_seconds=590.0, eval_seconds=480.0)
     o = observation(spec.id, spec, result)
     assert (o.val_loss, o.eval_seconds, o.eval_limit, o.time_limit) == (1.9, 480.0, 600.0, 600.0)
     single = observation(spec.id, parse_spec({"pool": "h100"}), result)

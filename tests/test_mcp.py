@@ -13,8 +13,7 @@ from golfq.core.result import Result
 from tests.golfq_helpers import queue_url, subprocess_env
 
 mcp = pytest.importorskip("mcp")
-from mcp import ClientSession, StdioServerParameters
-from mcp.client.stdio import stdio_client
+stdio_client = pytest.importorskip("mcp.client.stdio").stdio_client
 
 TOOLS = {"submit", "sweep", "status", "wait_next", "front", "curve", "compare", "promote", "cancel"}
 
@@ -32,16 +31,16 @@ def run_all(url: str, scores: dict[int, float]) -> None:
         broker.close()
 
 
-async def call(session: ClientSession, tool: str, **arguments) -> dict:
+async def call(session: mcp.ClientSession, tool: str, **arguments) -> dict:
     result = await session.call_tool(tool, arguments)
     assert not result.isError, result.content[0].text
     return json.loads(result.content[0].text)
 
 
 async def session_script(url: str, workdir) -> None:
-    server = StdioServerParameters(command=sys.executable, args=["-m", "golfq", "mcp", "--queue", url],
+    server = mcp.StdioServerParameters(command=sys.executable, args=["-m", "golfq", "mcp", "--queue", url],
                                    env=subprocess_env(), cwd=str(workdir))
-    async with stdio_client(server) as (read, write), ClientSession(read, write) as session:
+    async with stdio_client(server) as (read, write), mcp.ClientSession(read, write) as session:
         init = await session.initialize()
         assert init.serverInfo.name == "golfq" and init.capabilities.tools is not None
         listed = (await session.list_tools()).tools
@@ -68,7 +67,8 @@ async def session_script(url: str, workdir) -> None:
         assert compared["diff"] == pytest.approx(0.0) and compared["significant"] is False
         promoted = await call(session, "promote", from_track="h100", to="h100x8", top=1, seeds=2)
         assert len(promoted["promoted"][0]["new"]) == 2
-        assert (await call(session, "promote", from_track="h100", to="h100x8", top=1, seeds=2))["promoted"][0]["new"] == []
+        repeated = await call(session, "promote", from_track="h100", to="h100x8", top=1, seeds=2)
+        assert repeated["promoted"][0]["new"] == []
         done = await call(session, "wait_next", ids=[first["jobs"][0]["id"]], timeout_seconds=5)
         assert done["job"]["state"] == "succeeded" and done["result"]["val_bpb"] == pytest.approx(1.1)
 

@@ -51,7 +51,8 @@ def test_the_spec_rule_promotes_a_config_when_it_enters_the_top_k(broker):
     promoted = broker.list(pool="h100x8")
     # LR=1 ran first and was the top config with 2 seeds then; LR=4 entered the top 1 when its 2nd seed landed.
     assert sorted(j.spec.parent for j in promoted) == sorted([ids["1"][0]] * 2 + [ids["4"][0]] * 2)
-    assert {j.spec.created_by for j in promoted} == {"golfq promote rule"} and all(j.spec.promote is None for j in promoted)
+    assert {j.spec.created_by for j in promoted} == {"golfq promote rule"}
+    assert all(j.spec.promote is None for j in promoted)
     assert run_rule(broker, broker.get(ids["4"][1]).spec)[0].new == ()  # idempotent
 
 
