@@ -21,7 +21,7 @@ import typer
 from golfq.cli.console import QueueOption, queue, tidy_numbers
 from golfq.cli.jobs import _job_row as job_row
 from golfq.cli.loop import compare_doc, promoted_doc
-from golfq.cli.pareto import front_doc
+from golfq.cli.pareto import as_ranking, front_doc
 from golfq.core.errors import GolfqError
 from golfq.core.job import Job
 from golfq.core.spec import ExperimentSpec
@@ -113,13 +113,16 @@ def build_server(client: Client, base_dir: Path) -> FastMCP:
         return {"job": _job_doc(nxt.job) if nxt.job else None, "result": nxt.result, "cursor": nxt.cursor,
                 "pending": list(nxt.pending), "timed_out": nxt.timed_out}
 
-    def front(track: str | None = None, feasible_only: bool = False) -> dict[str, Any]:
+    def front(track: str | None = None, feasible_only: bool = False, ranking: bool = False) -> dict[str, Any]:
         """The Pareto front over (artifact bytes, train seconds, val_bpb) per track (8xH100, 1xH100, cpu, or a
-        pool name; default all), best val_bpb first. Each point: mean and std over seeds, and its record-rule
-        test against the track's incumbent (significant: true/false, null with one seed)."""
+        pool name; default all), best val_bpb first; ranking=true lists every config, on the front or not.
+        Each point: mean and std over seeds, and its record-rule test against the track's incumbent
+        (significant: true/false, null with one seed)."""
         tracks = client.tracks() if track is None else [client.resolve_track(track)]
-        return {"feasible_only": feasible_only,
-                "tracks": [front_doc(client.broker.front(t), feasible_only) for t in tracks]}
+        fronts = [client.broker.front(t) for t in tracks]
+        if ranking:
+            fronts = [as_ranking(f, client.broker.ranking(f.track)) for f in fronts]
+        return {"feasible_only": feasible_only, "tracks": [front_doc(f, feasible_only) for f in fronts]}
 
     def curve(job_id: str, attempt: int | None = None) -> dict[str, Any]:
         """One attempt's live learning curve (default: the latest attempt): points of step, train_seconds,

@@ -85,6 +85,7 @@ def promoted_specs(spec: ExperimentSpec, parent: str, to: str, seeds: Sequence[i
     doc = {**msgspec.to_builtins(spec), "pool": to, "env": new_env, "parent": parent, "tags": list(tags),
            "promote": None, "created_by": created_by,
            "budget": msgspec.to_builtins(target_budget(spec.budget, track_of(spec.pool), pool))}
+    doc.pop("stop", None)  # an early stopping rule is for exploring; a promoted config has earned full runs
     return [parse_spec({**doc, "seed": seed}) for seed in seeds]  # parsed, so env overrides are checked as any spec's
 
 

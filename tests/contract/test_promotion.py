@@ -83,3 +83,12 @@ def test_promotion_only_counts_the_source_tracks_configs(broker):
     explore(broker, lrs=("3",))
     [done] = promote(broker, "1xH100", "h100x8", top=5, seeds=1)
     assert done.config == config_key(broker.get(done.parent).spec) and done.val_bpb > 1.2
+
+
+def test_promoting_within_a_track_adds_seeds_and_finds_the_one_already_run(broker):
+    [ran] = broker.submit([ExperimentSpec(pool="h100", seed=1337, env={"LR": "2"})])
+    lease = broker.claim("h100", "w")
+    broker.complete(lease, success(lease, val_bpb=1.2, artifact_bytes=15_000_000))
+    [done] = promote(broker, "1xH100", "h100", top=1, seeds=3)
+    assert ran.id in done.jobs and ran.id not in done.new and len(done.new) == 2
+    assert {broker.get(i).spec.seed for i in done.jobs} == {1337, 42, 2025}
