@@ -117,10 +117,11 @@ def _ended_by(job: Job, event: Event) -> bool:
 
 
 def _jobs(broker: Broker, ids: Sequence[str]) -> list[Job]:
-    jobs = []
-    for job_id in ids:
-        job = broker.get(job_id)
-        if job is None:
-            raise GolfqError(f"job {job_id}: not found in {broker.url}")
-        jobs.append(job)
-    return jobs
+    return [_existing(broker, job_id) for job_id in ids]
+
+
+def _existing(broker: Broker, job_id: str) -> Job:
+    job = broker.get(job_id)
+    if job is None:
+        raise GolfqError(f"job {job_id}: not found in {broker.url}")
+    return job
