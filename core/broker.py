@@ -24,7 +24,6 @@ from __future__ import annotations
 import builtins
 import abc
 import functools
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -36,12 +35,11 @@ from golfq.core.events import Event, EventKind
 from golfq.core.job import CompleteOutcome, Job, JobState, Lease, Stats
 from golfq.core.pareto import Front, FrontPoint, Observation, Reducer, observation
 from golfq.core.pools import known_pools
-from golfq.core.promotion import run_rule
+from golfq.core.promotion import apply_rule
 from golfq.core.result import FailureKind, ProgressPoint, Result
 from golfq.core.spec import ExperimentSpec, SpecError, check_pool
 
 T = TypeVar("T")
-log = logging.getLogger("golfq.broker")
 Step = Callable[[Job, float], "tuple[Job, list[Event]]"]
 
 
@@ -297,18 +295,8 @@ class Broker(abc.ABC):
 
         outcome = self._write(step)
         if outcome is CompleteOutcome.COUNTED and result.succeeded and lease.spec.promote is not None:
-            self._promote_by_rule(lease.spec)
+            apply_rule(self, lease.spec)  # after the commit, so the rule sees this result on the front
         return outcome
-
-    def _promote_by_rule(self, spec: ExperimentSpec) -> None:
-        """The spec's promote rule, after its success committed. Idempotent (spec ids), so a lost run is
-        made good by the config's next success or `golfq promote`; it never fails the completion."""
-        try:
-            for done in run_rule(self, spec):
-                if done.new:
-                    log.info("promoted config %s (rank %d) to %s", done.config, done.rank, ", ".join(done.new))
-        except Exception as error:  # noqa: BLE001 - the result is committed; a runner must not retry it
-            log.warning("promote rule of config %s to %s: %s", spec.id, spec.promote, error)
 
     def fail(self, lease: Lease, error: str, kind: FailureKind, result: Result | None = None) -> JobState:
         """Record a failed attempt; the job is queued again or ends, by its retry budget."""

@@ -123,6 +123,17 @@ def promote(broker: Broker, track: str, to: str, top: int = 3, seeds: int | Sequ
     return out
 
 
+def apply_rule(broker: Broker, spec: ExperimentSpec) -> None:
+    """run_rule for Broker.complete, after the success committed: it never raises, since a runner would
+    retry the completion. Idempotent, so a rule lost here is made good by the config's next success."""
+    try:
+        for done in run_rule(broker, spec):
+            if done.new:
+                log.info("promoted config %s (rank %d) to %s", done.config, done.rank, ", ".join(done.new))
+    except Exception as error:  # noqa: BLE001 - the result is committed; nothing here may undo or repeat it
+        log.warning("promote rule of %s (%s): %s", spec.id, spec.promote, error)
+
+
 def run_rule(broker: Broker, spec: ExperimentSpec) -> list[Promoted]:
     """A spec's own promote rule: its config, if it is in the top K of its track now."""
     rule = spec.promote
