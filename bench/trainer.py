@@ -58,12 +58,13 @@ def main() -> None:
 
     import torch
 
-    from workers.golf.prepare import data_root, dataset_names, dataset_paths, prepare
+    from workers.golf.prepare import dataset_names, dataset_paths, prepare
 
+    root = args.out or Path(os.environ.get("GOLFQ_DATA_DIR") or Path.home() / ".cache" / "golfq" / "data").expanduser()
     if args.source == "fineweb":
-        data_path, tokenizer_path = dataset_paths(*dataset_names("fineweb", 1024), args.out or data_root())
+        data_path, tokenizer_path = dataset_paths(*dataset_names("fineweb", 1024), root)
     else:
-        prepared = prepare(args.source, 1024, args.out)
+        prepared = prepare(args.source, 1024, root)
         data_path, tokenizer_path = prepared.data_path, prepared.tokenizer_path
     base_env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     base_env.update(DATA_PATH=str(data_path), TOKENIZER_PATH=str(tokenizer_path), VOCAB_SIZE="1024", MAX_WALLCLOCK_SECONDS="0",
@@ -78,7 +79,7 @@ def main() -> None:
         print(f"{device:<28} {trainer:<10} {shape:<22} {result['steps']:>5} {result['step_ms']:>10.1f} {tokens_per_second:>12,.0f} {result['val_bpb']:>8.4f}", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
-        cpu_env = {**base_env, **{k: str(v) for k, v in TINY_CPU.items()}, "ITERATIONS": str(args.cpu_steps), "WARMUP_STEPS": "2", "GOLFQ_DEVICE": "cpu"}
+        cpu_env = {**base_env, **{k: str(v) for k, v in TINY_CPU.items()}, "ITERATIONS": str(args.cpu_steps), "WARMUP_STEPS": "2", "DEVICE": "cpu"}
         show("cpu", "golfq", TINY_CPU, golfq_run(cpu_env, Path(tmp)))
         if not torch.cuda.is_available():
             print("cuda: no GPU here; the baseline config and the reference train_gpt.py (CUDA only) were not run")

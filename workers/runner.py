@@ -36,18 +36,11 @@ LOG_TAIL_LINES = 40
 REPO_ROOT = Path(__file__).resolve().parent.parent  # so `-m workers.golf.train` imports from any cwd
 
 
-def _fallback_dataset_paths(dataset: str, tokenizer: str, root: Path) -> tuple[Path, Path]:
-    return root / "datasets" / dataset, root / "tokenizers" / f"{tokenizer}.model"
-
-
 def _data_paths(spec: ExperimentSpec) -> tuple[Path, Path]:
-    try:
-        from workers.golf.prepare import data_root, dataset_paths
-    except ImportError:  # the trainer's extras are optional on a worker that only runs scripts
-        env = os.environ.get("GOLFQ_DATA_DIR")
-        root = Path(env).expanduser() if env else Path.home() / ".cache" / "golfq" / "data"
-        return _fallback_dataset_paths(spec.data.dataset, spec.data.tokenizer, root)
-    return dataset_paths(spec.data.dataset, spec.data.tokenizer, data_root())
+    """(DATA_PATH, TOKENIZER_PATH): the spec's names under the data root."""
+    root = Path(os.environ.get("GOLFQ_DATA_DIR") or Path.home() / ".cache" / "golfq" / "data").expanduser()
+    # Spelled out rather than imported from workers.golf.prepare: a worker that only runs scripts may lack its extras.
+    return root / "datasets" / spec.data.dataset, root / "tokenizers" / f"{spec.data.tokenizer}.model"
 
 
 def attempt_dir(work_root: Path, job_id: str, attempt: int) -> Path:

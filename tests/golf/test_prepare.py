@@ -12,7 +12,7 @@ import sentencepiece as spm
 from typer.testing import CliRunner
 
 from workers.golf.cli import data_app
-from workers.golf.prepare import PrepareError, data_root, dataset_paths, prepare, stdlib_documents
+from workers.golf.prepare import PrepareError, dataset_paths, prepare, stdlib_documents
 from workers.golf.shards import ShardError, read_shard, shard_files, write_shard
 
 
@@ -156,11 +156,18 @@ def test_fineweb_errors_name_the_problem(tmp_path, stdlib_data):
         prepare("fineweb", 1024, tmp_path / "out", repo_dir=repo)
 
 
-def test_data_root_follows_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv("GOLFQ_DATA_DIR", str(tmp_path / "d"))
-    assert data_root() == tmp_path / "d"
+def test_the_data_root_is_the_callers_choice(monkeypatch, tmp_path):
+    # prepare() and dataset_paths() take the root as an argument; only their callers read GOLFQ_DATA_DIR
+    monkeypatch.setenv("GOLFQ_DATA_DIR", str(tmp_path / "elsewhere"))
+    assert dataset_paths("d", "t", tmp_path / "root") == (tmp_path / "root" / "datasets" / "d", tmp_path / "root" / "tokenizers" / "t.model")
+    assert dataset_paths("d", "t", "~/x")[0] == Path.home() / "x" / "datasets" / "d"
+    from workers.runner import _data_paths
+    from core.spec import DataRef, ExperimentSpec
+
+    spec = ExperimentSpec(data=DataRef(dataset="d", tokenizer="t"))
+    assert _data_paths(spec) == dataset_paths("d", "t", tmp_path / "elsewhere")
     monkeypatch.delenv("GOLFQ_DATA_DIR")
-    assert data_root() == Path.home() / ".cache" / "golfq" / "data"
+    assert _data_paths(spec) == dataset_paths("d", "t", Path.home() / ".cache" / "golfq" / "data")
 
 
 def test_cli_prepare_prints_paths_and_fails_with_exit_2(tmp_path, stdlib_data):

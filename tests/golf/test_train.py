@@ -129,6 +129,6 @@ def test_corrupt_shard_fails_with_one_line(stdlib_data, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_run_reports_the_gpu(stdlib_data, tmp_path):
     env = tiny_env(stdlib_data, tmp_path)
-    env.pop("GOLFQ_DEVICE")
+    env.pop("DEVICE")
     _, result = run_trainer(env)
     assert result["gpu_count"] == 1 and result["gpu_name"] and math.isfinite(result["val_bpb"])

@@ -5,6 +5,7 @@ The root `golfq` CLI mounts `data_app`; this module only defines the sub-command
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
 
@@ -56,8 +57,9 @@ def prepare_command(
     from workers.golf.prepare import PrepareError, prepare
     from workers.golf.shards import ShardError
 
+    root = out if out is not None else Path(os.environ.get("GOLFQ_DATA_DIR") or Path.home() / ".cache" / "golfq" / "data")
     try:
-        prepared = prepare(source, vocab, out, repo_dir=repo_dir, train_shards=train_shards)
+        prepared = prepare(source, vocab, root, repo_dir=repo_dir, train_shards=train_shards)
     except (PrepareError, ShardError, OSError) as error:
         _exit(_why(error))
     stats = prepared.manifest.get("stats", {})

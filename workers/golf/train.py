@@ -70,6 +70,7 @@ class Hyperparameters(GPTConfig, OptimizerConfig):
     compressor: str = "zlib"
     grad_accum_steps: int = 0  # 0: 8 // WORLD_SIZE, as the baseline
     torch_compile: bool = True  # only on CUDA
+    device: str = ""  # cuda | cpu; empty: cuda when there is one
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Hyperparameters:
@@ -86,6 +87,8 @@ class Hyperparameters(GPTConfig, OptimizerConfig):
         hp = cls(**values)
         if hp.compressor not in COMPRESSORS:
             raise TrainConfigError(f"COMPRESSOR must be one of {', '.join(COMPRESSORS)}, got {hp.compressor!r}")
+        if hp.device not in ("", "cpu", "cuda"):
+            raise TrainConfigError(f"DEVICE must be cpu or cuda, got {hp.device!r}")
         if hp.quant_bits not in (6, 8):
             raise TrainConfigError(f"QUANT_BITS must be 8 or 6, got {hp.quant_bits}")
         return hp
@@ -173,7 +176,9 @@ def main() -> None:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     distributed = world_size > 1
-    use_cuda = torch.cuda.is_available() and os.environ.get("GOLFQ_DEVICE", "") != "cpu"
+    if hp.device == "cuda" and not torch.cuda.is_available():
+        raise TrainConfigError("DEVICE=cuda but torch sees no CUDA device")
+    use_cuda = torch.cuda.is_available() and hp.device != "cpu"
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
