@@ -67,6 +67,7 @@ class Hyperparameters(GPTConfig, OptimizerConfig):
     val_max_tokens: int = 0  # 0: the whole validation set
     artifact_dir: str = "."
     quant_bits: int = 8
+    int8_scale_floor: bool = True  # the reference's 1/127 floor on int8 row scales; 0: every row's full range
     compressor: str = "zlib"
     grad_accum_steps: int = 0  # 0: 8 // WORLD_SIZE, as the baseline
     torch_compile: bool = True  # only on CUDA
@@ -317,7 +318,7 @@ def main() -> None:
     artifact_path = Path(hp.artifact_dir).resolve() / f"final_model.int{hp.quant_bits}.{ARTIFACT_SUFFIX[hp.compressor]}"
     if master:
         state_dict = model.state_dict()
-        blob, payload_bytes = pack_artifact(state_dict, hp.quant_bits, hp.compressor)
+        blob, payload_bytes = pack_artifact(state_dict, hp.quant_bits, hp.compressor, hp.int8_scale_floor)
         artifact_path.parent.mkdir(parents=True, exist_ok=True)
         tmp_path = artifact_path.with_name(artifact_path.name + ".tmp")
         tmp_path.write_bytes(blob)
