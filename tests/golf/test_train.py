@@ -20,7 +20,7 @@ RESULT_KEYS = {
     "val_bpb", "val_loss", "pre_quant_val_bpb", "pre_quant_val_loss", "artifact_bytes", "model_bytes", "code_bytes",
     "train_seconds", "eval_seconds", "steps", "tokens_seen", "step_ms", "peak_mem_mib", "gpu_name", "gpu_count", "artifact_path",
 }
-GOLF_SOURCES = ("__init__.py", "bpb.py", "model.py", "optim.py", "quantize.py", "shards.py", "train.py")
+GOLF_SOURCES = ("__init__.py", "bpb.py", "loader.py", "model.py", "optim.py", "quantize.py", "shards.py", "train.py")
 
 
 def last_match(lines: list[str], pattern: str) -> re.Match:

@@ -6,8 +6,10 @@
 Every hyperparameter comes from the environment under the challenge's names.
 golfq adds VAL_MAX_TOKENS (cap the validation tokens, for CPU runs),
 ARTIFACT_DIR (where the artifact goes), QUANT_BITS (8|6), COMPRESSOR
-(zlib|zstd|lzma), GRAD_ACCUM_STEPS and TORCH_COMPILE. Rank 0 prints the
-challenge's log lines and, last, one `GOLFQ_RESULT {json}` line.
+(zlib|zstd|lzma), GRAD_ACCUM_STEPS, TORCH_COMPILE, DEVICE (cpu|cuda), and
+switches away from the reference's choices: INT8_SCALE_FLOOR=0, EMBED_DTYPE=fp32,
+SOFTCAP_FP32=1, SDPA_BACKEND=auto. Rank 0 prints the challenge's log lines and,
+last, one `GOLFQ_RESULT {json}` line.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from workers.golf.bpb import build_byte_tables, evaluate, load_validation_tokens
-from workers.golf.model import GPT, GPTConfig, count_parameters
+from workers.golf.loader import DistributedTokenLoader, LoaderError
+from workers.golf.model import GPT, GPTConfig, cast_like_reference, count_parameters, pin_flash_attention
 from workers.golf.optim import OptimizerConfig, build_optimizers, set_schedule
 from workers.golf.quantize import COMPRESSORS, artifact_label, pack_artifact, unpack_artifact
-from workers.golf.shards import ShardError, read_shard, read_token_count, shard_files
+from workers.golf.shards import ShardError, shard_files
 
 GOLF_DIR = Path(__file__).resolve().parent
 SIZE_LIMIT_BYTES = 16_000_000
@@ -70,8 +73,10 @@ class Hyperparameters(GPTConfig, OptimizerConfig):
     int8_scale_floor: bool = True  # the reference's 1/127 floor on int8 row scales; 0: every row's full range
     compressor: str = "zlib"
     grad_accum_steps: int = 0  # 0: 8 // WORLD_SIZE, as the baseline
-    torch_compile: bool = True  # only on CUDA
+    torch_compile: bool = True  # the model and Muon's Newton-Schulz step; only on CUDA
     device: str = ""  # cuda | cpu; empty: cuda when there is one
+    embed_dtype: str = "auto"  # bf16 (the reference) | fp32; auto: bf16 on CUDA, fp32 on CPU (no bf16 autocast there)
+    sdpa_backend: str = "flash"  # flash: only the flash kernel on CUDA, as the reference; auto: let torch choose
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Hyperparameters:
@@ -90,6 +95,10 @@ class Hyperparameters(GPTConfig, OptimizerConfig):
             raise TrainConfigError(f"COMPRESSOR must be one of {', '.join(COMPRESSORS)}, got {hp.compressor!r}")
         if hp.device not in ("", "cpu", "cuda"):
             raise TrainConfigError(f"DEVICE must be cpu or cuda, got {hp.device!r}")
+        if hp.embed_dtype not in ("auto", "bf16", "fp32"):
+            raise TrainConfigError(f"EMBED_DTYPE must be auto, bf16 or fp32, got {hp.embed_dtype!r}")
+        if hp.sdpa_backend not in ("flash", "auto"):
+            raise TrainConfigError(f"SDPA_BACKEND must be flash or auto, got {hp.sdpa_backend!r}")
         if hp.quant_bits not in (6, 8):
             raise TrainConfigError(f"QUANT_BITS must be 8 or 6, got {hp.quant_bits}")
         return hp
@@ -100,47 +109,10 @@ class Hyperparameters(GPTConfig, OptimizerConfig):
     def optimizer_config(self) -> OptimizerConfig:
         return OptimizerConfig(**{f.name: getattr(self, f.name) for f in fields(OptimizerConfig)})
 
-
-class TokenStream:
-    """The train shards in order, read one at a time, wrapping around at the end."""
-
-    def __init__(self, data_path: str) -> None:
-        self.files = shard_files(data_path, "train")
-        if sum(read_token_count(path) for path in self.files) == 0:
-            raise TrainConfigError(f"the train shards in {data_path} hold no tokens")
-        self.file_index = -1
-        self.tokens = np.empty(0, dtype=np.uint16)
-        self.position = 0
-
-    def take(self, count: int) -> np.ndarray:
-        pieces, needed = [], count
-        while needed > 0:
-            if self.position >= self.tokens.size:
-                self.file_index = (self.file_index + 1) % len(self.files)
-                self.tokens, self.position = read_shard(self.files[self.file_index]), 0
-                continue
-            piece = self.tokens[self.position : self.position + needed]
-            pieces.append(piece)
-            self.position += piece.size
-            needed -= piece.size
-        return np.concatenate(pieces)
-
-
-class DistributedTokenLoader:
-    """Each call takes world_size contiguous spans of the stream; this rank keeps its own span."""
-
-    def __init__(self, data_path: str, rank: int, world_size: int, device: torch.device) -> None:
-        self.stream = TokenStream(data_path)
-        self.rank, self.world_size, self.device = rank, world_size, device
-
-    def next_batch(self, local_tokens: int, seq_len: int) -> tuple[Tensor, Tensor]:
-        span = local_tokens + 1
-        chunk = self.stream.take(span * self.world_size)
-        local = torch.from_numpy(chunk[self.rank * span : (self.rank + 1) * span].astype(np.int64))
-        if self.device.type == "cuda":
-            local = local.pin_memory()
-        local = local.to(self.device, non_blocking=True)
-        return local[:-1].view(-1, seq_len), local[1:].view(-1, seq_len)
+    def embedding_dtype(self, use_cuda: bool) -> torch.dtype:
+        if self.embed_dtype == "auto":
+            return torch.bfloat16 if use_cuda else torch.float32
+        return torch.bfloat16 if self.embed_dtype == "bf16" else torch.float32
 
 
 def lr_multiplier(hp: Hyperparameters, step: int, elapsed_ms: float) -> float:
@@ -228,13 +200,17 @@ def main() -> None:
     log(f"train_loader:dataset:{Path(hp.data_path).name} train_shards:{len(shard_files(hp.data_path, 'train'))}")
     log(f"val_loader:shards pattern={Path(hp.data_path) / 'fineweb_val_*.bin'} tokens:{val_tokens.numel() - 1}")
 
-    model = GPT(hp.model_config()).to(device)
+    model = cast_like_reference(GPT(hp.model_config()).to(device), hp.embedding_dtype(use_cuda))
     optimizer_config = hp.optimizer_config()
-    optimizers = build_optimizers(model, optimizer_config, hp.tie_embeddings, device)
-    compiled = torch.compile(model, dynamic=False, fullgraph=True) if use_cuda and hp.torch_compile else model
+    compile_on_cuda = use_cuda and hp.torch_compile
+    optimizers = build_optimizers(model, optimizer_config, hp.tie_embeddings, device, compile_newton_schulz=compile_on_cuda)
+    compiled = torch.compile(model, dynamic=False, fullgraph=True) if compile_on_cuda else model
     trained = DistributedDataParallel(compiled, device_ids=[local_rank] if use_cuda else None, broadcast_buffers=False) if distributed else compiled
     log(f"model_params:{count_parameters(model)}")
     log(f"world_size:{world_size} grad_accum_steps:{grad_accum_steps} device:{device.type}")
+    if use_cuda and hp.sdpa_backend == "flash":
+        pin_flash_attention()
+        log("sdp_backends:cudnn=False flash=True mem_efficient=False math=False")
     log(f"attention_mode:gqa num_heads:{hp.num_heads} num_kv_heads:{hp.num_kv_heads}")
     log(f"tie_embeddings:{hp.tie_embeddings} embed_lr:{hp.tied_embed_lr if hp.tie_embeddings else hp.embed_lr} "
         f"head_lr:{0.0 if hp.tie_embeddings else hp.head_lr} matrix_lr:{hp.matrix_lr} scalar_lr:{hp.scalar_lr}")
@@ -372,6 +348,6 @@ def main() -> None:
 if __name__ == "__main__":
     try:
         main()
-    except (TrainConfigError, ShardError, FileNotFoundError) as error:
+    except (TrainConfigError, LoaderError, ShardError, FileNotFoundError) as error:
         print(f"train: error: {error}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
