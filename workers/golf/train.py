@@ -40,7 +40,6 @@ from workers.golf.optim import OptimizerConfig, build_optimizers, set_schedule
 from workers.golf.quantize import COMPRESSORS, artifact_label, pack_artifact, unpack_artifact
 from workers.golf.shards import ShardError, shard_files
 
-GOLF_DIR = Path(__file__).resolve().parent
 SIZE_LIMIT_BYTES = 16_000_000
 ARTIFACT_SUFFIX = {"zlib": "ptz", "zstd": "ptzst", "lzma": "ptxz"}
 
@@ -131,9 +130,12 @@ def lr_multiplier(hp: Hyperparameters, step: int, elapsed_ms: float) -> float:
 
 
 def code_bytes() -> int:
-    """UTF-8 bytes of this package's source files that this process imported."""
-    paths = {Path(m.__file__).resolve() for m in list(sys.modules.values()) if getattr(m, "__file__", None)}
-    return sum(len(p.read_text(encoding="utf-8").encode("utf-8")) for p in paths if p.parent == GOLF_DIR and p.suffix == ".py")
+    """UTF-8 bytes of the one-file trainer a submission carries: this file when it is that file."""
+    if __package__:  # imported from golfq's package: count the file golfq bundles from it
+        from workers.golf.bundle import bundle_bytes
+
+        return bundle_bytes()
+    return len(Path(__file__).read_text(encoding="utf-8").encode("utf-8"))
 
 
 def peak_memory_mib(device: torch.device) -> tuple[int, int]:
@@ -336,6 +338,7 @@ def main() -> None:
             "gpu_name": torch.cuda.get_device_name(device) if use_cuda else None,
             "gpu_count": world_size if use_cuda else 0,
             "artifact_path": str(artifact_path),
+            "score_source": f"{score_label}_exact",
         }
         # JSON has no NaN: a diverged run reports null scores rather than no record.
         result = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in result.items()}
