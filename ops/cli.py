@@ -23,7 +23,7 @@ Abort = getattr(click.exceptions, "Abort", KeyboardInterrupt)  # typer's vendore
 
 from core.broker import BrokerError
 from core.spec import SpecError
-from ops import cost, drain, export, purge, replay, report, requeue, stats
+from ops import cost, drain, export, purge, replay, report, requeue, stats, submission
 from producer import cli as producer_cli
 from producer.console import EXIT_BAD_INPUT, CliError
 from producer.specfile import InputError
@@ -86,6 +86,7 @@ app = typer.Typer(
 app.registered_commands.extend(producer_cli.app.registered_commands)  # submit, sweep, status, logs, wait, events
 app.command("pareto")(report.pareto)
 app.command("worker")(workers_cli.worker)
+app.command("submission")(submission.submission)
 
 ops_app = typer.Typer(name="ops", no_args_is_help=True, add_completion=False,
                       help="Operate a queue: stats, drain/resume pools, requeue, cancel, replay, purge, export/import.")

@@ -198,6 +198,7 @@ def main() -> None:
     except ValueError as error:
         raise TrainConfigError(str(error)) from None
     val_batch_seqs = max(1, hp.val_batch_size // (world_size * grad_accum_steps) // hp.train_seq_len)
+    log(f"Running PyTorch {torch.__version__}")
     log(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={hp.tokenizer_path}")
     log(f"train_loader:dataset:{Path(hp.data_path).name} train_shards:{len(shard_files(hp.data_path, 'train'))}")
     log(f"val_loader:shards pattern={Path(hp.data_path) / 'fineweb_val_*.bin'} tokens:{val_tokens.numel() - 1}")
