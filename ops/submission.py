@@ -128,7 +128,7 @@ def _document(jobs: list[Job], code_bytes: int, logs: list[Path], *, name: str, 
     under_time = len(train) == len(results) and max(train) <= TRAIN_LIMIT_SECONDS
     document: dict[str, Any] = {
         "author": author, "github_id": github_id, "name": name, "blurb": blurb,
-        "date": datetime.datetime.fromtimestamp(finished, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date": datetime.datetime.fromtimestamp(finished, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "track": "10min_16mb" if under_size and under_time and _hardware(results).startswith("8x") else "non_record_16mb",
         "val_loss": round(statistics.fmean(losses), 8) if losses else None,
         "val_bpb": round(statistics.fmean(bpbs), 8),
@@ -173,13 +173,13 @@ def _readme(jobs: list[Job], document: dict[str, Any], log_names: list[str]) -> 
     std = f" (std {document['val_bpb_std']})" if "val_bpb_std" in document else ""
     return "\n".join([
         f"# {document['name']}", "",
-        f"val_bpb **{document['val_bpb']}**{std} over {len(jobs)} seed(s) on {document['hardware']}; "
-        f"artifact {document.get('bytes_total', '-')} bytes (code {document['bytes_code']}).", "",
+        (f"val_bpb **{document['val_bpb']}**{std} over {len(jobs)} seed(s) on {document['hardware']}; "
+         f"artifact {document.get('bytes_total', '-')} bytes (code {document['bytes_code']})."), "",
         f"`{SCRIPT_NAME}` is {trainer}. golfq job(s): {', '.join(job.id for job in jobs)}.", "",
         *rows, "",
         "## Configuration", "",
-        f"Data: `{spec.data.dataset}` with tokenizer `{spec.data.tokenizer}`; training budget "
-        f"{spec.budget.train_seconds:g} s. Hyperparameters other than the defaults:", "",
+        (f"Data: `{spec.data.dataset}` with tokenizer `{spec.data.tokenizer}`; training budget "
+         f"{spec.budget.train_seconds:g} s. Hyperparameters other than the defaults:"), "",
         settings, "",
         "## Reproduce (first seed)", "",
         "```", _command(jobs[0]), "```", "",

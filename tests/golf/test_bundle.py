@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from workers.golf.bundle import GOLF_DIR, MODULES, BundleError, bundle_bytes, bundle_source, write_bundle
+from workers.golf.bundle import (
+    GOLF_DIR,
+    MODULES,
+    BundleError,
+    bundle_bytes,
+    bundle_source,
+    write_bundle,
+)
 
 
 def test_the_bundle_is_deterministic_and_its_size_is_what_golfq_counts(tmp_path):

@@ -142,8 +142,8 @@ def test_int8_export_matches_the_reference_formula():
     }
     ours = unpack_artifact(pack_artifact(state, 8, "zlib")[0])
     theirs = reference_int8_roundtrip(state)
-    for name in state:
-        assert ours[name].dtype == state[name].dtype and ours[name].shape == state[name].shape, name
+    for name, original in state.items():
+        assert ours[name].dtype == original.dtype and ours[name].shape == original.shape, name
         assert torch.equal(ours[name], theirs[name]), name
 
 

@@ -75,7 +75,7 @@ def test_int6_zstd_labels_follow_the_quantization(stdlib_data, tmp_path):
 
 def test_the_cuda_dtypes_train_and_export_on_cpu_too(stdlib_data, tmp_path):
     # EMBED_DTYPE=bf16 is the CUDA default; on CPU it is a setting: the bf16 embedding trains, exports and reloads
-    lines, result = run_trainer(tiny_env(stdlib_data, tmp_path, EMBED_DTYPE="bf16", ITERATIONS=4, VAL_LOSS_EVERY=0, WARMUP_STEPS=1))
+    _, result = run_trainer(tiny_env(stdlib_data, tmp_path, EMBED_DTYPE="bf16", ITERATIONS=4, VAL_LOSS_EVERY=0, WARMUP_STEPS=1))
     state = unpack_artifact(Path(result["artifact_path"]).read_bytes())
     assert state["tok_emb.weight"].dtype == torch.bfloat16 and state["blocks.0.attn.c_q.weight"].dtype == torch.float32
     assert math.isfinite(result["val_bpb"]) and result["val_bpb"] < 4.5
