@@ -4,9 +4,10 @@ From finished jobs of one configuration (one per seed) it writes `train_gpt.py`
 (the user's script verbatim, or the built-in trainer bundled into one file),
 `submission.json` (the mean score, per-seed results, byte counts, compliance),
 each seed's train log and a README with the configuration and the command that
-reproduces it. Byte counts are the ones the jobs reported; for the built-in
-trainer they count the bundled file, and a job whose trainer bundled to another
-size than today's is refused, since its code is not the file written here.
+reproduces it. Byte counts are the ones the jobs reported (the file's size where
+they report none); for the built-in trainer they count the bundled file, and a job
+whose trainer bundled to another size than today's is refused, since its code is
+not the file written here.
 """
 
 from __future__ import annotations
@@ -196,7 +197,10 @@ def write_submission(broker: Broker, job_ids: Sequence[str], out: Path, *, name:
     code = _script(broker, jobs)
     sources = [_log_path(job, work_dir) for job in jobs]
     log_names = ["train.log"] if len(jobs) == 1 else [f"train_seed{job.spec.seed}.log" for job in jobs]
-    document = _document(jobs, len(code), sources, name=name or jobs[0].spec.name or f"golfq {config_key(jobs[0].spec)}",
+    reported = {job.result.code_bytes for job in jobs if job.result is not None}
+    # The code size the runs counted (a script may count its code compressed); the file's own size otherwise.
+    code_bytes = reported.pop() if len(reported) == 1 and None not in reported else len(code)
+    document = _document(jobs, code_bytes, sources, name=name or jobs[0].spec.name or f"golfq {config_key(jobs[0].spec)}",
                          author=author, github_id=github_id, blurb=blurb)
     out.mkdir(parents=True, exist_ok=True)
     files = [out / SCRIPT_NAME, out / "submission.json", out / "README.md"]

@@ -15,7 +15,7 @@ import functools
 import inspect
 from pathlib import Path
 
-PACKAGE = "workers.golf"
+PACKAGE = __name__.rpartition(".")[0]  # the trainer's package, whatever its import root
 GOLF_DIR = Path(__file__).resolve().parent
 # Dependency order: each module uses only names from the ones before it.
 MODULES = ("shards", "loader", "bpb", "optim", "model", "quantize", "train")
@@ -77,7 +77,7 @@ def bundle_source(golf_dir: Path = GOLF_DIR) -> str:
             if index == 0 and _is_docstring(node):
                 comment = ["# " + line if line.strip() else "#" for line in inspect.cleandoc(node.value.value).splitlines()]
                 drop.update(span)
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[:2] == PACKAGE.split("."):
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE + "."):
                 source_module = (node.module or "").removeprefix(PACKAGE + ".")
                 if any(a.asname not in (None, a.name) for a in node.names) or source_module not in MODULES[: MODULES.index(module)]:
                     raise BundleError(f"{module}.py: `from {node.module} import ...` cannot be bundled (rename or order)")

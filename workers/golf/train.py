@@ -159,6 +159,8 @@ def main() -> None:
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+        if hp.sdpa_backend == "flash":
+            pin_flash_attention()
     if distributed:
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
     master = rank == 0
@@ -212,7 +214,6 @@ def main() -> None:
     log(f"model_params:{count_parameters(model)}")
     log(f"world_size:{world_size} grad_accum_steps:{grad_accum_steps} device:{device.type}")
     if use_cuda and hp.sdpa_backend == "flash":
-        pin_flash_attention()
         log("sdp_backends:cudnn=False flash=True mem_efficient=False math=False")
     log(f"attention_mode:gqa num_heads:{hp.num_heads} num_kv_heads:{hp.num_kv_heads}")
     log(f"tie_embeddings:{hp.tie_embeddings} embed_lr:{hp.tied_embed_lr if hp.tie_embeddings else hp.embed_lr} "
