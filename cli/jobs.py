@@ -139,7 +139,8 @@ def status(
 # -- logs -----------------------------------------------------------------------------------------
 
 
-def _log_path(job: Job, runs: Path) -> Path | None:
+def job_log(job: Job, runs: Path) -> Path | None:
+    """A job's latest train log on this machine, if it is here."""
     from golfq.workers.runner import LOG_NAME, attempt_dir
 
     r = job.result
@@ -175,11 +176,11 @@ def logs(
     runs = work_dir(work_dir_option)
     with queue(queue_url) as broker:
         job = find_job(broker, job_id)
-        path = _log_path(job, runs)
+        path = job_log(job, runs)
         while follow and path is None and not job.state.terminal:
             time.sleep(0.5)
             job = find_job(broker, job_id)
-            path = _log_path(job, runs)
+            path = job_log(job, runs)
         if path is None:
             if job.result is None or not job.result.log_tail:
                 raise GolfqError(f"job {job_id}: no log on this machine yet (state {job.state.value}, "
@@ -318,7 +319,13 @@ def wait(
             return
         reporter = _Reporter(len(ids), as_json)
         try:
-            results = Client(broker=broker).wait(ids, timeout, on_done=reporter.done)
+            url = broker.url
+
+            def unserved(pool: str, jobs: int) -> None:
+                note(f"golfq: wait: no worker is serving pool {pool}, where {jobs} job(s) wait; still waiting "
+                     f"(start one: golfq worker --pool {pool} --queue {url})")
+
+            results = Client(broker=broker).wait(ids, timeout, on_done=reporter.done, on_unserved=unserved)
         except WaitTimeout as error:
             raise GolfqError(f"wait: {error}", exit_code=EXIT_JOB_FAILED) from None
         finally:

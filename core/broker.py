@@ -21,7 +21,9 @@ tests/contract/ proves the semantics on every backend.
 
 from __future__ import annotations
 
+import builtins
 import abc
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -31,7 +33,9 @@ from golfq.core import lifecycle
 from golfq.core.errors import GolfqError
 from golfq.core.events import Event, EventKind
 from golfq.core.job import CompleteOutcome, Job, JobState, Lease, Stats
-from golfq.core.pareto import Front, Observation, Reducer, observation
+from golfq.core.pareto import Front, FrontPoint, Observation, Reducer, observation
+from golfq.core.pools import known_pools
+from golfq.core.promotion import apply_rule
 from golfq.core.result import FailureKind, ProgressPoint, Result
 from golfq.core.spec import ExperimentSpec, SpecError, check_pool
 
@@ -47,18 +51,18 @@ class Txn(abc.ABC):
     """One atomic step: reads see one state, writes commit together with `events`."""
 
     now: float  # read once, under the backend's lock, so times follow commit order
-    events: list[Event]  # appended (and numbered) by the backend in the same commit
-    reaped: list[Lease]  # attempts this step reaped (a backend may tell its runners after the commit)
+    events: builtins.list[Event]  # appended (and numbered) by the backend in the same commit
+    reaped: builtins.list[Lease]  # attempts this step reaped (a backend may tell its runners after the commit)
 
     @abc.abstractmethod
     def load_many(self, ids: Sequence[str]) -> dict[str, Job]: ...
 
     @abc.abstractmethod
-    def jobs_in(self, states: Sequence[JobState]) -> list[Job]:
+    def jobs_in(self, states: Sequence[JobState]) -> builtins.list[Job]:
         """Every job in one of the states, in submission order."""
 
     @abc.abstractmethod
-    def expired(self) -> list[Job]:
+    def expired(self) -> builtins.list[Job]:
         """Leased jobs whose lease deadline is at or before `now`."""
 
     @abc.abstractmethod
@@ -74,7 +78,7 @@ class Txn(abc.ABC):
         """The first of `count` fresh FIFO positions."""
 
     @abc.abstractmethod
-    def insert(self, jobs: list[Job]) -> None:
+    def insert(self, jobs: builtins.list[Job]) -> None:
         """Write new jobs (their events are already in `events`)."""
 
     @abc.abstractmethod
@@ -126,18 +130,18 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     def list(self, states: Sequence[JobState] = (), pool: str | None = None, tag: str | None = None,
-             limit: int | None = None) -> list[Job]:
+             limit: int | None = None) -> builtins.list[Job]:
         """Jobs matching every given filter, in submission order."""
 
     @abc.abstractmethod
     def stats(self) -> Stats: ...
 
     @abc.abstractmethod
-    def events(self, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+    def events(self, after_seq: int = 0, limit: int = 1000) -> builtins.list[Event]:
         """Events with seq > after_seq, oldest first."""
 
     @abc.abstractmethod
-    def _observations(self, after: int) -> list[tuple[int, Observation]]:
+    def _observations(self, after: int) -> builtins.list[tuple[int, Observation]]:
         """Stored observations past position `after`, with their positions, in order."""
 
     @abc.abstractmethod
@@ -145,7 +149,15 @@ class Broker(abc.ABC):
         """Append points to one attempt's curve. Only that attempt's runner writes it, so no lock."""
 
     @abc.abstractmethod
-    def _curve(self, job_id: str, attempt: int) -> list[ProgressPoint]: ...
+    def _curve(self, job_id: str, attempt: int) -> builtins.list[ProgressPoint]: ...
+
+    @abc.abstractmethod
+    def announce(self, pool: str, worker_id: str, seconds: float) -> None:
+        """This worker serves the pool for the next `seconds` (its loop renews it; 0 withdraws it)."""
+
+    @abc.abstractmethod
+    def serving(self, pool: str) -> int | None:
+        """How many workers serve the pool now; None when the backend cannot tell (pools that scale from zero)."""
 
     @abc.abstractmethod
     def put_script(self, content: bytes) -> str:
@@ -173,7 +185,7 @@ class Broker(abc.ABC):
         """Side effects outside the store, once a step has committed."""
 
     def _write(self, step: Callable[[Txn], T]) -> T:
-        txn_seen: list[Txn] = []
+        txn_seen: builtins.list[Txn] = []
 
         def run(txn: Txn) -> T:
             txn_seen[:] = [txn]  # a retried step runs on a fresh txn: keep the one that committed
@@ -185,24 +197,25 @@ class Broker(abc.ABC):
 
     # -- submit --------------------------------------------------------------------------------
 
-    def submit(self, specs: Sequence[ExperimentSpec]) -> list[Job]:
+    def submit(self, specs: Sequence[ExperimentSpec]) -> builtins.list[Job]:
         """Queue each spec unless a job with its id exists; return the jobs in order."""
         return [job for job, _ in self.submit_new(specs)]
 
-    def submit_new(self, specs: Sequence[ExperimentSpec]) -> list[tuple[Job, bool]]:
+    def submit_new(self, specs: Sequence[ExperimentSpec]) -> builtins.list[tuple[Job, bool]]:
         """Like submit, with whether each job was created by this call (exact under races)."""
         specs = list(specs)
+        pools = known_pools()
         for spec in specs:
             if not isinstance(spec, ExperimentSpec):
                 raise SpecError(f"spec: expected an ExperimentSpec, got {type(spec).__name__}")
-            check_pool(spec)
+            check_pool(spec, pools)
         ids = [spec.id for spec in specs]
         out: dict[str, tuple[Job, bool]] = {}
         chunk = self.submit_chunk or max(len(specs), 1)
         for start in range(0, len(specs), chunk):
             part = [(s, i) for s, i in zip(specs[start:start + chunk], ids[start:start + chunk]) if i not in out]
             if part:
-                out.update(self._write(lambda tx, part=part: self._submit_in(tx, part)))
+                out.update(self._write(functools.partial(self._submit_in, part=part)))
         seen: set[str] = set()
         pairs = []
         for job_id in ids:  # of equal specs in one call, only the first made the job
@@ -211,7 +224,7 @@ class Broker(abc.ABC):
             seen.add(job_id)
         return pairs
 
-    def _submit_in(self, tx: Txn, part: list[tuple[ExperimentSpec, str]]) -> dict[str, tuple[Job, bool]]:
+    def _submit_in(self, tx: Txn, part: builtins.list[tuple[ExperimentSpec, str]]) -> dict[str, tuple[Job, bool]]:
         found = tx.load_many(list(dict.fromkeys(job_id for _, job_id in part)))
         fresh: dict[str, ExperimentSpec] = {}
         for spec, job_id in part:
@@ -280,7 +293,10 @@ class Broker(abc.ABC):
                     tx.observe(obs)
             return outcome
 
-        return self._write(step)
+        outcome = self._write(step)
+        if outcome is CompleteOutcome.COUNTED and result.succeeded and lease.spec.promote is not None:
+            apply_rule(self, lease.spec)  # after the commit, so the rule sees this result on the front
+        return outcome
 
     def fail(self, lease: Lease, error: str, kind: FailureKind, result: Result | None = None) -> JobState:
         """Record a failed attempt; the job is queued again or ends, by its retry budget."""
@@ -302,18 +318,18 @@ class Broker(abc.ABC):
 
         return self._write(step)
 
-    def curve(self, job_id: str, attempt: int | None = None) -> list[ProgressPoint]:
+    def curve(self, job_id: str, attempt: int | None = None) -> builtins.list[ProgressPoint]:
         """One attempt's live curve (default: the job's latest attempt), oldest point first."""
         if attempt is None:
             job = self.get(job_id)
             attempt = job.attempt if job is not None else 0
         return self._curve(job_id, attempt) if attempt else []
 
-    def reap(self) -> list[str]:
+    def reap(self) -> builtins.list[str]:
         """Treat every expired lease as an infra failure; return the affected job ids."""
         return self._write(self._reap_in)
 
-    def _reap_in(self, tx: Txn) -> list[str]:
+    def _reap_in(self, tx: Txn) -> builtins.list[str]:
         reaped = []
         for job in tx.expired():
             tx.reaped.append(Lease(job_id=job.id, attempt=job.attempt, worker_id=job.worker_id, pool=job.pool,
@@ -324,11 +340,11 @@ class Broker(abc.ABC):
 
     # -- operations ----------------------------------------------------------------------------
 
-    def _transition_each(self, ids: Sequence[str], states: Sequence[JobState], step: Step) -> list[str]:
+    def _transition_each(self, ids: Sequence[str], states: Sequence[JobState], step: Step) -> builtins.list[str]:
         """Apply one lifecycle step to the named jobs and to every job in the given states."""
         wanted = [JobState(s) for s in states]
 
-        def work(tx: Txn) -> list[str]:
+        def work(tx: Txn) -> builtins.list[str]:
             unique = list(dict.fromkeys(ids))
             named = tx.load_many(unique)
             jobs = [named[job_id] for job_id in unique if job_id in named]
@@ -344,11 +360,11 @@ class Broker(abc.ABC):
 
         return self._write(work)
 
-    def cancel(self, ids: Sequence[str]) -> list[str]:
+    def cancel(self, ids: Sequence[str]) -> builtins.list[str]:
         """Cancel queued or leased jobs; return those that changed."""
         return self._transition_each(ids, (), lifecycle.cancel)
 
-    def requeue(self, ids: Sequence[str] = (), states: Sequence[JobState] = ()) -> list[str]:
+    def requeue(self, ids: Sequence[str] = (), states: Sequence[JobState] = ()) -> builtins.list[str]:
         """Queue again the named jobs and/or every job in the given terminal states."""
         return self._transition_each(ids, states, lifecycle.requeue)
 
@@ -376,7 +392,13 @@ class Broker(abc.ABC):
             self._catch_up()
             return self._reducer.front(track)
 
-    def tracks(self) -> list[str]:
+    def ranking(self, track: str) -> tuple[FrontPoint, ...]:
+        """Every config group of a track as a point, on the front or not, best mean val_bpb first."""
+        with self._front_lock:
+            self._catch_up()
+            return self._reducer.ranking(track)
+
+    def tracks(self) -> builtins.list[str]:
         with self._front_lock:
             self._catch_up()
             return self._reducer.tracks()

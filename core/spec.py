@@ -11,6 +11,7 @@ import base64
 import hashlib
 import re
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import msgspec
@@ -86,6 +87,19 @@ class DataRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 raise ValueError(f"data.{field}: {value!r} is not a plain name ([A-Za-z0-9_.-])")
 
 
+class Promote(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Queue this config again in a bigger pool, with more seeds, once it is in the top K of its track."""
+
+    to: str
+    top: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+    seeds: Annotated[int, msgspec.Meta(ge=1, le=20)] = 3
+    min_seeds: Annotated[int, msgspec.Meta(ge=1, le=20)] = 1  # seeds the config needs before it can rank
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.to) or len(self.to) > 64:
+            raise ValueError(f"promote.to: {self.to!r} is not a plain name ([A-Za-z0-9_.-])")
+
+
 class ExperimentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     name: ShortText = ""
     pool: str = "cpu"
@@ -99,6 +113,7 @@ class ExperimentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     parent: str | None = None
     created_by: ShortText = ""
     stop: StopRule | None = None  # early stopping (golfq.core.stopping); not part of the id
+    promote: Promote | None = None  # an automatic promotion rule (golfq.core.promotion); not part of the id
 
     def __post_init__(self) -> None:
         # Only the pool's form here: which pools exist is the submitter's setting (check_pool), and a
@@ -136,14 +151,16 @@ class ExperimentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
         return None if self.trainer == BUILTIN else self.trainer.removeprefix("sha256:")
 
 
-def check_pool(spec: ExperimentSpec) -> ExperimentSpec:
+def check_pool(spec: ExperimentSpec, pools: Mapping[str, object] | None = None) -> ExperimentSpec:
     """The spec, if its pool is one this process knows (built in or GOLFQ_POOLS); else SpecError.
 
-    Checked when a spec is submitted, never when a stored job is read."""
-    pools = known_pools()
-    if spec.pool not in pools:
-        raise SpecError(f"pool: unknown pool {spec.pool!r} (known: {', '.join(sorted(pools))}; add one with "
-                        f"GOLFQ_POOLS=NAME=COUNTxGPU)")
+    Checked when a spec is submitted, never when a stored job is read. A batch passes
+    known_pools() once."""
+    pools = known_pools() if pools is None else pools
+    for field, pool in (("pool", spec.pool), ("promote.to", spec.promote.to if spec.promote else None)):
+        if pool is not None and pool not in pools:
+            raise SpecError(f"{field}: unknown pool {pool!r} (known: {', '.join(sorted(pools))}; add one with "
+                            f"GOLFQ_POOLS=NAME=COUNTxGPU)")
     return spec
 
 

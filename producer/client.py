@@ -13,6 +13,7 @@ works against SQLite, Redis and Modal queues:
 from __future__ import annotations
 
 import builtins
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -22,17 +23,21 @@ import msgspec
 
 from golfq.core.backends import open_broker
 from golfq.core.broker import Broker, iter_events
-from golfq.core.events import Event, EventKind
+from golfq.core.events import Event
 from golfq.core.job import Job, JobState
 from golfq.core.pareto import FrontPoint
 from golfq.core.pools import resolve_track
+from golfq.core.promotion import Promoted, promote
 from golfq.core.result import FailureKind, ProgressPoint, Result
+from golfq.core.significance import CHALLENGE_RULE, RecordRule
 from golfq.core.spec import ExperimentSpec
 from golfq.producer.grid import Sweep, expand
+from golfq.producer.loop import FINAL_EVENTS, CompareReport, NextResult, compare_refs, wait_next
 from golfq.producer.specfile import Prepared, prepare, read_script
 
+log = logging.getLogger("golfq.client")
+
 SpecLike = ExperimentSpec | Mapping[str, Any]
-_FINAL_EVENTS = {EventKind.SUCCEEDED, EventKind.FAILED, EventKind.DEAD, EventKind.CANCELLED, EventKind.STOPPED}
 
 
 class WaitTimeout(TimeoutError):
@@ -193,11 +198,16 @@ class Client:
         return self.broker.cancel(builtins.list(ids))
 
     def wait(self, ids: Sequence[str], timeout: float | None = None, *, poll: float = 0.2,
-             on_done: Callable[[Job, Result], None] | None = None) -> builtins.list[Result]:
+             on_done: Callable[[Job, Result], None] | None = None,
+             on_unserved: Callable[[str, int], None] | None = None) -> builtins.list[Result]:
         """Block until every job is finished; Results in the order of ids. Raises WaitTimeout.
+
+        When no worker serves a pool that unfinished jobs wait in, `on_unserved(pool, jobs)` is
+        called once (again after a worker came and went); by default it logs a warning.
 
         >>> [r.val_bpb for r in q.wait([a.id, b.id], timeout=3600)]
         """
+        unserved = Unserved(self.broker, on_unserved or _warn_unserved)
         ids = builtins.list(dict.fromkeys(ids))
         deadline = None if timeout is None else time.monotonic() + timeout
         seq = self.broker.stats().last_seq  # before the first look, so no finish is missed
@@ -212,18 +222,48 @@ class Client:
             events = list(iter_events(self.broker, after_seq=seq))
             for event in events:
                 seq = max(seq, event.seq)
-            touched = {e.job_id for e in events if e.kind in _FINAL_EVENTS and e.job_id in pending}
+            touched = {e.job_id for e in events if e.kind in FINAL_EVENTS and e.job_id in pending}
             for job_id in sorted(touched):
                 job = self.broker.get(job_id)
                 if job is not None:
                     self._check(job, done, pending, on_done)
             if not pending:
                 break
+            unserved.check(pending)
             if timeout is not None and deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout([done[i] for i in ids if i in done], [i for i in ids if i in pending], timeout)
             if not events:
                 time.sleep(poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic())))
         return [done[i] for i in ids]
+
+    # ------------------------------------------------------------------ the research loop
+
+    def ranking(self, track: str | None = None) -> tuple[FrontPoint, ...]:
+        """Every config of a track (on the front or not), best mean val_bpb first, each tested against the incumbent."""
+        return self.broker.ranking(self.resolve_track(track))
+
+    def compare(self, a: str, b: str, *, level: float = 0.95, rule: RecordRule = CHALLENGE_RULE) -> CompareReport:
+        """Welch's test of config a (candidate) against b, each named by a job id or a config key.
+
+        >>> c = q.compare(new.id, incumbent.id).comparison; (c.diff, c.ci_low, c.ci_high, c.p_value, c.significant)
+        """
+        return compare_refs(self.broker, a, b, level, rule)
+
+    def promote(self, from_track: str | None, to: str, *, top: int = 3, seeds: int | Sequence[int] = 3,
+                min_seeds: int = 1, env: Mapping[str, str | None] | None = None,
+                dry_run: bool = False) -> builtins.list[Promoted]:
+        """Queue the best `top` feasible configs of a track (or a pool's) in pool `to`, `seeds` seeds each;
+        promoting again queues nothing new. >>> [p.new for p in q.promote("h100", "h100x8", top=3)]"""
+        return promote(self.broker, self.resolve_track(from_track), to, top, seeds, min_seeds=min_seeds, env=env,
+                       dry_run=dry_run)
+
+    def wait_next(self, ids: Sequence[str] = (), *, after: int | None = None, timeout: float = 60.0,
+                  poll: float = 0.2) -> NextResult:
+        """The next of `ids` (or of any job) to finish, or timed_out; pass .cursor as `after` to go on.
+
+        >>> nxt = q.wait_next(pending, timeout=600); pending = nxt.pending
+        """
+        return wait_next(self.broker, ids, after, timeout, poll, result_of=final_result)
 
     @staticmethod
     def _check(job: Job, done: dict[str, Result], pending: set[str], on_done) -> None:
@@ -235,6 +275,39 @@ class Client:
                     on_done(job, done[job.id])
         else:
             pending.add(job.id)
+
+
+def _warn_unserved(pool: str, jobs: int) -> None:
+    log.warning("no worker is serving pool %s, where %d job(s) wait (start one: golfq worker --pool %s)",
+                pool, jobs, pool)
+
+
+class Unserved:
+    """Says once per pool when the jobs being waited for sit in a pool nobody serves."""
+
+    CHECK_SECONDS = 5.0  # also the grace before the first look: a worker may be starting
+
+    def __init__(self, broker: Broker, say: Callable[[str, int], None]) -> None:
+        self.broker, self.say = broker, say
+        self.said: set[str] = set()
+        self.next_check = time.monotonic() + self.CHECK_SECONDS
+
+    def check(self, pending: set[str]) -> None:
+        if time.monotonic() < self.next_check:
+            return
+        self.next_check = time.monotonic() + self.CHECK_SECONDS
+        waiting: dict[str, int] = {}
+        for job_id in pending:
+            job = self.broker.get(job_id)
+            if job is not None and job.state is JobState.QUEUED:
+                waiting[job.pool] = waiting.get(job.pool, 0) + 1
+        for pool, count in sorted(waiting.items()):
+            if self.broker.serving(pool) == 0:
+                if pool not in self.said:
+                    self.said.add(pool)
+                    self.say(pool, count)
+            else:
+                self.said.discard(pool)
 
 
 def _as_dict(spec: SpecLike) -> dict[str, Any]:

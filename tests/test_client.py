@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -126,7 +127,6 @@ def test_submit_prepared_says_which_jobs_it_created(client, wrap):
     assert [(job.spec.seed, new) for job, new in pairs] == [(2, False), (3, True)]
 
 
-@pytest.mark.xfail(strict=False, reason="needs Broker.submit_new")
 def test_racing_producers_report_each_job_new_exactly_once(tmp_path):
     specs = [prepare({"pool": "cpu", "seed": s}) for s in range(50)]
     start = threading.Barrier(8)
@@ -143,3 +143,29 @@ def test_racing_producers_report_each_job_new_exactly_once(tmp_path):
     for thread in threads:
         thread.join()
     assert len(created) == 8 and sum(created) == 50
+
+
+def test_a_wait_with_no_worker_serving_the_pool_says_so_once(tmp_path, monkeypatch):
+    from golfq.producer.client import Unserved
+    from golfq.workers.fleet import Fleet, FleetConfig
+
+    monkeypatch.setattr(Unserved, "CHECK_SECONDS", 0.0)
+    said: list[tuple[str, int]] = []
+    with Client(f"sqlite:///{tmp_path / 'q.db'}") as q:
+        job = q.submit(pool="cpu", script=FINAL_LINES.encode())
+        with pytest.raises(WaitTimeout):
+            q.wait([job.id], timeout=0.5, on_unserved=lambda pool, n: said.append((pool, n)))
+        assert said == [("cpu", 1)]  # once, not on every look
+        fleet = Fleet(FleetConfig(queue=q.url, pool="cpu", concurrency=1, max_idle=30, work_root=tmp_path / "runs"))
+        thread = threading.Thread(target=fleet.run, daemon=True)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 20
+            while q.broker.serving("cpu") != 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            [result] = q.wait([job.id], timeout=60, on_unserved=lambda pool, n: said.append((pool, n)))
+        finally:
+            fleet.stop(grace=0)
+            thread.join()
+        assert result.succeeded and said == [("cpu", 1)]  # a served pool says nothing
+        assert q.broker.serving("cpu") == 0  # a fleet withdraws itself when it stops

@@ -13,8 +13,9 @@ from golfq.core.events import Event, EventKind
 from golfq.core.result import Result
 from golfq.core.spec import ExperimentSpec
 from modal.types import FunctionCurrentStats
-from golfq.ops.cost import cost_command, summarize
-from golfq.producer.skill import install_skill, skill_app, skill_text
+from golfq.ops.cost import summarize
+from golfq.cli.skill import skill_app
+from golfq.producer.skill import install_skill, skill_text
 from golfq.cli.modal import modal_cli, pool_status, sandbox_options
 
 from tests.modal_fakes import FakeModal
@@ -44,18 +45,6 @@ def test_debug_sandbox_gets_the_jobs_gpu_script_and_environment():
     assert env["TOKENIZER_PATH"] == "/data/tokenizers/fineweb_1024_bpe.model"
     assert f"/artifacts/scripts/{ref.removeprefix('sha256:')}.py" in options["setup"]
     assert "--nproc-per-node=8" in options["command"]
-
-
-def test_modal_commands_fail_with_one_line_without_credentials(monkeypatch):
-    monkeypatch.delenv("MODAL_TOKEN_ID", raising=False)
-    monkeypatch.delenv("MODAL_TOKEN_SECRET", raising=False)
-    monkeypatch.setenv("MODAL_CONFIG_PATH", "/nonexistent/.modal.toml")
-    result = CliRunner().invoke(modal_cli, ["status", "--app", "golfq-nothing"])
-    assert result.exit_code == 1
-    assert result.output.startswith("error: ") and result.output.count("\n") == 1
-
-
-# -- the agent skill --------------------------------------------------------------------------
 
 
 def test_skill_install_writes_the_packaged_skill_and_keeps_an_edited_copy(tmp_path):
@@ -135,22 +124,3 @@ def test_cost_by_tag_and_day():
     assert days == {"2026-05-01": 2, "2026-05-02": 1}
     with pytest.raises(ValueError):
         summarize(_events(), "week")
-
-
-def test_cost_command_reads_the_queue(monkeypatch):
-    fake = FakeModal()
-    broker = fake.broker()
-    broker.submit([ExperimentSpec(pool="h100", seed=1)])
-    lease = broker.claim("h100", "w")
-    broker.complete(lease, Result(spec_id=lease.job_id, attempt=1, status="succeeded", gpu_name="H100", gpu_count=1,
-                                  gpu_seconds=7200.0, cost_usd=7.9))
-    monkeypatch.setattr("golfq.core.backends.open_broker", lambda url=None: broker)
-    import typer
-
-    app = typer.Typer()
-    app.command()(cost_command)
-    result = CliRunner().invoke(app, ["--json"])
-    assert result.exit_code == 0
-    assert json.loads(result.output) == [{"key": "h100", "attempts": 1, "gpu_seconds": 7200.0, "cost_usd": 7.9}]
-    result = CliRunner().invoke(app, ["--by", "month"])
-    assert result.exit_code != 0 and "month" in result.output

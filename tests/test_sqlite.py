@@ -81,12 +81,70 @@ def test_default_file_is_created_in_wal_mode_on_first_use(tmp_path, monkeypatch)
 def test_an_unusable_path_is_a_one_line_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    with pytest.raises(BrokerError, match="cannot open"):
-        SqliteBroker(f"sqlite:///{blocker / 'q.db'}")
+    broker = SqliteBroker(f"sqlite:///{blocker / 'q.db'}")
+    assert broker.list() == []  # nothing there yet: an empty queue to read
+    with pytest.raises(BrokerError, match=f"cannot create {blocker / 'q.db'}"):
+        broker.submit([spec()])
     (tmp_path / "junk.db").write_bytes(b"this is not a database at all" * 100)
-    with pytest.raises(BrokerError) as error:
+    with pytest.raises(BrokerError, match="junk.db is not a golfq queue") as error:
         SqliteBroker(f"sqlite:///{tmp_path / 'junk.db'}")
     assert "\n" not in str(error.value)
+
+
+def test_reads_of_a_queue_that_does_not_exist_create_nothing(tmp_path):
+    db = tmp_path / "fresh" / ".golfq" / "golfq.db"
+    broker = SqliteBroker(f"sqlite:///{db}")
+    assert (broker.list(), broker.events(), broker.tracks(), broker.get("aaaaaaaaaaaaaaaa")) == ([], [], [], None)
+    assert broker.stats().pools == {} and broker.stats().last_seq == 0
+    assert not (tmp_path / "fresh").exists()
+    broker.submit([spec()])
+    assert db.is_file() and [p.name for p in db.parent.iterdir() if p.name.endswith(".new")] == []
+    broker.close()
+
+
+def _state(db):
+    """The database file itself (WAL's -shm coordination file may appear beside it for readers)."""
+    return db.stat().st_mtime_ns, db.read_bytes()
+
+
+def test_reads_never_change_the_file(url, tmp_path):
+    writer = SqliteBroker(url)
+    [job] = writer.submit([spec()])
+    writer.close()  # the last connection checkpoints: the file is at rest
+    db = tmp_path / "q.db"
+    before = _state(db)
+    reader = SqliteBroker(url)
+    reader.get(job.id), reader.list(), reader.stats(), reader.events(), reader.tracks(), reader.front("cpu")
+    reader.close()
+    assert _state(db) == before
+
+
+def test_a_read_only_queue_reads_and_refuses_writes_in_one_line(url, tmp_path, monkeypatch):
+    SqliteBroker(url).submit([spec()])
+    from golfq.core.backends.sqlite import store
+    # The suite may run as root, which no permission bit stops: stand in for a read-only mount.
+    monkeypatch.setattr(store.os, "access", lambda path, mode: mode != os.W_OK)
+    broker = SqliteBroker(url)
+    assert len(broker.list()) == 1
+    with pytest.raises(BrokerError, match="q.db is read-only for this user: reads work, this command writes"):
+        broker.submit([spec(seed=2)])
+
+
+def test_a_truncated_or_damaged_file_is_named_in_one_line(url, tmp_path):
+    db = tmp_path / "q.db"
+    broker = SqliteBroker(url)
+    broker.submit([spec(seed=s) for s in range(200)])
+    broker.close()
+    size = db.stat().st_size
+    with open(db, "r+b") as handle:  # every page past the first (the schema) damaged
+        handle.seek(4096)
+        handle.write(b"\xff" * (size - 4096))
+    with pytest.raises(BrokerError, match=r"q.db is damaged \(.*\); restore it from a backup") as error:
+        SqliteBroker(url).list()
+    assert "\n" not in str(error.value)
+    db.write_bytes(b"")
+    with pytest.raises(BrokerError, match=r"q.db is empty \(0 bytes\)"):
+        SqliteBroker(url)
 
 
 def test_a_newer_schema_is_refused_untouched(url, tmp_path):
@@ -131,6 +189,7 @@ def test_handles_on_one_file_share_jobs_and_fronts(url):
 
 def test_writers_wait_for_the_lock_then_give_up_with_one_line(url, tmp_path):
     broker = SqliteBroker(url + "?busy_timeout=0.3")
+    broker.drain("cpu")  # the file exists once something is written
     holder = sqlite3.connect(tmp_path / "q.db", isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")
     release = threading.Timer(0.1, lambda: holder.execute("COMMIT"))

@@ -43,6 +43,7 @@ def work_root_default() -> Path:
 # every 0.5 s at most, Modal on its wake-up queue), so a long call costs no latency
 # and spares round trips.
 CLAIM_WAIT_SECONDS = 1.0
+ANNOUNCE_SECONDS = 5.0  # how often a fleet says it serves its pool (each saying lasts three times this)
 
 
 def parse_devices(text: str | None) -> tuple[str, ...]:
@@ -138,13 +139,17 @@ class Fleet:
         for thread in threads:
             thread.start()
         reaper = self._open(self.config.queue)
-        next_reap = 0.0
+        next_reap = next_announce = 0.0
         try:
             while any(t.is_alive() for t in threads):
                 # join with a timeout keeps the main thread free to run signal handlers
                 threads[0].join(0.2) if threads[0].is_alive() else time.sleep(0.2)
-                if time.monotonic() >= next_reap:
-                    next_reap = time.monotonic() + max(1.0, self.config.lease_seconds / 2)
+                now = time.monotonic()
+                if now >= next_announce:  # so `golfq wait` can tell a served pool from an abandoned one
+                    next_announce = now + ANNOUNCE_SECONDS
+                    self._announce(reaper, 3 * ANNOUNCE_SECONDS)
+                if now >= next_reap:
+                    next_reap = now + max(1.0, self.config.lease_seconds / 2)
                     try:
                         reaper.reap()
                     except Exception as error:
@@ -152,8 +157,15 @@ class Fleet:
         finally:
             if self._timer is not None:
                 self._timer.cancel()
+            self._announce(reaper, 0.0)
             reaper.close()
         return self.summary
+
+    def _announce(self, broker: Broker, seconds: float) -> None:
+        try:
+            broker.announce(self.config.pool, self._host, seconds)
+        except Exception as error:  # presence is a courtesy to waiters; the work goes on without it
+            log.info("announce failed: %s", error)
 
     def _idle_expired(self) -> bool:
         if self.config.max_idle is None:

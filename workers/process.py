@@ -141,7 +141,8 @@ class GroupProcess:
             os.close(write_fd)
         self.pgid = self.popen.pid  # start_new_session makes the child its group's leader
         try:
-            self.watchdog, self._lifeline = _start_watchdog(self.pgid, orphan_grace)
+            self.watchdog, lifeline = _start_watchdog(self.pgid, orphan_grace)
+            self._lifeline: int | None = lifeline
         except BaseException:
             os.close(read_fd)
             self._signal_group(signal.SIGKILL)

@@ -9,10 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sentencepiece as spm
-from typer.testing import CliRunner
 
-from golfq.cli.data import data_app
-from golfq.workers.golf.prepare import PrepareError, data_root, dataset_paths, prepare, stdlib_documents
+from golfq.workers.golf.prepare import PrepareError, dataset_paths, prepare, stdlib_documents
 from golfq.workers.golf.shards import ShardError, read_shard, shard_files, write_shard
 
 
@@ -156,83 +154,13 @@ def test_fineweb_errors_name_the_problem(tmp_path, stdlib_data):
         prepare("fineweb", 1024, tmp_path / "out", repo_dir=repo)
 
 
-def test_data_root_follows_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv("GOLFQ_DATA_DIR", str(tmp_path / "d"))
-    assert data_root() == tmp_path / "d"
-    monkeypatch.delenv("GOLFQ_DATA_DIR")
-    assert data_root() == Path.home() / ".cache" / "golfq" / "data"
+def test_the_data_root_is_the_callers_choice_and_the_layout_is_the_queues(monkeypatch, tmp_path):
+    # prepare() and dataset_paths() take the root as an argument; only golfq.core.settings reads GOLFQ_DATA_DIR
+    monkeypatch.setenv("GOLFQ_DATA_DIR", str(tmp_path / "elsewhere"))
+    assert dataset_paths("d", "t", tmp_path / "root") == (tmp_path / "root" / "datasets" / "d", tmp_path / "root" / "tokenizers" / "t.model")
+    assert dataset_paths("d", "t", "~/x")[0] == Path.home() / "x" / "datasets" / "d"
+    from golfq.core.settings import settings
+    from golfq.core.spec import DataRef
 
-
-def test_cli_prepare_prints_paths_and_fails_with_exit_2(tmp_path, stdlib_data):
-    runner = CliRunner()
-    repo = fake_hub_repo(tmp_path, stdlib_data)
-    result = runner.invoke(data_app, ["prepare", "--source", "fineweb", "--out", str(tmp_path / "out"), "--repo-dir", str(repo), "--train-shards", "1"])
-    assert result.exit_code == 0, result.output
-    assert f"DATA_PATH={tmp_path / 'out' / 'datasets' / 'fineweb10B_sp1024'}" in result.output
-    assert f"TOKENIZER_PATH={tmp_path / 'out' / 'tokenizers' / 'fineweb_1024_bpe.model'}" in result.output
-    failed = runner.invoke(data_app, ["prepare", "--source", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
-    assert failed.exit_code == 2
-    assert failed.stderr.count("\n") == 1 and failed.stderr.startswith("golfq data prepare: error: unknown source")
-
-
-def test_cli_prepare_on_modal_calls_the_deployed_function(monkeypatch):
-    import golfq.cli.modal
-
-    calls = []
-
-    def fake_prepare_on_modal(source, vocab, train_shards, *, app, env):  # the real one needs Modal's cloud
-        calls.append((source, vocab, train_shards, app, env))
-        return "fineweb10B_sp4096 (12 shards) and fineweb_4096_bpe on lab-data"
-
-    monkeypatch.setattr(golfq.cli.modal, "prepare_on_modal", fake_prepare_on_modal)
-    runner = CliRunner()
-    done = runner.invoke(data_app, ["prepare", "--source", "fineweb", "--vocab", "4096", "--train-shards", "10",
-                                    "--on", "modal", "--app", "lab", "--env", "dev"])
-    assert done.exit_code == 0, done.output
-    assert calls == [("fineweb", 4096, 10, "lab", "dev")]
-    assert done.stdout == "fineweb10B_sp4096 (12 shards) and fineweb_4096_bpe on lab-data\n"
-    monkeypatch.setenv("GOLFQ_MODAL_APP", "from-env")
-    assert runner.invoke(data_app, ["prepare", "--on", "modal"]).exit_code == 0
-    assert calls[-1] == ("stdlib", 1024, 80, "from-env", None)
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--on", "moon"], "--on must be local or modal, got 'moon'"),
-    (["--on", "modal", "--source", "./corpus"], "--on modal takes --source stdlib or fineweb"),
-    (["--on", "modal", "--out", "/tmp/x"], "--out and --repo-dir are for --on local"),
-    (["--train-shards", "0"], "--train-shards must be at least 1, got 0"),
-])
-def test_cli_prepare_refuses_bad_places_in_one_line(monkeypatch, args, message):
-    import golfq.cli.modal
-
-    called = []
-    monkeypatch.setattr(golfq.cli.modal, "prepare_on_modal", lambda *a, **k: called.append(a))
-    done = CliRunner().invoke(data_app, ["prepare", *args])
-    assert done.exit_code == 2
-    assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"golfq data prepare: error: {message}")
-    assert called == []
-
-
-def test_cli_prepare_on_modal_setup_errors_are_one_line(monkeypatch):
-    import sys
-
-    import golfq.cli.modal
-
-    exceptions = pytest.importorskip("modal.exception")
-    AuthError, NotFoundError = exceptions.AuthError, exceptions.NotFoundError
-
-    runner = CliRunner()
-    for error, code, start in [(AuthError("Token missing.\nsee docs"), 2, "not logged in to Modal"),
-                               (NotFoundError("App 'lab' not found"), 2, "app 'lab' is not deployed"),
-                               (PrepareError("vocab must be between 8 and 65536, got 3"), 2, "vocab must be"),
-                               (RuntimeError("volume commit failed"), 1, "on Modal: RuntimeError: volume commit failed")]:
-        def raising(*args, error=error, **kwargs):
-            raise error
-
-        monkeypatch.setattr(golfq.cli.modal, "prepare_on_modal", raising)
-        done = runner.invoke(data_app, ["prepare", "--on", "modal", "--app", "lab"])
-        assert done.exit_code == code, (error, done.output)
-        assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"golfq data prepare: error: {start}")
-    monkeypatch.setitem(sys.modules, "golfq.cli.modal", None)  # as if modal (and so the module) could not import
-    done = runner.invoke(data_app, ["prepare", "--on", "modal"])
-    assert done.exit_code == 2 and done.stderr.startswith("golfq data prepare: error: --on modal needs the modal package")
+    # the trainer and the queue write the challenge's layout each (the trainer imports nothing of golfq): the same
+    assert DataRef(dataset="d", tokenizer="t").paths(settings().data_dir) == dataset_paths("d", "t", tmp_path / "elsewhere")

@@ -114,8 +114,9 @@ class _Fleet:
         if self.slots[i] is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.slots[i] or ""
             argv += ["--gpus", self.slots[i] or ""]
-        if self.lifelines[i] is not None:
-            os.close(self.lifelines[i])  # the last worker in this slot is gone
+        previous = self.lifelines[i]
+        if previous is not None:
+            os.close(previous)  # the last worker in this slot is gone
         read_end, self.lifelines[i] = os.pipe()
         try:
             # a session of its own: no signal meant for a worker's group can reach this one
@@ -262,6 +263,7 @@ def _worker_main(argv: list[str] | None = None) -> int:
     if args.lifeline is not None:
         _watch_lifeline(args.lifeline)
     connection = connect(args.url)
+    rq_job._broker(connection)  # made here once, so every forked horse starts with it
     side = RQSide(connection, "golfq")
     worker = GolfqWorker([side.queue(args.pool)], connection=connection, serializer=RQSide.serializer,
                          name=f"golfq.{socket.gethostname()}.{os.getpid()}", job_monitoring_interval=args.monitor,

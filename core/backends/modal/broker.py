@@ -280,6 +280,12 @@ class ModalBroker(Broker):
             page += 1
         return out
 
+    def announce(self, pool: str, worker_id: str, seconds: float) -> None:
+        pass  # the deployed app serves every configured pool, scaling from zero
+
+    def serving(self, pool: str) -> int | None:
+        return None
+
     def report_progress(self, job_id: str, attempt: int, points: Sequence[ProgressPoint]) -> None:
         """The attempt's runner alone writes its curve keys: a page list and their count, no lock."""
         if not points:

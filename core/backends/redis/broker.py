@@ -11,6 +11,7 @@ move time by hand. txn.py documents the key layout.
 
 from __future__ import annotations
 
+import builtins
 import heapq
 import time
 from collections.abc import Callable, Sequence
@@ -25,7 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from golfq.core import lifecycle
-from golfq.core.backends.redis.rq import RQSide, next_token, parse_token
+from golfq.core.backends.redis.rq import Client, RQSide, next_token, parse_token
 from golfq.core.backends.redis.txn import APPEND_EVENTS, Keys, RedisTxn, decode_job
 from golfq.core.broker import Broker, BrokerError, Txn
 from golfq.core.events import Event, decode_event
@@ -71,10 +72,11 @@ class RedisBroker(Broker):
     submit_chunk = 2000  # specs per MULTI/EXEC: each chunk is atomic, and Redis stays responsive
 
     def __init__(self, url: str, clock: Clock = time.time, *, client: redis.Redis | None = None,
-                 prefix: str = "golfq") -> None:
+                 prefix: str = "golfq", check: bool = True) -> None:
         super().__init__(url, clock)
-        self.redis = client if client is not None else connect(url)
-        self._check_reachable()
+        self.redis: Client = client if client is not None else connect(url)
+        if check:
+            self._check_reachable()
         self.keys = Keys(prefix)
         self.rq = RQSide(self.redis, prefix)
         self._append = self.redis.register_script(APPEND_EVENTS)
@@ -98,7 +100,7 @@ class RedisBroker(Broker):
         """The broker on an existing client (an RQ worker's), same server and db."""
         kw = connection.connection_pool.connection_kwargs
         where = f"unix://{kw['path']}" if "path" in kw else f"redis://{kw.get('host')}:{kw.get('port')}"
-        return cls(f"{where}/{kw.get('db', 0)}", clock, client=connection)
+        return cls(f"{where}/{kw.get('db', 0)}", clock, client=connection, check=False)  # it is connected
 
     def __repr__(self) -> str:
         return f"RedisBroker({redact(self.url)!r})"
@@ -143,7 +145,7 @@ class RedisBroker(Broker):
                       via_rq: bool = True) -> Lease | None:
         """Lease exactly this attempt of this job, or None if it is not the next one
         (claimed elsewhere, cancelled, superseded). The RQ job function calls this."""
-        leases: list[Lease] = []
+        leases: builtins.list[Lease] = []
 
         def step(job: Job, now: float) -> tuple[Job, list[Event]] | None:
             leases.clear()
@@ -168,7 +170,7 @@ class RedisBroker(Broker):
         out = self._transition(job_id, step)
         return None if out is None or out[1] is None else out[1].state
 
-    def stranded(self, pool: str) -> list[str]:
+    def stranded(self, pool: str) -> builtins.list[str]:
         """RQ tokens a worker took off the pool's list whose attempt is still the job's next
         one: nobody claimed it. A live work horse claims within milliseconds of taking a
         token, so one that stays stranded belongs to a worker that died in between."""
@@ -183,7 +185,7 @@ class RedisBroker(Broker):
     def unstrand(self, pool: str, tok: str) -> bool:
         return self.rq.unstrand(pool, tok)
 
-    def requeue(self, ids: Sequence[str] = (), states: Sequence[JobState] = ()) -> list[str]:
+    def requeue(self, ids: Sequence[str] = (), states: Sequence[JobState] = ()) -> builtins.list[str]:
         return super().requeue([self._job_id_of(i) for i in ids], states)
 
     @staticmethod
@@ -237,11 +239,11 @@ class RedisBroker(Broker):
         return None if raw is None else decode_job(raw)
 
     def list(self, states: Sequence[JobState] = (), pool: str | None = None, tag: str | None = None,
-             limit: int | None = None) -> list[Job]:
+             limit: int | None = None) -> builtins.list[Job]:
         sources = [self.keys.state(JobState(s)) for s in dict.fromkeys(states)] or [self.keys.jobs]
         streams = [[(score, m.decode()) for m, score in self.redis.zrange(k, 0, -1, withscores=True)] for k in sources]
         ids = [job_id for _, job_id in heapq.merge(*streams)]
-        jobs: list[Job] = []
+        jobs: builtins.list[Job] = []
         for start in range(0, len(ids), 1000):
             for raw in self.redis.mget([self.keys.job(i) for i in ids[start:start + 1000]]):
                 if raw is None:
@@ -264,7 +266,7 @@ class RedisBroker(Broker):
         return Stats(pools=pools, last_seq=int(self.redis.get(self.keys.seq) or 0), backend="redis",
                      extra=self.rq.counts(sorted(pools)))
 
-    def events(self, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+    def events(self, after_seq: int = 0, limit: int = 1000) -> builtins.list[Event]:
         entries = self.redis.xrange(self.keys.events, min=str(after_seq + 1), max="+", count=limit)
         return [msgspec.structs.replace(decode_event(fields[b"e"]), seq=int(entry_id.split(b"-")[0]))
                 for entry_id, fields in entries]
@@ -273,10 +275,20 @@ class RedisBroker(Broker):
         if points:
             self.redis.rpush(self.keys.curve(job_id, attempt), *(_encode(p) for p in points))
 
-    def _curve(self, job_id: str, attempt: int) -> list[ProgressPoint]:
+    def announce(self, pool: str, worker_id: str, seconds: float) -> None:
+        self.redis.hset(self.keys.workers(pool), worker_id, repr(self.clock() + seconds))
+
+    def serving(self, pool: str) -> int | None:
+        """Announced workers (a local fleet on this queue) plus RQ's live workers on the pool's queue."""
+        now = self.clock()
+        announced = self.redis.hgetall(self.keys.workers(pool))
+        live = sum(1 for until in announced.values() if float(until) > now)
+        return live + self.rq.workers(pool)
+
+    def _curve(self, job_id: str, attempt: int) -> builtins.list[ProgressPoint]:
         return [_decode_point(raw) for raw in self.redis.lrange(self.keys.curve(job_id, attempt), 0, -1)]
 
-    def _observations(self, after: int) -> list[tuple[int, Observation]]:
+    def _observations(self, after: int) -> builtins.list[tuple[int, Observation]]:
         raws = self.redis.lrange(self.keys.observations, after, -1)
         return [(after + i + 1, _decode_obs(raw)) for i, raw in enumerate(raws)]
 

@@ -13,6 +13,7 @@ Keys, all under one prefix (default "golfq"), beside RQ's own "rq:" keys:
   obs             list of Observations (fronts)    scripts       hash ref -> bytes
   draining        set of pools                     parked:<pool> the RQ list of a draining pool
   curve:<id>:<n>  list of an attempt's ProgressPoints (its runner alone appends)
+  workers:<pool>  hash worker id -> until (workers announcing that they serve the pool)
 """
 
 from __future__ import annotations
@@ -20,15 +21,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
-from redis import Redis
-from redis.client import Pipeline
-
 from golfq.core import lifecycle
 from golfq.core.broker import Txn
 from golfq.core.events import Event, encode_event
 from golfq.core.job import Job, JobState, Lease
 from golfq.core.pareto import Observation
-from golfq.core.backends.redis.rq import RQSide, next_token, parse_token
+from golfq.core.backends.redis.rq import Client, Pipeline, RQSide, next_token, parse_token
 
 encode = msgspec.json.Encoder().encode
 decode_job = msgspec.json.Decoder(Job).decode
@@ -57,6 +55,9 @@ class Keys:
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
 
+    def workers(self, pool: str) -> str:
+        return f"{self.prefix}:workers:{pool}"
+
     def curve(self, job_id: str, attempt: int) -> str:
         return f"{self.prefix}:curve:{job_id}:{attempt}"
 
@@ -69,7 +70,7 @@ def ready_score(job: Job) -> float:
 
 
 class RedisTxn(Txn):
-    def __init__(self, client: Redis, pipe: Pipeline, keys: Keys, rq: RQSide, append: Callable[..., object],
+    def __init__(self, client: Client, pipe: Pipeline, keys: Keys, rq: RQSide, append: Callable[..., object],
                  now: float, via_rq: bool = False) -> None:
         self.client, self.pipe, self.keys, self.rq, self.append = client, pipe, keys, rq, append
         self.now, self.via_rq = now, via_rq
@@ -96,8 +97,9 @@ class RedisTxn(Txn):
     def expired(self) -> list[Job]:
         due = [m.decode() for m in self.client.zrangebyscore(self.keys.leases, "-inf", self.now)]
         found = self.load_many(due)
-        for job_id in set(due) - set(found):  # a lease entry without a job (purged): drop it
-            self.writes.append(lambda pipe, job_id=job_id: pipe.zrem(self.keys.leases, job_id))
+        gone = sorted(set(due) - set(found))
+        if gone:  # lease entries without a job (purged): drop them
+            self.writes.append(lambda pipe: pipe.zrem(self.keys.leases, *gone))
         return [job for job in found.values() if lifecycle.is_expired(job, self.now)]
 
     def next_queued(self, pool: str) -> Job | None:
@@ -191,10 +193,11 @@ class RedisTxn(Txn):
         orders = {job.id: job.order for job in created}
         pipe.zadd(keys.jobs, orders)
         pipe.zadd(keys.state(JobState.QUEUED), orders)
-        per_pool: dict[str, dict[str, float]] = {}
-        for job in sorted(created, key=ready_score):  # in order: each push is an RPUSH
-            score = per_pool.setdefault(job.pool, {})[next_token(job)] = ready_score(job)
-            self.rq.enqueue(pipe, job, score)
-        for pool, ready in per_pool.items():  # after the pushes, so no push scans for later batch-mates
-            pipe.hincrby(keys.counts, f"{pool}:{JobState.QUEUED.value}", len(ready))
-            pipe.zadd(self.rq.ready_key(pool), ready)
+        per_pool: dict[str, list[tuple[Job, float]]] = {}
+        for job in sorted(created, key=ready_score):  # in order: the batch is pushed as it is
+            per_pool.setdefault(job.pool, []).append((job, ready_score(job)))
+        for pool, scored in per_pool.items():
+            self.rq.enqueue_new(pipe, pool, scored)
+            # after the push, so the push never scans for its batch-mates
+            pipe.hincrby(keys.counts, f"{pool}:{JobState.QUEUED.value}", len(scored))
+            pipe.zadd(self.rq.ready_key(pool), {next_token(job): score for job, score in scored})

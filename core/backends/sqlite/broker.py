@@ -20,6 +20,7 @@ Decisions:
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -94,8 +95,9 @@ class SqliteBroker(Broker):
         return decode_job(rows[0][0]) if rows else None
 
     def list(self, states: Sequence[JobState] = (), pool: str | None = None, tag: str | None = None,
-             limit: int | None = None) -> list[Job]:
-        clauses, params = [], []
+             limit: int | None = None) -> builtins.list[Job]:
+        clauses: builtins.list[str] = []
+        params: builtins.list[object] = []
         if states:
             clauses.append(f"state IN ({','.join('?' * len(states))})")
             params += [JobState(s).value for s in states]
@@ -126,7 +128,7 @@ class SqliteBroker(Broker):
         return Stats(pools={p: PoolStats(**fields) for p, fields in sorted(pools.items())},
                      last_seq=last_seq, backend="sqlite")
 
-    def events(self, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+    def events(self, after_seq: int = 0, limit: int = 1000) -> builtins.list[Event]:
         rows = self._read("SELECT body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, max(limit, 0)))
         return [_decode_event(row[0]) for row in rows]
 
@@ -136,11 +138,22 @@ class SqliteBroker(Broker):
             self._atomic(lambda tx: tx.conn.executemany(
                 "INSERT INTO progress (job_id, attempt, body) VALUES (?, ?, ?)", rows))
 
-    def _curve(self, job_id: str, attempt: int) -> list[ProgressPoint]:
+    def announce(self, pool: str, worker_id: str, seconds: float) -> None:
+        until = self.clock() + seconds
+        self._atomic(lambda tx: tx.conn.execute(
+            "INSERT INTO workers (worker_id, pool, until) VALUES (?, ?, ?) "
+            "ON CONFLICT (worker_id) DO UPDATE SET pool = excluded.pool, until = excluded.until",
+            (worker_id, pool, until)))
+
+    def serving(self, pool: str) -> int | None:
+        (count,), = self._read("SELECT COUNT(*) FROM workers WHERE pool = ? AND until > ?", (pool, self.clock()))
+        return int(count)
+
+    def _curve(self, job_id: str, attempt: int) -> builtins.list[ProgressPoint]:
         rows = self._read("SELECT body FROM progress WHERE job_id = ? AND attempt = ? ORDER BY seq", (job_id, attempt))
         return [_decode_point(row[0]) for row in rows]
 
-    def _observations(self, after: int) -> list[tuple[int, Observation]]:
+    def _observations(self, after: int) -> builtins.list[tuple[int, Observation]]:
         rows = self._read("SELECT seq, body FROM observations WHERE seq > ? ORDER BY seq", (after,))
         return [(seq, _decode_obs(body)) for seq, body in rows]
 

@@ -14,15 +14,17 @@ per commit.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 import msgspec
 
@@ -32,7 +34,7 @@ from golfq.core.events import Event
 from golfq.core.pareto import Observation
 
 DEFAULT_PATH = ".golfq/golfq.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: progress (live curves), workers (who serves a pool)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, pool TEXT NOT NULL, state TEXT NOT NULL, priority INTEGER NOT NULL,
@@ -45,6 +47,7 @@ CREATE TABLE IF NOT EXISTS job_tags (tag TEXT NOT NULL, job_id TEXT NOT NULL, PR
 CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS scripts (sha TEXT PRIMARY KEY, content BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS pools (name TEXT PRIMARY KEY, draining INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS workers (worker_id TEXT PRIMARY KEY, pool TEXT NOT NULL, until REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS progress (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, attempt INTEGER NOT NULL, body BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS progress_attempt ON progress (job_id, attempt, seq);
@@ -76,15 +79,15 @@ def parse_url(url: str) -> SqliteOptions:
     raw = rest[1:] or DEFAULT_PATH
     if raw == ":memory:" or raw.startswith("file:"):
         raise BrokerError(f"queue URL {url!r}: workers in other processes need a file; give a path")
-    options: dict[str, object] = {"path": Path(raw).expanduser().absolute()}
+    synchronous, busy_seconds = "normal", 30.0
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key == "synchronous" and value.lower() in _SYNC_MODES:
-            options[key] = value.lower()
+            synchronous = value.lower()
         elif key == "busy_timeout" and _is_positive(value):
-            options["busy_seconds"] = float(value)
+            busy_seconds = float(value)
         else:
             raise BrokerError(f"queue URL {url!r}: bad option {key}={value!r} (synchronous=normal|full, busy_timeout=SECONDS)")
-    return SqliteOptions(**options)
+    return SqliteOptions(Path(raw).expanduser().absolute(), synchronous, busy_seconds)
 
 
 def _is_positive(text: str) -> bool:
@@ -174,44 +177,139 @@ class Tx(Txn):
 
 
 class SqliteStore:
-    """Connections and transactions on one database file, created on first use."""
+    """Connections and transactions on one database file.
+
+    Reads never write: they use a read-only connection (or, while no file exists yet, an
+    empty in-memory schema), so `golfq status` neither needs write access nor changes the
+    file. The file is created by the first write, fully initialised under a temporary
+    name and then linked into place, so no process ever sees a half-made queue, and a
+    zero-byte file at the path can only be a damaged one.
+    """
 
     def __init__(self, url: str, clock: Callable[[], float]) -> None:
         self.url, self.clock = url, clock
         self.options = parse_url(url)
+        self.path = self.options.path
         self._guard = threading.Lock()
         self._pid = os.getpid()
         self._local = threading.local()
         self._open: list[sqlite3.Connection] = []
         self._closed = False
-        self._init_schema()
+        if self.path.exists():
+            self._readable()  # a file that is there is checked now: one line if it is no queue of ours
 
-    def _conn(self) -> sqlite3.Connection:
+    # -- the file ------------------------------------------------------------------------------
+
+    def _fail(self, why: str) -> BrokerError:
+        return BrokerError(f"queue {self.url}: {why}")
+
+    def _check_existing(self) -> None:
+        """A file that is there must be a golfq queue this version can read; say what it is otherwise."""
+        if self.path.is_dir():
+            raise self._fail(f"{self.path} is a directory, not a queue file")
+        if self.path.stat().st_size == 0:
+            raise self._fail(f"{self.path} is empty (0 bytes): not a queue, or one that was truncated; restore it "
+                             f"from a backup (golfq ops export/import), or delete it to start a new queue")
+        with open(self.path, "rb") as handle:
+            if handle.read(16) != b"SQLite format 3\x00":
+                raise self._fail(f"{self.path} is not a golfq queue (not an SQLite database)")
+
+    def _readable(self) -> sqlite3.Connection:
+        """This thread's connection for reads: the file read-only, or an empty schema before it exists."""
+        if getattr(self._local, "read", None) is None and not self.path.exists():
+            return self._thread_conn("empty", self._empty)
+        return self._thread_conn("read", self._open_read_only)
+
+    def _writable(self) -> sqlite3.Connection:
+        return self._thread_conn("write", self._open_read_write)
+
+    def _thread_conn(self, kind: str, opener: Callable[[], sqlite3.Connection]) -> sqlite3.Connection:
         if self._closed:
-            raise BrokerError(f"queue {self.url}: broker is closed")
+            raise self._fail("broker is closed")
         if os.getpid() != self._pid:
             with self._guard:
                 if os.getpid() != self._pid:  # forked: the parent's connections are not ours to use
                     _abandoned.extend(self._open)
                     self._open, self._pid, self._local = [], os.getpid(), threading.local()
-        conn = getattr(self._local, "conn", None)
+        conn: sqlite3.Connection | None = getattr(self._local, kind, None)
         if conn is None:
-            conn = self._local.conn = self._connect()
+            conn = opener()
+            setattr(self._local, kind, conn)
             with self._guard:
                 self._open.append(conn)
         return conn
 
-    def _connect(self) -> sqlite3.Connection:
-        path = self.options.path
+    def _empty(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        conn.executescript(SCHEMA)
+        return conn
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        self._check_existing()
+        uri = f"file:{quote(str(self.path))}?mode=ro"
+        conn = self._connect(uri, "read")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, timeout=self.options.busy_seconds, isolation_level=None,
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            # WAL needs its -shm file; in a directory we cannot write, read the file as it stands.
+            conn.close()
+            conn = self._connect(uri + "&immutable=1", "read")
+        self._check_version(conn, writable=False)
+        return conn
+
+    def _open_read_write(self) -> sqlite3.Connection:
+        if not self.path.exists():
+            self._create()
+        self._check_existing()
+        if not os.access(self.path, os.W_OK) or not os.access(self.path.parent, os.W_OK):
+            where = self.path if not os.access(self.path, os.W_OK) else self.path.parent
+            raise self._fail(f"{where} is read-only for this user: reads work, this command writes")
+        conn = self._connect(f"file:{quote(str(self.path))}", "write")
+        self._retrying(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+        conn.execute(f"PRAGMA synchronous = {self.options.synchronous}")
+        self._check_version(conn, writable=True)
+        return conn
+
+    def _connect(self, uri: str, why: str) -> sqlite3.Connection:
+        try:
+            return sqlite3.connect(uri, uri=True, timeout=self.options.busy_seconds, isolation_level=None,
                                    check_same_thread=False)
-            self._retrying(lambda: conn.execute("PRAGMA journal_mode = WAL"))
-            conn.execute(f"PRAGMA synchronous = {self.options.synchronous}")
-            return conn
-        except (OSError, sqlite3.Error) as error:
-            raise BrokerError(f"queue {self.url}: cannot open {path}: {error}") from None
+        except sqlite3.Error as error:
+            raise self._fail(f"cannot open {self.path} to {why}: {error}") from None
+
+    def _create(self) -> None:
+        """Make the file whole under a temporary name, then link it into place (a race loses quietly)."""
+        parent = self.path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".new", dir=parent)
+            os.close(fd)
+        except OSError as error:
+            raise self._fail(f"cannot create {self.path}: {error.strerror or error}") from None
+        try:
+            conn = sqlite3.connect(temp, isolation_level=None)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.executescript(f"BEGIN; {SCHEMA}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+            conn.close()
+            try:
+                os.link(temp, self.path)
+            except FileExistsError:
+                pass  # another process made it first: theirs is as good as ours
+        finally:
+            for leftover in (temp, temp + "-wal", temp + "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover)
+
+    def _check_version(self, conn: sqlite3.Connection, writable: bool) -> None:
+        version = self._retrying(lambda: conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise self._fail(f"schema version {version} is newer than this golfq ({SCHEMA_VERSION}); upgrade golfq")
+        if version < SCHEMA_VERSION and writable:  # tables only ever get added: create what is missing
+            def migrate() -> None:
+                conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+            self._retrying(migrate)
+
+    # -- transactions --------------------------------------------------------------------------
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
         """Run attempt again while another process holds the lock, up to the busy timeout."""
@@ -222,16 +320,18 @@ class SqliteStore:
                 return attempt()
             except sqlite3.OperationalError as error:
                 if not _is_busy(error):
-                    raise BrokerError(f"queue {self.url}: {error}") from None
+                    raise self._fail(f"{self.path}: {error}") from None
                 if time.monotonic() > deadline:
-                    raise BrokerError(f"queue {self.url}: database stayed locked for "
-                                      f"{self.options.busy_seconds:g} s") from None
+                    raise self._fail(f"database stayed locked for {self.options.busy_seconds:g} s") from None
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 0.05)
+            except sqlite3.DatabaseError as error:  # a damaged page, a file that is not a database
+                raise self._fail(f"{self.path} is damaged ({error}); restore it from a backup "
+                                 f"(golfq ops export/import) or move it aside") from None
 
     def write(self, work: Callable[[Tx], T]) -> T:
         """Run work in one write transaction (retried whole if the lock was busy); events go in with it."""
-        conn = self._conn()
+        conn = self._writable()
 
         def attempt() -> T:
             conn.execute("BEGIN IMMEDIATE")
@@ -250,7 +350,7 @@ class SqliteStore:
 
     def snapshot(self, work: Callable[[Tx], T]) -> T:
         """Several reads that see one consistent state (a read transaction, no write lock)."""
-        conn = self._conn()
+        conn = self._readable()
 
         def attempt() -> T:
             conn.execute("BEGIN")
@@ -262,23 +362,8 @@ class SqliteStore:
         return self._retrying(attempt)
 
     def read(self, sql: str, params: Sequence = ()) -> list[tuple]:
-        conn = self._conn()
+        conn = self._readable()
         return self._retrying(lambda: conn.execute(sql, params).fetchall())
-
-    def _init_schema(self) -> None:
-        def create(tx: Tx) -> None:
-            version = tx.conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise BrokerError(f"queue {self.url}: schema version {version} is newer than this golfq "
-                                  f"({SCHEMA_VERSION}); upgrade golfq")
-            for statement in filter(str.strip, SCHEMA.split(";")):
-                tx.conn.execute(statement)
-            tx.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-        try:
-            self.write(create)
-        except sqlite3.DatabaseError as error:
-            raise BrokerError(f"queue {self.url}: {self.options.path} is not a golfq database ({error})") from None
 
     def close(self) -> None:
         with self._guard:
