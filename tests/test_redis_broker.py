@@ -32,7 +32,7 @@ STAND_IN = "tests.test_redis_broker:finish_at_once"
 
 
 def finish_at_once(broker, lease, *, work_root, gpus=None, heartbeat_seconds=10, lease_seconds=60, worker_id="",
-                   stop=None):
+                   stop=None, progress_seconds=10.0):
     """A runner that trains nothing: it reports success through the broker, as run_lease does."""
     assert broker.heartbeat(lease, lease_seconds)
     result = success(lease)
