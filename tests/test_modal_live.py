@@ -10,7 +10,6 @@ import pytest
 from golfq.core.job import CompleteOutcome, JobState
 from golfq.core.result import Result
 from golfq.core.spec import ExperimentSpec
-
 from tests.modal_fakes import MemoryBlobStore
 
 pytestmark = [
