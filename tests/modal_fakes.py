@@ -247,27 +247,26 @@ class FakeQueue:
         return part
 
     def _wait(self, give_up: float | None) -> bool:
-        """Wait a little for a change; False once give_up (this queue's clock when virtual) has passed."""
-        if self.net.sleep is None:  # real time: a condition wait, woken by puts
-            left = None if give_up is None else give_up - time.monotonic()
-            if left is not None and left <= 0:
-                return False
-            self._cond.wait(0.05 if left is None else min(left, 0.05))
-            return True
-        left = None if give_up is None else give_up - self.clock()
+        """Wait a little for a change (real time: a condition wait); False once give_up has passed."""
+        left = None if give_up is None else give_up - time.monotonic()
         if left is not None and left <= 0:
             return False
-        self._cond.release()
-        try:
-            self.net.sleep(self.POLL_SECONDS if left is None else min(left, self.POLL_SECONDS))
-        finally:
-            self._cond.acquire()
+        if self.net.sleep is None:
+            self._cond.wait(0.05 if left is None else min(left, 0.05))
+        else:  # real sleeps (the multi-process workspace): poll
+            self._cond.release()
+            try:
+                self.net.sleep(0.05 if left is None else min(left, 0.05))
+            finally:
+                self._cond.acquire()
         return True
 
+    def _wait_virtual(self, ready: Callable[[], bool], timeout: float | None) -> bool:
+        assert self.net.clock is not None
+        return self.net.clock.wait_until(ready, timeout)
+
     def _deadline(self, timeout: float | None) -> float | None:
-        if timeout is None:
-            return None
-        return (time.monotonic() if self.net.sleep is None else self.clock()) + timeout
+        return None if timeout is None else time.monotonic() + timeout
 
     def put(self, v: Any, block: bool = True, timeout: float | None = None, *, partition: str | None = None,
             partition_ttl: int = DEFAULT_TTL) -> None:
@@ -294,6 +293,8 @@ class FakeQueue:
                 part.bytes += sum(sizes)
                 part.expires_at = self.clock() + partition_ttl
                 self._cond.notify_all()
+            if self.net.clock is not None:
+                self.net.clock.notify()
         self.net.call(op, sum(sizes))
 
     def get(self, block: bool = True, timeout: float | None = None, *, partition: str | None = None) -> Any:
@@ -310,17 +311,32 @@ class FakeQueue:
             warnings.warn("Timeout is ignored for non-blocking get.", stacklevel=3)
         give_up = self._deadline(timeout)
 
+        def pop() -> list:
+            part = self._part(key)
+            if part is None or not part.items:
+                return []
+            taken = [part.items.popleft() for _ in range(min(n, len(part.items)))]
+            part.bytes -= sum(_wire_size(v) for v in taken)
+            self._cond.notify_all()
+            return taken
+
         def op() -> list:  # one long poll: the latency is paid once, however long it waits
+            if self.net.clock is not None and block:
+                taken: list = []
+
+                def ready() -> bool:
+                    with self._cond:
+                        taken[:] = pop()
+                    return bool(taken)
+
+                if not self._wait_virtual(ready, timeout):
+                    raise queue.Empty()
+                return taken
             with self._cond:
                 while True:
-                    part = self._part(key)
-                    if part is not None and part.items:
-                        taken = [part.items.popleft() for _ in range(min(n, len(part.items)))]
-                        part.bytes -= sum(_wire_size(v) for v in taken)
-                        self._cond.notify_all()
+                    taken = pop()
+                    if taken or not block:
                         return taken
-                    if not block:
-                        return []
                     if not self._wait(give_up):
                         raise queue.Empty()
         return self.net.call(op)

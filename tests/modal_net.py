@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 import random
 import threading
@@ -30,9 +31,11 @@ class VirtualClock:
 
     def __init__(self, start: float = 1_800_000_000.0) -> None:
         self.now = start
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._actors: set[int] = set()
-        self._sleeping: dict[int, float] = {}
+        self._sleepers: dict[int, tuple[float, threading.Event]] = {}
+        self._waiting: set[int] = set()  # sleepers that a notify() also wakes
+        self._notified = 0
         self._placeholders = itertools.count(1)
 
     def __call__(self) -> float:
@@ -40,28 +43,28 @@ class VirtualClock:
 
     def advance(self, seconds: float) -> None:
         """Move time by hand (a test's idle week), waking whoever is due."""
-        with self._cond:
+        with self._lock:
             self.now += seconds
-            self._cond.notify_all()
+            self._wake_due()
 
     def join(self) -> None:
         """Count the calling thread as an actor: time waits for it whenever it is not asleep."""
-        with self._cond:
+        with self._lock:
             self._actors.add(threading.get_ident())
 
     def leave(self) -> None:
-        with self._cond:
+        with self._lock:
             self._actors.discard(threading.get_ident())
             self._advance()
 
     def start(self, target: Callable[..., object], *args: object, name: str = "actor") -> threading.Thread:
         """A thread that is an actor from before it runs (so time cannot skip past its first step)."""
         placeholder = -next(self._placeholders)  # thread idents are positive
-        with self._cond:
+        with self._lock:
             self._actors.add(placeholder)
 
         def run() -> None:
-            with self._cond:
+            with self._lock:
                 self._actors.add(threading.get_ident())
                 self._actors.discard(placeholder)
             try:
@@ -74,26 +77,61 @@ class VirtualClock:
         return thread
 
     def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        self._park(self.now + seconds, waiting=False)
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Sleep until ready() (re-checked at each notify()) or until timeout virtual seconds pass."""
+        deadline = float("inf") if timeout is None else self.now + timeout
+        while True:
+            seen = self._notified
+            if ready():
+                return True
+            if self.now >= deadline:
+                return False
+            self._park(deadline, waiting=True, seen=seen)
+
+    def notify(self) -> None:
+        """Something a wait_until may be waiting for changed (a queue put)."""
+        with self._lock:
+            self._notified += 1
+            for ident in list(self._waiting):
+                self._waiting.discard(ident)
+                _, event = self._sleepers.pop(ident)
+                event.set()
+
+    def _park(self, wake: float, waiting: bool, seen: int | None = None) -> None:
         me = threading.get_ident()
-        with self._cond:
+        event = threading.Event()
+        with self._lock:
+            if seen is not None and seen != self._notified:
+                return  # notified between the look and the park: look again
             guest = me not in self._actors
             if guest:
                 self._actors.add(me)
-            wake = self.now + max(seconds, 0.0)
-            self._sleeping[me] = wake
+            self._sleepers[me] = (wake, event)
+            if waiting:
+                self._waiting.add(me)
             self._advance()
-            while self.now < wake:
-                self._cond.wait()
-            del self._sleeping[me]
-            if guest:
+        event.wait()
+        if guest:
+            with self._lock:
                 self._actors.discard(me)
 
     def _advance(self) -> None:
-        if self._sleeping and len(self._sleeping) >= len(self._actors):
-            earliest = min(self._sleeping.values())
-            if earliest > self.now:
+        if self._sleepers and len(self._sleepers) >= len(self._actors):
+            earliest = min(wake for wake, _ in self._sleepers.values())
+            if self.now < earliest < float("inf"):
                 self.now = earliest
-            self._cond.notify_all()
+        self._wake_due()
+
+    def _wake_due(self) -> None:
+        for ident, (wake, event) in list(self._sleepers.items()):
+            if wake <= self.now:
+                del self._sleepers[ident]
+                self._waiting.discard(ident)
+                event.set()
 
 
 class Network:
@@ -101,15 +139,31 @@ class Network:
 
     def __init__(self, latency: float = 0.0, *, bandwidth: float | None = None, lost_responses: float = 0.0,
                  lost_requests: float = 0.0, retries: int = 3, backoff: float = 0.1, seed: int = 0,
-                 sleep: Callable[[float], None] | None = None) -> None:
+                 sleep: Callable[[float], None] | None = None, clock: VirtualClock | None = None) -> None:
         self.latency, self.bandwidth = latency, bandwidth
         self.lost_responses, self.lost_requests = lost_responses, lost_requests
         self.retries, self.backoff = retries, backoff
-        self.sleep = sleep  # None: virtual time is only counted (self.elapsed), nobody waits
+        self.clock = clock  # calls and blocking gets wait in this virtual time
+        self.sleep = clock.sleep if clock is not None else sleep  # None: time is only counted (self.elapsed)
         self.rng = random.Random(seed)
         self.calls = self.attempts = self.responses_lost = self.requests_lost = self.failed = 0
         self.elapsed = 0.0
+        self.script: collections.deque[str] = collections.deque()  # the next attempts' fates, before the odds
         self._lock = threading.Lock()
+
+    def plan(self, *fates: str) -> None:
+        """Script the next attempts: "request" (lost before applied), "response" (lost after), "ok"."""
+        self.script.extend(fates)
+
+    def _fate(self) -> str:
+        with self._lock:
+            if self.script:
+                return self.script.popleft()
+            if self.lost_requests > 0 and self.rng.random() < self.lost_requests:
+                return "request"
+            if self.lost_responses > 0 and self.rng.random() < self.lost_responses:
+                return "response"
+            return "ok"
 
     def pause(self, seconds: float) -> None:
         if seconds <= 0:
@@ -118,10 +172,6 @@ class Network:
             self.elapsed += seconds
         if self.sleep is not None:
             self.sleep(seconds)
-
-    def _roll(self, chance: float) -> bool:
-        with self._lock:
-            return chance > 0 and self.rng.random() < chance
 
     def call(self, op: Callable[[], T], size: int = 0, reply: Callable[[T], int] | None = None) -> T:
         """Run op as one API call of `size` bytes out; `reply` sizes what comes back."""
@@ -133,7 +183,8 @@ class Network:
             with self._lock:
                 self.attempts += 1
             self.pause(self.latency / 2 + transfer)
-            if self._roll(self.lost_requests):
+            fate = self._fate()
+            if fate == "request":
                 with self._lock:
                     self.requests_lost += 1
                 self.pause(self.latency / 2)
@@ -144,7 +195,7 @@ class Network:
                     self.pause(self.latency / 2)
                 if reply is not None and self.bandwidth:
                     self.pause(reply(out) / self.bandwidth)
-                if not self._roll(self.lost_responses):
+                if fate != "response":
                     return out
                 with self._lock:
                     self.responses_lost += 1  # applied, but the client never hears: it sends the request again

@@ -147,7 +147,7 @@ from tests.modal_net import Network, VirtualClock  # noqa: E402
 
 def test_each_call_costs_its_latency_and_bandwidth_in_virtual_time():
     clock = VirtualClock(start=0.0)
-    net = Network(0.1, bandwidth=1 * MiB, sleep=clock.sleep)
+    net = Network(0.1, bandwidth=1 * MiB, clock=clock)
     d = FakeDict(clock=clock, net=net)
     started = clock()
     d.put("k", b"x" * MiB)
@@ -209,7 +209,7 @@ def test_virtual_time_moves_only_when_every_actor_sleeps():
 
 def test_a_blocking_queue_get_waits_in_virtual_time():
     clock = VirtualClock(start=0.0)
-    q = FakeQueue(clock=clock, net=Network(0.01, sleep=clock.sleep))
+    q = FakeQueue(clock=clock, net=Network(0.01, clock=clock))
     with pytest.raises(queue.Empty):
         q.get(timeout=30, partition="p")
     assert 30 <= clock() < 31
