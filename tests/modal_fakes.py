@@ -389,6 +389,13 @@ class MemoryBlobStore:
                 self.files[self._path(path)] = bytes(data)
         self.net.call(op, len(data))
 
+    def put_many(self, files: dict[str, bytes]) -> None:
+        def op() -> None:
+            with self._lock:
+                for path, data in files.items():
+                    self.files[self._path(path)] = bytes(data)
+        self.net.call(op, sum(len(d) for d in files.values()))
+
     def get(self, path: str) -> bytes:
         def op() -> bytes:
             with self._lock:

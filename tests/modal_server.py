@@ -23,7 +23,7 @@ _workspace: Any = None
 
 DICT_METHODS = ("get", "put", "update", "pop", "contains", "len")
 QUEUE_METHODS = ("put", "put_many", "get", "get_many", "len")
-BLOB_METHODS = ("put", "get", "delete")
+BLOB_METHODS = ("put", "put_many", "get", "delete")
 
 
 def _fake() -> Any:

@@ -220,8 +220,7 @@ class Log:
             offset = first - state.obs_paged
             observations = state.observations[offset:offset + OBSERVATIONS_PER_PAGE]
             writes.append((page_key("obs", state.gen, first // OBSERVATIONS_PER_PAGE), encode(observations)))
-        for key, data in writes:
-            self.blobs.put(f"pages/{key}.bin", data)
+        self.blobs.put_many({f"pages/{key}.bin": data for key, data in writes})
         update_in_batches(self.store, writes)
         return max(ev_upto, state.events_paged), max(ob_upto, state.obs_paged)
 

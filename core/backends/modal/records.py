@@ -48,6 +48,7 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     gpu_seconds: float = 0.0  # everything charged: cold starts, runs and idle scale-down tails
     cold_seconds: float = 0.0  # of which between the container starting to bill and the attempt starting
     idle_seconds: float = 0.0  # of which warm containers waiting (scale-down tails, gaps between inputs)
+    rerun_seconds: float = 0.0  # of which containers Modal lost (preempted) before it ran the call again
     calls: int = 0
 
 

@@ -79,6 +79,8 @@ class BlobStore(Protocol):
     """Files on the artifacts Volume: scripts, logs, snapshots and event pages."""
 
     def put(self, path: str, data: bytes) -> None: ...
+    def put_many(self, files: dict[str, bytes]) -> None:
+        """Several files in one request."""
     def get(self, path: str) -> bytes:
         """KeyError when there is no such file."""
     def delete(self, path: str) -> None: ...
@@ -104,8 +106,12 @@ class VolumeBlobStore:
         return None
 
     def put(self, path: str, data: bytes) -> None:
+        self.put_many({path: data})
+
+    def put_many(self, files: dict[str, bytes]) -> None:
         with self.volume.batch_upload(force=True) as batch:
-            batch.put_file(io.BytesIO(data), volume_path(path))
+            for path, data in files.items():
+                batch.put_file(io.BytesIO(data), volume_path(path))
 
     def get(self, path: str) -> bytes:
         local = self._local(path)

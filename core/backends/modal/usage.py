@@ -23,6 +23,9 @@ def record_start(tx: StateTxn, lease: Lease, container: str, billing_since: floa
     if call is None:
         return  # claimed by a plain worker: nothing spawned, nothing billed by golfq
     since = min(billing_since, tx.now)
+    if call.ran_at is not None and call.billing_since is not None:  # Modal re-runs it: the lost container billed
+        _charge(tx, call.pool, call.gpus * max(since - call.billing_since, 0.0),
+                rerun=call.gpus * max(since - call.billing_since, 0.0))
     if container and not cold:
         for key, other in tx.calls().items():
             if other.container == container and other.tail and other.ended_at is not None:
@@ -68,10 +71,12 @@ def forget_ended(tx: StateTxn) -> None:
             tx.set_call(job_id, int(attempt), None)
 
 
-def _charge(tx: StateTxn, pool: str, seconds: float, *, cold: float = 0.0, idle: float = 0.0, calls: int = 0) -> None:
+def _charge(tx: StateTxn, pool: str, seconds: float, *, cold: float = 0.0, idle: float = 0.0, rerun: float = 0.0,
+            calls: int = 0) -> None:
     usage = tx.usage(pool)
     tx.set_usage(pool, Usage(gpu_seconds=usage.gpu_seconds + seconds, cold_seconds=usage.cold_seconds + cold,
-                             idle_seconds=usage.idle_seconds + idle, calls=usage.calls + calls))
+                             idle_seconds=usage.idle_seconds + idle, rerun_seconds=usage.rerun_seconds + rerun,
+                             calls=usage.calls + calls))
 
 
 def waiting_for_capacity(calls: dict[str, Call]) -> dict[str, list[float]]:
