@@ -223,3 +223,49 @@ def test_a_duplicated_spawn_never_trains_an_attempt_twice(cloud, tmp_path):
     assert "succeeded" in first and "another container runs this attempt" in twin
     assert rerun.endswith("succeeded") and trained == [1, 1]  # Modal's own re-run of the same input may go on
     assert cloud.get(job.id).state is JobState.LEASED
+
+
+def test_the_volume_store_writes_and_reads_one_spelling_of_each_path(tmp_path):
+    from golfq.core.backends.modal.store import VolumeBlobStore
+
+    class Volume:  # modal.Volume's calls the store makes, recording the paths it is given
+        def __init__(self) -> None:
+            self.files: dict[str, bytes] = {}
+
+        def batch_upload(self, force: bool = False):
+            volume = self
+
+            class Batch:
+                def __enter__(self):
+                    return self
+
+                def __exit__(self, *exc) -> None:
+                    pass
+
+                def put_file(self, data, remote: str) -> None:
+                    volume.files[remote] = data.read()
+
+            return Batch()
+
+        def read_file(self, path: str):
+            if path not in self.files:
+                raise FileNotFoundError(path)
+            yield self.files[path]
+
+        def remove_file(self, path: str) -> None:
+            if self.files.pop(path, None) is None:
+                raise FileNotFoundError(path)
+
+    volume = Volume()
+    store = VolumeBlobStore(volume)
+    store.put("scripts/abc.py", b"print(1)")
+    store.put_many({"/pages/events/1/0.bin": b"p0", "pages/events/1/1.bin": b"p1"})
+    assert set(volume.files) == {"/scripts/abc.py", "/pages/events/1/0.bin", "/pages/events/1/1.bin"}
+    assert store.get("scripts/abc.py") == store.get("/scripts/abc.py") == b"print(1)"
+    store.delete("scripts/abc.py")
+    store.delete("scripts/abc.py")  # gone already: no error
+    with pytest.raises(KeyError):
+        store.get("scripts/abc.py")
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "def.py").write_bytes(b"x")
+    assert VolumeBlobStore(volume, str(tmp_path)).get("/scripts/def.py") == b"x"  # inside a container: the mount

@@ -331,3 +331,20 @@ def test_the_event_log_tells_the_whole_story(broker, spawner, clock, cloud):
                                                   EventKind.REQUEUED, EventKind.CLAIMED, EventKind.SUCCEEDED]
     failed = [e for e in all_events(broker) if e.kind is EventKind.FAILED]
     assert failed[0].failure is FailureKind.INFRA
+
+
+def test_an_attempt_an_hour_over_leaves_no_keys_behind(broker, spawner, cloud, clock):
+    broker.submit([gpu_spec(1)])
+    dispatcher = Dispatcher(broker, spawner, config())
+    dispatcher.run_once()
+    (lease,) = spawner.leases()
+    worker = container(cloud, clock)
+    assert worker.take_run(lease, "in-1") and worker.start(lease, 120) and worker.heartbeat(lease, 120)
+    succeed(worker, lease)
+    dispatcher.run_once()
+    leases = cloud.dicts["/golfq-test-leases"]
+    assert {k for k in leases._data if not k.startswith("dispatch/")} == {
+        f"hb/{lease.job_id}/1", f"run/{lease.job_id}/1", f"revoked/{lease.job_id}/1"}
+    clock.advance(3601)
+    dispatcher.run_once()
+    assert {k for k in leases._data if not k.startswith("dispatch/")} == set() and broker.view().calls == {}

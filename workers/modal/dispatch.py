@@ -85,6 +85,7 @@ class _Plan(msgspec.Struct, kw_only=True):
     leases: dict[str, list[Lease]]
     respawn: list[Lease]
     blocked: dict[str, str]
+    forgotten: list[str]
 
 
 def lease_payload(lease: Lease) -> bytes:
@@ -113,6 +114,7 @@ class Dispatcher:
         woken = self._drain_wakeups()
         plan = self.broker.transact(self._plan)
         cancelled = self._cancel_unreported(plan.ended)
+        self.broker.forget_attempts(plan.forgotten)
         spawned, failed = self._spawn_all(plan)
         if spawned or failed:
             self.broker.transact(lambda tx: self._record(tx, spawned, failed))
@@ -147,7 +149,7 @@ class Dispatcher:
         reaped = self.broker.reap_step(tx)
         tails = {name: float(pool.scaledown_window) for name, pool in self.config.pools.items()}
         ended = end_calls(tx, tails)
-        forget_ended(tx)
+        forgotten = forget_ended(tx)
         leases: dict[str, list[Lease]] = {}
         blocked: dict[str, str] = {}
         for name, pool in self.config.pools.items():
@@ -171,7 +173,7 @@ class Dispatcher:
                     and job is not None and job.attempt == int(attempt)):
                 respawn.append(Lease(job_id=job.id, attempt=job.attempt, worker_id=job.worker_id, pool=job.pool,
                                      deadline=job.lease_deadline or tx.now, spec=job.spec))
-        return _Plan(reaped=reaped, ended=ended, leases=leases, respawn=respawn, blocked=blocked)
+        return _Plan(reaped=reaped, ended=ended, leases=leases, respawn=respawn, blocked=blocked, forgotten=forgotten)
 
     def _cap_reached(self, tx: StateTxn, name: str, pool: PoolConfig, job: Job) -> str:
         running = tx.leased(name)

@@ -306,7 +306,14 @@ class ModalBroker(Broker):
             self._started.add((lease.job_id, lease.attempt))
         return started
 
-    def reap_step(self, tx: StateTxn) -> list[str]:
+    def forget_attempts(self, keys: Sequence[str]) -> None:
+        """Delete the per-attempt keys of calls long over (heartbeat, run token, revocation marker), so the
+        leases Dict holds only live attempts; their curves stay until Modal's idle expiry."""
+        for key in keys:
+            for prefix in ("hb", "run", "revoked"):
+                self.leases.pop(f"{prefix}/{key}", None)
+
+    def reap_step(self, tx: StateTxn) -> builtins.list[str]:
         """Reap inside a Modal-specific step (the dispatcher's plan)."""
         return self._reap_in(tx)
 

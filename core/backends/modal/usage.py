@@ -64,11 +64,15 @@ def end_calls(tx: StateTxn, tails: dict[str, float]) -> list[tuple[str, Call, bo
     return ended
 
 
-def forget_ended(tx: StateTxn) -> None:
+def forget_ended(tx: StateTxn) -> list[str]:
+    """Drop call records an hour past their end; return their "JOB/ATTEMPT" keys."""
+    forgotten = []
     for key, call in tx.calls().items():
         if call.ended_at is not None and call.ended_at + KEEP_ENDED_SECONDS < tx.now:
             job_id, attempt = key.rsplit("/", 1)
             tx.set_call(job_id, int(attempt), None)
+            forgotten.append(key)
+    return forgotten
 
 
 def _charge(tx: StateTxn, pool: str, seconds: float, *, cold: float = 0.0, idle: float = 0.0, rerun: float = 0.0,
