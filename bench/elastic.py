@@ -205,11 +205,11 @@ def sweep(quick: bool) -> None:
     """How golfq's figures move with cold start, call latency and preemption (one replay each, seed 1)."""
     waves = seed_workload()
     box = fixed_boxes(waves, 1, one_at_a_time=True)
-    grid = [(60.0, 0.03, PREEMPT_PER_GPU_HOUR)] if quick else (
-        [(cold, 0.03, PREEMPT_PER_GPU_HOUR) for cold in (30.0, 60.0, 120.0, 180.0)]
-        + [(60.0, latency, PREEMPT_PER_GPU_HOUR) for latency in (0.02, 0.05, 0.1)]
-        + [(60.0, 0.03, 0.0), (60.0, 0.03, 0.005)])
-    print("\n## sensitivity: golfq on Modal, one replay each")
+    grid = [(60.0, 0.03, 0.0)] if quick else (  # cold start and latency alone, then preemption
+        [(cold, 0.03, 0.0) for cold in (30.0, 60.0, 120.0, 180.0)]
+        + [(60.0, latency, 0.0) for latency in (0.02, 0.05, 0.1)]
+        + [(60.0, 0.03, PREEMPT_PER_GPU_HOUR), (60.0, 0.03, 0.005)])
+    print("\n## sensitivity: golfq on Modal, one replay each (seed 1)")
     print(f"{'cold start':>10} {'latency':>8} {'preempt/GPU-h':>13} {'makespan':>9} {'vs box':>7} {'billed GPU-h':>12} "
           f"{'billed/train':>12} {'cost':>8} {'util':>5} {'claim->spawn p99':>16} {'preempted':>9}")
     for cold, latency, preempt in grid:
