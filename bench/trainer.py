@@ -1,100 +1,179 @@
 """Trainer throughput: golfq's built-in trainer, and the challenge's train_gpt.py beside it on CUDA.
 
-    python -m bench.trainer                     # CPU tiny config (+ CUDA baseline config when a GPU is present)
-    REFERENCE_TRAIN_GPT=/path/to/train_gpt.py python -m bench.trainer --cuda-steps 200
+    python -m bench.trainer                                   # CPU tiny config; on a GPU also the baseline config
+    python -m bench.trainer --reference /path/to/train_gpt.py --cuda-steps 100   # + the reference, side by side
 
-Both trainers run as subprocesses on the same shards with the same env-var
-hyperparameters and the same number of steps (no wallclock cap); the table
-shows step time, training tokens/s and val_bpb (before quantization) after
-those steps. The reference script needs CUDA, so on CPU only golfq runs.
+On a GPU machine one command gives every figure: golfq and the reference (flag
+--reference or REFERENCE_TRAIN_GPT) train the baseline configuration on the same
+shards with the same env-var hyperparameters for the same steps (no wallclock
+cap), then the table shows step time, training tokens/s, peak memory, val_bpb
+before and after the int8+zlib round trip, and the model's bytes, with golfq's
+ratios to the reference; last it runs the trainer's CUDA test. Both outputs are
+read with golfq's own log parser. On CPU only golfq trains (the reference needs CUDA),
+with the reference's int8 scale floor and without it (--cpu-bf16: also the bf16 embedding);
+given the reference, the CPU also exports one default-size state dict both ways
+(golfq's pack_artifact vs the reference's own quantize + torch.save + zlib).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+from golfq.core.settings import settings
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TINY_CPU = dict(NUM_LAYERS=4, MODEL_DIM=128, NUM_HEADS=4, NUM_KV_HEADS=2, MLP_MULT=2, TRAIN_SEQ_LEN=256, TRAIN_BATCH_TOKENS=16384, VAL_MAX_TOKENS=65536)
-BASELINE = dict(NUM_LAYERS=9, MODEL_DIM=512, NUM_HEADS=8, NUM_KV_HEADS=4, MLP_MULT=2, TRAIN_SEQ_LEN=1024, TRAIN_BATCH_TOKENS=524288, VAL_MAX_TOKENS=0)
-REFERENCE_VAL_LINE = re.compile(r"step:(\d+)/(\d+) val_loss:\s*([\d.]+) val_bpb:\s*([\d.]+) train_time:\s*(\d+)ms step_avg:\s*([\d.]+)ms")
+TINY_CPU = dict(NUM_LAYERS=4, MODEL_DIM=128, NUM_HEADS=4, NUM_KV_HEADS=2, MLP_MULT=2, TRAIN_SEQ_LEN=256, TRAIN_BATCH_TOKENS=16384)
+BASELINE = dict(NUM_LAYERS=9, MODEL_DIM=512, NUM_HEADS=8, NUM_KV_HEADS=4, MLP_MULT=2, TRAIN_SEQ_LEN=1024, TRAIN_BATCH_TOKENS=524288)
+CPU_VARIANTS = {"golfq": {}, "golfq INT8_SCALE_FLOOR=0": {"INT8_SCALE_FLOOR": "0"}}
+CPU_BF16 = {"golfq EMBED_DTYPE=bf16": {"EMBED_DTYPE": "bf16"}}  # about 8x slower on a CPU without bf16 units
+HEADER = ("| device | trainer | config | steps | step ms | tokens/s | peak MiB | val_bpb pre-quant | val_bpb int8 "
+          "| model bytes | wall s |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 
 
-def run(command: list[str], env: dict[str, str], cwd: Path) -> str:
-    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
+def run(command: list[str], env: dict[str, str], cwd: Path, timeout: float) -> str:
+    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     return done.stdout
 
 
-def golfq_run(env: dict[str, str], workdir: Path) -> dict[str, float]:
-    output = run([sys.executable, "-m", "golfq.workers.golf.train"], {**env, "ARTIFACT_DIR": str(workdir)}, REPO_ROOT)
-    record = json.loads(output.strip().splitlines()[-1].removeprefix("GOLFQ_RESULT "))
-    return {"step_ms": record["step_ms"], "val_bpb": record["pre_quant_val_bpb"], "steps": record["steps"]}
+def measure(command: list[str], env: dict[str, str], cwd: Path, timeout: float) -> dict[str, float]:
+    from golfq.workers.metrics import parse_log
+
+    started = time.monotonic()
+    metrics = parse_log(run(command, env, cwd, timeout))
+    figures = {"wall_s": time.monotonic() - started, "steps": metrics.steps, "step_ms": metrics.step_ms,
+               "peak_mib": metrics.peak_mem_mib, "pre_bpb": metrics.pre_quant_val_bpb, "bpb": metrics.val_bpb,
+               "model_bytes": metrics.model_bytes}
+    missing = [k for k, v in figures.items() if v is None]
+    if missing:
+        raise SystemExit(f"{' '.join(command)}: its log gave no {', '.join(missing)}")
+    return figures
 
 
-def reference_run(script: Path, env: dict[str, str], workdir: Path) -> dict[str, float]:
-    output = run([sys.executable, str(script)], env, workdir)  # it writes its checkpoints and logs into cwd
-    matches = [m for m in map(REFERENCE_VAL_LINE.search, output.splitlines()) if m]
-    if not matches:
-        raise SystemExit(f"{script}: no 'step:N/M val_loss:... val_bpb:...' line in its output")
-    last = matches[-1]
-    return {"step_ms": float(last.group(6)), "val_bpb": float(last.group(4)), "steps": int(last.group(1))}
+def row(device: str, trainer: str, config: dict, r: dict[str, float]) -> str:
+    shape = f"{config['NUM_LAYERS']}x{config['MODEL_DIM']} seq{config['TRAIN_SEQ_LEN']}"
+    tokens_per_second = config["TRAIN_BATCH_TOKENS"] / r["step_ms"] * 1000
+    return (f"| {device} | {trainer} | {shape} | {r['steps']} | {r['step_ms']:.2f} | {tokens_per_second:,.0f} | "
+            f"{r['peak_mib']:.0f} | {r['pre_bpb']:.4f} | {r['bpb']:.4f} | {r['model_bytes']:,} | {r['wall_s']:.0f} |")
+
+
+def export_sizes(reference_path: Path) -> None:
+    """The baseline model at init and after 2 Muon steps, exported by golfq and by the reference's own functions."""
+    import importlib.util
+    import io
+    import zlib
+
+    import torch
+
+    from golfq.workers.golf.model import GPT, GPTConfig, cast_like_reference
+    from golfq.workers.golf.optim import OptimizerConfig, build_optimizers
+    from golfq.workers.golf.quantize import pack_artifact, unpack_artifact
+
+    spec = importlib.util.spec_from_file_location("reference_train_gpt", reference_path)
+    assert spec is not None and spec.loader is not None
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)
+    torch.manual_seed(1337)
+    model = cast_like_reference(GPT(GPTConfig()))
+    optimizers = build_optimizers(model, OptimizerConfig(), True, torch.device("cpu"))
+    print("\n| 9x512 state dict | golfq | golfq INT8_SCALE_FLOOR=0 | reference | golfq/reference | dequantized equal |\n"
+          "|---|---:|---:|---:|---:|---|")
+    for steps in (0, 2):
+        for _ in range(steps):
+            tokens = torch.randint(0, 1024, (4, 256))
+            model(tokens, torch.roll(tokens, -1, 1)).backward()
+            for optimizer in optimizers:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        state = model.state_dict()
+        ours, _ = pack_artifact(state, 8, "zlib")
+        full, _ = pack_artifact(state, 8, "zlib", int8_scale_floor=False)
+        quantized, _ = reference.quantize_state_dict_int8(state)
+        buffer = io.BytesIO()
+        torch.save(quantized, buffer)
+        theirs = zlib.compress(buffer.getvalue(), level=9)
+        back, back_reference = unpack_artifact(ours), reference.dequantize_state_dict_int8(quantized)
+        equal = all(torch.equal(back[name], back_reference[name]) for name in state)
+        print(f"| {'at init' if steps == 0 else 'after 2 steps (4x256 tokens)'} | {len(ours):,} | {len(full):,} | "
+              f"{len(theirs):,} | {len(ours) / len(theirs):.4f} | {equal} |", flush=True)
+
+
+def data_paths(source: str, root: Path) -> tuple[Path, Path]:
+    from golfq.workers.golf.prepare import dataset_names, dataset_paths, prepare
+
+    if source == "fineweb":  # already prepared there: `golfq data prepare --source fineweb`
+        return dataset_paths(*dataset_names("fineweb", 1024), root)
+    prepared = prepare(source, 1024, root)
+    return prepared.data_path, prepared.tokenizer_path
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--cpu-steps", type=int, default=20)
     parser.add_argument("--cuda-steps", type=int, default=100)
-    parser.add_argument("--source", default="stdlib", help="data to train on: stdlib (prepared here) or fineweb (already prepared)")
+    parser.add_argument("--reference", type=Path, default=os.environ.get("REFERENCE_TRAIN_GPT") or None,
+                        help="the challenge's train_gpt.py (default $REFERENCE_TRAIN_GPT)")
+    parser.add_argument("--source", default="stdlib", help="stdlib (prepared here) or fineweb (already prepared)")
     parser.add_argument("--out", type=Path, default=None, help="data root (default $GOLFQ_DATA_DIR or ~/.cache/golfq/data)")
+    parser.add_argument("--skip-cpu", action="store_true", help="only the CUDA comparison")
+    parser.add_argument("--cpu-bf16", action="store_true", help="also train on CPU with the bf16 embedding (slow)")
+    parser.add_argument("--skip-cuda-test", action="store_true", help="do not run the trainer's CUDA test afterwards")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per training run")
     args = parser.parse_args()
 
     import torch
 
-    from golfq.workers.golf.prepare import data_root, dataset_names, dataset_paths, prepare
-
-    if args.source == "fineweb":
-        data_path, tokenizer_path = dataset_paths(*dataset_names("fineweb", 1024), args.out or data_root())
-    else:
-        prepared = prepare(args.source, 1024, args.out)
-        data_path, tokenizer_path = prepared.data_path, prepared.tokenizer_path
+    root = args.out or settings().data_dir
+    data_path, tokenizer_path = data_paths(args.source, root)
     base_env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     base_env.update(DATA_PATH=str(data_path), TOKENIZER_PATH=str(tokenizer_path), VOCAB_SIZE="1024", MAX_WALLCLOCK_SECONDS="0",
                     VAL_LOSS_EVERY="0", TRAIN_LOG_EVERY="0", PYTHONPATH=str(REPO_ROOT))
-    print(f"data: {data_path}  torch {torch.__version__}  threads {torch.get_num_threads()}")
-    header = f"{'device':<28} {'trainer':<10} {'config':<22} {'steps':>5} {'step_ms':>10} {'tokens/s':>12} {'val_bpb':>8}"
-    print(header)
-
-    def show(device: str, trainer: str, config: dict, result: dict[str, float]) -> None:
-        shape = f"{config['NUM_LAYERS']}x{config['MODEL_DIM']} seq{config['TRAIN_SEQ_LEN']}"
-        tokens_per_second = config["TRAIN_BATCH_TOKENS"] / result["step_ms"] * 1000
-        print(f"{device:<28} {trainer:<10} {shape:<22} {result['steps']:>5} {result['step_ms']:>10.1f} {tokens_per_second:>12,.0f} {result['val_bpb']:>8.4f}", flush=True)
-
+    golfq = [sys.executable, "-m", "golfq.workers.golf.train"]
+    print(f"data: {data_path}  torch {torch.__version__}  threads {torch.get_num_threads()}  cpus {os.cpu_count()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        cpu_env = {**base_env, **{k: str(v) for k, v in TINY_CPU.items()}, "ITERATIONS": str(args.cpu_steps), "WARMUP_STEPS": "2", "GOLFQ_DEVICE": "cpu"}
-        show("cpu", "golfq", TINY_CPU, golfq_run(cpu_env, Path(tmp)))
+        if not args.skip_cpu:
+            print(HEADER, flush=True)
+            cpu_env = {**base_env, **{k: str(v) for k, v in TINY_CPU.items()}, "ITERATIONS": str(args.cpu_steps),
+                       "WARMUP_STEPS": "2", "WARMDOWN_ITERS": str(args.cpu_steps // 4), "VAL_MAX_TOKENS": "65536",
+                       "DEVICE": "cpu", "ARTIFACT_DIR": tmp}
+            for name, extra in {**CPU_VARIANTS, **(CPU_BF16 if args.cpu_bf16 else {})}.items():
+                print(row("cpu", name, TINY_CPU, measure(golfq, {**cpu_env, **extra}, REPO_ROOT, args.timeout)), flush=True)
+            if args.reference is not None:
+                export_sizes(Path(args.reference).resolve())
         if not torch.cuda.is_available():
             print("cuda: no GPU here; the baseline config and the reference train_gpt.py (CUDA only) were not run")
             return
         gpu = torch.cuda.get_device_name()
-        cuda_env = {**base_env, **{k: str(v) for k, v in BASELINE.items()}, "ITERATIONS": str(args.cuda_steps), "WARMUP_STEPS": "20"}
-        ours = golfq_run(cuda_env, Path(tmp))
-        show(gpu, "golfq", BASELINE, ours)
-        reference_script = os.environ.get("REFERENCE_TRAIN_GPT")
-        if not reference_script:
-            print("reference: set REFERENCE_TRAIN_GPT=/path/to/train_gpt.py to run the challenge's trainer beside it")
-            return
-        reference = reference_run(Path(reference_script).resolve(), cuda_env, Path(tmp))
-        show(gpu, "reference", BASELINE, reference)
-        print(f"step time golfq/reference: {ours['step_ms'] / reference['step_ms']:.3f}x  "
-              f"val_bpb golfq-reference after {args.cuda_steps} steps: {ours['val_bpb'] - reference['val_bpb']:+.4f}")
+        print("\n" + HEADER, flush=True)
+        # The whole validation set on both sides: the reference has no VAL_MAX_TOKENS.
+        cuda_env = {**base_env, **{k: str(v) for k, v in BASELINE.items()}, "ITERATIONS": str(args.cuda_steps),
+                    "WARMUP_STEPS": "20", "WARMDOWN_ITERS": str(max(args.cuda_steps // 5, 1)), "VAL_MAX_TOKENS": "0"}
+        reference = None
+        if args.reference is not None:
+            workdir = Path(tmp) / "reference"  # it writes logs/ and final_model.* into its working directory
+            workdir.mkdir()
+            reference = measure([sys.executable, str(Path(args.reference).resolve())], cuda_env, workdir, args.timeout)
+            print(row(gpu, "reference", BASELINE, reference), flush=True)
+        ours = measure(golfq, {**cuda_env, "ARTIFACT_DIR": tmp}, REPO_ROOT, args.timeout)
+        print(row(gpu, "golfq", BASELINE, ours), flush=True)
+        if reference is None:
+            print("reference: pass --reference /path/to/train_gpt.py (or REFERENCE_TRAIN_GPT) to run it beside golfq")
+        else:
+            print(f"\ngolfq / reference after {args.cuda_steps} steps: step time {ours['step_ms'] / reference['step_ms']:.3f}x "
+                  f"(target <= 1.0x), peak memory {ours['peak_mib'] / reference['peak_mib']:.3f}x, "
+                  f"model bytes {ours['model_bytes'] / reference['model_bytes']:.3f}x, "
+                  f"val_bpb pre-quant {ours['pre_bpb'] - reference['pre_bpb']:+.4f}, int8 {ours['bpb'] - reference['bpb']:+.4f}")
+    if not args.skip_cuda_test:
+        test = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/golf/test_train.py", "-k", "cuda"]
+        done = subprocess.run(test, cwd=REPO_ROOT, capture_output=True, text=True, timeout=args.timeout, check=False)
+        print(f"\ncuda test ({' '.join(test[2:])}): exit {done.returncode}: {(done.stdout.strip().splitlines() or [''])[-1]}")
 
 
 if __name__ == "__main__":

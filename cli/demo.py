@@ -80,7 +80,7 @@ class DemoSweep:
 # Tiny CPU settings: 4 heads (2 KV heads) fit every width here; one optimizer step per
 # batch; no compile warm-up (CPU has nothing to compile); scores on the first 32k val tokens.
 _TINY = {"NUM_HEADS": "4", "NUM_KV_HEADS": "2", "GRAD_ACCUM_STEPS": "1", "WARMUP_STEPS": "0", "VAL_LOSS_EVERY": "0",
-         "GOLFQ_DEVICE": "cpu"}
+         "DEVICE": "cpu"}
 FULL = DemoSweep(shapes=((2, 64), (3, 96), (4, 128)), seeds=(1, 2), train_seconds=300.0,
                  env={**_TINY, "TRAIN_SEQ_LEN": "128", "TRAIN_BATCH_TOKENS": "4096", "ITERATIONS": "100",
                       "WARMDOWN_ITERS": "25", "TRAIN_LOG_EVERY": "10", "VAL_MAX_TOKENS": "32768"})

@@ -126,7 +126,8 @@ def status(
 # -- logs -----------------------------------------------------------------------------------------
 
 
-def _log_path(job: Job, runs: Path) -> Path | None:
+def job_log(job: Job, runs: Path) -> Path | None:
+    """A job's latest train log on this machine, if it is here."""
     from golfq.workers.runner import LOG_NAME, attempt_dir
 
     r = job.result
@@ -168,11 +169,11 @@ def logs(
     runs = work_dir(work_dir_option)
     with queue(queue_url) as broker:
         job = find_job(broker, job_id)
-        path = _log_path(job, runs)
+        path = job_log(job, runs)
         while follow and path is None and not job.state.terminal:
             time.sleep(0.5)
             job = find_job(broker, job_id)
-            path = _log_path(job, runs)
+            path = job_log(job, runs)
         if path is None and (remote := _remote_log(broker, job)) is not None:
             _write(remote, as_json)  # kept by the backend (Modal: on the artifacts Volume)
             return

@@ -18,7 +18,7 @@ import typer
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from golfq import __version__
-from golfq.cli import jobs, ops, pareto, submit, worker
+from golfq.cli import jobs, loop, ops, pareto, submission, submit, worker
 from golfq.core.errors import EXIT_BAD_INPUT, GolfqError, SettingsError
 from golfq.core.settings import settings
 
@@ -33,6 +33,7 @@ EXIT_INTERNAL, EXIT_INTERRUPTED = 3, 130
 OPTIONAL = {
     "data": ("golfq.cli.data", "data_app"),
     "demo": ("golfq.cli.demo", "app"),
+    "mcp": ("golfq.cli.mcp", "app"),
     "modal": ("golfq.cli.modal", "modal_cli"),
     "skill": ("golfq.cli.skill", "skill_app"),
 }
@@ -113,7 +114,7 @@ app = typer.Typer(
     name="golfq", cls=_Root, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
     help="golfq: an elastic experiment queue. Enqueue specs, run workers, read the Pareto front.",
 )
-for verbs in (submit.app, jobs.app, pareto.app, worker.app):
+for verbs in (submit.app, jobs.app, pareto.app, loop.app, submission.app, worker.app):
     app.registered_commands.extend(verbs.registered_commands)
 app.add_typer(ops.ops_app, name="ops")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import msgspec
 import typer
 
 from golfq.cli.console import (
@@ -27,30 +28,48 @@ app = typer.Typer(add_completion=False)
 
 def point_doc(p: FrontPoint) -> dict[str, Any]:
     return {"config": p.config, "job_ids": list(p.job_ids), "seeds": p.seeds, "val_bpb": p.val_bpb,
-            "val_bpb_std": p.val_bpb_std, "artifact_bytes": p.artifact_bytes, "train_seconds": p.train_seconds,
-            "feasible": p.feasible, "confirmed": p.confirmed}
+            "val_bpb_std": p.val_bpb_std, "seed_val_bpb": list(p.val_bpbs), "artifact_bytes": p.artifact_bytes,
+            "train_seconds": p.train_seconds, "feasible": p.feasible, "confirmed": p.confirmed,
+            "incumbent": p.incumbent, "gain_bpb": p.gain, "p_value": p.p_value, "significant": p.significant}
 
 
 def front_doc(front: Front, feasible: bool) -> dict[str, Any]:
     return {"track": front.track, "groups": front.groups, "results": front.results,
+            "incumbent": front.incumbent.config if front.incumbent else None,
             "points": [point_doc(p) for p in front.view(feasible)]}
 
 
-def front_title(front: Front, feasible: bool) -> str:
-    return (f"{front.track}: {len(front.view(feasible))} point(s) on the {'feasible ' if feasible else ''}front "
-            f"of {front.groups} config(s), {front.results} result(s)")
+def record_cell(p: FrontPoint) -> str:
+    """The record rule against the incumbent: "yes p=0.004", "no p=0.2", or "n/a" with one seed."""
+    if p.significant is None:
+        return "n/a"
+    return f"{'yes' if p.significant else 'no'} p={p.p_value:.2g}"
+
+
+def front_title(front: Front, feasible: bool, label: str = "front") -> str:
+    inc = front.incumbent
+    against = f"; incumbent {inc.config} {inc.val_bpb:.4f} ({inc.seeds} seeds)" if inc else "; no incumbent yet"
+    return (f"{front.track}: {len(front.view(feasible))} point(s) on the {'feasible ' if feasible else ''}{label} "
+            f"of {front.groups} config(s), {front.results} result(s){against}")
+
+
+def as_ranking(front: Front, ranking: tuple[FrontPoint, ...]) -> Front:
+    """The front's track with every config as a point, best mean val_bpb first."""
+    return msgspec.structs.replace(front, points=ranking, feasible_points=tuple(p for p in ranking if p.feasible))
 
 
 def front_table(front: Front, feasible: bool) -> Table:
     from rich.table import Table
 
     table = Table()
-    for column in ("val_bpb", "± std", "seeds", "artifact", "train", "feasible", "confirmed", "jobs"):
-        table.add_column(column, justify="left" if column == "jobs" else "right")
+    for column in ("val_bpb", "± std", "seeds", "artifact", "train", "feasible", "confirmed", "gain", "record",
+                   "jobs"):
+        table.add_column(column, justify="left" if column in ("record", "jobs") else "right")
     for p in front.view(feasible):
         table.add_row(f"{p.val_bpb:.4f}", f"{p.val_bpb_std:.4f}" if p.seeds > 1 else "-", str(p.seeds),
                       f"{p.artifact_bytes / 1e6:.3f} MB", fmt_seconds(p.train_seconds), "yes" if p.feasible else "no",
-                      "yes" if p.confirmed else "", ",".join(p.job_ids[:3]) + ("..." if len(p.job_ids) > 3 else ""))
+                      "yes" if p.confirmed else "", "-" if p.gain is None else f"{p.gain:+.4f}", record_cell(p),
+                      ",".join(p.job_ids[:3]) + ("..." if len(p.job_ids) > 3 else ""))
     return table
 
 
@@ -71,12 +90,17 @@ def pareto(
     track: Annotated[str | None, typer.Option(metavar="TRACK", help="A track (8xH100, 1xH100, cpu) or a pool name (default: all).")] = None,
     feasible: Annotated[bool, typer.Option("--feasible", help="Only configs within 16,000,000 bytes and the time rule.")] = False,
     plot: Annotated[Path | None, typer.Option(metavar="FILE.png", help="Also draw the front (needs matplotlib).")] = None,
+    ranking: Annotated[bool, typer.Option("--ranking", help="Every config, front or not, best first.")] = False,
     queue_url: QueueOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """The non-dominated configs over (artifact bytes, training seconds, val_bpb), per track.
 
-    With --json: one document, {"feasible_only": ..., "tracks": [{"track", "groups", "results", "points"}, ...]}.
+    gain and record: each point against the incumbent, the best feasible config with 2+ seeds (which itself is
+    tested against the runner-up), under the challenge's record rule: 0.005 nats at p < 0.01 (n/a with one seed).
+
+    With --json: one document, {"feasible_only": ..., "tracks": [{"track", "groups", "results", "incumbent",
+    "points"}, ...]}.
 
     Example: golfq pareto --track 8xH100 --feasible --plot front.png
     """
@@ -87,13 +111,15 @@ def pareto(
         except ValueError as error:
             raise GolfqError(f"pareto --track: {error}") from None
         fronts = [broker.front(t) for t in tracks]
+        if ranking:
+            fronts = [as_ranking(front, broker.ranking(front.track)) for front in fronts]
     if plot is not None:  # drawn first, so a bad path or format prints no table or JSON before its error
         draw(fronts, plot, feasible)
     if as_json:
         emit_json({"feasible_only": feasible, "tracks": [front_doc(front, feasible) for front in fronts]})
         return
     for front in fronts:
-        print_table(front_title(front, feasible), front_table(front, feasible))
+        print_table(front_title(front, feasible, "ranking" if ranking else "front"), front_table(front, feasible))
     if not fronts:
         print("no results yet")
     if plot is not None:

@@ -33,8 +33,9 @@ from golfq.core import lifecycle
 from golfq.core.errors import GolfqError
 from golfq.core.events import Event, EventKind
 from golfq.core.job import CompleteOutcome, Job, JobState, Lease, Stats
-from golfq.core.pareto import Front, Observation, Reducer, observation
+from golfq.core.pareto import Front, FrontPoint, Observation, Reducer, observation
 from golfq.core.pools import known_pools
+from golfq.core.promotion import apply_rule
 from golfq.core.result import FailureKind, ProgressPoint, Result
 from golfq.core.spec import ExperimentSpec, SpecError, check_pool
 
@@ -292,7 +293,10 @@ class Broker(abc.ABC):
                     tx.observe(obs)
             return outcome
 
-        return self._write(step)
+        outcome = self._write(step)
+        if outcome is CompleteOutcome.COUNTED and result.succeeded and lease.spec.promote is not None:
+            apply_rule(self, lease.spec)  # after the commit, so the rule sees this result on the front
+        return outcome
 
     def fail(self, lease: Lease, error: str, kind: FailureKind, result: Result | None = None) -> JobState:
         """Record a failed attempt; the job is queued again or ends, by its retry budget."""
@@ -387,6 +391,12 @@ class Broker(abc.ABC):
         with self._front_lock:
             self._catch_up()
             return self._reducer.front(track)
+
+    def ranking(self, track: str) -> tuple[FrontPoint, ...]:
+        """Every config group of a track as a point, on the front or not, best mean val_bpb first."""
+        with self._front_lock:
+            self._catch_up()
+            return self._reducer.ranking(track)
 
     def tracks(self) -> builtins.list[str]:
         with self._front_lock:

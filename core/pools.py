@@ -13,12 +13,13 @@ class Pool(msgspec.Struct, frozen=True):
     gpu_type: str  # "" for CPU pools
     track: str  # fronts are kept per track: seconds on different hardware do not compare
     time_limit_seconds: float | None = None  # the track's training-time rule, if any
+    eval_limit_seconds: float | None = None  # the track's evaluation-time rule, if any
 
 
 DEFAULT_POOLS: dict[str, Pool] = {
     "cpu": Pool("cpu", 0, "", "cpu"),
     "h100": Pool("h100", 1, "H100", "1xH100"),
-    "h100x8": Pool("h100x8", 8, "H100", "8xH100", time_limit_seconds=600.0),
+    "h100x8": Pool("h100x8", 8, "H100", "8xH100", time_limit_seconds=600.0, eval_limit_seconds=600.0),
 }
 
 

@@ -86,6 +86,19 @@ class DataRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 raise ValueError(f"data.{field}: {value!r} is not a plain name ([A-Za-z0-9_.-])")
 
 
+class Promote(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Queue this config again in a bigger pool, with more seeds, once it is in the top K of its track."""
+
+    to: str
+    top: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+    seeds: Annotated[int, msgspec.Meta(ge=1, le=20)] = 3
+    min_seeds: Annotated[int, msgspec.Meta(ge=1, le=20)] = 1  # seeds the config needs before it can rank
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.to) or len(self.to) > 64:
+            raise ValueError(f"promote.to: {self.to!r} is not a plain name ([A-Za-z0-9_.-])")
+
+
 class ExperimentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     name: ShortText = ""
     pool: str = "cpu"
@@ -98,6 +111,7 @@ class ExperimentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     tags: tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=64)], ...] = ()
     parent: str | None = None
     created_by: ShortText = ""
+    promote: Promote | None = None  # an automatic promotion rule (golfq.core.promotion); not part of the id
 
     def __post_init__(self) -> None:
         # Only the pool's form here: which pools exist is the submitter's setting (check_pool), and a
@@ -141,9 +155,10 @@ def check_pool(spec: ExperimentSpec, pools: Mapping[str, object] | None = None) 
     Checked when a spec is submitted, never when a stored job is read. A batch passes
     known_pools() once."""
     pools = known_pools() if pools is None else pools
-    if spec.pool not in pools:
-        raise SpecError(f"pool: unknown pool {spec.pool!r} (known: {', '.join(sorted(pools))}; add one with "
-                        f"GOLFQ_POOLS=NAME=COUNTxGPU)")
+    for field, pool in (("pool", spec.pool), ("promote.to", spec.promote.to if spec.promote else None)):
+        if pool is not None and pool not in pools:
+            raise SpecError(f"{field}: unknown pool {pool!r} (known: {', '.join(sorted(pools))}; add one with "
+                            f"GOLFQ_POOLS=NAME=COUNTxGPU)")
     return spec
 
 

@@ -27,9 +27,12 @@ from golfq.core.events import Event, EventKind
 from golfq.core.job import Job, JobState
 from golfq.core.pareto import FrontPoint
 from golfq.core.pools import resolve_track
+from golfq.core.promotion import Promoted, promote
 from golfq.core.result import FailureKind, Result
+from golfq.core.significance import CHALLENGE_RULE, RecordRule
 from golfq.core.spec import ExperimentSpec
 from golfq.producer.grid import Sweep, expand
+from golfq.producer.loop import CompareReport, NextResult, compare_refs, wait_next
 from golfq.producer.specfile import Prepared, prepare, read_script
 
 log = logging.getLogger("golfq.client")
@@ -225,6 +228,35 @@ class Client:
                 time.sleep(poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic())))
         return [done[i] for i in ids]
 
+    # ------------------------------------------------------------------ the research loop
+
+    def ranking(self, track: str | None = None) -> tuple[FrontPoint, ...]:
+        """Every config of a track (on the front or not), best mean val_bpb first, each tested against the incumbent."""
+        return self.broker.ranking(self.resolve_track(track))
+
+    def compare(self, a: str, b: str, *, level: float = 0.95, rule: RecordRule = CHALLENGE_RULE) -> CompareReport:
+        """Welch's test of config a (candidate) against b, each named by a job id or a config key.
+
+        >>> c = q.compare(new.id, incumbent.id).comparison; (c.diff, c.ci_low, c.ci_high, c.p_value, c.significant)
+        """
+        return compare_refs(self.broker, a, b, level, rule)
+
+    def promote(self, from_track: str | None, to: str, *, top: int = 3, seeds: int | Sequence[int] = 3,
+                min_seeds: int = 1, env: Mapping[str, str | None] | None = None,
+                dry_run: bool = False) -> builtins.list[Promoted]:
+        """Queue the best `top` feasible configs of a track (or a pool's) in pool `to`, `seeds` seeds each;
+        promoting again queues nothing new. >>> [p.new for p in q.promote("h100", "h100x8", top=3)]"""
+        return promote(self.broker, self.resolve_track(from_track), to, top, seeds, min_seeds=min_seeds, env=env,
+                       dry_run=dry_run)
+
+    def wait_next(self, ids: Sequence[str] = (), *, after: int | None = None, timeout: float = 60.0,
+                  poll: float = 0.2) -> NextResult:
+        """The next of `ids` (or of any job) to finish, or timed_out; pass .cursor as `after` to go on.
+
+        >>> nxt = q.wait_next(pending, timeout=600); pending = nxt.pending
+        """
+        return wait_next(self.broker, ids, after, timeout, poll, result_of=final_result)
+
     @staticmethod
     def _check(job: Job, done: dict[str, Result], pending: set[str], on_done) -> None:
         if job.state.terminal:
@@ -245,12 +277,12 @@ def _warn_unserved(pool: str, jobs: int) -> None:
 class Unserved:
     """Says once per pool when the jobs being waited for sit in a pool nobody serves."""
 
-    CHECK_SECONDS = 5.0
+    CHECK_SECONDS = 5.0  # also the grace before the first look: a worker may be starting
 
     def __init__(self, broker: Broker, say: Callable[[str, int], None]) -> None:
         self.broker, self.say = broker, say
         self.said: set[str] = set()
-        self.next_check = 0.0
+        self.next_check = time.monotonic() + self.CHECK_SECONDS
 
     def check(self, pending: set[str]) -> None:
         if time.monotonic() < self.next_check:

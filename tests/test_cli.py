@@ -151,7 +151,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "--set lowercase hyperparameter": (["submit", "--set", "num_layers=5"], "num_layers: unknown field (hyper"),
         "bad stdin": (["submit", "-"], "stdin: invalid JSON"),
         "unknown scheme": (["submit", "--queue", "nowhere://x"], "unknown scheme"),
-        "unopenable queue": (["status", "--queue", "sqlite:////proc/golfq/q.db"], "cannot open"),
+        "unopenable queue": (["ops", "drain", "cpu", "--queue", "sqlite:////proc/golfq/q.db"], "cannot create"),
         "grid not a list": (["sweep", "grid.toml"], "grid.NUM_LAYERS: expected a non-empty list"),
         "status unknown job": (["status", job], "not found"),
         "logs unknown job": (["logs", job], "not found"),
@@ -196,3 +196,46 @@ def test_a_redis_db_the_server_refuses_is_one_line_exit_2(cli):
         pytest.skip("no redis-server here")
     code, out, err = cli("status", "--json", "--queue", url.rsplit("/", 1)[0] + "/99")  # past `databases 16`
     assert (code, out) == (2, "") and err.count("\n") == 1 and "Redis refused it" in err, err
+
+
+def test_submission_writes_a_record_folder_from_seeds_of_one_config(cli, tmp_path, broker):
+    script = write_script(tmp_path, FINAL_LINES)
+    code, out, err = cli("submit", "--pool", "cpu", "--script", str(script), "--set", "FAKE_BPB=1.25", "--seed", "2",
+                         "--seed", "1", "--name", "fake run", "--json")
+    assert code == 0, err
+    ids = [doc["id"] for doc in json_lines(out)]
+    assert cli("worker", "--pool", "cpu", "--burst", "--heartbeat-seconds", "0.5")[0] == 0
+    code, out, err = cli("submission", *ids, "--out", str(tmp_path / "record"), "--author", "me", "--json")
+    assert code == 0, err
+    written = json.loads(out)
+    record = tmp_path / "record"
+    assert sorted(p.name for p in record.iterdir()) == ["README.md", "submission.json", "train_gpt.py",
+                                                        "train_seed1.log", "train_seed2.log"]
+    assert (record / "train_gpt.py").read_bytes() == script.read_bytes()  # a user's script goes verbatim
+    doc = json.loads((record / "submission.json").read_text())
+    assert doc == written["submission"]
+    assert (doc["val_bpb"], doc["val_bpb_std"], doc["seeds"], doc["author"]) == (1.25, 0.0, [1, 2], "me")
+    assert doc["bytes_total"] == 1234567 and doc["bytes_code"] == 1000  # as the script counted its code
+    assert doc["seed_results"]["1"]["score_source"] == "final_int8_zlib_roundtrip_exact"
+    assert doc["track"] == "non_record_16mb"  # not 8 GPUs
+    jobs = {broker.get(i).spec.seed: broker.get(i) for i in ids}
+    assert (record / "train_seed2.log").read_text() == Path(jobs[2].result.log_path).read_text()
+    readme = (record / "README.md").read_text()
+    assert "# fake run" in readme and "FAKE_BPB=1.25" in readme and "SEED=1" in readme
+
+
+def test_submission_refuses_mixed_configs_unfinished_jobs_and_a_used_folder(cli, tmp_path, broker):
+    first, other = ran_jobs(cli, tmp_path, {"FAKE_BPB": "1.3"}, {"FAKE_BPB": "1.4"})
+    code, _, err = cli("submission", first, other, "--out", str(tmp_path / "a"))
+    assert code == 2 and "different configurations" in err and err.count("\n") == 1
+    code, out, _ = cli("submit", "--pool", "cpu", "--set", "X=1", "--json")
+    queued = json.loads(out)["id"]
+    code, _, err = cli("submission", first, queued, "--out", str(tmp_path / "a"))
+    assert code == 2 and f"job {queued} is queued" in err
+    code, _, err = cli("submission", "nosuchjob", "--out", str(tmp_path / "a"))
+    assert code == 2 and "not found" in err
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "x").write_text("x")
+    code, _, err = cli("submission", first, "--out", str(tmp_path / "used"))
+    assert code == 2 and "not an empty directory" in err
+    assert not (tmp_path / "a").exists()

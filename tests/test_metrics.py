@@ -9,10 +9,9 @@ import pytest
 
 from golfq.workers.metrics import parse_log, parse_log_file, parse_record, usable_score
 
-LOGS = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "logs"
-needs_logs = pytest.mark.skipif(not LOGS.is_dir(), reason="shared/reference/logs is not next to the repo")
+LOGS = Path(__file__).resolve().parent / "fixtures" / "logs"
 
-# From reference/logs/README.md (the last labelled evaluation and the artifact line of each log).
+# From fixtures/logs/README.md (the last labelled evaluation and the artifact line of each log).
 EXPECTED = {
     "baseline-2026-03-17": dict(score_label="final_int8_zlib_roundtrip_exact", val_loss=2.07269931,
                                 val_bpb=1.22436570, artifact_bytes=15863489, code_bytes=47642,
@@ -32,7 +31,6 @@ EXPECTED = {
 }
 
 
-@needs_logs
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_real_record_logs(name):
     metrics = parse_log_file(LOGS / f"{name}.log")
@@ -44,7 +42,6 @@ def test_real_record_logs(name):
         assert metrics.model_bytes + metrics.code_bytes == metrics.artifact_bytes
 
 
-@needs_logs
 @pytest.mark.parametrize("name,seed", [("baseline-2026-03-17", None), ("xsa-int6-2026-03-20", None),
                                        ("phased-ttt-2026-04-14-seed0", "0")])
 def test_agrees_with_submission_json(name, seed):
@@ -101,7 +98,7 @@ def test_a_diverged_run_has_no_usable_score():
     assert not usable_score(metrics)
 
 
-def test_progress_lines_are_never_the_score():
+def test_with_no_labelled_evaluation_the_last_step_evaluation_is_the_score():
     log = "\n".join([
         "step:0/20 val_loss:6.9 val_bpb:4.1 train_time:0ms step_avg:0.01ms",
         "4967/20000 val_loss: 2.7681 val_bpb: 1.0716",
@@ -109,10 +106,44 @@ def test_progress_lines_are_never_the_score():
         "DIAGNOSTIC post_ema val_loss:1.9196 val_bpb:1.1369 eval_time:1971ms",
         "ttt_sliding:done val_loss=1.889768 val_bpb=1.119230 elapsed=409.8s",
         '    log0(f"final_int8_zlib_roundtrip_exact val_loss:{q_val_loss:.8f} val_bpb:{q_val_bpb:.8f}")',
+        "step:4980/20000 train_loss:2.7000 train_time:596000ms step_avg:119.70ms",
     ])
     metrics = parse_log(log)
-    assert metrics.val_bpb is None
-    assert (metrics.pre_quant_val_bpb, metrics.steps) == (1.0716, 4967)
+    # diagnostic lines, `ttt_sliding:done` and printed source are never the score; the step evaluation is
+    assert (metrics.val_bpb, metrics.val_loss, metrics.score_label) == (1.0716, 2.7681, "step:4967/20000")
+    assert (metrics.pre_quant_val_bpb, metrics.steps) == (1.0716, 4980)
+    assert parse_log("\n".join(log.splitlines()[2:])).val_bpb is None  # no evaluation of either kind
+
+
+def test_a_record_log_cut_before_its_final_lines_is_scored_by_its_last_step_evaluation():
+    lines = (LOGS / "phased-ttt-2026-04-14-seed0.log").read_text().splitlines()
+    cut = next(i for i, line in enumerate(lines) if line.startswith("diagnostic "))
+    metrics = parse_log("\n".join(lines[:cut]))
+    assert (metrics.score_label, metrics.val_bpb, metrics.val_loss) == ("step:4967/20000", 1.0716, 2.7681)
+
+
+def test_fields_between_the_label_and_the_scores_are_read():
+    # the tail of records/track_10min_16mb/2026-03-19_MixedQuant_Int6Int8_SlidingWindow/train.log
+    log = "\n".join([
+        "step:12395/20000 val_loss:2.0126 val_bpb:1.1920 train_time:600044ms step_avg:48.41ms",
+        "Total submission size int6+zlib-9: 15353490 bytes",
+        "final_int6_roundtrip val_loss:2.0203 val_bpb:1.1965 eval_time:1547ms",
+        "final_int6_roundtrip_exact val_loss:2.02025601 val_bpb:1.19650941",
+        "final_sliding_window_eval stride:64 val_loss:1.9637 val_bpb:1.1630 eval_time:72650ms",
+        "final_sliding_window_eval_exact stride:64 val_loss:1.96369923 val_bpb:1.16301431",
+    ])
+    metrics = parse_log(log)
+    assert (metrics.score_label, metrics.val_bpb, metrics.val_loss) == ("final_sliding_window_eval_exact", 1.16301431, 1.96369923)
+    assert metrics.eval_seconds == pytest.approx(72.65) and metrics.artifact_bytes == 15353490
+    assert parse_log("final_x chunk:256 lr:0.002 val_loss:1.5 val_bpb:0.9 eval_time:3s").val_bpb == 0.9
+    assert parse_log("final_x stride 64 val_loss:1.5 val_bpb:0.9").val_bpb is None  # free text is not a field
+
+
+def test_the_golfq_record_names_its_score_line():
+    log = "final_int8_zlib_roundtrip_exact val_loss:2.0 val_bpb:1.25\n" + \
+        'GOLFQ_RESULT {"val_bpb": 1.25, "score_source": "final_int8_zlib_roundtrip_exact"}'
+    metrics = parse_log(log)
+    assert metrics.score_label == "final_int8_zlib_roundtrip_exact" and "score_source" not in metrics.fields()
 
 
 def test_exact_twin_is_preferred_whatever_the_order():

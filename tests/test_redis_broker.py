@@ -154,3 +154,23 @@ def test_complete_result_round_trips_through_redis(broker):
                     train_seconds=1.0, log_tail="a\nb")
     broker.complete(lease, result)
     assert broker.get(lease.job_id).result == result and broker.front("cpu").results == 1
+
+
+def test_a_batch_writes_each_rq_job_exactly_as_rq_would(broker):
+    """A submit builds the first RQ job with RQ and the rest from its hash: they must be what RQ writes itself."""
+    jobs = broker.submit([spec(seed=s, name=f"n{s}") for s in range(3)])
+    reference = RedisBroker("redis://fakeredis/0", client=fakeredis.FakeRedis(server=fakeredis.FakeServer()))
+    stamps = {b"created_at", b"enqueued_at"}
+    for job in jobs:
+        with reference.redis.pipeline() as pipe:
+            pipe.multi()
+            reference.rq.enqueue(pipe, job, 0.0)  # RQ's own path, one job
+            pipe.execute()
+        tok = token(job.id, 1)
+        ours, rqs = broker.redis.hgetall(RQJob.key_for(tok)), reference.redis.hgetall(RQJob.key_for(tok))
+        assert {k: v for k, v in ours.items() if k not in stamps} == {k: v for k, v in rqs.items() if k not in stamps}
+        fetched = RQJob.fetch(tok, connection=broker.redis, serializer=JSONSerializer)
+        assert (fetched.func_name, fetched.args, fetched.meta) == (
+            "golfq.workers.rq.job.run_attempt", [job.id, 1], {"golfq_job": job.id, "attempt": 1})
+        assert fetched.description == f"golfq {job.spec.name} attempt 1" and fetched.get_status() == JobStatus.QUEUED
+    assert rq_list(broker) == [token(job.id, 1) for job in jobs]

@@ -54,6 +54,7 @@ def test_success_parses_the_log_and_completes_the_job(broker, tmp_path):
     assert result.succeeded, result.error
     assert (result.val_bpb, result.artifact_bytes, result.train_seconds, result.steps) == (1.25, 1234567, 1.5, 10)
     assert result.code_bytes == 1000 and result.eval_seconds == 0.005
+    assert result.score_source == "final_int8_zlib_roundtrip_exact"
     assert (result.gpu_count, result.gpu_seconds, result.cost_usd) == (0, 0.0, 0.0)
     assert Path(result.artifact_path, "model.bin").is_file()
     assert "final_int8_zlib_roundtrip_exact" in Path(result.log_path).read_text()
@@ -68,6 +69,14 @@ def test_nonzero_exit_is_a_user_failure_with_the_last_line(broker, tmp_path):
     assert (result.status, result.failure) == ("failed", FailureKind.USER)
     assert "exited with code 3" in result.error and "boom: bad shape" in result.error
     assert broker.get(lease.job_id).state is JobState.FAILED  # user failures are not retried by default
+
+
+def test_a_log_with_only_step_evaluations_is_scored_by_the_last_one(broker, tmp_path):
+    script = "print('step:5/10 val_loss:3.0000 val_bpb:1.9000 train_time:50ms step_avg:10.00ms')\n" \
+             "print('step:10/10 val_loss:2.5000 val_bpb:1.5000 train_time:100ms step_avg:10.00ms')\n"
+    result = run(broker, lease_for(broker, script), tmp_path)
+    assert result.succeeded, result.error
+    assert (result.val_bpb, result.score_source, result.steps) == (1.5, "step:10/10", 10)
 
 
 def test_exit_zero_without_a_score_is_not_a_success(broker, tmp_path):

@@ -1,10 +1,12 @@
 """Read a training log's metrics: the challenge's own final lines and golfq's JSON record.
 
-Record submissions differ in their last lines (see shared/reference/logs/README.md),
-so the score is taken from the *last labelled evaluation* (`LABEL val_loss:X
-val_bpb:Y`), preferring its `_exact` twin, and never from training-time step lines,
-`diagnostic ...` lines or a script's printed source code. A `GOLFQ_RESULT {json}`
-line, when present, wins field by field.
+Record submissions differ in their last lines (see tests/fixtures/logs/README.md),
+so the score is taken from the *last labelled evaluation* (`LABEL [key:value ...]
+val_loss:X val_bpb:Y`), preferring its `_exact` twin, and never from `diagnostic ...`
+lines or a script's printed source code. A log with no labelled evaluation at all
+is scored by its last step evaluation (`step:N/M val_loss:X val_bpb:Y`, before
+quantization). `score_label` names the line the score came from. A
+`GOLFQ_RESULT {json}` line, when present, wins field by field.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import msgspec
 RECORD_PREFIX = "GOLFQ_RESULT "
 
 _NUM = r"([-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|nan|inf))"
-# `final_int8_zlib_roundtrip_exact val_loss:2.07 val_bpb:1.22 eval_time:1401ms`: one bare
-# label (no ':' or '/', so step lines and `ttt_sliding:done` never match), numeric values.
-_SCORE = re.compile(rf"^\s*([A-Za-z][A-Za-z0-9_]*)\s+val_loss:\s*{_NUM}\s+val_bpb:\s*{_NUM}(.*)$")
+# `final_int8_zlib_roundtrip_exact val_loss:2.07 val_bpb:1.22 eval_time:1401ms` or
+# `final_sliding_window_eval_exact stride:64 val_loss:1.96 val_bpb:1.16`: one bare label (no ':'
+# or '/', so step lines and `ttt_sliding:done` never match), key:value fields, numeric values.
+_SCORE = re.compile(rf"^\s*([A-Za-z][A-Za-z0-9_]*)(?:\s+[A-Za-z_]\w*:\S+)*?\s+val_loss:\s*{_NUM}\s+val_bpb:\s*{_NUM}(.*)$")
 # `step:13780/20000 val_loss:2.06 val_bpb:1.21 ...` or `4967/20000 val_loss: 2.76 val_bpb: 1.07`
 _STEP_VAL = re.compile(rf"^\s*(?:step:\s*)?(\d+)/(\d+)\s+val_loss:\s*{_NUM}\s+val_bpb:\s*{_NUM}")
 _STEP = re.compile(r"^\s*(?:step:\s*)?(\d+)/(\d+)\s+(?:train_loss|val_loss)\b")
@@ -57,17 +60,19 @@ class _Record(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     gpu_name: str | None = None
     gpu_count: int | None = None
     artifact_path: str | None = None
+    score_source: str | None = None  # the trainer's own name for its score line
 
 
 class Metrics(_Record, frozen=True, kw_only=True, omit_defaults=True):
     """What a log says about one attempt: the record's fields (every one optional) and where the score came from."""
 
-    score_label: str | None = None  # which line gave val_bpb ("GOLFQ_RESULT" for the record)
+    score_label: str | None = None  # the label of the line that gave val_bpb (`step:N/M` for a step line)
 
     def fields(self) -> dict:
-        """The set fields, without score_label: ready to merge into a Result."""
+        """The set fields, without the labels: ready to merge into a Result (see score_label)."""
         out = msgspec.structs.asdict(self)
         out.pop("score_label")
+        out.pop("score_source")
         return {k: v for k, v in out.items() if v is not None}
 
 
@@ -132,6 +137,7 @@ def parse_lines(lines: Iterable[str]) -> Metrics:
         if m := _STEP_VAL.match(line):
             found["steps"] = int(m.group(1))
             found["pre_quant_val_loss"], found["pre_quant_val_bpb"] = float(m.group(3)), float(m.group(4))
+            found["step_score"] = f"step:{m.group(1)}/{m.group(2)}"
         if m := _STEP.match(line):
             found["steps"] = int(m.group(1))
             if t := _TRAIN_TIME.search(line):
@@ -170,6 +176,9 @@ def _assemble(found, scores, total_sizes, model_sizes, code_sizes, batch_tokens,
     out: dict = {}
     if score := _pick_score(scores):
         out["score_label"], out["val_loss"], out["val_bpb"], out["eval_seconds"] = score
+    elif "step_score" in found:  # no final evaluation: the last step evaluation is all there is
+        out["score_label"] = found["step_score"]
+        out["val_loss"], out["val_bpb"] = found["pre_quant_val_loss"], found["pre_quant_val_bpb"]
     for key in ("pre_quant_val_bpb", "pre_quant_val_loss", "peak_mem_mib", "gpu_count", "step_ms"):
         out[key] = found.get(key)
     # stopping_early names the wall-clock cap's exact stop; step lines are the fallback.
@@ -186,7 +195,7 @@ def _assemble(found, scores, total_sizes, model_sizes, code_sizes, batch_tokens,
     if record:
         out.update(record)
         if "val_bpb" in record:
-            out["score_label"] = RECORD_PREFIX.strip()
+            out["score_label"] = record.get("score_source") or RECORD_PREFIX.strip()
     return Metrics(**{k: v for k, v in out.items() if v is not None})
 
 

@@ -168,6 +168,7 @@ def _build_result(lease: Lease, *, metrics: Metrics, failure: FailureKind | None
         attempt=lease.attempt,
         status="failed" if failure else "succeeded",
         **fields,
+        score_source=metrics.score_label if metrics.val_bpb is not None else None,
         total_seconds=round(wall_seconds, 3),
         gpu_name=gpu_name,
         gpu_count=gpu_count if uses_gpus else 0,

@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # A 2-layer model, 12 steps of 2048 tokens, validation on 4096 tokens: seconds on one CPU thread.
 TINY_RUN = dict(NUM_LAYERS=2, MODEL_DIM=64, NUM_HEADS=4, NUM_KV_HEADS=2, TRAIN_SEQ_LEN=64, TRAIN_BATCH_TOKENS=2048,
                 ITERATIONS=12, WARMUP_STEPS=2, WARMDOWN_ITERS=4, VAL_LOSS_EVERY=6, TRAIN_LOG_EVERY=4, VAL_MAX_TOKENS=4096,
-                MAX_WALLCLOCK_SECONDS=0, GOLFQ_DEVICE="cpu", OMP_NUM_THREADS=1)
+                MAX_WALLCLOCK_SECONDS=0, DEVICE="cpu", OMP_NUM_THREADS=1)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from golfq.workers.fleet import Fleet, FleetConfig
 TINY = {"NUM_LAYERS": "2", "MODEL_DIM": "64", "NUM_HEADS": "4", "NUM_KV_HEADS": "2", "TRAIN_SEQ_LEN": "64",
         "TRAIN_BATCH_TOKENS": "1024", "GRAD_ACCUM_STEPS": "1", "ITERATIONS": "10", "WARMUP_STEPS": "0",
         "WARMDOWN_ITERS": "3", "VAL_LOSS_EVERY": "0", "TRAIN_LOG_EVERY": "5", "VAL_MAX_TOKENS": "4096",
-        "GOLFQ_DEVICE": "cpu"}
+        "DEVICE": "cpu"}
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from golfq.workers.golf.model import GPT, GPTConfig, baseline_parameter_count
+from golfq.workers.golf.model import GPT, GPTConfig, baseline_parameter_count, cast_like_reference, pin_flash_attention, set_attention_backends
 from golfq.workers.golf.optim import Muon, OptimizerConfig, build_optimizers, orthogonalize, set_schedule
 from golfq.workers.golf.train import DistributedTokenLoader, Hyperparameters, lr_multiplier
 
@@ -102,3 +102,87 @@ def test_model_traces_as_one_graph_for_torch_compile():
     loss = compiled(inputs, inputs)
     loss.backward()
     assert loss.item() == pytest.approx(model(inputs, inputs).item(), abs=1e-6)
+
+
+def reference_dtypes(model: torch.nn.Module) -> dict[str, torch.dtype]:
+    """The challenge's own recipe, restated: the whole model to bf16, linear layers back to fp32,
+    then every parameter that is low-dimensional or a control tensor back to fp32."""
+    model.bfloat16()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.float()
+    for name, p in model.named_parameters():
+        if p.ndim < 2 or any(k in name for k in ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight")):
+            p.data = p.data.float()
+    return {name: t.dtype for name, t in [*model.named_parameters(), *model.named_buffers()]}
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_cast_like_reference_gives_the_reference_dtypes(tied):
+    config = GPTConfig(num_layers=3, model_dim=64, num_heads=4, num_kv_heads=2, tie_embeddings=tied)
+    ours = cast_like_reference(GPT(config))
+    got = {name: t.dtype for name, t in [*ours.named_parameters(), *ours.named_buffers()]}
+    assert got == reference_dtypes(GPT(config))
+    assert got["tok_emb.weight"] == torch.bfloat16 and got["blocks.0.attn.c_q.weight"] == torch.float32
+    assert got["skip_weights"] == got["blocks.0.resid_mix"] == got["blocks.0.attn.q_gain"] == torch.float32
+    # RoPE positions take the bf16 buffer's dtype, so far positions round as the reference's do
+    rotary = ours.blocks[0].attn.rotary
+    cos, sin = rotary(300, torch.bfloat16)
+    angles = torch.outer(torch.arange(300, dtype=torch.bfloat16), rotary.inv_freq)
+    assert torch.equal(cos[0, 0], angles.cos()) and torch.equal(sin[0, 0], angles.sin())
+    assert torch.equal(cos[0, 0, 257], cos[0, 0, 256])  # 257 is not a bf16 number
+
+
+def test_embedding_dtype_is_bf16_on_cuda_and_a_setting_elsewhere():
+    assert Hyperparameters().embedding_dtype(use_cuda=True) == torch.bfloat16
+    assert Hyperparameters().embedding_dtype(use_cuda=False) == torch.float32  # CPUs have no bf16 autocast here
+    assert Hyperparameters.from_env({"EMBED_DTYPE": "bf16"}).embedding_dtype(use_cuda=False) == torch.bfloat16
+    assert Hyperparameters.from_env({"EMBED_DTYPE": "fp32"}).embedding_dtype(use_cuda=True) == torch.float32
+
+
+class TanhInputs(torch.overrides.TorchFunctionMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dtypes: list[torch.dtype] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.tanh:
+            self.dtypes.append(args[0].dtype)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(("softcap_fp32", "expected"), [(False, torch.bfloat16), (True, torch.float32)])
+def test_soft_cap_runs_in_the_heads_dtype_unless_asked(softcap_fp32, expected):
+    torch.manual_seed(0)
+    model = cast_like_reference(GPT(GPTConfig(num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2, softcap_fp32=softcap_fp32)))
+    inputs, targets = torch.randint(0, 1024, (2, 2, 16))
+    recorder = TanhInputs()
+    with torch.autocast("cpu", dtype=torch.bfloat16), recorder:
+        logits = model(inputs)
+        loss = model(inputs, targets)
+    assert recorder.dtypes == [expected, expected]
+    assert logits.dtype == torch.float32 and loss.dtype == torch.float32  # cross-entropy in fp32 either way
+    assert loss.item() == pytest.approx(math.log(1024), abs=0.05)
+
+
+def test_pin_flash_attention_switches_every_other_kernel_off():
+    before = pin_flash_attention()
+    try:
+        backends = torch.backends.cuda
+        assert backends.flash_sdp_enabled()
+        assert not (backends.math_sdp_enabled() or backends.mem_efficient_sdp_enabled() or backends.cudnn_sdp_enabled())
+    finally:
+        set_attention_backends(before)
+    assert torch.backends.cuda.math_sdp_enabled() == before["math"]
+
+
+def test_reference_dtypes_and_newton_schulz_trace_as_one_graph():
+    torch._dynamo.reset()
+    model = cast_like_reference(GPT(TINY))
+    compiled = torch.compile(model, fullgraph=True, dynamic=False, backend="eager")
+    inputs = torch.randint(0, TINY.vocab_size, (2, 32))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert compiled(inputs, inputs).item() == pytest.approx(model(inputs, inputs).item(), abs=1e-6)
+    update = torch.randn(48, 32)
+    traced = torch.compile(orthogonalize, fullgraph=True, backend="eager")
+    assert torch.equal(traced(update, 5, torch.bfloat16), orthogonalize(update, 5, torch.bfloat16))

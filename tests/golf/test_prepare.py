@@ -9,10 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sentencepiece as spm
-from typer.testing import CliRunner
 
-from golfq.cli.data import data_app
-from golfq.workers.golf.prepare import PrepareError, data_root, dataset_paths, prepare, stdlib_documents
+from golfq.workers.golf.prepare import PrepareError, dataset_paths, prepare, stdlib_documents
 from golfq.workers.golf.shards import ShardError, read_shard, shard_files, write_shard
 
 
@@ -156,8 +154,13 @@ def test_fineweb_errors_name_the_problem(tmp_path, stdlib_data):
         prepare("fineweb", 1024, tmp_path / "out", repo_dir=repo)
 
 
-def test_data_root_follows_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv("GOLFQ_DATA_DIR", str(tmp_path / "d"))
-    assert data_root() == tmp_path / "d"
-    monkeypatch.delenv("GOLFQ_DATA_DIR")
-    assert data_root() == Path.home() / ".cache" / "golfq" / "data"
+def test_the_data_root_is_the_callers_choice_and_the_layout_is_the_queues(monkeypatch, tmp_path):
+    # prepare() and dataset_paths() take the root as an argument; only golfq.core.settings reads GOLFQ_DATA_DIR
+    monkeypatch.setenv("GOLFQ_DATA_DIR", str(tmp_path / "elsewhere"))
+    assert dataset_paths("d", "t", tmp_path / "root") == (tmp_path / "root" / "datasets" / "d", tmp_path / "root" / "tokenizers" / "t.model")
+    assert dataset_paths("d", "t", "~/x")[0] == Path.home() / "x" / "datasets" / "d"
+    from golfq.core.settings import settings
+    from golfq.core.spec import DataRef
+
+    # the trainer and the queue write the challenge's layout each (the trainer imports nothing of golfq): the same
+    assert DataRef(dataset="d", tokenizer="t").paths(settings().data_dir) == dataset_paths("d", "t", tmp_path / "elsewhere")

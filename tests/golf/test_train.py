@@ -12,15 +12,15 @@ import pytest
 import torch
 
 from tests.golf.conftest import REPO_ROOT, run_trainer, tiny_env
+from golfq.workers.golf.bundle import bundle_source
 from golfq.workers.golf.model import GPT
 from golfq.workers.golf.quantize import unpack_artifact
 from golfq.workers.golf.train import Hyperparameters
 
 RESULT_KEYS = {
-    "val_bpb", "val_loss", "pre_quant_val_bpb", "pre_quant_val_loss", "artifact_bytes", "model_bytes", "code_bytes",
+    "val_bpb", "val_loss", "score_source", "pre_quant_val_bpb", "pre_quant_val_loss", "artifact_bytes", "model_bytes", "code_bytes",
     "train_seconds", "eval_seconds", "steps", "tokens_seen", "step_ms", "peak_mem_mib", "gpu_name", "gpu_count", "artifact_path",
 }
-GOLF_SOURCES = ("__init__.py", "bpb.py", "model.py", "optim.py", "quantize.py", "shards.py", "train.py")
 
 
 def last_match(lines: list[str], pattern: str) -> re.Match:
@@ -55,8 +55,7 @@ def test_end_to_end_prints_the_challenge_lines_and_the_record(stdlib_data, tmp_p
 
     artifact = Path(result["artifact_path"])
     assert artifact.parent == tmp_path and artifact.stat().st_size == model_bytes == result["model_bytes"]
-    golf_dir = REPO_ROOT / "workers" / "golf"
-    assert code_bytes == result["code_bytes"] == sum(len((golf_dir / n).read_bytes()) for n in GOLF_SOURCES)
+    assert code_bytes == result["code_bytes"] == len(bundle_source().encode("utf-8"))  # the one-file trainer's size
     assert total == result["artifact_bytes"] == model_bytes + code_bytes
     assert float(exact.group(2)) == pytest.approx(result["val_bpb"], abs=1e-8)
     assert float(roundtrip.group(2)) == pytest.approx(result["val_bpb"], abs=1e-4)
@@ -72,6 +71,14 @@ def test_int6_zstd_labels_follow_the_quantization(stdlib_data, tmp_path):
     assert last_match(lines, r"Total submission size int6\+zstd: (\d+) bytes").group(1) == str(result["artifact_bytes"])
     assert last_match(lines, r"final_int6_roundtrip_exact val_loss:\d+\.\d{8} val_bpb:(\d+\.\d{8})")
     assert result["artifact_path"].endswith(".int6.ptzst") and math.isfinite(result["val_bpb"])
+
+
+def test_the_cuda_dtypes_train_and_export_on_cpu_too(stdlib_data, tmp_path):
+    # EMBED_DTYPE=bf16 is the CUDA default; on CPU it is a setting: the bf16 embedding trains, exports and reloads
+    _, result = run_trainer(tiny_env(stdlib_data, tmp_path, EMBED_DTYPE="bf16", ITERATIONS=4, VAL_LOSS_EVERY=0, WARMUP_STEPS=1))
+    state = unpack_artifact(Path(result["artifact_path"]).read_bytes())
+    assert state["tok_emb.weight"].dtype == torch.bfloat16 and state["blocks.0.attn.c_q.weight"].dtype == torch.float32
+    assert math.isfinite(result["val_bpb"]) and result["val_bpb"] < 4.5
 
 
 def test_stops_at_the_wallclock_cap_within_five_percent(stdlib_data, tmp_path):
@@ -105,6 +112,8 @@ def test_two_cpu_processes_match_one(stdlib_data, tmp_path):
         ({"VOCAB_SIZE": "512"}, "VOCAB_SIZE=512 does not match the tokenizer's 1024 pieces"),
         ({"TRAIN_BATCH_TOKENS": "1000"}, "TRAIN_BATCH_TOKENS=1000 must split"),
         ({"COMPRESSOR": "gzip"}, "COMPRESSOR must be one of zlib, zstd, lzma"),
+        ({"EMBED_DTYPE": "fp16"}, "EMBED_DTYPE must be auto, bf16 or fp32, got 'fp16'"),
+        ({"DEVICE": "tpu"}, "DEVICE must be cpu or cuda, got 'tpu'"),
     ],
 )
 def test_bad_settings_fail_with_one_line(stdlib_data, tmp_path, overrides, message):
@@ -129,6 +138,6 @@ def test_corrupt_shard_fails_with_one_line(stdlib_data, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_run_reports_the_gpu(stdlib_data, tmp_path):
     env = tiny_env(stdlib_data, tmp_path)
-    env.pop("GOLFQ_DEVICE")
+    env.pop("DEVICE")
     _, result = run_trainer(env)
     assert result["gpu_count"] == 1 and result["gpu_name"] and math.isfinite(result["val_bpb"])

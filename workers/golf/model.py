@@ -6,6 +6,10 @@ tied output head -> logit soft-cap. Each block mixes its input with the embedded
 input x0, then runs GQA attention (QK RMS-norm, RoPE, a learned per-head query
 gain) and a relu^2 MLP, each scaled by a learned per-channel gain. Output
 projections start at zero, so every block starts as the identity.
+
+Dtypes follow the challenge's train_gpt.py on CUDA (cast_like_reference): linear
+weights and control tensors are fp32 and cast at matmul time, while the embedding
+and the RoPE frequencies are bf16, so the residual stream runs in bf16 under autocast.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from golfq.workers.golf.optim import is_control_tensor
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,7 @@ class GPTConfig:
     rope_base: float = 10000.0
     logit_softcap: float = 30.0
     qk_gain_init: float = 1.5
+    softcap_fp32: bool = False  # tanh on fp32 logits; the reference's runs in the head's dtype (bf16 under autocast)
 
 
 class CastedLinear(nn.Linear):
@@ -55,7 +62,8 @@ class Rotary(nn.Module):
 
     def forward(self, seq_len: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         # Recomputed each call: cheap next to attention, and no Python-side cache for torch.compile to trace.
-        positions = torch.arange(seq_len, device=self.inv_freq.device, dtype=torch.float32)
+        # Positions take inv_freq's dtype, as the reference's do: bf16 (rounded above 256) once cast like it.
+        positions = torch.arange(seq_len, device=self.inv_freq.device, dtype=self.inv_freq.dtype)
         angles = torch.outer(positions, self.inv_freq)
         return angles.cos()[None, None].to(dtype), angles.sin()[None, None].to(dtype)
 
@@ -156,13 +164,49 @@ class GPT(nn.Module):
             x = block(x, x0)
         x = F.rms_norm(x, (self.config.model_dim,))
         head = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
-        logits = F.linear(x, head.to(x.dtype)).float()
+        logits = F.linear(x, head.to(x.dtype))
+        if self.config.softcap_fp32:
+            logits = logits.float()
         cap = self.config.logit_softcap
         if cap > 0:
             logits = cap * torch.tanh(logits / cap)
+        logits = logits.float()
         if target_ids is None:
             return logits
         return F.cross_entropy(logits.view(-1, logits.size(-1)), target_ids.reshape(-1))
+
+
+def cast_like_reference(model: nn.Module, embed_dtype: torch.dtype = torch.bfloat16) -> nn.Module:
+    """The reference's dtypes: everything in embed_dtype, then linear layers and small/control parameters in fp32.
+
+    Only the embedding (a matrix that is neither) and the non-persistent RoPE buffer keep embed_dtype.
+    """
+    model.to(embed_dtype)
+    for module in model.modules():
+        if isinstance(module, CastedLinear):
+            module.float()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim < 2 or is_control_tensor(name):
+                param.data = param.data.float()
+    return model
+
+
+def pin_flash_attention() -> dict[str, bool]:
+    """Let SDPA use only the flash kernel on CUDA, as the reference does; returns the flags it replaced."""
+    backends = torch.backends.cuda
+    before = {"cudnn": backends.cudnn_sdp_enabled(), "flash": backends.flash_sdp_enabled(),
+              "mem_efficient": backends.mem_efficient_sdp_enabled(), "math": backends.math_sdp_enabled()}
+    set_attention_backends({"cudnn": False, "flash": True, "mem_efficient": False, "math": False})
+    return before
+
+
+def set_attention_backends(flags: dict[str, bool]) -> None:
+    backends = torch.backends.cuda
+    backends.enable_cudnn_sdp(flags["cudnn"])
+    backends.enable_flash_sdp(flags["flash"])
+    backends.enable_mem_efficient_sdp(flags["mem_efficient"])
+    backends.enable_math_sdp(flags["math"])
 
 
 def count_parameters(model: nn.Module) -> int:

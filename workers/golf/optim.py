@@ -34,9 +34,12 @@ def orthogonalize(update: Tensor, steps: int, dtype: torch.dtype, eps: float = 1
 
 
 class Muon(torch.optim.Optimizer):
-    def __init__(self, params, lr: float, momentum: float, backend_steps: int, nesterov: bool = True, ns_dtype: torch.dtype = torch.bfloat16) -> None:
+    def __init__(self, params, lr: float, momentum: float, backend_steps: int, nesterov: bool = True,
+                 ns_dtype: torch.dtype = torch.bfloat16, compile_newton_schulz: bool = False) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps, nesterov=nesterov))
         self.ns_dtype = ns_dtype
+        # The reference compiles its Newton-Schulz step: five fused matmul chains instead of dozens of kernels.
+        self.orthogonalize = torch.compile(orthogonalize) if compile_newton_schulz else orthogonalize
 
     @torch.no_grad()
     def step(self, closure=None) -> None:
@@ -57,7 +60,7 @@ class Muon(torch.optim.Optimizer):
                     buffer = state["momentum_buffer"]
                     buffer.mul_(group["momentum"]).add_(p.grad)
                     update = p.grad.add(buffer, alpha=group["momentum"]) if group["nesterov"] else buffer
-                    update = orthogonalize(update, group["backend_steps"], self.ns_dtype)
+                    update = self.orthogonalize(update, group["backend_steps"], self.ns_dtype)
                     update = update * max(1.0, p.size(0) / p.size(1)) ** 0.5
                     flat[offset : offset + p.numel()] = update.reshape(-1)
                 offset += p.numel()
@@ -89,7 +92,8 @@ def is_control_tensor(name: str) -> bool:
     return any(pattern in name for pattern in CONTROL_TENSOR_NAME_PATTERNS)
 
 
-def build_optimizers(model: nn.Module, config: OptimizerConfig, tie_embeddings: bool, device: torch.device) -> list[torch.optim.Optimizer]:
+def build_optimizers(model: nn.Module, config: OptimizerConfig, tie_embeddings: bool, device: torch.device,
+                     compile_newton_schulz: bool = False) -> list[torch.optim.Optimizer]:
     """Adam (embedding, head, scalars) and Muon (block matrices); each group remembers its base_lr."""
     matrices, scalars = [], []
     for name, p in model.named_parameters():
@@ -106,7 +110,8 @@ def build_optimizers(model: nn.Module, config: OptimizerConfig, tie_embeddings: 
     cuda = device.type == "cuda"
     adam = torch.optim.Adam(adam_groups, betas=(config.beta1, config.beta2), eps=config.adam_eps, fused=cuda)
     # bf16 Newton-Schulz is the baseline's choice on GPU; CPUs (and gloo) are happier in fp32.
-    muon = Muon(matrices, lr=config.matrix_lr, momentum=config.muon_momentum, backend_steps=config.muon_backend_steps, ns_dtype=torch.bfloat16 if cuda else torch.float32)
+    muon = Muon(matrices, lr=config.matrix_lr, momentum=config.muon_momentum, backend_steps=config.muon_backend_steps,
+                ns_dtype=torch.bfloat16 if cuda else torch.float32, compile_newton_schulz=compile_newton_schulz)
     optimizers: list[torch.optim.Optimizer] = [adam, muon]
     for optimizer in optimizers:
         for group in optimizer.param_groups:

@@ -22,7 +22,6 @@ import os
 import random
 import re
 import shutil
-import sys
 import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -70,15 +69,9 @@ class PreparedData:
     reused: bool  # True when the cache already held this dataset
 
 
-def data_root() -> Path:
-    """Where prepared data lives: $GOLFQ_DATA_DIR, else ~/.cache/golfq/data."""
-    env = os.environ.get("GOLFQ_DATA_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "golfq" / "data"
-
-
-def dataset_paths(dataset: str, tokenizer: str, root: str | os.PathLike[str] | None = None) -> tuple[Path, Path]:
-    """(DATA_PATH, TOKENIZER_PATH) for a dataset and tokenizer under root."""
-    base = Path(root) if root is not None else data_root()
+def dataset_paths(dataset: str, tokenizer: str, root: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """(DATA_PATH, TOKENIZER_PATH) for a dataset and tokenizer under the data root."""
+    base = Path(root).expanduser()
     return base / "datasets" / dataset, base / "tokenizers" / f"{tokenizer}.model"
 
 
@@ -179,9 +172,9 @@ def load_documents(source: str) -> list[str]:
 
 
 def prepare(
-    source: str = "stdlib",
-    vocab: int = 1024,
-    out: str | os.PathLike[str] | None = None,
+    source: str,
+    vocab: int,
+    root: str | os.PathLike[str],
     *,
     repo_dir: str | os.PathLike[str] | None = None,
     repo_id: str = FINEWEB_REPO_ID,
@@ -191,8 +184,7 @@ def prepare(
     shard_tokens: int = SHARD_TOKENS,
     max_docs: int | None = None,
 ) -> PreparedData:
-    """Prepare (or reuse) a tokenized dataset and return where it is."""
-    root = Path(out).expanduser() if out is not None else data_root()
+    """Prepare (or reuse) a tokenized dataset under the data root and return where it is."""
     if vocab < 8 or vocab > 2**16:
         raise PrepareError(f"vocab must be between 8 and 65536, got {vocab}")
     if source not in ("stdlib", "fineweb") and not Path(source).expanduser().exists():
@@ -387,8 +379,3 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-if __name__ == "__main__":
-    prepared = prepare(sys.argv[1] if len(sys.argv) > 1 else "stdlib")
-    print(f"DATA_PATH={prepared.data_path}\nTOKENIZER_PATH={prepared.tokenizer_path}")

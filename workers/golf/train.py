@@ -6,8 +6,10 @@
 Every hyperparameter comes from the environment under the challenge's names.
 golfq adds VAL_MAX_TOKENS (cap the validation tokens, for CPU runs),
 ARTIFACT_DIR (where the artifact goes), QUANT_BITS (8|6), COMPRESSOR
-(zlib|zstd|lzma), GRAD_ACCUM_STEPS and TORCH_COMPILE. Rank 0 prints the
-challenge's log lines and, last, one `GOLFQ_RESULT {json}` line.
+(zlib|zstd|lzma), GRAD_ACCUM_STEPS, TORCH_COMPILE, DEVICE (cpu|cuda), and
+switches away from the reference's choices: INT8_SCALE_FLOOR=0, EMBED_DTYPE=fp32,
+SOFTCAP_FP32=1, SDPA_BACKEND=auto. Rank 0 prints the challenge's log lines and,
+last, one `GOLFQ_RESULT {json}` line.
 """
 
 from __future__ import annotations
@@ -32,12 +34,12 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from golfq.workers.golf.bpb import build_byte_tables, evaluate, load_validation_tokens
-from golfq.workers.golf.model import GPT, GPTConfig, count_parameters
+from golfq.workers.golf.loader import DistributedTokenLoader, LoaderError
+from golfq.workers.golf.model import GPT, GPTConfig, cast_like_reference, count_parameters, pin_flash_attention
 from golfq.workers.golf.optim import OptimizerConfig, build_optimizers, set_schedule
 from golfq.workers.golf.quantize import COMPRESSORS, artifact_label, pack_artifact, unpack_artifact
-from golfq.workers.golf.shards import ShardError, read_shard, read_token_count, shard_files
+from golfq.workers.golf.shards import ShardError, shard_files
 
-GOLF_DIR = Path(__file__).resolve().parent
 SIZE_LIMIT_BYTES = 16_000_000
 ARTIFACT_SUFFIX = {"zlib": "ptz", "zstd": "ptzst", "lzma": "ptxz"}
 
@@ -67,9 +69,13 @@ class Hyperparameters(GPTConfig, OptimizerConfig):
     val_max_tokens: int = 0  # 0: the whole validation set
     artifact_dir: str = "."
     quant_bits: int = 8
+    int8_scale_floor: bool = True  # the reference's 1/127 floor on int8 row scales; 0: every row's full range
     compressor: str = "zlib"
     grad_accum_steps: int = 0  # 0: 8 // WORLD_SIZE, as the baseline
-    torch_compile: bool = True  # only on CUDA
+    torch_compile: bool = True  # the model and Muon's Newton-Schulz step; only on CUDA
+    device: str = ""  # cuda | cpu; empty: cuda when there is one
+    embed_dtype: str = "auto"  # bf16 (the reference) | fp32; auto: bf16 on CUDA, fp32 on CPU (no bf16 autocast there)
+    sdpa_backend: str = "flash"  # flash: only the flash kernel on CUDA, as the reference; auto: let torch choose
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Hyperparameters:
@@ -86,6 +92,12 @@ class Hyperparameters(GPTConfig, OptimizerConfig):
         hp = cls(**values)
         if hp.compressor not in COMPRESSORS:
             raise TrainConfigError(f"COMPRESSOR must be one of {', '.join(COMPRESSORS)}, got {hp.compressor!r}")
+        if hp.device not in ("", "cpu", "cuda"):
+            raise TrainConfigError(f"DEVICE must be cpu or cuda, got {hp.device!r}")
+        if hp.embed_dtype not in ("auto", "bf16", "fp32"):
+            raise TrainConfigError(f"EMBED_DTYPE must be auto, bf16 or fp32, got {hp.embed_dtype!r}")
+        if hp.sdpa_backend not in ("flash", "auto"):
+            raise TrainConfigError(f"SDPA_BACKEND must be flash or auto, got {hp.sdpa_backend!r}")
         if hp.quant_bits not in (6, 8):
             raise TrainConfigError(f"QUANT_BITS must be 8 or 6, got {hp.quant_bits}")
         return hp
@@ -96,47 +108,10 @@ class Hyperparameters(GPTConfig, OptimizerConfig):
     def optimizer_config(self) -> OptimizerConfig:
         return OptimizerConfig(**{f.name: getattr(self, f.name) for f in fields(OptimizerConfig)})
 
-
-class TokenStream:
-    """The train shards in order, read one at a time, wrapping around at the end."""
-
-    def __init__(self, data_path: str) -> None:
-        self.files = shard_files(data_path, "train")
-        if sum(read_token_count(path) for path in self.files) == 0:
-            raise TrainConfigError(f"the train shards in {data_path} hold no tokens")
-        self.file_index = -1
-        self.tokens = np.empty(0, dtype=np.uint16)
-        self.position = 0
-
-    def take(self, count: int) -> np.ndarray:
-        pieces, needed = [], count
-        while needed > 0:
-            if self.position >= self.tokens.size:
-                self.file_index = (self.file_index + 1) % len(self.files)
-                self.tokens, self.position = read_shard(self.files[self.file_index]), 0
-                continue
-            piece = self.tokens[self.position : self.position + needed]
-            pieces.append(piece)
-            self.position += piece.size
-            needed -= piece.size
-        return np.concatenate(pieces)
-
-
-class DistributedTokenLoader:
-    """Each call takes world_size contiguous spans of the stream; this rank keeps its own span."""
-
-    def __init__(self, data_path: str, rank: int, world_size: int, device: torch.device) -> None:
-        self.stream = TokenStream(data_path)
-        self.rank, self.world_size, self.device = rank, world_size, device
-
-    def next_batch(self, local_tokens: int, seq_len: int) -> tuple[Tensor, Tensor]:
-        span = local_tokens + 1
-        chunk = self.stream.take(span * self.world_size)
-        local = torch.from_numpy(chunk[self.rank * span : (self.rank + 1) * span].astype(np.int64))
-        if self.device.type == "cuda":
-            local = local.pin_memory()
-        local = local.to(self.device, non_blocking=True)
-        return local[:-1].view(-1, seq_len), local[1:].view(-1, seq_len)
+    def embedding_dtype(self, use_cuda: bool) -> torch.dtype:
+        if self.embed_dtype == "auto":
+            return torch.bfloat16 if use_cuda else torch.float32
+        return torch.bfloat16 if self.embed_dtype == "bf16" else torch.float32
 
 
 def lr_multiplier(hp: Hyperparameters, step: int, elapsed_ms: float) -> float:
@@ -155,9 +130,12 @@ def lr_multiplier(hp: Hyperparameters, step: int, elapsed_ms: float) -> float:
 
 
 def code_bytes() -> int:
-    """UTF-8 bytes of this package's source files that this process imported."""
-    paths = {Path(m.__file__).resolve() for m in list(sys.modules.values()) if getattr(m, "__file__", None)}
-    return sum(len(p.read_text(encoding="utf-8").encode("utf-8")) for p in paths if p.parent == GOLF_DIR and p.suffix == ".py")
+    """UTF-8 bytes of the one-file trainer a submission carries: this file when it is that file."""
+    if __package__:  # imported from golfq's package: count the file golfq bundles from it
+        from golfq.workers.golf.bundle import bundle_bytes
+
+        return bundle_bytes()
+    return len(Path(__file__).read_text(encoding="utf-8").encode("utf-8"))
 
 
 def peak_memory_mib(device: torch.device) -> tuple[int, int]:
@@ -173,12 +151,16 @@ def main() -> None:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     distributed = world_size > 1
-    use_cuda = torch.cuda.is_available() and os.environ.get("GOLFQ_DEVICE", "") != "cpu"
+    if hp.device == "cuda" and not torch.cuda.is_available():
+        raise TrainConfigError("DEVICE=cuda but torch sees no CUDA device")
+    use_cuda = torch.cuda.is_available() and hp.device != "cpu"
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+        if hp.sdpa_backend == "flash":
+            pin_flash_attention()
     if distributed:
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
     master = rank == 0
@@ -218,17 +200,21 @@ def main() -> None:
     except ValueError as error:
         raise TrainConfigError(str(error)) from None
     val_batch_seqs = max(1, hp.val_batch_size // (world_size * grad_accum_steps) // hp.train_seq_len)
+    log(f"Running PyTorch {torch.__version__}")
     log(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={hp.tokenizer_path}")
     log(f"train_loader:dataset:{Path(hp.data_path).name} train_shards:{len(shard_files(hp.data_path, 'train'))}")
     log(f"val_loader:shards pattern={Path(hp.data_path) / 'fineweb_val_*.bin'} tokens:{val_tokens.numel() - 1}")
 
-    model = GPT(hp.model_config()).to(device)
+    model = cast_like_reference(GPT(hp.model_config()).to(device), hp.embedding_dtype(use_cuda))
     optimizer_config = hp.optimizer_config()
-    optimizers = build_optimizers(model, optimizer_config, hp.tie_embeddings, device)
-    compiled = torch.compile(model, dynamic=False, fullgraph=True) if use_cuda and hp.torch_compile else model
+    compile_on_cuda = use_cuda and hp.torch_compile
+    optimizers = build_optimizers(model, optimizer_config, hp.tie_embeddings, device, compile_newton_schulz=compile_on_cuda)
+    compiled = torch.compile(model, dynamic=False, fullgraph=True) if compile_on_cuda else model
     trained = DistributedDataParallel(compiled, device_ids=[local_rank] if use_cuda else None, broadcast_buffers=False) if distributed else compiled
     log(f"model_params:{count_parameters(model)}")
     log(f"world_size:{world_size} grad_accum_steps:{grad_accum_steps} device:{device.type}")
+    if use_cuda and hp.sdpa_backend == "flash":
+        log("sdp_backends:cudnn=False flash=True mem_efficient=False math=False")
     log(f"attention_mode:gqa num_heads:{hp.num_heads} num_kv_heads:{hp.num_kv_heads}")
     log(f"tie_embeddings:{hp.tie_embeddings} embed_lr:{hp.tied_embed_lr if hp.tie_embeddings else hp.embed_lr} "
         f"head_lr:{0.0 if hp.tie_embeddings else hp.head_lr} matrix_lr:{hp.matrix_lr} scalar_lr:{hp.scalar_lr}")
@@ -312,7 +298,7 @@ def main() -> None:
     artifact_path = Path(hp.artifact_dir).resolve() / f"final_model.int{hp.quant_bits}.{ARTIFACT_SUFFIX[hp.compressor]}"
     if master:
         state_dict = model.state_dict()
-        blob, payload_bytes = pack_artifact(state_dict, hp.quant_bits, hp.compressor)
+        blob, payload_bytes = pack_artifact(state_dict, hp.quant_bits, hp.compressor, hp.int8_scale_floor)
         artifact_path.parent.mkdir(parents=True, exist_ok=True)
         tmp_path = artifact_path.with_name(artifact_path.name + ".tmp")
         tmp_path.write_bytes(blob)
@@ -354,6 +340,7 @@ def main() -> None:
             "gpu_name": torch.cuda.get_device_name(device) if use_cuda else None,
             "gpu_count": world_size if use_cuda else 0,
             "artifact_path": str(artifact_path),
+            "score_source": f"{score_label}_exact",
         }
         # JSON has no NaN: a diverged run reports null scores rather than no record.
         result = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in result.items()}
@@ -366,6 +353,6 @@ def main() -> None:
 if __name__ == "__main__":
     try:
         main()
-    except (TrainConfigError, ShardError, FileNotFoundError) as error:
+    except (TrainConfigError, LoaderError, ShardError, FileNotFoundError) as error:
         print(f"train: error: {error}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

@@ -51,8 +51,15 @@ def _runner() -> Callable[..., Any]:
     return runner
 
 
+_brokers: dict[int, RedisBroker] = {}
+
+
 def _broker(connection: Any) -> RedisBroker:
-    return RedisBroker.from_connection(connection)
+    """The broker on this RQ connection, made once per worker process (horses inherit it by fork)."""
+    broker = _brokers.get(id(connection))
+    if broker is None or broker.redis is not connection:
+        broker = _brokers[id(connection)] = RedisBroker.from_connection(connection)
+    return broker
 
 
 def run_attempt(job_id: str, attempt: int) -> dict[str, Any]:

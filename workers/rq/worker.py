@@ -258,6 +258,7 @@ def _worker_main(argv: list[str] | None = None) -> int:
     if args.lifeline is not None:
         _watch_lifeline(args.lifeline)
     connection = connect(args.url)
+    rq_job._broker(connection)  # made here once, so every forked horse starts with it
     side = RQSide(connection, "golfq")
     worker = GolfqWorker([side.queue(args.pool)], connection=connection, serializer=RQSide.serializer,
                          name=f"golfq.{socket.gethostname()}.{os.getpid()}", job_monitoring_interval=args.monitor,

@@ -72,10 +72,11 @@ class RedisBroker(Broker):
     submit_chunk = 2000  # specs per MULTI/EXEC: each chunk is atomic, and Redis stays responsive
 
     def __init__(self, url: str, clock: Clock = time.time, *, client: redis.Redis | None = None,
-                 prefix: str = "golfq") -> None:
+                 prefix: str = "golfq", check: bool = True) -> None:
         super().__init__(url, clock)
         self.redis: Client = client if client is not None else connect(url)
-        self._check_reachable()
+        if check:
+            self._check_reachable()
         self.keys = Keys(prefix)
         self.rq = RQSide(self.redis, prefix)
         self._append = self.redis.register_script(APPEND_EVENTS)
@@ -99,7 +100,7 @@ class RedisBroker(Broker):
         """The broker on an existing client (an RQ worker's), same server and db."""
         kw = connection.connection_pool.connection_kwargs
         where = f"unix://{kw['path']}" if "path" in kw else f"redis://{kw.get('host')}:{kw.get('port')}"
-        return cls(f"{where}/{kw.get('db', 0)}", clock, client=connection)
+        return cls(f"{where}/{kw.get('db', 0)}", clock, client=connection, check=False)  # it is connected
 
     def __repr__(self) -> str:
         return f"RedisBroker({redact(self.url)!r})"

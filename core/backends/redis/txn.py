@@ -193,10 +193,11 @@ class RedisTxn(Txn):
         orders = {job.id: job.order for job in created}
         pipe.zadd(keys.jobs, orders)
         pipe.zadd(keys.state(JobState.QUEUED), orders)
-        per_pool: dict[str, dict[str, float]] = {}
-        for job in sorted(created, key=ready_score):  # in order: each push is an RPUSH
-            score = per_pool.setdefault(job.pool, {})[next_token(job)] = ready_score(job)
-            self.rq.enqueue(pipe, job, score)
-        for pool, ready in per_pool.items():  # after the pushes, so no push scans for later batch-mates
-            pipe.hincrby(keys.counts, f"{pool}:{JobState.QUEUED.value}", len(ready))
-            pipe.zadd(self.rq.ready_key(pool), ready)
+        per_pool: dict[str, list[tuple[Job, float]]] = {}
+        for job in sorted(created, key=ready_score):  # in order: the batch is pushed as it is
+            per_pool.setdefault(job.pool, []).append((job, ready_score(job)))
+        for pool, scored in per_pool.items():
+            self.rq.enqueue_new(pipe, pool, scored)
+            # after the push, so the push never scans for its batch-mates
+            pipe.hincrby(keys.counts, f"{pool}:{JobState.QUEUED.value}", len(scored))
+            pipe.zadd(self.rq.ready_key(pool), {next_token(job): score for job, score in scored})

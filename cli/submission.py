@@ -1,0 +1,48 @@
+"""`golfq submission ID... --out DIR`: a record folder from finished jobs of one configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from golfq.cli.console import JsonOption, QueueOption, emit_json, queue
+from golfq.cli.jobs import job_log
+from golfq.core.settings import settings
+from golfq.ops.submission import write_submission
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def submission(
+    job_ids: Annotated[list[str], typer.Argument(metavar="ID", help="Finished jobs of one configuration, one per seed.")],
+    out: Annotated[Path, typer.Option("--out", help="The record folder to write (new or empty).")],
+    name: Annotated[str, typer.Option(help="submission.json name (default: the spec's name).")] = "",
+    author: Annotated[str, typer.Option(help="submission.json author.")] = "",
+    github_id: Annotated[str, typer.Option("--github-id", help="submission.json github_id.")] = "",
+    blurb: Annotated[str, typer.Option(help="submission.json blurb.")] = "",
+    work_dir: Annotated[Path | None, typer.Option(help="Where local workers keep runs (default $GOLFQ_WORK_DIR or .golfq/runs).")] = None,
+    queue_url: QueueOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write a record-ready folder (train_gpt.py, submission.json, logs, README) from finished jobs.
+
+    Example: golfq submission 3ijlhcjuqo22wavv k2mzq7d4xw3bnyqe --out records/2026-05-01_MyRun
+    """
+    from golfq.workers.golf.bundle import bundle_source
+
+    runs = work_dir or settings().work_dir
+    with queue(queue_url) as broker:
+        written = write_submission(broker, job_ids, out, log_of=lambda job: job_log(job, runs),
+                                   builtin_source=bundle_source, name=name, author=author, github_id=github_id,
+                                   blurb=blurb)
+    if as_json:
+        emit_json({"out": str(written.out), "files": [str(p) for p in written.files], "submission": written.document})
+        return
+    doc = written.document
+    print(f"wrote {written.out}: val_bpb {doc['val_bpb']} over {len(doc['seeds'])} seed(s), "
+          f"{doc.get('bytes_total', '-')} bytes ({doc['bytes_code']} code), track {doc['track']}")
+    for path in written.files:
+        print(f"  {path.name}  {path.stat().st_size} bytes")
