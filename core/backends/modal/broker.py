@@ -21,21 +21,30 @@ import builtins
 import logging
 import os
 import queue
-import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl
 
 import msgspec
 
 from golfq.core import lifecycle
+from golfq.core.backends.modal.curves import append_points, read_points
 from golfq.core.backends.modal.log import Log
 from golfq.core.backends.modal.records import EVENTS_PER_PAGE, OBSERVATIONS_PER_PAGE, Call, Pointer, hb_key
 from golfq.core.backends.modal.state import State
-from golfq.core.backends.modal.store import MAX_VALUE_BYTES, BlobStore, DictLike, VolumeBlobStore, decode, encode
+from golfq.core.backends.modal.store import (
+    MAX_VALUE_BYTES,
+    BlobStore,
+    DictLike,
+    VolumeBlobStore,
+    decode,
+    encode,
+    modal_dict,
+    modal_queue,
+    parse_url,
+)
 from golfq.core.backends.modal.txn import StateTxn
 from golfq.core.backends.modal.usage import waiting_for_capacity
 from golfq.core.broker import Broker, BrokerError, Txn
@@ -55,39 +64,9 @@ LISTENING_KEY = "dispatch/listening"  # until when a dispatcher is listening (a 
 VIEW_SECONDS = 60.0  # a view older than this re-reads snap/ptr before it is trusted again
 RELOAD_GAP = 64  # entries behind the newest snapshot past which loading it beats folding them
 MAX_CONFLICTS = 50
-CURVE_PER_PAGE = 256
-_APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
 Factory = Callable[[str, "str | None"], Any]
 # The dispatcher's verdict on a spawned call whose lease ran out: a new deadline, or None to reap it.
 Probe = Callable[[Job, Call, float, "float | None"], "float | None"]
-
-
-def parse_url(url: str) -> tuple[str, str | None]:
-    """modal://APP[?env=ENV] -> (app, environment)."""
-    if not url.startswith("modal://"):
-        raise BrokerError(f"queue URL {url!r}: not a modal:// URL")
-    app, _, query = url.removeprefix("modal://").partition("?")
-    app = app.rstrip("/")
-    if not _APP_NAME.match(app):
-        raise BrokerError(f"queue URL {url!r}: app name must be 1-48 of [A-Za-z0-9._-] (modal://APP[?env=ENV])")
-    env = None
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        if key != "env" or not value:
-            raise BrokerError(f"queue URL {url!r}: bad option {key}={value!r} (only env=ENVIRONMENT)")
-        env = value
-    return app, env
-
-
-def _modal_dict(name: str, env: str | None) -> Any:
-    import modal
-
-    return modal.Dict.from_name(name, environment_name=env, create_if_missing=True)
-
-
-def _modal_queue(name: str, env: str | None) -> Any:
-    import modal
-
-    return modal.Queue.from_name(name, environment_name=env, create_if_missing=True)
 
 
 class ModalBroker(Broker):
@@ -99,8 +78,8 @@ class ModalBroker(Broker):
         super().__init__(url, clock)
         self.app, self.environment = parse_url(url)
         real = dict_factory is None
-        dict_factory = dict_factory or _modal_dict
-        queue_factory = queue_factory or _modal_queue
+        dict_factory = dict_factory or modal_dict
+        queue_factory = queue_factory or modal_queue
         self.store: DictLike = dict_factory(f"{self.app}-state", self.environment)
         self.leases: DictLike = dict_factory(f"{self.app}-leases", self.environment)
         self.wake = queue_factory(f"{self.app}-wake", self.environment)
@@ -435,28 +414,10 @@ class ModalBroker(Broker):
     # -- live curves: each attempt's runner alone writes its keys --------------------------------
 
     def report_progress(self, job_id: str, attempt: int, points: Sequence[ProgressPoint]) -> None:
-        if not points:
-            return
-        count_key = f"curve/{job_id}/{attempt}"
-        count = decode(self.leases.get(count_key), int) or 0
-        page = count // CURVE_PER_PAGE
-        stored = decode(self.leases.get(f"{count_key}/{page}"), list[ProgressPoint]) or []
-        updates: dict[str, bytes] = {}
-        for point in points:
-            if len(stored) == CURVE_PER_PAGE:
-                page, stored = page + 1, []
-            stored.append(point)
-            updates[f"{count_key}/{page}"] = encode(stored)
-            count += 1
-        updates[count_key] = encode(count)
-        self.leases.update(updates)
+        append_points(self.leases, job_id, attempt, points)
 
     def _curve(self, job_id: str, attempt: int) -> builtins.list[ProgressPoint]:
-        count = decode(self.leases.get(f"curve/{job_id}/{attempt}"), int) or 0
-        out: builtins.list[ProgressPoint] = []
-        for page in range((count + CURVE_PER_PAGE - 1) // CURVE_PER_PAGE):
-            out += decode(self.leases.get(f"curve/{job_id}/{attempt}/{page}"), list[ProgressPoint]) or []
-        return out[:count]
+        return read_points(self.leases, job_id, attempt)
 
     def close(self) -> None:
         pass

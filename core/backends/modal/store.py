@@ -8,10 +8,12 @@ versions, and a 10,000-spec batch stays far below Modal's value limits.
 from __future__ import annotations
 
 import io
+import re
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+from urllib.parse import parse_qsl
 
 import msgspec
 
@@ -22,9 +24,38 @@ MAX_VALUE_BYTES = 4 * 1024 * 1024  # Modal recommends objects under 5 MiB; we st
 MAX_UPDATE_ENTRIES = 10_000  # Modal's limit per Dict.update
 MAX_UPDATE_BYTES = 16 * 1024 * 1024  # one update request carries at most this much (several chunks)
 _COMPRESS_OVER = 1024
+_APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
 _RAW, _ZLIB = b"m", b"z"
 
 _encoder = msgspec.msgpack.Encoder()
+
+
+def parse_url(url: str) -> tuple[str, str | None]:
+    """modal://APP[?env=ENV] -> (app, environment)."""
+    if not url.startswith("modal://"):
+        raise BrokerError(f"queue URL {url!r}: not a modal:// URL")
+    app, _, query = url.removeprefix("modal://").partition("?")
+    app = app.rstrip("/")
+    if not _APP_NAME.match(app):
+        raise BrokerError(f"queue URL {url!r}: app name must be 1-48 of [A-Za-z0-9._-] (modal://APP[?env=ENV])")
+    env = None
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key != "env" or not value:
+            raise BrokerError(f"queue URL {url!r}: bad option {key}={value!r} (only env=ENVIRONMENT)")
+        env = value
+    return app, env
+
+
+def modal_dict(name: str, env: str | None) -> Any:
+    import modal
+
+    return modal.Dict.from_name(name, environment_name=env, create_if_missing=True)
+
+
+def modal_queue(name: str, env: str | None) -> Any:
+    import modal
+
+    return modal.Queue.from_name(name, environment_name=env, create_if_missing=True)
 
 
 def encode(value: Any) -> bytes:
