@@ -151,3 +151,15 @@ def test_old_snapshots_are_collected_and_pages_outlive_the_dict():
     for key in [k for k in fake.dicts["/golfq-test-state"]._data if k.startswith("events/")]:
         fake.dicts["/golfq-test-state"].pop(key)  # expired from the Dict: the Volume has the pages
     assert all_events(fake.broker(clock=clock)) == events and len(events) == 600
+
+
+def test_a_heartbeat_for_a_purged_job_is_refused_not_raised():
+    clock = ManualClock()
+    fake = FakeModal()
+    broker = fake.broker(clock=clock)
+    job = broker.submit([spec(seed=1)])[0]
+    lease = broker.claim("cpu", "w")
+    broker.cancel([job.id])
+    assert broker.purge(before=clock.now + 1) == 1
+    assert fake.broker(clock=clock).heartbeat(lease) is False  # another process: a first beat, a commit
+    assert broker.heartbeat(lease) is False

@@ -272,9 +272,9 @@ class ModalBroker(Broker):
         from golfq.core.backends.modal.usage import record_start
 
         def step(tx: StateTxn) -> bool:
-            job = tx.require(lease.job_id)
-            extended = lifecycle.heartbeat(job, lease, lease_seconds, tx.now)
-            if extended is None:
+            job = tx.load(lease.job_id)
+            extended = lifecycle.heartbeat(job, lease, lease_seconds, tx.now) if job is not None else None
+            if job is None or extended is None:
                 return False
             tx.save(job, extended, ())
             record_start(tx, lease, container, tx.now if billing_since is None else billing_since, cold)
