@@ -163,3 +163,31 @@ def test_a_heartbeat_for_a_purged_job_is_refused_not_raised():
     assert broker.purge(before=clock.now + 1) == 1
     assert fake.broker(clock=clock).heartbeat(lease) is False  # another process: a first beat, a commit
     assert broker.heartbeat(lease) is False
+
+
+def test_a_pointer_to_a_lost_snapshot_falls_back_to_the_volumes_copy_of_the_same_generation():
+    clock = ManualClock()
+    fake = FakeModal(clock=clock)
+    broker = fake.broker(clock=clock)
+    broker.submit([spec(seed=1)])
+    ptr = broker.checkpoint()
+    broker.submit([spec(seed=2)])
+    fake.dicts["/golfq-test-state"].pop(f"snap/{ptr.gen}/{ptr.pos}/0")  # gone from the Dict, not the Volume
+    fresh = fake.broker(clock=clock)
+    assert fresh.view().gen == ptr.gen and len(fresh.list()) == 2  # same generation: nothing forked
+
+
+def test_each_restore_starts_a_generation_past_every_earlier_one():
+    clock = ManualClock()
+    fake = FakeModal(clock=clock)
+    fake.broker(clock=clock).submit([spec(seed=1)])
+    fake.broker(clock=clock).checkpoint()
+    gens = []
+    for _ in range(2):
+        clock.advance(30 * DAY)
+        broker = fake.broker(clock=clock)
+        gens.append(broker.view().gen)
+        broker.submit([spec(seed=len(gens) + 1)])
+        broker.checkpoint()  # the dispatcher's pass after the commit
+    assert gens == [2, 3]
+    assert [j.id for j in fake.broker(clock=clock).list()] == [spec(seed=s).id for s in (1, 2, 3)]

@@ -139,8 +139,7 @@ def run_job(payload: bytes) -> str:
         broker.close()
     if not modal.is_local():
         artifacts_volume.commit()  # logs and artifacts outlive the container
-        if not broker.dispatcher_listening():
-            dispatch.spawn()  # a slot is free: let the next job start now, not at the next tick
+    # The result's commit kicked the dispatcher (unless one was listening): the freed slot is filled now.
     return outcome
 
 

@@ -194,7 +194,7 @@ class ModalBroker(Broker):
                 self.wake.put(txn.state.pos, block=False, partition=partition, partition_ttl=WAKE_TTL_SECONDS)
             except Exception as error:  # noqa: BLE001 - queue.Full or a blip: a hint only
                 log.info("wake-up for %s not queued: %s", partition, error)
-        if fresh and self.kick is not None and not self.dispatcher_listening():
+        if (fresh or ended) and self.kick is not None and not self.dispatcher_listening():
             try:
                 self.kick()
             except Exception as error:  # noqa: BLE001 - not deployed, or a blip

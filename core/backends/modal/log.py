@@ -62,16 +62,30 @@ class Log:
 
     def load(self) -> State:
         """The newest state: from the snapshot `snap/ptr` names (or the Volume's), then the entries after it."""
+        gen = 0
         for _ in range(3):
             ptr = decode(self.store.get(PTR), Pointer)
             if ptr is None:
                 return self.restore()
+            gen = ptr.gen
             state = self.read_snapshot(ptr)
             if state is not None:
                 self.catch_up(state)
                 return state
-        log.warning("snapshot %s is gone from the Dict; restoring from the Volume", PTR)
+        saved = self._volume_state()  # the pointer names a snapshot that is gone: the Volume's copy, if current
+        if saved is not None and saved.gen == gen:
+            self.catch_up(saved)
+            return saved
+        log.warning("snapshot %s is gone from the Dict and the Volume; restoring as a new generation", PTR)
         return self.restore()
+
+    def _volume_state(self) -> State | None:
+        try:
+            gen, pos = (int(x) for x in self.blobs.get(VOLUME_LATEST).decode().split()[:2])
+            snap = decode(self.blobs.get(_volume_snapshot(gen, pos)), Snapshot)
+        except KeyError:
+            return None
+        return None if snap is None else State(snap)
 
     def pointer(self) -> Pointer | None:
         return decode(self.store.get(PTR), Pointer)
@@ -171,13 +185,9 @@ class Log:
 
     def restore(self) -> State:
         """Start a new generation from the Volume's newest snapshot (an empty state for a new queue)."""
-        try:
-            gen, pos = (int(x) for x in self.blobs.get(VOLUME_LATEST).decode().split()[:2])
-            snap = decode(self.blobs.get(_volume_snapshot(gen, pos)), Snapshot) or Snapshot(gen=0)
-        except KeyError:
-            snap = Snapshot(gen=0)
-        state = State(snap)
-        if state.gen:
+        state = self._volume_state() or State(Snapshot(gen=0))
+        from_volume = state.gen > 0
+        if from_volume:
             self._salvage(state)
         first = state.gen + 1
         for gen in range(first, first + MAX_GENERATIONS_TRIED):
@@ -185,7 +195,8 @@ class Log:
             ptr = self.write_snapshot(state)
             if self.store.put(f"gen/{gen}", encode(ptr), skip_if_exists=True):
                 self.store.put(PTR, encode(ptr))
-                if snap.gen:
+                if from_volume:  # the Volume learns the new generation at once, so a later restore goes past it
+                    self.journal(state)
                     log.warning("restored %s from the Volume: generation %d at entry %d", PTR, gen, state.pos)
                 return state
             theirs = decode(self.store.get(f"gen/{gen}"), Pointer)
