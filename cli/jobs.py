@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import msgspec
 import typer
 
 from golfq.cli.console import (
@@ -25,11 +26,17 @@ from golfq.cli.console import (
     stdout_is_terminal,
     work_dir,
 )
+from golfq.cli.progress import (
+    ProgressFollower,
+    curve_lines,
+    progress_doc,
+    progress_line,
+)
 from golfq.core.broker import Broker, iter_events
 from golfq.core.errors import EXIT_JOB_FAILED, GolfqError
 from golfq.core.events import Event
 from golfq.core.job import Job, JobState
-from golfq.core.result import Result
+from golfq.core.result import ProgressPoint, Result
 from golfq.producer.client import Client, WaitTimeout
 
 if TYPE_CHECKING:
@@ -69,7 +76,7 @@ def _job_table(jobs: list[Job]) -> Table:
     return table
 
 
-def _print_job(job: Job) -> None:
+def _print_job(job: Job, curve: list[ProgressPoint]) -> None:
     spec, r = job.spec, job.result
     lines = [("id", job.id), ("state", job.state.value), ("pool", spec.pool), ("name", spec.name),
              ("attempt", str(job.attempt)), ("worker", job.worker_id), ("seed", str(spec.seed)),
@@ -86,6 +93,11 @@ def _print_job(job: Job) -> None:
     for key, value in lines:
         if value:
             print(f"{key:>10}  {value}")
+    rows = curve_lines(curve)
+    for key, row in zip(["curve", *[""] * len(rows)], rows):
+        print(f"{key:>10}  {row}")
+    if rows:
+        print(f"{'':>10}  ({len(curve)} point(s) of attempt {job.attempt})")
 
 
 @app.command()
@@ -102,7 +114,8 @@ def status(
     with queue(queue_url) as broker:
         if job_id is not None:
             job = find_job(broker, job_id)
-            emit_json(job) if as_json else _print_job(job)
+            curve = broker.curve(job.id)
+            emit_json({**msgspec.to_builtins(job), "curve": curve}) if as_json else _print_job(job, curve)
             return
         stats = broker.stats()
         jobs = broker.list()
@@ -224,7 +237,7 @@ def events(
     queue_url: QueueOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """The append-only event log, oldest first.
+    """The append-only event log, oldest first; with --follow, running jobs' progress too.
 
     Example: golfq events --after 120 --json
     """
@@ -232,12 +245,18 @@ def events(
         raise GolfqError("events: --after must be >= 0 and --limit >= 1")
     with queue(queue_url) as broker:
         seq = after
+        progress = ProgressFollower(broker) if follow else None
         while True:
             for event in iter_events(broker, after_seq=seq, page=limit):
                 emit_json(event) if as_json else print(_event_line(event), flush=True)
                 seq = event.seq
-            if not follow:
+            if progress is None:
                 return
+            for job_id, attempt, point in progress.poll():
+                if as_json:
+                    emit_json(progress_doc(job_id, attempt, point))
+                else:
+                    print(progress_line(job_id, attempt, point), flush=True)
             time.sleep(0.5)
 
 
@@ -288,7 +307,8 @@ def wait(
     queue_url: QueueOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Wait until jobs finish. Exit 0 if all succeeded, 1 if any failed or the timeout passed.
+    """Wait until jobs finish. Exit 0 if none failed (a job its stopping rule ended is not a failure), 1 if any
+    failed or the timeout passed.
 
     Example: golfq wait --all --timeout 3600
     """
@@ -319,8 +339,10 @@ def wait(
             raise GolfqError(f"wait: {error}", exit_code=EXIT_JOB_FAILED) from None
         finally:
             reporter.close()
-    failed = [r for r in results if not r.succeeded]
-    summary = f"{len(results) - len(failed)} succeeded, {len(failed)} failed"
+    stopped = sum(r.status == JobState.STOPPED.value for r in results)  # a rule's decision, not a failure
+    failed = [r for r in results if not r.succeeded and r.status != JobState.STOPPED.value]
+    summary = f"{len(results) - len(failed) - stopped} succeeded, {len(failed)} failed" + (
+        f", {stopped} stopped" if stopped else "")
     if failed:
         raise GolfqError(f"wait: {summary}", exit_code=EXIT_JOB_FAILED)
     if not as_json:

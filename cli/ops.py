@@ -138,6 +138,7 @@ def requeue(
     ids: Annotated[list[str] | None, typer.Argument(metavar="ID")] = None,
     dead: Annotated[bool, typer.Option("--dead", help="Every dead job (infra/timeout retries spent).")] = False,
     failed: Annotated[bool, typer.Option("--failed", help="Every failed job (the experiment failed).")] = False,
+    stopped: Annotated[bool, typer.Option("--stopped", help="Every job a stopping rule ended (runs to its end).")] = False,
     queue_url: QueueOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -145,9 +146,9 @@ def requeue(
 
     Example: golfq ops requeue --dead
     """
-    states = [s for s, on in ((JobState.DEAD, dead), (JobState.FAILED, failed)) if on]
+    states = [s for s, on in ((JobState.DEAD, dead), (JobState.FAILED, failed), (JobState.STOPPED, stopped)) if on]
     if not ids and not states:
-        raise GolfqError("requeue: give job IDs, --dead or --failed")
+        raise GolfqError("requeue: give job IDs, --dead, --failed or --stopped")
     with queue(queue_url) as broker:
         named = resolve_job_ids(broker, ids or [])
         changed = broker.requeue(named, states)

@@ -76,6 +76,7 @@ def worker(
     lease_seconds: Annotated[float, typer.Option(min=1, metavar="SECONDS", help="Lease length; renewed by heartbeats.")] = 60.0,
     heartbeat_seconds: Annotated[float, typer.Option(min=0.1, metavar="SECONDS", help="Seconds between heartbeats.")] = 10.0,
     grace: Annotated[float, typer.Option(min=0, metavar="SECONDS", help="On SIGTERM/SIGINT, how long running jobs may finish.")] = 60.0,
+    progress_seconds: Annotated[float | None, typer.Option(min=0.1, metavar="SECONDS", help="Live curves keep one point per this many seconds (default: $GOLFQ_PROGRESS_SECONDS, else 10).")] = None,
     queue_url: QueueOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -95,7 +96,8 @@ def worker(
     url = queue_url or settings().queue
     runs = work_dir(work_dir_option)
     if url.split("://", 1)[0] in REDIS_SCHEMES:
-        _run_rq(url, pool=pool, concurrency=concurrency, burst=burst, max_idle=max_idle, gpus=gpus, work_dir=runs)
+        _run_rq(url, pool=pool, concurrency=concurrency, burst=burst, max_idle=max_idle, gpus=gpus, work_dir=runs,
+                progress_seconds=progress_seconds)
         return
     with queue(url):  # fail fast, with one line, on a queue that cannot be opened
         pass
@@ -103,7 +105,7 @@ def worker(
     started, finished = _announce(as_json)
     config = FleetConfig(queue=url, pool=pool, concurrency=concurrency, burst=burst, max_idle=max_idle,
                          gpus=devices, work_root=runs, lease_seconds=lease_seconds,
-                         heartbeat_seconds=heartbeat_seconds, grace_seconds=grace)
+                         heartbeat_seconds=heartbeat_seconds, grace_seconds=grace, progress_seconds=progress_seconds)
     fleet = Fleet(config, on_start=started, on_finish=finished)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -127,4 +129,5 @@ def worker(
     counts = summary.counts()
     if not as_json:
         note(f"golfq worker: done: {counts.get('succeeded', 0)} succeeded, {counts.get('failed', 0)} failed"
+             + (f", {counts['stopped']} stopped" if counts.get("stopped") else "")
              + (f", {len(summary.errors)} runner error(s)" if summary.errors else ""))

@@ -19,6 +19,7 @@ from golfq.core.errors import SettingsError
 PREFIX = "GOLFQ_"
 DEFAULT_QUEUE = "sqlite:///.golfq/golfq.db"
 DEFAULT_DETECT_SECONDS = 120.0
+DEFAULT_PROGRESS_SECONDS = 10.0
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -28,6 +29,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: Path = Path.home() / ".cache" / "golfq" / "data"  # GOLFQ_DATA_DIR: prepared datasets, tokenizers
     work_dir: Path = Path(".golfq") / "runs"  # GOLFQ_WORK_DIR: where local attempts run and keep logs
     detect_seconds: float = DEFAULT_DETECT_SECONDS  # GOLFQ_DETECT_SECONDS: a dead Redis worker is noticed within this
+    progress_seconds: float = DEFAULT_PROGRESS_SECONDS  # GOLFQ_PROGRESS_SECONDS: a live curve keeps one point per this
     debug: bool = False  # GOLFQ_DEBUG: tracebacks instead of one-line internal errors
     modal_app: str = "golfq"  # GOLFQ_MODAL_APP
     modal_env: str | None = None  # GOLFQ_MODAL_ENV
@@ -62,13 +64,13 @@ def _prices(text: str) -> dict[str, float]:
     return prices
 
 
-def _seconds(name: str, text: str) -> float:
+def _seconds(name: str, text: str, least: float = 1.0) -> float:
     try:
         value = float(text)
     except ValueError:
         value = -1.0
-    if value < 1:
-        raise SettingsError(f"{name}={text!r}: expected a number of seconds, at least 1")
+    if not value >= least:
+        raise SettingsError(f"{name}={text!r}: expected a number of seconds, at least {least:g}")
     return value
 
 
@@ -87,6 +89,8 @@ def from_env(env: Mapping[str, str]) -> Settings:
         fields["work_dir"] = Path(value).expanduser()
     if value := env.get("GOLFQ_DETECT_SECONDS"):
         fields["detect_seconds"] = _seconds("GOLFQ_DETECT_SECONDS", value)
+    if value := env.get("GOLFQ_PROGRESS_SECONDS"):
+        fields["progress_seconds"] = _seconds("GOLFQ_PROGRESS_SECONDS", value, least=0.1)
     if value := env.get("GOLFQ_DEBUG"):
         fields["debug"] = value.strip().lower() not in ("0", "false", "no", "")
     if value := env.get("GOLFQ_MODAL_APP"):

@@ -18,6 +18,7 @@ import msgspec
 
 from golfq.core.errors import GolfqError
 from golfq.core.pools import known_pools
+from golfq.core.stopping import StopRule
 
 MAX_SCRIPT_BYTES = 1 << 20
 SPEC_VERSION = 1
@@ -111,6 +112,7 @@ class ExperimentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     tags: tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=64)], ...] = ()
     parent: str | None = None
     created_by: ShortText = ""
+    stop: StopRule | None = None  # early stopping (golfq.core.stopping); not part of the id
     promote: Promote | None = None  # an automatic promotion rule (golfq.core.promotion); not part of the id
 
     def __post_init__(self) -> None:

@@ -23,22 +23,21 @@ import msgspec
 
 from golfq.core.backends import open_broker
 from golfq.core.broker import Broker, iter_events
-from golfq.core.events import Event, EventKind
+from golfq.core.events import Event
 from golfq.core.job import Job, JobState
 from golfq.core.pareto import FrontPoint
 from golfq.core.pools import resolve_track
 from golfq.core.promotion import Promoted, promote
-from golfq.core.result import FailureKind, Result
+from golfq.core.result import FailureKind, ProgressPoint, Result
 from golfq.core.significance import CHALLENGE_RULE, RecordRule
 from golfq.core.spec import ExperimentSpec
 from golfq.producer.grid import Sweep, expand
-from golfq.producer.loop import CompareReport, NextResult, compare_refs, wait_next
+from golfq.producer.loop import FINAL_EVENTS, CompareReport, NextResult, compare_refs, wait_next
 from golfq.producer.specfile import Prepared, prepare, read_script
 
 log = logging.getLogger("golfq.client")
 
 SpecLike = ExperimentSpec | Mapping[str, Any]
-_FINAL_EVENTS = {EventKind.SUCCEEDED, EventKind.FAILED, EventKind.DEAD, EventKind.CANCELLED, EventKind.STOPPED}
 
 
 class WaitTimeout(TimeoutError):
@@ -54,6 +53,8 @@ def final_result(job: Job) -> Result:
     if (job.result is not None and job.result.attempt == job.attempt
             and (job.state is JobState.SUCCEEDED or not job.result.succeeded)):
         return job.result
+    if job.state is JobState.STOPPED:
+        return Result(spec_id=job.id, attempt=job.attempt, status="stopped", error=job.error or "stopped")
     failure = None if job.state is JobState.CANCELLED else _last_failure(job)
     return Result(spec_id=job.id, attempt=job.attempt, status="failed", error=job.error or job.state.value,
                   failure=failure)
@@ -165,6 +166,13 @@ class Client:
         states = [state] if isinstance(state, (str, JobState)) else builtins.list(state or [])
         return self.broker.list(states=[JobState(s) for s in states], pool=pool, tag=tag, limit=limit)
 
+    def curve(self, job_id: str, attempt: int | None = None) -> builtins.list[ProgressPoint]:
+        """One attempt's live curve (default: the latest attempt), oldest first; [] before its first point.
+
+        >>> [(p.step, p.val_bpb) for p in q.curve(job.id) if p.val_bpb is not None]
+        """
+        return self.broker.curve(job_id, attempt)
+
     def events(self, after: int = 0, limit: int = 1000) -> builtins.list[Event]:
         """Events with seq > after, oldest first. >>> [e.kind for e in q.events(after=10)]"""
         return self.broker.events(after_seq=after, limit=limit)
@@ -214,7 +222,7 @@ class Client:
             events = list(iter_events(self.broker, after_seq=seq))
             for event in events:
                 seq = max(seq, event.seq)
-            touched = {e.job_id for e in events if e.kind in _FINAL_EVENTS and e.job_id in pending}
+            touched = {e.job_id for e in events if e.kind in FINAL_EVENTS and e.job_id in pending}
             for job_id in sorted(touched):
                 job = self.broker.get(job_id)
                 if job is not None:

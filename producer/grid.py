@@ -4,6 +4,7 @@ A GRID.toml looks like
 
     seeds = [1337, 42]              # optional: every point runs once per seed
     script = "train_gpt.py"          # optional, relative to this file
+    stop = "median"                  # optional: every point's stopping rule (or a table, or base.stop)
 
     [base]                           # what every point shares
     pool = "cpu"
@@ -37,7 +38,7 @@ from golfq.producer.specfile import (
     read_script,
 )
 
-_DOCUMENT_KEYS = {"base", "grid", "points", "seeds", "script"}
+_DOCUMENT_KEYS = {"base", "grid", "points", "seeds", "script", "stop"}
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ class Sweep:
         script_path = doc.get("script", base.get("script"))
         script = read_script(script_path, base_dir) if isinstance(script_path, str) else None
         base = {k: v for k, v in base.items() if k != "script"}
+        if "stop" in doc:
+            base["stop"] = doc["stop"]
         return cls(base=base, grid=grid, points=points, seeds=seeds, script=script)
 
 

@@ -4,7 +4,8 @@ On top of ExperimentSpec's own fields a document may carry
   - UPPER_CASE keys at the top level: hyperparameters, moved into `env`;
   - numbers and booleans as env values: turned into the strings the trainer reads;
   - `script = "train_gpt.py"`: a path (relative to the document) whose content is
-    stored in the queue and becomes the spec's `trainer`.
+    stored in the queue and becomes the spec's `trainer`;
+  - `stop = "median"`: a stopping rule by name alone, its settings left to their defaults.
 Every problem is an InputError whose message is one line naming the file and field.
 """
 
@@ -167,7 +168,9 @@ def normalize(doc: Mapping[str, Any]) -> dict:
     for key, value in doc.items():
         if key == "env":
             continue
-        if _ENV_KEY.match(key):
+        if key == "stop" and isinstance(value, str):
+            out[key] = {"rule": value}
+        elif _ENV_KEY.match(key):
             env[key] = value
         else:
             out[key] = copy.deepcopy(value)

@@ -162,7 +162,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "worker unknown pool": (["worker", "--pool", "nope", "--burst"], "unknown pool 'nope'"),
         "worker bad gpus": (["worker", "--pool", "h100", "--gpus", "0,x", "--burst"], "--gpus"),
         "drain unknown pool": (["ops", "drain", "nope"], "pool 'nope': unknown"),
-        "requeue nothing": (["ops", "requeue"], "give job IDs, --dead or --failed"),
+        "requeue nothing": (["ops", "requeue"], "give job IDs, --dead, --failed or --stopped"),
         "requeue unknown": (["ops", "requeue", job], "not found"),
         "cancel unknown": (["ops", "cancel", job], "not found"),
         "replay both": (["ops", "replay", "notes.jsonl", "--after", "3"], "one of them"),

@@ -82,6 +82,7 @@ class FleetConfig:
     heartbeat_seconds: float = 10.0
     grace_seconds: float = 60.0
     poll_seconds: float = CLAIM_WAIT_SECONDS  # one claim call's wait
+    progress_seconds: float | None = None  # a live curve keeps one point per this (default: settings)
 
 
 @dataclass
@@ -208,7 +209,8 @@ class Fleet:
                 self._on_start(lease, gpus)
             result = run_claimed(broker, lease, work_root=self.config.work_root, gpus=gpus,
                                  heartbeat_seconds=self.config.heartbeat_seconds,
-                                 lease_seconds=self.config.lease_seconds, worker_id=worker_id, stop=self._abort)
+                                 lease_seconds=self.config.lease_seconds, worker_id=worker_id, stop=self._abort,
+                                 progress_seconds=self.config.progress_seconds)
             with self._lock:
                 self.summary.results.append(result)
                 if result.error and result.error.startswith("runner error:"):

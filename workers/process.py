@@ -18,6 +18,7 @@ a threaded worker, and a SIGKILLed torchrun leaves its ranks, in their own sessi
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import signal
@@ -25,8 +26,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+log = logging.getLogger("golfq.process")
 
 DEFAULT_LOG_MAX_BYTES = 64 << 20
 TAIL_BYTES = 1 << 20
@@ -60,12 +63,15 @@ class LogPump(threading.Thread):
     """Copies the child's output into the log; past max_bytes keeps only the last TAIL_BYTES.
 
     A log capped this way still ends with the final metric lines, which is all the
-    parser needs, and a runaway print loop cannot fill the worker's disk.
+    parser needs, and a runaway print loop cannot fill the worker's disk. `on_output`, when
+    given, sees every chunk as it is read, capped or not (the live curve's tap).
     """
 
-    def __init__(self, fd: int, path: Path, max_bytes: int, tail_bytes: int = TAIL_BYTES) -> None:
+    def __init__(self, fd: int, path: Path, max_bytes: int, tail_bytes: int = TAIL_BYTES,
+                 on_output: Callable[[bytes], None] | None = None) -> None:
         super().__init__(name=f"log-pump:{path.name}", daemon=True)
         self._fd, self._path, self._max, self._tail_max = fd, path, max_bytes, tail_bytes
+        self._on_output = on_output
         self._closing_at: float | None = None
         self.total_bytes = 0
         self.skipped_bytes = 0
@@ -87,6 +93,7 @@ class LogPump(threading.Thread):
                 if not chunk:
                     break
                 self.total_bytes += len(chunk)
+                self._tap(chunk)
                 room = max(0, self._max - written)
                 if room:
                     out.write(chunk[:room])
@@ -107,12 +114,22 @@ class LogPump(threading.Thread):
                 out.write(kept)
         os.close(self._fd)
 
+    def _tap(self, chunk: bytes) -> None:
+        if self._on_output is None:
+            return
+        try:
+            self._on_output(chunk)
+        except Exception:  # the log matters more than the curve: stop tapping, keep pumping
+            log.exception("output tap for %s failed; live curve stopped", self._path)
+            self._on_output = None
+
 
 class GroupProcess:
     """A child started in its own session, with its output pumped into a log file."""
 
     def __init__(self, command: Sequence[str], *, cwd: Path, env: Mapping[str, str], log_path: Path,
-                 log_max_bytes: int = DEFAULT_LOG_MAX_BYTES, orphan_grace: float = ORPHAN_GRACE_SECONDS) -> None:
+                 log_max_bytes: int = DEFAULT_LOG_MAX_BYTES, orphan_grace: float = ORPHAN_GRACE_SECONDS,
+                 on_output: Callable[[bytes], None] | None = None) -> None:
         read_fd, write_fd = os.pipe()
         try:
             self.popen = subprocess.Popen(list(command), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
@@ -131,7 +148,7 @@ class GroupProcess:
             self._signal_group(signal.SIGKILL)
             self.popen.wait()
             raise
-        self.pump = LogPump(read_fd, log_path, log_max_bytes)
+        self.pump = LogPump(read_fd, log_path, log_max_bytes, on_output=on_output)
         self.pump.start()
         self.started = time.monotonic()
 

@@ -5,6 +5,8 @@ directory, the spec's script (if it has one), the hyperparameters as environment
 variables under the challenge's names, and a process group of its own that is
 heartbeated while it lives and killed at the hard timeout, on a lost lease, or
 when the worker shuts down. The Result is read from the log (golfq.workers.metrics).
+While it runs, its progress lines become the attempt's live curve in the queue, and
+the spec's stopping rule, if any, may end it early (golfq.workers.curves).
 """
 
 from __future__ import annotations
@@ -17,17 +19,26 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from golfq.core import cost
 from golfq.core.broker import Broker
 from golfq.core.job import Lease
 from golfq.core.pools import known_pools
 from golfq.core.result import FailureKind, Result
+from golfq.core.settings import settings
 from golfq.core.spec import BUILTIN
-from golfq.workers.attempt import (LOG_NAME, SCRIPT_NAME, attempt_dir, attempt_env, missing_data, process_count,
-                                   training_command)
+from golfq.workers.attempt import (
+    LOG_NAME,
+    SCRIPT_NAME,
+    attempt_dir,
+    attempt_env,
+    missing_data,
+    process_count,
+    training_command,
+)
+from golfq.workers.curves import CurveWatch, References
 from golfq.workers.metrics import Metrics, parse_log_file, usable_score
 from golfq.workers.process import DEFAULT_LOG_MAX_BYTES, GroupProcess
 
@@ -62,11 +73,11 @@ def _last_line(tail: str) -> str:
 class _Outcome:
     """How the process ended, as the supervision loop saw it."""
 
-    EXITED, TIMEOUT, LEASE_LOST, RELEASED = "exited", "timeout", "lease lost", "released"
+    EXITED, TIMEOUT, LEASE_LOST, RELEASED, STOPPED = "exited", "timeout", "lease lost", "released", "stopped"
 
 
 def _supervise(proc: GroupProcess, broker: Broker, lease: Lease, *, hard_timeout: float, heartbeat_seconds: float,
-               lease_seconds: float, stop: threading.Event | None) -> str:
+               lease_seconds: float, stop: threading.Event | None, watch: CurveWatch) -> str:
     next_beat = proc.started + heartbeat_seconds
     deadline = proc.started + hard_timeout
     while True:
@@ -75,6 +86,8 @@ def _supervise(proc: GroupProcess, broker: Broker, lease: Lease, *, hard_timeout
         now = time.monotonic()
         if stop is not None and stop.is_set():
             return _Outcome.RELEASED
+        if watch.poll() is not None:
+            return _Outcome.STOPPED
         if now >= deadline:
             return _Outcome.TIMEOUT
         if now >= next_beat:
@@ -151,9 +164,12 @@ def _report(call: Callable[[], object], what: str) -> None:
 
 def _build_result(lease: Lease, *, metrics: Metrics, failure: FailureKind | None, error: str | None,
                   started_at: float, wall_seconds: float, nproc: int, log_path: Path, tail: str,
-                  worker_id: str, artifact_dir: Path) -> Result:
+                  worker_id: str, artifact_dir: Path, stopped: bool = False) -> Result:
     pool = known_pools().get(lease.spec.pool)
     fields = metrics.fields()
+    if stopped:  # ended before its evaluation: the curve's figures stay (steps, pre-quant val_bpb), no score
+        fields.pop("val_bpb", None)
+        fields.pop("val_loss", None)
     uses_gpus = bool(pool and pool.gpus) or bool(fields.get("gpu_count"))
     gpu_count = fields.pop("gpu_count", None)
     gpu_count = gpu_count if gpu_count else (nproc if pool and pool.gpus else 0)
@@ -166,7 +182,7 @@ def _build_result(lease: Lease, *, metrics: Metrics, failure: FailureKind | None
     return Result(
         spec_id=lease.job_id,
         attempt=lease.attempt,
-        status="failed" if failure else "succeeded",
+        status="stopped" if stopped else "failed" if failure else "succeeded",
         **fields,
         score_source=metrics.score_label if metrics.val_bpb is not None else None,
         total_seconds=round(wall_seconds, 3),
@@ -209,11 +225,15 @@ def _fail_early(broker: Broker, lease: Lease, error: str, kind: FailureKind, wor
 def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None = None,
               heartbeat_seconds: float = 10, lease_seconds: float = 60, worker_id: str = "",
               stop: threading.Event | None = None, kill_grace: float = KILL_GRACE_SECONDS,
-              log_max_bytes: int = DEFAULT_LOG_MAX_BYTES, python: str = sys.executable) -> Result:
+              log_max_bytes: int = DEFAULT_LOG_MAX_BYTES, python: str = sys.executable,
+              progress_seconds: float | None = None, references: References | None = None) -> Result:
     """Run one attempt end to end, report it to the broker, and return its Result.
 
     `stop`, when set, kills the process and releases the lease (an infra failure,
     so the job is queued again at once rather than after the lease expires).
+    `progress_seconds` (default: settings) is the live curve's interval: one point each.
+    A stopping rule that fires sends SIGTERM, waits kill_grace, then SIGKILL, and
+    reports the attempt `stopped` (not a failure).
     """
     spec = lease.spec
     workdir = attempt_dir(Path(work_root).absolute(), lease.job_id, lease.attempt)
@@ -231,31 +251,40 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
     log_path = workdir / LOG_NAME
     log_path.write_text(f"[golfq] job {lease.job_id} attempt {lease.attempt} worker {worker_id or lease.worker_id}: "
                         f"{' '.join(command)}\n")
+    watch = CurveWatch(broker, lease, interval=progress_seconds or settings().progress_seconds, references=references)
     started_at, started = time.time(), time.monotonic()
     try:
         proc = GroupProcess(command, cwd=workdir, env=attempt_env(lease, workdir, gpus), log_path=log_path,
-                            log_max_bytes=log_max_bytes, orphan_grace=kill_grace)
+                            log_max_bytes=log_max_bytes, orphan_grace=kill_grace, on_output=watch.feed)
     except OSError as error:
         return _fail_early(broker, lease, f"could not start {command[0]}: {error}", FailureKind.INFRA, worker_id)
     hard_timeout = spec.budget.hard_timeout
     try:
         outcome = _supervise(proc, broker, lease, hard_timeout=hard_timeout, heartbeat_seconds=heartbeat_seconds,
-                             lease_seconds=lease_seconds, stop=stop)
+                             lease_seconds=lease_seconds, stop=stop, watch=watch)
         if outcome != _Outcome.EXITED:
-            proc.stop(kill_grace)
+            proc.stop(kill_grace)  # SIGTERM first: a stopped script may save what it has
     finally:
         proc.finish(min(kill_grace, 2.0))
+    watch.close()
     wall_seconds = time.monotonic() - started
     returncode = proc.popen.returncode
     with open(log_path, "a") as handle:
+        handle.writelines(f"[golfq] {note}\n" for note in watch.notes)
         handle.write(f"[golfq] {outcome}: return code {returncode} after {wall_seconds:.1f} s\n")
     metrics = parse_log_file(log_path)
     tail = _tail(log_path)
-    failure, error = _classify(outcome, returncode, metrics, hard_timeout, tail)
+    if outcome == _Outcome.STOPPED:
+        failure, error = None, watch.stop_reason
+    else:
+        failure, error = _classify(outcome, returncode, metrics, hard_timeout, tail)
     result = _build_result(lease, metrics=metrics, failure=failure, error=error, started_at=started_at,
                            wall_seconds=wall_seconds, nproc=nproc, log_path=log_path, tail=tail,
-                           worker_id=worker_id, artifact_dir=workdir / "artifacts")
-    if failure is None:
+                           worker_id=worker_id, artifact_dir=workdir / "artifacts",
+                           stopped=outcome == _Outcome.STOPPED)
+    if outcome == _Outcome.STOPPED:
+        _report(lambda: broker.stop(lease, error or "stopped", result), f"stop {lease.job_id}")
+    elif failure is None:
         _report(lambda: broker.complete(lease, result), f"complete {lease.job_id}")
     else:
         _report(lambda: broker.fail(lease, error or "failed", failure, result), f"fail {lease.job_id}")

@@ -40,6 +40,7 @@ class HorseConfig(msgspec.Struct, frozen=True, kw_only=True):
     gpus: str | None = None  # this RQ worker's CUDA_VISIBLE_DEVICES slice
     work_dir: Path | None = None  # default: settings' work dir
     runner: str = RUNNER  # module:function with run_claimed's signature (benchmarks swap in a no-op)
+    progress_seconds: float | None = None  # a live curve keeps one point per this (default: settings)
 
 
 config = HorseConfig()  # replaced by the RQ worker process at start (workers.rq.worker)
@@ -79,7 +80,8 @@ def run_attempt(job_id: str, attempt: int) -> dict[str, Any]:
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     result = _runner()(broker, lease, work_root=config.work_dir or settings().work_dir, gpus=config.gpus,
                        worker_id=worker_id, lease_seconds=config.lease_seconds,
-                       heartbeat_seconds=config.heartbeat_seconds, stop=stop)
+                       heartbeat_seconds=config.heartbeat_seconds, stop=stop,
+                       progress_seconds=config.progress_seconds)
     return {"job_id": job_id, "attempt": attempt, "status": result.status, "val_bpb": result.val_bpb,
             "failure": result.failure.value if result.failure else None}
 

@@ -69,7 +69,8 @@ class Timing:
 
 def run_rq_workers(url: str, pool: str, concurrency: int | None = None, burst: bool = False,
                    max_idle: float | None = None, gpus: str | None = None, *, work_dir: Path | None = None,
-                   detect_seconds: float | None = None, runner: str | None = None) -> int:
+                   detect_seconds: float | None = None, runner: str | None = None,
+                   progress_seconds: float | None = None) -> int:
     """Run until stopped (or, with burst/max_idle, until every worker has exited); returns 0."""
     timing = Timing(detect_seconds or settings().detect_seconds)
     if timing.detect_seconds < 1:
@@ -82,6 +83,8 @@ def run_rq_workers(url: str, pool: str, concurrency: int | None = None, burst: b
         options += ["--work-dir", str(Path(work_dir).resolve())]
     if runner:
         options += ["--runner", runner]
+    if progress_seconds is not None:
+        options += ["--progress", repr(progress_seconds)]
     if burst:
         options.append("--burst")
     if max_idle is not None:
@@ -251,10 +254,12 @@ def _worker_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lifeline", type=int, default=None)
     parser.add_argument("--burst", action="store_true")
     parser.add_argument("--max-idle", type=int, default=None)
+    parser.add_argument("--progress", type=float, default=None)
     args = parser.parse_args(argv)
     # Horses are forked from this process, so they run with this configuration.
     rq_job.config = rq_job.HorseConfig(lease_seconds=args.lease, heartbeat_seconds=args.heartbeat,
-                                       gpus=args.gpus or None, work_dir=args.work_dir, runner=args.runner)
+                                       gpus=args.gpus or None, work_dir=args.work_dir, runner=args.runner,
+                                       progress_seconds=args.progress)
     if args.lifeline is not None:
         _watch_lifeline(args.lifeline)
     connection = connect(args.url)
