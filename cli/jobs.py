@@ -150,6 +150,12 @@ def job_log(job: Job, runs: Path) -> Path | None:
     return next((p for p in candidates if p.is_file()), None)
 
 
+def _remote_log(broker: object, job: Job) -> str | None:
+    """A backend that keeps logs off this machine offers read_log(job) (the Modal backend does)."""
+    read_log = getattr(broker, "read_log", None)
+    return read_log(job) if callable(read_log) else None
+
+
 def _write(text: str, as_json: bool) -> None:
     if not text:
         return
@@ -181,6 +187,9 @@ def logs(
             time.sleep(0.5)
             job = find_job(broker, job_id)
             path = job_log(job, runs)
+        if path is None and (remote := _remote_log(broker, job)) is not None:
+            _write(remote, as_json)  # kept by the backend (Modal: on the artifacts Volume)
+            return
         if path is None:
             if job.result is None or not job.result.log_tail:
                 raise GolfqError(f"job {job_id}: no log on this machine yet (state {job.state.value}, "

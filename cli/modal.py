@@ -10,16 +10,18 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import typer
 
-from golfq.core.broker import Broker
 from golfq.core.errors import EXIT_JOB_FAILED, GolfqError
 from golfq.core.job import Job, Lease
 from golfq.core.settings import settings
 from golfq.workers.modal.config import ModalConfig, load_config
+
+if TYPE_CHECKING:
+    from golfq.core.backends.modal.broker import ModalBroker
 
 modal_cli = typer.Typer(name="modal", help="Run golfq on Modal: deploy, status, prepare, debug.",
                         no_args_is_help=True, add_completion=False)
@@ -40,6 +42,9 @@ class PoolStatus(msgspec.Struct, frozen=True):
     containers: int  # running containers, warm idle ones included
     running_inputs: int
     draining: bool
+    waiting: int = 0  # leased jobs whose call waits for a GPU (never a failure)
+    longest_wait: float = 0.0  # seconds the oldest of them has waited
+    billed_gpu_hours: float = 0.0  # charged by the dispatcher: cold starts, runs, scale-down
 
 
 def _app_and_env(app: str | None, env: str | None) -> tuple[str, str | None]:
@@ -57,7 +62,7 @@ def modal_failure(error: BaseException, app: str) -> GolfqError:
     kind = type(error).__name__
     why = str(error).strip().split("\n", 1)[0] or kind
     if isinstance(error, ImportError):
-        return GolfqError(f"modal: needs the modal package (pip install 'golfq[modal]'): {why}")
+        return GolfqError(f"modal: needs the modal package (pip install -e '.[modal]' in golfq's checkout): {why}")
     if kind == "AuthError":
         return GolfqError(f"modal: not logged in to Modal (run `modal token new`): {why}")
     if kind == "NotFoundError":
@@ -103,18 +108,36 @@ def deploy(
     print(f"deployed {app}; submit with --queue {queue_url(app, env)}")
 
 
-def pool_status(stats_of: Callable[[str], Any], broker: Broker, config: ModalConfig) -> list[PoolStatus]:
-    """Per pool: the queue's view (queued, leased) beside the function's own stats."""
+def pool_status(stats_of: Callable[[str], Any], broker: ModalBroker, config: ModalConfig) -> list[PoolStatus]:
+    """Per pool: the queue's view (queued, leased, waiting for a GPU, billed) beside the function's own stats."""
+    from golfq.core.backends.modal.usage import waiting_for_capacity
+
     counts = broker.stats().pools
+    state, now = broker.view(), broker.clock()
+    waits = waiting_for_capacity(state.calls)
     rows = []
     for name, pool in config.pools.items():
         live = stats_of(pool.function)
         mine = counts.get(name)
+        since = waits.get(name, [])
+        usage = state.usage.get(name)
         rows.append(PoolStatus(pool=name, function=pool.function, queued=mine.queued if mine else 0,
                                leased=mine.leased if mine else 0, backlog=live.backlog,
                                containers=live.num_total_runners, running_inputs=live.num_running_inputs,
-                               draining=bool(mine and mine.draining)))
+                               draining=bool(mine and mine.draining), waiting=len(since),
+                               longest_wait=max((now - t for t in since), default=0.0),
+                               billed_gpu_hours=usage.gpu_seconds / 3600 if usage else 0.0))
     return rows
+
+
+def snapshot_line(broker: ModalBroker) -> str:
+    """Where the log is and how old its newest snapshot is: what survives Modal's 7-day idle expiry."""
+    state, ptr = broker.view(), broker.snapshot_info()
+    if ptr is None or ptr.pos == 0:
+        return f"log entry {state.pos} (generation {state.gen}); no snapshot yet"
+    age = max(broker.clock() - ptr.ts, 0.0)
+    return (f"log entry {state.pos} (generation {state.gen}); last snapshot at entry {ptr.pos}, "
+            f"{state.pos - ptr.pos} behind, written {age / 60:.0f} min ago")
 
 
 @modal_cli.command()
@@ -129,10 +152,14 @@ def status(app: AppOption = None, env: EnvOption = None) -> None:
         broker = ModalBroker(queue_url(app, env), kick=lambda: None)
         rows = pool_status(lambda fn: modal.Function.from_name(app, fn, environment_name=env).get_current_stats(),
                            broker, load_config())
-    print(f"{'pool':<8} {'queued':>6} {'leased':>6} {'backlog':>7} {'containers':>10} {'running':>7}")
+        print(snapshot_line(broker))
+    print(f"{'pool':<8} {'queued':>6} {'leased':>6} {'waiting':>7} {'backlog':>7} {'containers':>10} {'running':>7} "
+          f"{'billed GPU-h':>12}")
     for r in rows:
         flag = "  (draining)" if r.draining else ""
-        print(f"{r.pool:<8} {r.queued:>6} {r.leased:>6} {r.backlog:>7} {r.containers:>10} {r.running_inputs:>7}{flag}")
+        wait = f"  (longest wait for a GPU {r.longest_wait / 60:.0f} min)" if r.waiting else ""
+        print(f"{r.pool:<8} {r.queued:>6} {r.leased:>6} {r.waiting:>7} {r.backlog:>7} {r.containers:>10} "
+              f"{r.running_inputs:>7} {r.billed_gpu_hours:>12.2f}{flag}{wait}")
 
 
 def prepare_on_modal(source: str = "fineweb", vocab: int = 1024, train_shards: int = 80, *, app: str | None = None,
@@ -204,7 +231,7 @@ def debug(
             "bash", "-c", f"{options['setup']} && sleep infinity",
             app=modal.App.lookup(app, create_if_missing=True, environment_name=env), image=modal_app.image,
             volumes=modal_app.VOLUMES, gpu=options["gpu"], env=options["env"], workdir="/root",
-            timeout=int(hours * 3600), environment_name=env)
+            timeout=int(hours * 3600))  # the app's environment is the Sandbox's
     print(f"sandbox {sandbox.object_id} is up with job {job.id}'s setup in {DEBUG_WORKDIR}")
     print(f"  modal shell {sandbox.object_id}")
     print(f"  cd {DEBUG_WORKDIR} && {' '.join(options['command'])}")

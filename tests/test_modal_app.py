@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from golfq.workers.modal.config import DEFAULT_POOLS, ModalConfigError, call_timeout, load_config
-from golfq.workers.modal.dispatch import Dispatcher, read_lease
-from golfq.core.job import JobState
 from golfq.core.events import EventKind
+from golfq.core.job import JobState
 from golfq.core.spec import Budget, ExperimentSpec
 from golfq.workers.modal import app as modal_app
+from golfq.workers.modal.config import DEFAULT_POOLS, ModalConfigError, call_timeout, load_config
+from golfq.workers.modal.dispatch import Dispatcher, read_lease
 from golfq.workers.runner import process_count, training_command
-
 from tests.contract.helpers import all_events, kinds
 from tests.modal_fakes import FakeModal
 from tests.test_modal_dispatch import FakeSpawner
@@ -25,11 +24,19 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*executing locally:UserWarning"
 POOL_FUNCTIONS = {"cpu": modal_app.run_cpu, "h100": modal_app.run_h100, "h100x8": modal_app.run_h100x8}
 
 
-def test_one_function_per_pool_with_its_gpu_string():
+def test_one_function_per_pool_with_its_gpu_pinned():
+    # "H100" alone may be placed on an H200 and file its results on the H100 track; "H100!" may not
     assert {pool: fn.info().gpus for pool, fn in POOL_FUNCTIONS.items()} == {
-        "cpu": [], "h100": [("H100", 1)], "h100x8": [("H100", 8)]}
+        "cpu": [], "h100": [("H100!", 1)], "h100x8": [("H100!", 8)]}
     assert {pool: modal_app.DECLARED[f"run_{pool}"]["gpu"] for pool in POOL_FUNCTIONS} == {
-        "cpu": None, "h100": "H100", "h100x8": "H100:8"}
+        "cpu": None, "h100": "H100!", "h100x8": "H100!:8"}
+
+
+def test_gpu_functions_reserve_cpu_and_memory_for_their_ranks():
+    declared = {pool: (modal_app.DECLARED[f"run_{pool}"]["cpu"], modal_app.DECLARED[f"run_{pool}"]["memory"])
+                for pool in POOL_FUNCTIONS}
+    assert declared["h100"][0] >= 4 and declared["h100"][1] >= 32 * 1024
+    assert declared["h100x8"][0] >= 8 * 2 and declared["h100x8"][1] >= 8 * 16 * 1024  # 8 ranks + torch.compile
 
 
 def test_each_pool_has_its_own_autoscaler_settings_from_config_and_scales_to_zero():
@@ -53,10 +60,11 @@ def test_dispatcher_runs_on_a_schedule_alone_and_data_prep_owns_the_data_volume(
     assert list(prep.volumes) == ["/data"] and prep.timeout == modal_app.DATA_PREP_TIMEOUT and prep.gpus == []
 
 
-def test_the_image_carries_the_trainer_and_the_project_source():
-    assert any(p.startswith("torch") for p in modal_app.TRAINER_PACKAGES)
+def test_the_image_carries_the_trainer_pinned_and_the_project_source():
+    assert [p for p in modal_app.TRAINER_PACKAGES if p.startswith("torch")] == ["torch==2.13.0"]
+    assert all("<" in p or "==" in p for p in modal_app.TRAINER_PACKAGES)
     assert modal_app.RUNTIME_ENV["GOLFQ_QUEUE"] == "modal://golfq"
-    assert json.loads(modal_app.RUNTIME_ENV["GOLFQ_MODAL_CONFIG_JSON"])["pools"]["h100x8"]["gpu"] == "H100:8"
+    assert json.loads(modal_app.RUNTIME_ENV["GOLFQ_MODAL_CONFIG_JSON"])["pools"]["h100x8"]["gpu"] == "H100!:8"
 
 
 def test_the_h100x8_pool_runs_torchrun_across_eight_gpus_in_its_container():
@@ -65,16 +73,16 @@ def test_the_h100x8_pool_runs_torchrun_across_eight_gpus_in_its_container():
     assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=8"]
 
 
-def test_config_file_sets_fallback_gpus_and_caps(monkeypatch, tmp_path):
+def test_config_file_sets_resources_and_caps(monkeypatch, tmp_path):
     path = tmp_path / "modal.toml"
-    path.write_text('[pools.h100x8]\ngpu = ["H100:8", "H200:8"]\nmax_containers = 3\nmax_gpu_hours = 50\n')
+    path.write_text('[pools.h100x8]\ncpu = 48.0\nmax_containers = 3\nmax_gpu_hours = 50\n')
     monkeypatch.setenv("GOLFQ_MODAL_CONFIG", str(path))
     monkeypatch.setenv("GOLFQ_MODAL_APP", "golfq-alt")
     try:
         app = importlib.reload(modal_app)
-        assert app.run_h100x8.info().gpus == [("H100", 8), ("H200", 8)]
+        assert app.run_h100x8.info().gpus == [("H100!", 8)] and app.DECLARED["run_h100x8"]["cpu"] == 48.0
         assert app.DECLARED["run_h100x8"]["max_containers"] == 3
-        assert app.run_h100.info().gpus == [("H100", 1)]  # other pools keep their defaults
+        assert app.run_h100.info().gpus == [("H100!", 1)]  # other pools keep their defaults
         assert app.run_h100.info().volumes["/data"].name == "golfq-alt-data"
         assert json.loads(app.RUNTIME_ENV["GOLFQ_MODAL_CONFIG_JSON"])["pools"]["h100x8"]["max_gpu_hours"] == 50
     finally:
@@ -87,6 +95,9 @@ def test_config_file_sets_fallback_gpus_and_caps(monkeypatch, tmp_path):
     ('[pools.h100]\nscaledown_window = 0\n', "scaledown_window"),
     ('[pools.cpu]\ngpu = "H100"\n', "pools.cpu.gpu"),
     ('[pools.tpu]\nmax_containers = 1\n', "pools.tpu"),
+    ('[pools.h100x8]\ngpu = ["H100!:8", "H200:8"]\n', "'H200:8' may run on other hardware"),
+    ('[pools.h100]\ngpu = "H100"\n', "use 'H100!'"),
+    ('[pools.h100x8]\ngpu = "H100!:4"\n', "pools.h100x8.gpu"),
     ('[pools.h100]\nmax_containers = "many"\n', "max_containers"),
 ])
 def test_bad_config_is_one_line_naming_the_setting(tmp_path, text, problem):
@@ -191,3 +202,70 @@ def test_dispatch_once_wires_the_dispatcher_to_a_broker_and_spawner(cloud, tmp_p
     (report,) = modal_app.dispatch_once(0.0, spawner=spawner, broker=cloud)
     assert len(report.pools["h100"].spawned) == 1 and len(spawner.calls) == 1
 
+
+
+def test_a_duplicated_spawn_never_trains_an_attempt_twice(cloud, tmp_path):
+    from golfq.workers.modal.call import ContainerLife, serve_call
+
+    job = _submit_script_job(cloud, tmp_path)
+    spawner = FakeSpawner()
+    Dispatcher(cloud, spawner, load_config()).run_once()
+    lease = read_lease(spawner.calls[0][1])
+    trained = []
+
+    def run() -> str:
+        trained.append(lease.attempt)
+        return "succeeded"
+
+    first = serve_call(cloud, lease, token="in-1", life=ContainerLife(0.0, "ta-1"), lease_seconds=60, run=run)
+    twin = serve_call(cloud, lease, token="in-2", life=ContainerLife(0.0, "ta-2"), lease_seconds=60, run=run)
+    rerun = serve_call(cloud, lease, token="in-1", life=ContainerLife(0.0, "ta-3"), lease_seconds=60, run=run)
+    assert "succeeded" in first and "another container runs this attempt" in twin
+    assert rerun.endswith("succeeded") and trained == [1, 1]  # Modal's own re-run of the same input may go on
+    assert cloud.get(job.id).state is JobState.LEASED
+
+
+def test_the_volume_store_writes_and_reads_one_spelling_of_each_path(tmp_path):
+    from golfq.core.backends.modal.store import VolumeBlobStore
+
+    class Volume:  # modal.Volume's calls the store makes, recording the paths it is given
+        def __init__(self) -> None:
+            self.files: dict[str, bytes] = {}
+
+        def batch_upload(self, force: bool = False):
+            volume = self
+
+            class Batch:
+                def __enter__(self):
+                    return self
+
+                def __exit__(self, *exc) -> None:
+                    pass
+
+                def put_file(self, data, remote: str) -> None:
+                    volume.files[remote] = data.read()
+
+            return Batch()
+
+        def read_file(self, path: str):
+            if path not in self.files:
+                raise FileNotFoundError(path)
+            yield self.files[path]
+
+        def remove_file(self, path: str) -> None:
+            if self.files.pop(path, None) is None:
+                raise FileNotFoundError(path)
+
+    volume = Volume()
+    store = VolumeBlobStore(volume)
+    store.put("scripts/abc.py", b"print(1)")
+    store.put_many({"/pages/events/1/0.bin": b"p0", "pages/events/1/1.bin": b"p1"})
+    assert set(volume.files) == {"/scripts/abc.py", "/pages/events/1/0.bin", "/pages/events/1/1.bin"}
+    assert store.get("scripts/abc.py") == store.get("/scripts/abc.py") == b"print(1)"
+    store.delete("scripts/abc.py")
+    store.delete("scripts/abc.py")  # gone already: no error
+    with pytest.raises(KeyError):
+        store.get("scripts/abc.py")
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "def.py").write_bytes(b"x")
+    assert VolumeBlobStore(volume, str(tmp_path)).get("/scripts/def.py") == b"x"  # inside a container: the mount

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 import pytest
+from modal.types import FunctionCurrentStats
 from typer.testing import CliRunner
 
-from golfq.workers.modal.config import load_config
+from golfq.cli.modal import pool_status, sandbox_options
+from golfq.cli.skill import skill_app
 from golfq.core.events import Event, EventKind
 from golfq.core.result import Result
 from golfq.core.spec import ExperimentSpec
-from modal.types import FunctionCurrentStats
 from golfq.ops.cost import summarize
-from golfq.cli.skill import skill_app
 from golfq.producer.skill import install_skill, skill_text
-from golfq.cli.modal import modal_cli, pool_status, sandbox_options
-
+from golfq.workers.modal.config import load_config
 from tests.modal_fakes import FakeModal
 
 
@@ -33,12 +31,48 @@ def test_status_puts_the_queue_beside_each_functions_own_stats():
     assert rows["h100x8"].draining and rows["cpu"].queued == 0 and rows["cpu"].containers == 0
 
 
+def test_status_shows_calls_waiting_for_a_gpu_billed_hours_and_the_snapshot_age():
+    from golfq.cli.modal import snapshot_line
+    from golfq.workers.modal.dispatch import Dispatcher
+    from tests.contract.conftest import ManualClock
+    from tests.test_modal_dispatch import FakeSpawner
+
+    clock = ManualClock()
+    broker = FakeModal().broker(clock=clock)
+    broker.submit([ExperimentSpec(pool="h100", seed=s) for s in range(2)])
+    assert snapshot_line(broker).endswith("no snapshot yet")
+    Dispatcher(broker, FakeSpawner(), load_config()).run_once()
+    broker.checkpoint()
+    clock.advance(600)
+    idle = FunctionCurrentStats(backlog=2, num_total_runners=0, num_running_inputs=0, input_headroom=0)
+    rows = {r.pool: r for r in pool_status(lambda fn: idle, broker, load_config())}
+    assert (rows["h100"].leased, rows["h100"].waiting, rows["h100"].longest_wait) == (2, 2, 600.0)
+    assert rows["h100"].billed_gpu_hours == 0.0
+    assert "0 behind, written 10 min ago" in snapshot_line(broker)
+
+
+def test_logs_of_a_modal_job_come_from_the_artifacts_volume():
+    from golfq.cli.jobs import _remote_log
+    from golfq.core.result import Result
+
+    fake = FakeModal()
+    broker = fake.broker()
+    job = broker.submit([ExperimentSpec(pool="cpu", seed=1)])[0]
+    lease = broker.claim("cpu", "modal/cpu")
+    fake.blobs.put(f"runs/{job.id}-1/train.log", b"step 1\nfinal_int8_zlib_roundtrip_exact val_bpb:1.5\n")
+    assert _remote_log(broker, broker.get(job.id)).startswith("step 1")  # still running: the attempt's folder
+    broker.complete(lease, Result(spec_id=job.id, attempt=1, status="succeeded",
+                                  log_path=f"/artifacts/runs/{job.id}-1/train.log"))
+    assert "val_bpb:1.5" in _remote_log(broker, broker.get(job.id))
+    assert _remote_log(object(), broker.get(job.id)) is None  # other backends: the local file, as before
+
+
 def test_debug_sandbox_gets_the_jobs_gpu_script_and_environment():
     broker = FakeModal().broker()
     ref = broker.put_script(b"print('x')\n")
     job = broker.submit([ExperimentSpec(pool="h100x8", trainer=ref, env={"NUM_LAYERS": "9"}, seed=7)])[0]
     options = sandbox_options(job, "golfq")
-    assert options["gpu"] == "H100:8"
+    assert options["gpu"] == "H100!:8"  # pinned, as the pool function is
     env = options["env"]
     assert (env["NUM_LAYERS"], env["SEED"], env["PYTHONPATH"]) == ("9", "7", "/root")
     assert env["DATA_PATH"] == "/data/datasets/fineweb10B_sp1024"
@@ -71,6 +105,7 @@ def test_every_command_the_skill_names_exists_in_the_cli():
     import re
 
     import typer
+
     from golfq.cli.main import app
 
     root = typer.main.get_command(app)
@@ -85,7 +120,7 @@ def test_every_command_the_skill_names_exists_in_the_cli():
 
 # -- ops cost -----------------------------------------------------------------------------------
 
-DAY = dt.datetime(2026, 5, 1, 12, tzinfo=dt.timezone.utc).timestamp()
+DAY = dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC).timestamp()
 
 
 def _events() -> list[Event]:

@@ -1,29 +1,30 @@
-"""The dispatcher and reaper over the in-memory Modal stand-ins, with an injected spawner."""
+"""The dispatcher over the Modal stand-ins, with an injected spawner: claims, caps, waiting, charges, restore."""
 
 from __future__ import annotations
 
 import itertools
 
+import msgspec
 import pytest
 
-from golfq.workers.modal.config import DEFAULT_POOLS, ModalConfig
-from golfq.workers.modal.dispatch import Dispatcher, read_lease
-from golfq.core.job import CompleteOutcome, JobState
 from golfq.core.events import EventKind
+from golfq.core.job import CompleteOutcome, JobState
 from golfq.core.result import FailureKind, Result
 from golfq.core.spec import Budget, ExperimentSpec
-
+from golfq.workers.modal.config import DEFAULT_POOLS, ModalConfig
+from golfq.workers.modal.dispatch import RESPAWN_AFTER_SECONDS, Dispatcher, read_lease, reserved_seconds
 from tests.contract.conftest import ManualClock
 from tests.contract.helpers import all_events, kinds
 from tests.modal_fakes import FakeModal
 
 
 class FakeSpawner:
-    """Records spawns and cancels; fails while `failing` is set, like a Modal outage."""
+    """Records spawns and cancels; `failing` raises like a Modal outage; `done` holds calls Modal has finished."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, bytes, int | None, str]] = []
         self.cancelled: list[str] = []
+        self.done: set[str] = set()
         self.failing: Exception | None = None
         self._ids = itertools.count(1)
 
@@ -34,6 +35,9 @@ class FakeSpawner:
         self.calls.append((function, payload, timeout_seconds, call_id))
         return call_id
 
+    def alive(self, call_id: str) -> bool:
+        return call_id not in self.done and call_id not in self.cancelled
+
     def cancel(self, call_id: str) -> None:
         self.cancelled.append(call_id)
 
@@ -42,13 +46,7 @@ class FakeSpawner:
 
 
 def config(**h100) -> ModalConfig:
-    pools = dict(DEFAULT_POOLS)
-    pools["h100"] = DEFAULT_POOLS["h100"].__class__(**{**_fields(DEFAULT_POOLS["h100"]), **h100})
-    return ModalConfig(pools=pools)
-
-
-def _fields(struct) -> dict:
-    return {f: getattr(struct, f) for f in struct.__struct_fields__}
+    return ModalConfig(pools={**DEFAULT_POOLS, "h100": msgspec.structs.replace(DEFAULT_POOLS["h100"], **h100)})
 
 
 def gpu_spec(seed: int, pool: str = "h100", **budget) -> ExperimentSpec:
@@ -61,8 +59,13 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def broker(clock):
-    return FakeModal().broker("modal://golfq-test", clock=clock)
+def cloud() -> FakeModal:
+    return FakeModal()
+
+
+@pytest.fixture
+def broker(cloud, clock):
+    return cloud.broker("modal://golfq-test", clock=clock)
 
 
 @pytest.fixture
@@ -70,10 +73,16 @@ def spawner() -> FakeSpawner:
     return FakeSpawner()
 
 
-def succeed(broker, lease, gpu_seconds: float = 100.0) -> CompleteOutcome:
+def container(cloud, clock):
+    """A pool function's own view of the queue: another process, another broker."""
+    return cloud.broker("modal://golfq-test", clock=clock)
+
+
+def succeed(worker, lease, gpu_seconds: float = 100.0, finished_at: float | None = None) -> CompleteOutcome:
     result = Result(spec_id=lease.job_id, attempt=lease.attempt, status="succeeded", val_bpb=1.2,
-                    artifact_bytes=1_000_000, train_seconds=90.0, gpu_seconds=gpu_seconds, gpu_count=1)
-    return broker.complete(lease, result)
+                    artifact_bytes=1_000_000, train_seconds=90.0, gpu_seconds=gpu_seconds, gpu_count=1,
+                    finished_at=finished_at)
+    return worker.complete(lease, result)
 
 
 def test_one_call_per_job_on_the_pools_function_with_the_lease_as_bytes(broker, spawner, clock):
@@ -87,21 +96,25 @@ def test_one_call_per_job_on_the_pools_function_with_the_lease_as_bytes(broker, 
         assert stored.state is JobState.LEASED and stored.attempt == 1 == leases[job.id].attempt
         assert stored.lease_deadline == clock.now + config().pools[job.pool].startup_seconds
     assert report.pools["h100"].spawned == [jobs[0].id] and report.pools["h100"].waiting == 0
-    assert report.woken == {"cpu": 1, "h100": 1, "h100x8": 1}  # the wake partitions were drained
+    assert report.woken == 1  # one wake-up for the dispatcher per commit, not one per job
+    assert {c.call_id for c in broker.view().calls.values()} == {c for *_, c in spawner.calls}
     assert Dispatcher(broker, spawner, config()).run_once().pools["h100"].spawned == []  # nothing twice
 
 
-def test_a_failed_spawn_is_an_infra_failure_and_the_job_waits_for_the_next_pass(broker, spawner):
-    job = broker.submit([gpu_spec(1), gpu_spec(2)])[0]
+def test_a_failed_spawn_fails_that_attempt_and_the_rest_of_the_pool_waits_as_intents(broker, spawner, clock):
+    first, second = broker.submit([gpu_spec(1), gpu_spec(2)])
     spawner.failing = ConnectionError("modal is down")
     report = Dispatcher(broker, spawner, config()).run_once()
-    assert report.pools["h100"].blocked == "spawn" and report.pools["h100"].spawned == []
-    stored = broker.get(job.id)
+    assert report.failed_spawns == [first.id] and report.pools["h100"].spawned == []
+    stored = broker.get(first.id)
     assert stored.state is JobState.QUEUED and stored.failures == {"infra": 1} and "modal is down" in stored.error
-    assert broker.get(gpu_spec(2).id).attempt == 0  # the pool stopped after the first failure
+    assert broker.get(second.id).state is JobState.LEASED  # claimed, spawn not tried: an intent, no failure
     spawner.failing = None
+    clock.advance(RESPAWN_AFTER_SECONDS)
     Dispatcher(broker, spawner, config()).run_once()
-    assert sorted((l.job_id, l.attempt) for l in spawner.leases()) == sorted([(job.id, 2), (gpu_spec(2).id, 1)])
+    assert sorted((lease.job_id, lease.attempt) for lease in spawner.leases()) == sorted([(first.id, 2),
+                                                                                         (second.id, 1)])
+    assert broker.get(second.id).failures == {}
 
 
 def test_spawn_failures_past_the_infra_budget_end_the_job_dead_not_lost(broker, spawner):
@@ -114,50 +127,135 @@ def test_spawn_failures_past_the_infra_budget_end_the_job_dead_not_lost(broker, 
     assert broker.requeue([job.id]) == [job.id]  # and ops can bring it back
 
 
-def test_a_lease_that_expires_mid_run_is_reaped_its_call_cancelled_and_the_job_respawned(broker, spawner, clock):
+def test_a_call_waiting_for_a_gpu_is_never_failed_and_shows_as_waiting(broker, spawner, clock, cloud):
+    job = broker.submit([gpu_spec(1)])[0]
+    dispatcher = Dispatcher(broker, spawner, config())
+    dispatcher.run_once()
+    for _ in range(10):  # Modal has no H100 free for 10 start-up leases
+        clock.advance(config().pools["h100"].startup_seconds + 1)
+        assert dispatcher.run_once().reaped == []
+    assert broker.get(job.id).state is JobState.LEASED and broker.get(job.id).failures == {}
+    assert broker.stats().extra["waiting_for_capacity"] == 1
+    (lease,) = spawner.leases()
+    worker = container(cloud, clock)
+    assert worker.start(lease, 120, container="ta-1", billing_since=clock.now - 40)  # placed at last: 40 s cold start
+    assert broker.stats().extra["waiting_for_capacity"] == 0
+    assert succeed(worker, lease) is CompleteOutcome.COUNTED
+
+
+def test_a_call_that_ended_without_starting_is_reaped_as_infra(broker, spawner, clock):
+    job = broker.submit([gpu_spec(1)])[0]
+    dispatcher = Dispatcher(broker, spawner, config())
+    dispatcher.run_once()
+    spawner.done.add(spawner.calls[0][3])  # the container crashed at import, Modal's retries spent
+    clock.advance(config().pools["h100"].startup_seconds + 1)
+    assert dispatcher.run_once().reaped == [job.id]
+    assert broker.get(job.id).failures == {"infra": 1} and [lease.attempt for lease in spawner.leases()] == [1, 2]
+
+
+def test_a_lease_that_goes_silent_is_reaped_its_call_cancelled_and_the_job_respawned(broker, spawner, clock, cloud):
     job = broker.submit([gpu_spec(1)])[0]
     dispatcher = Dispatcher(broker, spawner, config())
     dispatcher.run_once()
     (first,) = spawner.leases()
-    assert broker.heartbeat(first, 120)  # the container started and beat once ...
-    clock.advance(121)  # ... then went silent (killed, preempted past its retries)
+    worker = container(cloud, clock)
+    assert worker.start(first, 120, container="ta-1", billing_since=clock.now)
+    assert worker.heartbeat(first, 120)  # a cheap beat: its own key
+    spawner.done.add(spawner.calls[0][3])  # then killed for good (preempted past its retries)
+    clock.advance(121)
     report = dispatcher.run_once()
-    assert report.reaped == [job.id]
-    assert report.cancelled == [spawner.calls[0][3]] and report.retired == [f"{job.id}/1"]
+    assert report.reaped == [job.id] and report.retired == [f"{job.id}/1"]
+    assert report.cancelled == [spawner.calls[0][3]]  # harmless for a call Modal has ended: it makes sure
     second = spawner.leases()[-1]
-    assert (second.job_id, second.attempt) == (job.id, 2)
-    assert broker.get(job.id).failures == {"infra": 1}
-    # the first container comes back: it is told to stop, and its result is kept but not counted
-    assert not broker.heartbeat(first)
-    assert succeed(broker, first) is CompleteOutcome.SUPERSEDED
-    assert succeed(broker, second) is CompleteOutcome.COUNTED
-    assert broker.pool_doc("h100").gpu_seconds == pytest.approx(121.0)  # the lost call held a GPU that long
+    assert (second.job_id, second.attempt) == (job.id, 2) and broker.get(job.id).failures == {"infra": 1}
+    assert not worker.heartbeat(first)  # the first container comes back: told to stop...
+    assert succeed(worker, first) is CompleteOutcome.SUPERSEDED  # ...and its result is kept, not counted
+    assert succeed(container(cloud, clock), second) is CompleteOutcome.COUNTED
 
 
-def test_finished_calls_are_retired_without_cancelling_and_charge_their_gpu_seconds(broker, spawner):
+def test_a_silent_call_modal_still_holds_gets_a_grace_then_is_cancelled(broker, spawner, clock, cloud):
+    job = broker.submit([gpu_spec(1)])[0]
+    dispatcher = Dispatcher(broker, spawner, config())
+    dispatcher.run_once()
+    (lease,) = spawner.leases()
+    container(cloud, clock).start(lease, 120, container="ta-1", billing_since=clock.now)
+    clock.advance(121)  # silent, but Modal still holds the call: re-running it after a preemption?
+    assert dispatcher.run_once().reaped == []
+    clock.advance(config().pools["h100"].startup_seconds)
+    report = dispatcher.run_once()
+    assert report.reaped == [job.id] and report.cancelled == [spawner.calls[0][3]]
+
+
+def test_a_finished_call_is_charged_once_its_cold_start_run_and_scale_down(broker, spawner, clock, cloud):
     broker.submit([gpu_spec(1)])
     dispatcher = Dispatcher(broker, spawner, config())
     dispatcher.run_once()
     (lease,) = spawner.leases()
-    succeed(broker, lease, gpu_seconds=321.0)
+    booted = clock.now + 50  # placed 50 s after the spawn, then 30 s of cold start before the runner starts
+    clock.advance(80)
+    worker = container(cloud, clock)
+    worker.start(lease, 120, container="ta-1", billing_since=booted, cold=True)
+    clock.advance(600)
+    succeed(worker, lease, finished_at=clock.now)
     report = dispatcher.run_once()
     assert report.retired == [f"{lease.job_id}/1"] and report.cancelled == []
-    assert broker.pool_doc("h100").gpu_seconds == 321.0
-    assert dispatcher.run_once().retired == []  # retired once
+    usage = broker.view().usage["h100"]
+    tail = config().pools["h100"].scaledown_window
+    assert usage.gpu_seconds == pytest.approx(30 + 600 + tail)
+    assert (usage.cold_seconds, usage.idle_seconds, usage.calls) == (pytest.approx(30), tail, 1)
+    assert Dispatcher(broker, spawner, config()).run_once().retired == []  # a second dispatcher charges nothing again
+    assert broker.view().usage["h100"].gpu_seconds == pytest.approx(30 + 600 + tail)
 
 
-def test_cancelling_a_running_job_cancels_its_call(broker, spawner):
+def test_a_warm_container_taking_the_next_job_refunds_the_previous_tail(broker, spawner, clock, cloud):
+    broker.submit([gpu_spec(1), gpu_spec(2)])
+    dispatcher = Dispatcher(broker, spawner, config(max_containers=1))
+    dispatcher.run_once()
+    worker = container(cloud, clock)
+    first = spawner.leases()[0]
+    worker.start(first, 120, container="ta-1", billing_since=clock.now)
+    clock.advance(100)
+    succeed(worker, first, finished_at=clock.now)
+    ended = clock.now
+    dispatcher.run_once()
+    second = spawner.leases()[1]
+    clock.advance(20)
+    worker.start(second, 120, container="ta-1", billing_since=ended, cold=False)  # the same container, 20 s idle
+    clock.advance(100)
+    succeed(worker, second, finished_at=clock.now)
+    dispatcher.run_once()
+    usage = broker.view().usage["h100"]
+    tail = config().pools["h100"].scaledown_window
+    assert usage.gpu_seconds == pytest.approx(100 + 20 + 100 + tail)  # one tail, the idle gap once
+    assert usage.idle_seconds == pytest.approx(20 + tail)
+
+
+def test_two_dispatchers_never_overshoot_a_cap(broker, spawner, cloud, clock):
+    broker.submit([gpu_spec(seed) for seed in range(6)])
+    other = cloud.broker("modal://golfq-test", clock=clock)  # a rolling redeploy: old and new dispatcher at once
+    one = Dispatcher(broker, spawner, config(max_containers=3))
+    two = Dispatcher(other, spawner, config(max_containers=3))
+    reports = [one.run_once(), two.run_once(), one.run_once(), two.run_once()]
+    assert sum(len(r.pools["h100"].spawned) for r in reports) == 3
+    assert len({lease.job_id for lease in spawner.leases()}) == 3 and broker.stats().pools["h100"].leased == 3
+
+
+def test_cancelling_a_running_job_cancels_its_call_and_its_runner_stops(broker, spawner, cloud, clock):
     job = broker.submit([gpu_spec(1)])[0]
     dispatcher = Dispatcher(broker, spawner, config())
     dispatcher.run_once()
+    (lease,) = spawner.leases()
+    worker = container(cloud, clock)
+    worker.start(lease, 120)
     broker.cancel([job.id])
+    assert not worker.heartbeat(lease)
     assert dispatcher.run_once().cancelled == [spawner.calls[0][3]]
 
 
 @pytest.mark.parametrize("caps, spawned, reason", [
     ({"max_containers": 2}, 2, "max_containers"),
     ({"max_gpus": 3}, 3, "max_gpus"),
-    ({"max_gpu_hours": 1.0}, 3, "max_gpu_hours"),  # each job may hold its GPU 1200 s: a third of an hour
+    ({"max_gpu_hours": 2.0}, 3, "max_gpu_hours"),  # each job may bill 1200 s + 600 s set-up + 120 s scale-down
 ])
 def test_caps_make_jobs_wait_never_drop_them(broker, spawner, caps, spawned, reason):
     jobs = broker.submit([gpu_spec(seed) for seed in range(6)])
@@ -165,22 +263,29 @@ def test_caps_make_jobs_wait_never_drop_them(broker, spawner, caps, spawned, rea
     assert len(report.pools["h100"].spawned) == spawned
     assert report.pools["h100"].blocked == reason and report.pools["h100"].waiting == 6 - spawned
     assert broker.stats().pools["h100"].queued == 6 - spawned
-    assert [l.job_id for l in spawner.leases()] == [j.id for j in jobs[:spawned]]  # FIFO
+    assert [lease.job_id for lease in spawner.leases()] == [j.id for j in jobs[:spawned]]  # FIFO
 
 
-def test_freed_capacity_is_used_on_the_next_pass(broker, spawner):
+def test_freed_capacity_is_used_on_the_next_pass(broker, spawner, cloud, clock):
     broker.submit([gpu_spec(seed) for seed in range(3)])
     dispatcher = Dispatcher(broker, spawner, config(max_containers=1))
     dispatcher.run_once()
-    succeed(broker, spawner.leases()[0])
+    succeed(container(cloud, clock), spawner.leases()[0])
     assert len(dispatcher.run_once().pools["h100"].spawned) == 1
 
 
-def test_gpu_hours_already_used_count_against_the_cap(broker, spawner):
+def test_gpu_hours_already_billed_count_against_the_cap(broker, spawner, cloud, clock):
     broker.submit([gpu_spec(seed) for seed in range(3)])
-    broker.charge("h100", 3000.0)  # 0.83 h used: one more 1200 s job would pass 1 h
-    report = Dispatcher(broker, spawner, config(max_gpu_hours=1.0)).run_once()
+    dispatcher = Dispatcher(broker, spawner, config(max_gpu_hours=1.0))
+    dispatcher.run_once()
+    lease = spawner.leases()[0]
+    worker = container(cloud, clock)
+    worker.start(lease, 120, billing_since=clock.now)
+    clock.advance(1800)
+    succeed(worker, lease, finished_at=clock.now)
+    report = dispatcher.run_once()  # 1800 s + tail billed: another 1920 s job would pass 1 h
     assert report.pools["h100"].spawned == [] and report.pools["h100"].blocked == "max_gpu_hours"
+    assert reserved_seconds(broker.get(lease.job_id), 1, config().pools["h100"]) == 1200 + 600 + 120
 
 
 def test_a_drained_pool_spawns_nothing_until_resumed(broker, spawner):
@@ -202,23 +307,44 @@ def test_a_budget_past_the_declared_timeout_gets_a_longer_call_and_past_24h_is_r
     assert refused.state is JobState.FAILED and "24 h" in refused.error
 
 
-def test_records_are_read_once_a_day_so_modal_never_expires_them(broker, spawner, clock):
-    broker.submit([gpu_spec(1)])
-    dispatcher = Dispatcher(broker, spawner, config())
-    assert dispatcher.run_once().touched > 0
-    assert dispatcher.run_once().touched == 0
-    clock.advance(25 * 3600)
-    assert dispatcher.run_once().touched > 0
+def test_an_intent_a_stopped_dispatcher_left_is_spawned_by_the_next_without_a_failure(broker, spawner, clock):
+    job = broker.submit([gpu_spec(1)])[0]
+    crashed = Dispatcher(broker, spawner, config())
+    broker.transact(crashed._plan)  # claimed and recorded the intent, then died before spawning
+    assert spawner.calls == []
+    clock.advance(RESPAWN_AFTER_SECONDS)
+    Dispatcher(broker, spawner, config()).run_once()
+    assert [(lease.job_id, lease.attempt) for lease in spawner.leases()] == [(job.id, 1)]
+    assert broker.get(job.id).failures == {}
 
 
-def test_the_event_log_tells_the_whole_story(broker, spawner, clock):
+def test_the_event_log_tells_the_whole_story(broker, spawner, clock, cloud):
     job = broker.submit([gpu_spec(1)])[0]
     dispatcher = Dispatcher(broker, spawner, config())
     dispatcher.run_once()
+    container(cloud, clock).start(spawner.leases()[0], 120)
+    spawner.done.add(spawner.calls[0][3])
     clock.advance(10_000)
     dispatcher.run_once()
-    assert succeed(broker, spawner.leases()[-1]) is CompleteOutcome.COUNTED
+    assert succeed(container(cloud, clock), spawner.leases()[-1]) is CompleteOutcome.COUNTED
     assert kinds(all_events(broker), job.id) == [EventKind.SUBMITTED, EventKind.CLAIMED, EventKind.FAILED,
                                                   EventKind.REQUEUED, EventKind.CLAIMED, EventKind.SUCCEEDED]
     failed = [e for e in all_events(broker) if e.kind is EventKind.FAILED]
     assert failed[0].failure is FailureKind.INFRA
+
+
+def test_an_attempt_an_hour_over_leaves_no_keys_behind(broker, spawner, cloud, clock):
+    broker.submit([gpu_spec(1)])
+    dispatcher = Dispatcher(broker, spawner, config())
+    dispatcher.run_once()
+    (lease,) = spawner.leases()
+    worker = container(cloud, clock)
+    assert worker.take_run(lease, "in-1") and worker.start(lease, 120) and worker.heartbeat(lease, 120)
+    succeed(worker, lease)
+    dispatcher.run_once()
+    leases = cloud.dicts["/golfq-test-leases"]
+    assert {k for k in leases._data if not k.startswith("dispatch/")} == {
+        f"hb/{lease.job_id}/1", f"run/{lease.job_id}/1", f"revoked/{lease.job_id}/1"}
+    clock.advance(3601)
+    dispatcher.run_once()
+    assert {k for k in leases._data if not k.startswith("dispatch/")} == set() and broker.view().calls == {}

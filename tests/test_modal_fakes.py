@@ -136,3 +136,80 @@ def test_queue_partition_is_cleared_its_ttl_after_the_last_put():
     q.put(b"x", partition="d")
     clock.advance(24 * 3600)
     assert q.len(partition="d") == 0  # the default TTL is 24 h
+
+
+# -- the network: latency, lost requests and responses, the client's retries ----------------------
+
+from grpclib.exceptions import GRPCError  # noqa: E402
+
+from tests.modal_net import Network, VirtualClock  # noqa: E402
+
+
+def test_each_call_costs_its_latency_and_bandwidth_in_virtual_time():
+    clock = VirtualClock(start=0.0)
+    net = Network(0.1, bandwidth=1 * MiB, clock=clock)
+    d = FakeDict(clock=clock, net=net)
+    started = clock()
+    d.put("k", b"x" * MiB)
+    assert clock() - started == pytest.approx(0.1 + 1.0)  # a round trip and a second of upload
+    d.get("k")
+    assert clock() - started == pytest.approx(2 * 0.1 + 2.0) and net.calls == 2
+
+
+def test_a_lost_response_makes_a_retried_put_if_absent_read_as_taken():
+    net = Network(lost_responses=1.0, retries=1)  # the first response is lost; the retry's too
+    d = FakeDict(net=net)
+    with pytest.raises(GRPCError):
+        d.put("lock", b"mine", skip_if_exists=True)
+    assert net.responses_lost == 2 and net.attempts == 2
+    net.lost_responses = 0.0
+    assert d.get("lock") == b"mine"  # applied all the same: the caller cannot tell from the answer
+    net.lost_responses, net.retries = 0.3, 3
+    net.rng.seed(3)
+    outcomes = [d.put(f"k{i}", b"v", skip_if_exists=True) for i in range(40)]
+    assert False in outcomes and all(d.get(f"k{i}") == b"v" for i in range(40))  # False, though it wrote
+
+
+def test_a_lost_request_is_retried_and_applied_once():
+    net = Network(lost_requests=0.3, seed=1)
+    q = FakeQueue(net=net)
+    for i in range(20):
+        q.put(i, partition="p")
+    assert q.len(partition="p") == 20 and net.requests_lost > 0
+
+
+def test_a_lost_queue_get_response_loses_the_item():
+    net = Network()
+    q = FakeQueue(net=net)
+    q.put_many([1, 2], partition="p")
+    net.lost_responses, net.retries = 1.0, 1
+    with pytest.raises(GRPCError):
+        q.get(block=False, partition="p")
+    net.lost_responses = 0.0
+    assert q.get(block=False, partition="p") is None  # both popped, neither delivered: no ack, no redelivery
+
+
+def test_virtual_time_moves_only_when_every_actor_sleeps():
+    clock = VirtualClock(start=0.0)
+    seen: list[tuple[str, float]] = []
+
+    def actor(name: str, step: float) -> None:
+        for _ in range(3):
+            clock.sleep(step)
+            seen.append((name, clock()))
+
+    clock.join()  # hold time still while both start
+    threads = [clock.start(actor, "a", 1.0, name="a"), clock.start(actor, "b", 1.5, name="b")]
+    clock.leave()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert sorted(seen, key=lambda x: (x[1], x[0])) == [("a", 1.0), ("b", 1.5), ("a", 2.0), ("a", 3.0),
+                                                        ("b", 3.0), ("b", 4.5)]
+
+
+def test_a_blocking_queue_get_waits_in_virtual_time():
+    clock = VirtualClock(start=0.0)
+    q = FakeQueue(clock=clock, net=Network(0.01, clock=clock))
+    with pytest.raises(queue.Empty):
+        q.get(timeout=30, partition="p")
+    assert 30 <= clock() < 31

@@ -59,9 +59,14 @@ def _redis_server(tmp_path: Path, clock: ManualClock) -> Broker:
 
 
 def _modal_fake(tmp_path: Path, clock: ManualClock) -> Broker:
+    """Modal at 30 ms a call, with lost requests and lost responses that the client retries. The
+    latency is virtual (counted, never slept) and leaves the test's ManualClock alone, so the
+    suite's exact lease times hold."""
     from tests.modal_fakes import FakeModal
+    from tests.modal_net import Network
 
-    return FakeModal().broker("modal://golfq-contract", clock=clock)
+    net = Network(0.03, lost_responses=0.05, lost_requests=0.02, seed=len(str(tmp_path)))
+    return FakeModal(net=net).broker("modal://golfq-contract", clock=clock)
 
 
 BACKENDS: dict[str, Callable[[Path, ManualClock], Broker]] = {
@@ -80,11 +85,23 @@ def _redis_url(tmp_path: Path) -> Iterator[str]:
     yield _redis_server_url()
 
 
+def _modal_fake_url(tmp_path: Path) -> Iterator[str]:
+    """A fake Modal workspace in its own process, lossy and a little slow, that every process opens."""
+    from tests.modal_server import start_server
+
+    url, server = start_server()
+    try:
+        yield url
+    finally:
+        server.shutdown()
+
+
 # Backends that several processes open by URL (real time, no ManualClock) for the
 # multi-process tests: a generator that sets up, yields the URL, then cleans up.
 URL_BACKENDS: dict[str, Callable[[Path], Iterator[str]]] = {
     "sqlite": _sqlite_url,
     "redis-server": _redis_url,
+    "modal-fake": _modal_fake_url,
 }
 
 

@@ -15,12 +15,11 @@ import threading
 import time
 from pathlib import Path
 
-from golfq.core.backends import open_broker
-from golfq.core.job import JobState
 from golfq.core.events import EventKind
+from golfq.core.job import JobState
 from golfq.core.result import FailureKind
-
 from tests.contract.helpers import all_events, replayed_front, spec
+from tests.modal_server import open_url as open_broker  # open_broker, plus the fake Modal workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE = 1.0

@@ -15,8 +15,8 @@ import argparse
 import sys
 import time
 
-from golfq.core.backends import open_broker
 from tests.contract.helpers import success
+from tests.modal_server import open_url as open_broker  # open_broker, plus the fake Modal workspace
 
 
 def main(argv: list[str] | None = None) -> int:

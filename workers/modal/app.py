@@ -21,12 +21,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import modal
 
 from golfq.core.settings import settings
-
+from golfq.workers.modal.call import ContainerLife
 from golfq.workers.modal.config import ModalConfig, ModalConfigError, PoolConfig, as_json, load_config
 
 APP_NAME = settings().modal_app
@@ -37,8 +38,10 @@ DATA_MOUNT = "/data"
 ARTIFACTS_MOUNT = "/artifacts"
 DATA_PREP_TIMEOUT = 4 * 3600
 DISPATCH_LISTEN_SECONDS = 20  # after a pass, keep listening on the wake partitions this long
-TRAINER_PACKAGES = ("torch>=2.4", "numpy>=1.26", "sentencepiece>=0.2", "zstandard>=0.22", "msgspec>=0.18",
-                    "huggingface_hub>=0.24")
+# torch pinned to the version the trainer is tested with (a new minor changes kernels and compile); the rest
+# bounded to the major versions tested.
+TRAINER_PACKAGES = ("torch==2.13.0", "numpy>=1.26,<3", "sentencepiece>=0.2,<0.3", "zstandard>=0.22,<1",
+                    "msgspec>=0.18,<1", "huggingface_hub>=0.24,<3")
 
 app = modal.App(APP_NAME)
 
@@ -62,11 +65,13 @@ image = (
 data_volume = modal.Volume.from_name(f"{APP_NAME}-data", environment_name=ENVIRONMENT, create_if_missing=True)
 artifacts_volume = modal.Volume.from_name(f"{APP_NAME}-artifacts", environment_name=ENVIRONMENT,
                                           create_if_missing=True)
-VOLUMES = {DATA_MOUNT: data_volume, ARTIFACTS_MOUNT: artifacts_volume}
+VOLUMES: dict[str | os.PathLike, modal.Volume | modal.CloudBucketMount] = {DATA_MOUNT: data_volume,
+                                                                            ARTIFACTS_MOUNT: artifacts_volume}
 
 # What the containers need to find the queue and enforce the caps that were deployed.
-RUNTIME_ENV = {"GOLFQ_QUEUE": QUEUE_URL, "GOLFQ_MODAL_APP": APP_NAME, "GOLFQ_MODAL_CONFIG_JSON": as_json(CONFIG),
-               **({"GOLFQ_MODAL_ENV": ENVIRONMENT} if ENVIRONMENT else {})}
+RUNTIME_ENV: dict[str, str | None] = {
+    "GOLFQ_QUEUE": QUEUE_URL, "GOLFQ_MODAL_APP": APP_NAME, "GOLFQ_MODAL_CONFIG_JSON": as_json(CONFIG),
+    **({"GOLFQ_MODAL_ENV": ENVIRONMENT} if ENVIRONMENT else {})}
 
 DECLARED: dict[str, dict] = {}  # function name -> the options it was declared with (asserted by tests)
 
@@ -107,27 +112,35 @@ def open_job_broker():
     return open_broker(QUEUE_URL)
 
 
+# This container's billing as Modal sees it: from boot (a cold start) until it scales down.
+CONTAINER = ContainerLife(time.time(), os.environ.get("MODAL_TASK_ID", "local"))
+
+
 def run_job(payload: bytes) -> str:
     """One spawned call: the lease the dispatcher claimed, run end to end by the shared runner."""
+    from golfq.workers.modal.call import serve_call
     from golfq.workers.modal.dispatch import read_lease
     from golfq.workers.runner import run_claimed
 
     lease = read_lease(payload)
     broker = open_job_broker()
-    try:
-        # At-least-once: a re-run of a finished or superseded lease must not train again.
-        if not broker.heartbeat(lease, CONFIG.lease_seconds):
-            return f"{lease.job_id}#{lease.attempt}: lease no longer held, nothing to run"
-        work_root = (settings().artifacts_mount or Path(ARTIFACTS_MOUNT)) / "runs"
-        result = run_claimed(broker, lease, work_root=work_root, heartbeat_seconds=CONFIG.heartbeat_seconds,
+    work_root = (settings().artifacts_mount or Path(ARTIFACTS_MOUNT)) / "runs"
+
+    def run() -> str:
+        return run_claimed(broker, lease, work_root=work_root, heartbeat_seconds=CONFIG.heartbeat_seconds,
                            lease_seconds=CONFIG.lease_seconds,
-                           worker_id=f"modal/{lease.pool}/{os.environ.get('MODAL_TASK_ID', 'local')}")
+                           worker_id=f"modal/{lease.pool}/{CONTAINER.container}").status
+
+    # Modal's re-run of this input (after a preemption) brings the same input id; a duplicated spawn does not.
+    token = (None if modal.is_local() else modal.current_input_id()) or "local"
+    try:
+        outcome = serve_call(broker, lease, token=token, life=CONTAINER, lease_seconds=CONFIG.lease_seconds, run=run)
     finally:
         broker.close()
     if not modal.is_local():
         artifacts_volume.commit()  # logs and artifacts outlive the container
-        dispatch.spawn()  # a slot is free: let the next job start now, not at the next tick
-    return f"{lease.job_id}#{lease.attempt}: {result.status}"
+    # The result's commit kicked the dispatcher (unless one was listening): the freed slot is filled now.
+    return outcome
 
 
 POOL_FUNCTION_NAMES = ("cpu", "h100", "h100x8")  # the pools declared below, one function each
@@ -157,7 +170,7 @@ def run_h100x8(payload: bytes) -> str:
 
 
 def dispatch_once(listen_seconds: float = 0.0, spawner=None, broker=None):
-    """One dispatcher run: reap, retire calls, claim and spawn within the caps, keep records alive."""
+    """One dispatcher run: reap, charge ended calls, claim and spawn within the caps, snapshot."""
     from golfq.core.backends.modal.broker import ModalBroker
     from golfq.workers.modal.dispatch import Dispatcher, ModalSpawner
 

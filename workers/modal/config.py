@@ -6,7 +6,7 @@ Defaults below; override with a TOML (or JSON) file named by GOLFQ_MODAL_CONFIG:
     max_containers = 16
     max_gpu_hours = 200
     [pools.h100x8]
-    gpu = ["H100:8", "H200:8"]   # fallbacks, in order of preference
+    cpu = 48.0                   # physical cores for 8 ranks, data loading and torch.compile
 
 `golfq modal deploy` bakes the resolved settings into the functions' environment
 (GOLFQ_MODAL_CONFIG_JSON), so the dispatcher in the cloud enforces exactly what was
@@ -38,15 +38,15 @@ class ModalConfigError(GolfqError, ValueError):
 
 class PoolConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     function: str  # the Modal function's name in the app
-    gpu: str | list[str] | None = None  # "H100", "H100:8", or fallbacks in order of preference
-    cpu: float | None = None
-    memory_mib: int | None = None
+    gpu: str | list[str] | None = None  # "H100!", "H100!:8": the pool's GPU, pinned (see validate)
+    cpu: float | None = None  # physical cores reserved (Modal's default is 0.125)
+    memory_mib: int | None = None  # memory reserved (Modal's default is 128 MiB)
     max_containers: int = 4  # Modal's autoscaler ceiling (a backstop; the dispatcher's caps come first)
     buffer_containers: int = 0
     scaledown_window: int = 120  # seconds an idle container stays warm before the pool scales to zero
     retries: int = 2  # Modal re-runs the same call after a preemption or crash (same lease, same attempt)
     timeout_seconds: int = int(Budget().hard_timeout) + SETUP_SECONDS
-    startup_seconds: float = 900.0  # the first lease covers queueing for a GPU and the cold start
+    startup_seconds: float = 900.0  # the start-up lease: renewed while Modal still holds the call (waiting for a GPU)
     max_gpus: int | None = None  # concurrent GPUs the dispatcher may hold in this pool
     max_gpu_hours: float | None = None  # total GPU-hours; past it jobs wait (never dropped)
 
@@ -54,17 +54,21 @@ class PoolConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
 class ModalConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     pools: dict[str, PoolConfig]
     dispatch_every_seconds: int = 60
-    keepalive_hours: float = 24.0
     heartbeat_seconds: float = 15.0
     lease_seconds: float = 120.0  # once a container runs, each heartbeat extends the lease this far
 
 
+# GPU functions reserve CPU and memory: Modal's default (0.125 cores, 128 MiB) starves 8 ranks, their data
+# loaders and torch.compile's workers. "H100!" pins the type: plain "H100" may be placed on an H200,
+# whose results would be filed on an H100 track.
 DEFAULT_POOLS: dict[str, PoolConfig] = {
     "cpu": PoolConfig(function="run_cpu", cpu=4.0, memory_mib=8192, max_containers=8, startup_seconds=300.0),
-    "h100": PoolConfig(function="run_h100", gpu="H100", max_containers=8, max_gpus=8, scaledown_window=300),
-    "h100x8": PoolConfig(function="run_h100x8", gpu="H100:8", max_containers=2, max_gpus=16, scaledown_window=300,
-                         startup_seconds=1800.0),
+    "h100": PoolConfig(function="run_h100", gpu="H100!", cpu=8.0, memory_mib=65536, max_containers=8, max_gpus=8,
+                       scaledown_window=120),
+    "h100x8": PoolConfig(function="run_h100x8", gpu="H100!:8", cpu=32.0, memory_mib=262144, max_containers=2,
+                         max_gpus=16, scaledown_window=120, startup_seconds=1800.0),
 }
+PINNED = {"H100": "H100!"}  # GPU types Modal may silently upgrade, and the spelling that stops it
 
 
 def _read(path: Path) -> dict:
@@ -111,6 +115,18 @@ def validate(config: ModalConfig) -> None:
             raise ModalConfigError(f"pools.{name}.timeout_seconds: Modal allows 1..{MODAL_MAX_TIMEOUT} seconds")
         if bool(pool.gpu) != bool(known[name].gpus):
             raise ModalConfigError(f"pools.{name}.gpu: pool {name} has {known[name].gpus} GPUs per job")
+        for option in [pool.gpu] if isinstance(pool.gpu, str) else pool.gpu or []:
+            _check_gpu(name, option, known[name].gpus, known[name].gpu_type)
+
+
+def _check_gpu(name: str, option: str, count: int, gpu_type: str) -> None:
+    """Each GPU option must be the pool's own type and count: results are filed on the pool's track."""
+    want = PINNED.get(gpu_type.upper(), gpu_type.upper())
+    kind, _, number = option.partition(":")
+    spelled = f"{want}:{count}" if count > 1 else want
+    if kind.upper() != want or (int(number) if number.isdigit() else 1) != count:
+        raise ModalConfigError(f"pools.{name}.gpu: {option!r} may run on other hardware than the pool's "
+                               f"{count}x{gpu_type} track; use {spelled!r} (or declare a pool for it in GOLFQ_POOLS)")
 
 
 def as_json(config: ModalConfig) -> str:

@@ -1,204 +1,285 @@
-"""The Modal dispatcher: claims queued jobs and spawns one call per job on its pool's function.
+"""The Modal dispatcher: claims queued jobs within each pool's caps and spawns one call per job.
 
-It runs as one Modal function (max_containers=1) on a schedule and whenever a client
-kicks it. Each pass:
+It runs as one Modal function on a schedule and whenever a client kicks it, but
+correctness never depends on there being one: its decisions are steps committed to
+the queue's log like any other write, so two dispatchers (a rolling redeploy) claim
+different jobs, never overshoot a cap (the caps are checked inside the step, against
+the committed state) and never charge a call twice (charges are keyed by attempt).
+Each pass:
 
-1. reaps expired leases (a container that died or never started: the job is queued
-   again as an infra failure, by golfq.core.lifecycle);
-2. retires call records whose attempt has ended, cancelling calls whose job was
-   reaped or cancelled (so no GPU container runs for a lease nobody holds), and
-   charges the pool the GPU time the call held;
-3. for each pool, claims jobs while the pool's caps allow (containers, concurrent
-   GPUs, total GPU-hours: past a cap jobs wait, they are never dropped) and spawns
-   one call per lease. The lease goes to the container as msgspec bytes. A failed
-   spawn is an infra failure of that attempt (the job is queued again by its
-   budget) and stops the pool for this pass;
-4. once a day, reads every record so Modal's 7-day idle expiry never meets one.
+1. one step: reap leases that really ran out (heartbeat keys, then the call's own
+   state in Modal: a call still waiting for a GPU is *waiting*, never failed), charge
+   every call whose attempt ended (cold start, run and scale-down tail), and claim
+   jobs while the caps allow, writing a call record (an intent) for each lease;
+2. spawn one call per lease (and re-spawn intents a crashed dispatcher left), and
+   cancel the calls of attempts that ended without reporting;
+3. one step: record the call ids; a spawn that raised is an infra failure of that
+   attempt; a lease whose spawn was not tried stays an intent for the next pass;
+4. page out events and snapshot the state to the Dict and the Volume when due.
 
-A spawn is at-least-once: Modal re-runs a call after a preemption. The pool function
-heartbeats before it starts, so a re-run of a lease that is still held runs the
-attempt again from scratch, and a re-run of a finished or superseded lease exits
-at once; completion is idempotent per (job, attempt) either way.
+A spawn is at-least-once: Modal re-runs a call after a preemption, and a duplicated
+spawn is possible. The pool function takes the attempt's run token first (same input:
+same token), so only one container ever trains an attempt (golfq.workers.modal.call).
 """
 
 from __future__ import annotations
 
 import logging
-import time
+import queue
 from typing import Protocol
 
 import msgspec
 
-from golfq.core.job import Job, JobState, Lease
+from golfq.core import lifecycle
+from golfq.core.backends.modal.broker import DISPATCH_PARTITION, ModalBroker
+from golfq.core.backends.modal.records import Call
+from golfq.core.backends.modal.txn import StateTxn
+from golfq.core.backends.modal.usage import end_calls, forget_ended
+from golfq.core.job import Job, Lease
 from golfq.core.pools import known_pools
 from golfq.core.result import FailureKind
-from golfq.core.backends.modal.broker import ModalBroker
-from golfq.workers.modal.config import ModalConfig, ModalConfigError, PoolConfig, call_timeout
-from golfq.core.backends.modal.store import decode, encode, scan
+from golfq.workers.modal.config import SETUP_SECONDS, ModalConfig, ModalConfigError, PoolConfig, call_timeout
 
 log = logging.getLogger("golfq.modal.dispatch")
 
 WAKE_DRAIN = 5_000  # a partition's item limit: one get_many empties it
+RESPAWN_AFTER_SECONDS = 120.0  # an intent older than this was left by a dispatcher that stopped: spawn it
+CHECKPOINT_ENTRIES = 64  # snapshot after this many entries...
+CHECKPOINT_SECONDS = 300.0  # ...or this long after the last snapshot, if anything changed
 
 
 class Spawner(Protocol):
-    """Starts and stops calls of the app's pool functions (tests inject their own)."""
+    """Starts, watches and stops calls of the app's pool functions (tests and benches inject their own)."""
 
     def spawn(self, function: str, payload: bytes, timeout_seconds: int | None) -> str:
         """Spawn one call; return its call id."""
 
+    def alive(self, call_id: str) -> bool:
+        """Whether the call is still pending or running in Modal."""
+
     def cancel(self, call_id: str) -> None: ...
-
-
-class CallRecord(msgspec.Struct, frozen=True):
-    call_id: str
-    job_id: str
-    attempt: int
-    pool: str
-    gpus: int
-    spawned_at: float
 
 
 class PoolReport(msgspec.Struct, frozen=True, kw_only=True):
     spawned: list[str] = []
     waiting: int = 0  # queued jobs left behind
-    blocked: str = ""  # why claiming stopped while jobs wait: draining, max_containers, max_gpus, max_gpu_hours, spawn
+    blocked: str = ""  # why claiming stopped while jobs wait: draining, max_containers, max_gpus, max_gpu_hours
 
 
 class DispatchReport(msgspec.Struct, frozen=True, kw_only=True):
     reaped: list[str] = []
-    retired: list[str] = []  # "JOB/ATTEMPT" of calls whose attempt ended
-    cancelled: list[str] = []  # call ids cancelled because their lease was lost
-    woken: dict[str, int] = {}  # wake-ups drained per pool
+    retired: list[str] = []  # "JOB/ATTEMPT" of calls whose attempt ended (and were charged)
+    cancelled: list[str] = []  # call ids cancelled because their attempt ended without reporting
+    failed_spawns: list[str] = []
+    woken: int = 0  # wake-ups drained
     pools: dict[str, PoolReport] = {}
-    touched: int = 0
+    checkpoint: int = 0  # the log position snapshotted in this pass (0: none)
+
+
+Failed = tuple[Lease, str, FailureKind]
+
+
+class _Plan(msgspec.Struct, kw_only=True):
+    reaped: list[str]
+    ended: list[tuple[str, Call, bool]]
+    leases: dict[str, list[Lease]]
+    respawn: list[Lease]
+    blocked: dict[str, str]
+    forgotten: list[str]
 
 
 def lease_payload(lease: Lease) -> bytes:
-    return encode(lease)
+    return msgspec.msgpack.encode(lease)
 
 
 def read_lease(payload: bytes) -> Lease:
     return msgspec.msgpack.decode(payload, type=Lease)
 
 
+def reserved_seconds(job: Job, gpus: int, pool: PoolConfig) -> float:
+    """The most GPU time a job can be billed: its hard timeout, set-up and its container's scale-down."""
+    return gpus * (job.spec.budget.hard_timeout + SETUP_SECONDS + pool.scaledown_window)
+
+
 class Dispatcher:
     def __init__(self, broker: ModalBroker, spawner: Spawner, config: ModalConfig) -> None:
         self.broker, self.spawner, self.config = broker, spawner, config
+        self.gpus = {name: known_pools()[name].gpus for name in config.pools}
+        self._checkpointed = (0, broker.clock())
+        broker.probe = self._probe
+
+    # -- one pass ------------------------------------------------------------------------------
 
     def run_once(self) -> DispatchReport:
-        reaped = self.broker.reap()
-        retired, cancelled = self._retire_calls()
-        woken = {name: self._drain_wakeups(name) for name in self.config.pools}
-        pools = {name: self._fill(name, pool) for name, pool in self.config.pools.items()}
-        return DispatchReport(reaped=reaped, retired=retired, cancelled=cancelled, woken=woken, pools=pools,
-                              touched=self._keepalive())
+        woken = self._drain_wakeups()
+        plan = self.broker.transact(self._plan)
+        cancelled = self._cancel_unreported(plan.ended)
+        self.broker.forget_attempts(plan.forgotten)
+        spawned, failed = self._spawn_all(plan)
+        if spawned or failed:
+            self.broker.transact(lambda tx: self._record(tx, spawned, failed))
+        state = self.broker.view()
+        pools = {}
+        for name, leases in plan.leases.items():
+            ok = {lease.job_id for lease, _ in spawned}
+            pools[name] = PoolReport(spawned=[lease.job_id for lease in leases if lease.job_id in ok],
+                                     waiting=len(state.queued.get(name, ())), blocked=plan.blocked.get(name, ""))
+        return DispatchReport(reaped=plan.reaped, retired=[key for key, _, _ in plan.ended], cancelled=cancelled,
+                              failed_spawns=[lease.job_id for lease, _, _ in failed], woken=woken, pools=pools,
+                              checkpoint=self._maybe_checkpoint())
 
-    def serve(self, seconds: float, poll: float = 2.0) -> list[DispatchReport]:
-        """Dispatch, then keep listening on the wake partitions for up to `seconds` more."""
+    def serve(self, seconds: float, tick: float = 15.0) -> list[DispatchReport]:
+        """Dispatch, then listen for wake-ups for up to `seconds` more (a pass at least every `tick`)."""
+        clock = self.broker.clock
         reports = [self.run_once()]
-        give_up = time.monotonic() + seconds
-        while time.monotonic() < give_up:
-            if any(self.broker.wake.len(partition=name) for name in self.config.pools):
-                reports.append(self.run_once())
-            else:
-                time.sleep(poll)
+        until = clock() + seconds
+        self.broker.set_listening(until)
+        while (left := until - clock()) > 0:
+            try:
+                self.broker.wake.get(block=True, timeout=min(tick, left), partition=DISPATCH_PARTITION)
+            except queue.Empty:
+                pass
+            reports.append(self.run_once())
+        self._maybe_checkpoint(force=True)
         return reports
 
     # -- steps ---------------------------------------------------------------------------------
 
-    def _drain_wakeups(self, pool: str) -> int:
-        try:
-            return len(self.broker.wake.get_many(WAKE_DRAIN, block=False, partition=pool))
-        except Exception as error:  # wake-ups are hints; the Dict is the truth
-            log.info("could not drain wake-ups of %s: %s", pool, error)
-            return 0
+    def _plan(self, tx: StateTxn) -> _Plan:
+        reaped = self.broker.reap_step(tx)
+        tails = {name: float(pool.scaledown_window) for name, pool in self.config.pools.items()}
+        ended = end_calls(tx, tails)
+        forgotten = forget_ended(tx)
+        leases: dict[str, list[Lease]] = {}
+        blocked: dict[str, str] = {}
+        for name, pool in self.config.pools.items():
+            leases[name] = []
+            if tx.draining(name):
+                blocked[name] = "draining" if tx.next_queued(name) else ""
+                continue
+            while (job := tx.next_queued(name)) is not None:
+                if reason := self._cap_reached(tx, name, pool, job):
+                    blocked[name] = reason
+                    break
+                claimed, lease, events = lifecycle.claim(job, f"modal/{name}", pool.startup_seconds, tx.now)
+                tx.save(job, claimed, events)
+                tx.set_call(job.id, lease.attempt, Call(pool=name, gpus=self.gpus[name], spawned_at=tx.now))
+                leases[name].append(lease)
+        respawn = []
+        for key, call in tx.calls().items():  # intents a stopped dispatcher never spawned
+            job_id, attempt = key.rsplit("/", 1)
+            job = tx.job(job_id)
+            if (not call.call_id and call.ended_at is None and call.spawned_at + RESPAWN_AFTER_SECONDS <= tx.now
+                    and job is not None and job.attempt == int(attempt)):
+                respawn.append(Lease(job_id=job.id, attempt=job.attempt, worker_id=job.worker_id, pool=job.pool,
+                                     deadline=job.lease_deadline or tx.now, spec=job.spec))
+        return _Plan(reaped=reaped, ended=ended, leases=leases, respawn=respawn, blocked=blocked, forgotten=forgotten)
 
-    def _retire_calls(self) -> tuple[list[str], list[str]]:
-        retired, cancelled = [], []
-        now = self.broker.clock()
-        for key, call in list(scan(self.broker.leases, "call/", CallRecord)):
-            job = self.broker.get(call.job_id)
-            if job is not None and job.state is JobState.LEASED and job.attempt == call.attempt:
-                continue  # still running (or still starting)
-            reported = job is not None and job.result is not None and job.result.attempt == call.attempt
-            if not reported:
-                try:
-                    self.spawner.cancel(call.call_id)
-                    cancelled.append(call.call_id)
-                except Exception as error:
-                    log.warning("could not cancel call %s: %s", call.call_id, error)
-            held = (job.result.gpu_seconds if reported and job.result.gpu_seconds is not None
-                    else call.gpus * max(now - call.spawned_at, 0.0))
-            if held:
-                self.broker.charge(call.pool, held)
-            self.broker.leases.pop(key, None)
-            retired.append(f"{call.job_id}/{call.attempt}")
-        return retired, cancelled
-
-    def _fill(self, name: str, pool: PoolConfig) -> PoolReport:
-        gpus = known_pools()[name].gpus
-        doc = self.broker.pool_doc(name)
-        if doc.draining:
-            return PoolReport(waiting=len(doc.queued), blocked="draining" if doc.queued else "")
-        running = [job for job_id in doc.leased if (job := self.broker.get(job_id)) is not None]
-        spawned: list[str] = []
-        blocked = ""
-        while True:
-            doc = self.broker.pool_doc(name)
-            if not doc.queued:
-                break
-            blocked = self._cap_reached(pool, gpus, running, doc.queued[0][2], doc.gpu_seconds)
-            if blocked:
-                break
-            lease = self.broker.claim(name, f"modal/{name}", lease_seconds=pool.startup_seconds)
-            if lease is None:
-                break
-            if not self._spawn(pool, lease, gpus):
-                blocked = "spawn"
-                break
-            spawned.append(lease.job_id)
-            running.append(self.broker.get(lease.job_id))
-        return PoolReport(spawned=spawned, waiting=len(self.broker.pool_doc(name).queued), blocked=blocked)
-
-    def _cap_reached(self, pool: PoolConfig, gpus: int, running: list[Job], next_id: str, used_seconds: float) -> str:
+    def _cap_reached(self, tx: StateTxn, name: str, pool: PoolConfig, job: Job) -> str:
+        running = tx.leased(name)
+        gpus = self.gpus[name]
         if len(running) >= pool.max_containers:
             return "max_containers"
         if gpus and pool.max_gpus is not None and (len(running) + 1) * gpus > pool.max_gpus:
             return "max_gpus"
         if gpus and pool.max_gpu_hours is not None:
-            upcoming = self.broker.get(next_id)
-            reserved = sum(gpus * job.spec.budget.hard_timeout for job in running if job is not None)
-            need = gpus * upcoming.spec.budget.hard_timeout if upcoming else 0.0
-            if used_seconds + reserved + need > pool.max_gpu_hours * 3600:
+            held = sum(reserved_seconds(j, gpus, pool) for j in running)
+            if tx.usage(name).gpu_seconds + held + reserved_seconds(job, gpus, pool) > pool.max_gpu_hours * 3600:
                 return "max_gpu_hours"
         return ""
 
-    def _spawn(self, pool: PoolConfig, lease: Lease, gpus: int) -> bool:
-        try:
-            timeout = call_timeout(pool, lease.spec.budget.hard_timeout)
-        except ModalConfigError as error:
-            self.broker.fail(lease, str(error), FailureKind.USER)
-            return True  # this job was refused; the pool itself is fine
-        try:
-            call_id = self.spawner.spawn(pool.function, lease_payload(lease), timeout)
-        except Exception as error:
-            reason = " ".join(str(error).split())[:300] or type(error).__name__
-            state = self.broker.fail(lease, f"spawn on {pool.function} failed: {reason}", FailureKind.INFRA)
-            log.warning("spawn of %s failed (%s); job is %s", lease.job_id, reason, state.value)
-            return False
-        record = CallRecord(call_id, lease.job_id, lease.attempt, lease.pool, gpus, self.broker.clock())
-        self.broker.leases.put(f"call/{lease.job_id}/{lease.attempt}", encode(record))
-        return True
+    def _record(self, tx: StateTxn, spawned: list[tuple[Lease, str]], failed: list[Failed]) -> None:
+        for lease, call_id in spawned:
+            call = tx.call(lease.job_id, lease.attempt)
+            if call is not None and not call.call_id:  # a second dispatcher's duplicate keeps the first id
+                tx.set_call(lease.job_id, lease.attempt, msgspec.structs.replace(call, call_id=call_id))
+        for lease, error, kind in failed:
+            job = tx.job(lease.job_id)
+            if job is None:
+                continue
+            new, events = lifecycle.fail(job, lease, error, kind, tx.now)
+            tx.save(job, new, events)
+            if new is not job:
+                tx.set_call(lease.job_id, lease.attempt, None)
 
-    def _keepalive(self) -> int:
-        now = self.broker.clock()
-        last = decode(self.broker.leases.get("keepalive/at"), float) or 0.0
-        if now - last < self.config.keepalive_hours * 3600:
+    # -- side effects --------------------------------------------------------------------------
+
+    def _spawn_all(self, plan: _Plan) -> tuple[list[tuple[Lease, str]], list[Failed]]:
+        spawned: list[tuple[Lease, str]] = []
+        failed: list[Failed] = []
+        for leases in [*plan.leases.values(), plan.respawn]:
+            for lease in leases:
+                pool = self.config.pools.get(lease.pool)
+                if pool is None:
+                    continue
+                try:
+                    timeout = call_timeout(pool, lease.spec.budget.hard_timeout)
+                    spawned.append((lease, self.spawner.spawn(pool.function, lease_payload(lease), timeout)))
+                except ModalConfigError as error:  # a budget past Modal's 24 h: the spec's fault
+                    failed.append((lease, str(error), FailureKind.USER))
+                except Exception as error:  # noqa: BLE001 - Modal's API: the lease stays an intent or fails
+                    reason = " ".join(str(error).split())[:300] or type(error).__name__
+                    failed.append((lease, f"spawn on {pool.function} failed: {reason}", FailureKind.INFRA))
+                    log.warning("spawn of %s failed (%s)", lease.job_id, reason)
+                    break  # the rest of this pool stays claimed as intents and is spawned next pass
+        return spawned, failed
+
+    def _cancel_unreported(self, ended: list[tuple[str, Call, bool]]) -> list[str]:
+        """Stop the calls of attempts that ended without reporting (reaped, cancelled): no GPU runs for a
+        lease nobody holds. Their runners also find the revocation marker at their next beat."""
+        cancelled = []
+        gone = []
+        for key, call, reported in ended:
+            if reported:
+                continue
+            job_id, attempt = key.rsplit("/", 1)
+            gone.append((job_id, int(attempt)))
+            if call.call_id:
+                try:
+                    self.spawner.cancel(call.call_id)
+                    cancelled.append(call.call_id)
+                except Exception as error:  # noqa: BLE001 - its runner stops at its next heartbeat anyway
+                    log.warning("could not cancel call %s: %s", call.call_id, error)
+        self.broker.mark_revoked(gone)
+        return cancelled
+
+    def _probe(self, job: Job, call: Call, now: float, beat: float | None) -> float | None:
+        """A spawned call whose lease ran out: waiting for a GPU or re-running after a preemption (keep
+        it, with a new deadline), or gone (reap it)."""
+        pool = self.config.pools.get(call.pool)
+        if pool is None:
+            return None
+        if not call.call_id:
+            return now + pool.startup_seconds  # spawning, or left as an intent: the plan re-spawns it
+        try:
+            alive = self.spawner.alive(call.call_id)
+        except Exception as error:  # noqa: BLE001 - cannot tell: do not fail a job for Modal's blip
+            log.info("could not look at call %s: %s", call.call_id, error)
+            alive = True
+        if not alive:
+            return None
+        if call.ran_at is None:
+            return now + pool.startup_seconds  # still waiting for capacity: never a failure
+        last = beat if beat is not None else call.ran_at + self.config.lease_seconds
+        grace = last + pool.startup_seconds  # silent but alive: Modal may be re-running it on a new container
+        return grace if grace > now else None
+
+    def _drain_wakeups(self) -> int:
+        try:
+            return len(self.broker.wake.get_many(WAKE_DRAIN, block=False, partition=DISPATCH_PARTITION))
+        except Exception as error:  # noqa: BLE001 - wake-ups are hints; the log is the truth
+            log.info("could not drain wake-ups: %s", error)
             return 0
-        touched = self.broker.touch_all()
-        self.broker.leases.put("keepalive/at", encode(now))
-        return touched
+
+    def _maybe_checkpoint(self, force: bool = False) -> int:
+        state = self.broker.view()
+        pos, at = self._checkpointed
+        now = self.broker.clock()
+        if state.pos > pos and (force or state.pos - pos >= CHECKPOINT_ENTRIES or now - at >= CHECKPOINT_SECONDS):
+            ptr = self.broker.checkpoint(volume=True)
+            self._checkpointed = (ptr.pos, now)
+            return ptr.pos
+        return 0
 
 
 class ModalSpawner:
@@ -221,7 +302,20 @@ class ModalSpawner:
             fn = fn.with_options(timeout=timeout_seconds)
         return fn.spawn(payload).object_id
 
+    def alive(self, call_id: str) -> bool:
+        import modal
+        from modal.exception import TimeoutError as ModalTimeout
+
+        try:
+            modal.FunctionCall.from_id(call_id).get(timeout=0)
+        except ModalTimeout as error:
+            return type(error) is ModalTimeout  # the poll ran out: pending or running (not its own timeout)
+        except Exception:  # noqa: BLE001 - it ended by raising, was cancelled, or its output expired
+            return False
+        return False  # it returned: ended
+
     def cancel(self, call_id: str) -> None:
         import modal
 
         modal.FunctionCall.from_id(call_id).cancel()
+

@@ -1,97 +1,99 @@
 """The Modal backend: modal://APP[?env=ENV].
 
-Job records, events, observations and fronts live in the `APP-state` modal.Dict as
-msgspec MessagePack bytes (never cloudpickled objects, so producers and workers need
-not share library versions). Heartbeats, call records and the writer lock live in
-`APP-leases`. Spec ids go into the `APP-wake` modal.Queue, one partition per pool,
-only to wake claimers and the dispatcher: a Queue get is a destructive pop with no
-ack, so the Queue is never the source of truth. Scripts go to the `APP-artifacts`
-Volume and the Dict holds their paths.
+No process holds a lock. Every state change is golfq.core.broker's shared write path
+(lifecycle rules applied once, in a step) committed as the next entry of an
+append-only log in the `APP-state` Dict by put(skip_if_exists=True); a writer that
+loses the slot folds the winner's entry and runs its step again (log.py). Every
+process folds the same log, from the newest snapshot on, so reads and outcomes are
+exact, and a batch is one entry however many specs it holds.
 
-Every mutation runs under the WriterLock (store.py), applies golfq.core.lifecycle to
-the records it read, and commits records, indexes and events in one Dict.update:
-golfq.core.broker's shared write path over records.StateTxn. Heartbeats are the
-exception: the lease holder alone writes `hb/JOB/ATTEMPT`, and every read of a leased
-job takes its deadline from there, so busy workers never queue on the lock. docs/modal.md explains the design.
+The `APP-leases` Dict holds keys that exactly one writer owns, never folded: an
+attempt's heartbeat (`hb/JOB/ATTEMPT`, written by its runner), its revocation
+marker (`revoked/JOB/ATTEMPT`), its run token (`run/JOB/ATTEMPT`, so a duplicated
+spawn never trains twice) and its live curve. The `APP-wake` Queue only wakes
+claimers and the dispatcher. Scripts, logs, snapshots and event pages live on the
+`APP-artifacts` Volume. docs/modal.md explains the design and its limits.
 """
 
 from __future__ import annotations
 
+import builtins
 import logging
+import os
 import queue
-import re
+import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
-from urllib.parse import parse_qsl
+from typing import Any, TypeVar
 
 import msgspec
 
 from golfq.core import lifecycle
+from golfq.core.backends.modal.curves import append_points, read_points
+from golfq.core.backends.modal.log import Log
+from golfq.core.backends.modal.records import EVENTS_PER_PAGE, OBSERVATIONS_PER_PAGE, Call, Pointer, hb_key
+from golfq.core.backends.modal.state import State
+from golfq.core.backends.modal.store import (
+    MAX_VALUE_BYTES,
+    BlobStore,
+    DictLike,
+    VolumeBlobStore,
+    decode,
+    encode,
+    modal_dict,
+    modal_queue,
+    parse_url,
+)
+from golfq.core.backends.modal.txn import StateTxn
+from golfq.core.backends.modal.usage import waiting_for_capacity
 from golfq.core.broker import Broker, BrokerError, Txn
-from golfq.core.job import Job, JobState, Lease, PoolStats, Stats
 from golfq.core.events import Event, EventKind
+from golfq.core.job import Job, JobState, Lease, PoolStats, Stats
 from golfq.core.pareto import Observation
 from golfq.core.result import ProgressPoint
 from golfq.core.settings import settings
 from golfq.core.spec import ExperimentSpec, script_ref
-from golfq.core.backends.modal.records import (EVENTS_PER_PAGE, OBSERVATIONS_PER_PAGE, Meta, PoolDoc, ScriptEntry,
-                                                StateTxn, hb_key)
-from golfq.core.backends.modal.store import LOCK_SECONDS, BlobStore, DictLike, VolumeBlobStore, WriterLock, decode, encode, scan
 
 log = logging.getLogger("golfq.modal")
 
+T = TypeVar("T")
 WAKE_TTL_SECONDS = 24 * 3600
-CURVE_PER_PAGE = 256
-_APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
+DISPATCH_PARTITION = "golfq-dispatch"  # the dispatcher's own wake-ups; pools have one partition each
+LISTENING_KEY = "dispatch/listening"  # until when a dispatcher is listening (a hint: no kick needed)
+VIEW_SECONDS = 60.0  # a view older than this re-reads snap/ptr before it is trusted again
+RELOAD_GAP = 64  # entries behind the newest snapshot past which loading it beats folding them
+MAX_CONFLICTS = 50
 Factory = Callable[[str, "str | None"], Any]
-
-
-def parse_url(url: str) -> tuple[str, str | None]:
-    """modal://APP[?env=ENV] -> (app, environment)."""
-    if not url.startswith("modal://"):
-        raise BrokerError(f"queue URL {url!r}: not a modal:// URL")
-    app, _, query = url.removeprefix("modal://").partition("?")
-    app = app.rstrip("/")
-    if not _APP_NAME.match(app):
-        raise BrokerError(f"queue URL {url!r}: app name must be 1-48 of [A-Za-z0-9._-] (modal://APP[?env=ENV])")
-    env = None
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        if key != "env" or not value:
-            raise BrokerError(f"queue URL {url!r}: bad option {key}={value!r} (only env=ENVIRONMENT)")
-        env = value
-    return app, env
-
-
-def _modal_dict(name: str, env: str | None) -> Any:
-    import modal
-
-    return modal.Dict.from_name(name, environment_name=env, create_if_missing=True)
-
-
-def _modal_queue(name: str, env: str | None) -> Any:
-    import modal
-
-    return modal.Queue.from_name(name, environment_name=env, create_if_missing=True)
+# The dispatcher's verdict on a spawned call whose lease ran out: a new deadline, or None to reap it.
+Probe = Callable[[Job, Call, float, "float | None"], "float | None"]
 
 
 class ModalBroker(Broker):
-    """The broker contract over modal.Dict and modal.Queue; see the module docstring."""
+    """The broker contract over a commit log in modal.Dict; see the module docstring."""
 
     def __init__(self, url: str, clock: Callable[[], float] = time.time, *, dict_factory: Factory | None = None,
                  queue_factory: Factory | None = None, blob_store: BlobStore | None = None,
-                 kick: Callable[[], None] | None = None, lock_seconds: float = LOCK_SECONDS) -> None:
+                 kick: Callable[[], None] | None = None, writer: str = "") -> None:
         super().__init__(url, clock)
         self.app, self.environment = parse_url(url)
         real = dict_factory is None
-        dict_factory = dict_factory or _modal_dict
-        queue_factory = queue_factory or _modal_queue
-        self.state: DictLike = dict_factory(f"{self.app}-state", self.environment)
+        dict_factory = dict_factory or modal_dict
+        queue_factory = queue_factory or modal_queue
+        self.store: DictLike = dict_factory(f"{self.app}-state", self.environment)
         self.leases: DictLike = dict_factory(f"{self.app}-leases", self.environment)
         self.wake = queue_factory(f"{self.app}-wake", self.environment)
         self.blobs = blob_store if blob_store is not None else self._volume_store()
         self.kick = kick if kick is not None or not real else self._kick_dispatcher
-        self._lock = WriterLock(self.leases, seconds=lock_seconds)
+        self.writer = writer or f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.log = Log(self.store, self.blobs, self.writer, clock)
+        self.probe: Probe | None = None  # set by the dispatcher, the one process that can ask Modal about calls
+        self.commits = self.conflicts = 0
+        self._state: State | None = None
+        self._viewed = 0.0
+        self._mutex = threading.RLock()  # this process's view: one step at a time (never held by another process)
+        self._beats: dict[tuple[str, int], float] = {}  # heartbeat deadlines this process has read
+        self._started: set[tuple[str, int]] = set()  # leases this process has started (their later beats are cheap)
 
     def __repr__(self) -> str:
         return f"ModalBroker({self.url!r})"
@@ -109,176 +111,299 @@ class ModalBroker(Broker):
 
         modal.Function.from_name(self.app, "dispatch", environment_name=self.environment).spawn()
 
-    # -- the write path ------------------------------------------------------------------------
+    # -- the view and the write path -----------------------------------------------------------
 
-    def _atomic(self, step: Callable[[StateTxn], Any]) -> Any:
-        epoch, deadline = self._lock.acquire()
+    def view(self) -> State:
+        """This process's folded state, caught up with the log (do not mutate it)."""
+        with self._mutex:
+            return self._sync()
+
+    def _sync(self) -> State:
+        now = self.clock()
         try:
-            tx = StateTxn(self.state, self.clock(), self._overlay)
-            out = step(tx)
-            tx.append_events()
-            if tx.dirty:
-                if not self._lock.held(epoch, deadline):
-                    raise BrokerError("lost the queue's writer lock before committing; nothing was written")
-                tx.commit()
-        finally:
-            self._lock.release(epoch)
-        return out
+            if self._state is None:
+                self._state = self.log.load()
+            elif abs(now - self._viewed) > VIEW_SECONDS:
+                ptr = self.log.pointer()
+                if ptr is None or ptr.gen != self._state.gen or ptr.pos > self._state.pos + RELOAD_GAP:
+                    self._state = self.log.load()
+                else:
+                    self.log.catch_up(self._state)
+            else:
+                self.log.catch_up(self._state)
+        except BrokerError:
+            self._state = None  # a broken chain: start again from the newest snapshot
+            raise
+        self._viewed = now
+        return self._state
+
+    def _atomic(self, step: Callable[[StateTxn], T]) -> T:
+        rid = uuid.uuid4().hex
+        with self._mutex:
+            for _ in range(MAX_CONFLICTS):
+                state = self._sync()
+                tx = StateTxn(state, self.clock(), self._judge)
+                out = step(tx)
+                if tx.empty:
+                    return out
+                if self.log.append(state, tx.entry(rid, self.writer)):
+                    self.commits += 1
+                    return out
+                self.conflicts += 1
+        raise BrokerError(f"{self.url}: lost the race for the log's next slot {MAX_CONFLICTS} times in a row")
+
+    def transact(self, step: Callable[[StateTxn], T]) -> T:
+        """Run a Modal-specific step (the dispatcher's) through the shared write path."""
+        return self._write(step)  # type: ignore[arg-type]  # our _atomic hands every step a StateTxn
+
+    def _judge(self, tx: StateTxn, job: Job) -> bool:
+        """Is this leased job, past its recorded deadline, really gone? Heartbeat keys first, then
+        (for a call the dispatcher spawned) the dispatcher's look at the call."""
+        key = (job.id, job.attempt)
+        seen = self._beats.get(key)
+        if seen is not None and seen > tx.now:
+            return False
+        beat = decode(self.leases.get(hb_key(job.id, job.attempt)), float)
+        if beat is not None:
+            self._beats[key] = beat
+            if beat > tx.now:
+                return False
+        call = tx.call(job.id, job.attempt)
+        if call is None:
+            return True
+        if self.probe is None:
+            return call.ran_at is not None  # a spawned call that has not started is the dispatcher's to judge
+        alive_until = self.probe(job, call, tx.now, beat)
+        if alive_until is None:
+            return True
+        tx.save(job, msgspec.structs.replace(job, lease_deadline=alive_until), ())
+        return False
 
     def _after_commit(self, txn: Txn) -> None:
-        """Wake claimers and the dispatcher for work that became claimable. Best effort: a lost
-        wake-up only delays a claim until the next scheduled dispatch."""
-        fresh = [e for e in txn.events if e.kind in (EventKind.SUBMITTED, EventKind.REQUEUED)]
-        for event in fresh:
+        """Tell runners their lease is gone, and wake claimers and the dispatcher. Best effort: a lost
+        wake-up only delays work until the next scheduled dispatch, and the dispatcher re-marks revocations."""
+        assert isinstance(txn, StateTxn)
+        self.mark_revoked([(old.id, old.attempt) for old, new in txn.saved if old is not None
+                           and old.state is JobState.LEASED
+                           and not (new.state is JobState.LEASED and new.attempt == old.attempt)])
+        fresh = {e.pool for e in txn.events if e.kind in (EventKind.SUBMITTED, EventKind.REQUEUED)}
+        ended = any(old is not None and old.state is JobState.LEASED and new.state is not JobState.LEASED
+                    for old, new in txn.saved)
+        for partition in sorted(fresh) + ([DISPATCH_PARTITION] if fresh or ended else []):
             try:
-                self.wake.put(event.job_id, block=False, partition=event.pool, partition_ttl=WAKE_TTL_SECONDS)
-            except Exception as error:  # queue.Full or a blip
-                log.info("wake-up for %s not queued: %s", event.job_id, error)
-        if fresh and self.kick is not None:
+                self.wake.put(txn.state.pos, block=False, partition=partition, partition_ttl=WAKE_TTL_SECONDS)
+            except Exception as error:  # noqa: BLE001 - queue.Full or a blip: a hint only
+                log.info("wake-up for %s not queued: %s", partition, error)
+        if (fresh or ended) and self.kick is not None and not self.dispatcher_listening():
             try:
                 self.kick()
-            except Exception as error:
-                log.warning("could not kick the dispatcher of %s: %s", self.app, error)
+            except Exception as error:  # noqa: BLE001 - not deployed, or a blip
+                log.warning("could not kick the dispatcher of %s (%s); journalling to the Volume here", self.app,
+                            error)
+                self.checkpoint()  # nobody else will: the app is not running
+
+    def mark_revoked(self, attempts: Sequence[tuple[str, int]]) -> None:
+        """Tell these attempts' runners, at their next beat, that their lease is gone (one request)."""
+        if attempts:
+            self.leases.update({f"revoked/{job_id}/{attempt}": b"1" for job_id, attempt in attempts})
+
+    def dispatcher_listening(self) -> bool:
+        until = decode(self.leases.get(LISTENING_KEY), float)
+        return until is not None and until > self.clock()
+
+    def set_listening(self, until: float) -> None:
+        self.leases.put(LISTENING_KEY, encode(until))
 
     # -- submit and scripts --------------------------------------------------------------------
 
+    def submit_new(self, specs: Sequence[ExperimentSpec]) -> builtins.list[tuple[Job, bool]]:
+        specs = list(specs)
+        if specs and all(isinstance(s, ExperimentSpec) for s in specs):
+            sample = specs[:: max(len(specs) // 50, 1)]
+            per_spec = max(len(msgspec.msgpack.encode(s)) for s in sample) * 3 + 200  # job + event + framing
+            self.submit_chunk = max(1, min(5000, MAX_VALUE_BYTES // per_spec))
+        return super().submit_new(specs)
+
     def put_script(self, content: bytes) -> str:
         ref = script_ref(bytes(content))
-        key = f"script/{ref.removeprefix('sha256:')}"
-        if not self.state.contains(key):
-            path = f"scripts/{ref.removeprefix('sha256:')}.py"
-            self.blobs.put(path, bytes(content))
-            self.state.put(key, encode(ScriptEntry(path, len(content))))
+        self.blobs.put(f"scripts/{ref.removeprefix('sha256:')}.py", bytes(content))
         return ref
 
     def get_script(self, ref: str) -> bytes:
-        entry = decode(self.state.get(f"script/{ref.removeprefix('sha256:')}"), ScriptEntry)
-        if entry is None:
-            raise KeyError(f"script {ref}: not stored in {self.url}")
-        content = self.blobs.get(entry.path)
+        path = f"scripts/{ref.removeprefix('sha256:')}.py"
+        content = self.blobs.get(path)  # KeyError when it was never stored
         if script_ref(content) != ref:
-            raise BrokerError(f"script {ref}: the copy at {entry.path} does not match its hash")
+            raise BrokerError(f"script {ref}: the copy at {path} does not match its hash")
         return content
 
     # -- the lease cycle -----------------------------------------------------------------------
 
     def _wait_for_work(self, pool: str, left: float, waits: int) -> None:
-        try:  # sleep until a submit wakes the pool, re-polling now and then in case a wake-up was lost
+        try:  # sleep until a commit wakes the pool, re-polling now and then in case a wake-up was lost
             self.wake.get(block=True, timeout=min(left, 1.0), partition=pool)
         except queue.Empty:
             pass
 
     def _worth_claiming(self, pool: str) -> bool:
-        """A lock-free look at the pool's index, so idle claimers never queue on the writer lock."""
-        doc = decode(self.state.get(f"pool/{pool}"), PoolDoc)
-        if doc is None:
-            return False
+        """A look at this process's folded view, so an idle claimer commits nothing."""
+        state = self.view()
         now = self.clock()
-        return (bool(doc.queued) and not doc.draining) or any(d <= now for d in doc.leased.values())
+        if state.queued.get(pool) and pool not in state.draining:
+            return True
+        return any(job.lease_deadline is not None and job.lease_deadline <= now
+                   and self._beats.get((job.id, job.attempt), 0.0) <= now for job in state.leased_jobs())
 
     def heartbeat(self, lease: Lease, lease_seconds: float = 60.0) -> bool:
-        record = decode(self.state.get(f"job/{lease.job_id}"), Job)
-        if record is None:
+        """The first beat of a lease in this process is a commit (it records the start and may shorten a
+        start-up lease); later beats write the runner's own key and read its revocation marker."""
+        key = (lease.job_id, lease.attempt)
+        if key not in self._started:
+            return self.start(lease, lease_seconds)
+        self.leases.put(hb_key(*key), encode(self.clock() + lease_seconds))
+        if self.leases.get(f"revoked/{lease.job_id}/{lease.attempt}") is not None:
+            self._started.discard(key)
             return False
-        extended = lifecycle.heartbeat(self._overlay(record), lease, lease_seconds, self.clock())
-        if extended is None or extended.lease_deadline is None:
-            return False
-        if extended.lease_deadline >= (record.lease_deadline or 0.0):
-            # Only moves the deadline later than the record and index say: the reaper reads the
-            # heartbeat key before it expires anything, so this needs no lock.
-            self.leases.put(hb_key(lease.job_id, lease.attempt), encode(extended.lease_deadline))
-            return True
-        return bool(self._write(lambda tx: self._shorten_in(tx, lease, lease_seconds)))
-
-    def _shorten_in(self, tx: StateTxn, lease: Lease, lease_seconds: float) -> bool:
-        """A heartbeat that moves the deadline earlier (the first beat after a long start-up
-        lease): the record and the reaper's index must learn it, so it goes through the lock."""
-        record = tx.require(lease.job_id)
-        extended = lifecycle.heartbeat(record, lease, lease_seconds, tx.now)
-        if extended is None:
-            return False
-        self.leases.put(hb_key(lease.job_id, lease.attempt), encode(extended.lease_deadline))
-        tx.save(record, extended, ())
         return True
 
-    def _overlay(self, job: Job) -> Job:
-        """A leased job's deadline as its holder's latest heartbeat set it."""
-        if job.state is not JobState.LEASED:
-            return job
-        beat = decode(self.leases.get(hb_key(job.id, job.attempt)), float)
-        return job if beat is None else msgspec.structs.replace(job, lease_deadline=beat)
+    def start(self, lease: Lease, lease_seconds: float = 60.0, *, container: str = "",
+              billing_since: float | None = None, cold: bool = True) -> bool:
+        """The attempt's runner has started: lease_seconds from now, and (for a spawned call) since when its
+        container bills for it (boot, or the end of its previous input). False when the lease is gone."""
+        from golfq.core.backends.modal.usage import record_start
+
+        def step(tx: StateTxn) -> bool:
+            job = tx.load(lease.job_id)
+            extended = lifecycle.heartbeat(job, lease, lease_seconds, tx.now) if job is not None else None
+            if job is None or extended is None:
+                return False
+            tx.save(job, extended, ())
+            record_start(tx, lease, container, tx.now if billing_since is None else billing_since, cold)
+            return True
+
+        started = self.transact(step)
+        if started:
+            self._started.add((lease.job_id, lease.attempt))
+        return started
+
+    def forget_attempts(self, keys: Sequence[str]) -> None:
+        """Delete the per-attempt keys of calls long over (heartbeat, run token, revocation marker), so the
+        leases Dict holds only live attempts; their curves stay until Modal's idle expiry."""
+        for key in keys:
+            for prefix in ("hb", "run", "revoked"):
+                self.leases.pop(f"{prefix}/{key}", None)
+
+    def reap_step(self, tx: StateTxn) -> builtins.list[str]:
+        """Reap inside a Modal-specific step (the dispatcher's plan)."""
+        return self._reap_in(tx)
+
+    def take_run(self, lease: Lease, token: str) -> bool:
+        """Claim the right to run this attempt (put-if-absent): a duplicated spawn gets False and must not
+        train; Modal's re-run of the same input brings the same token and gets True."""
+        key = f"run/{lease.job_id}/{lease.attempt}"
+        if self.leases.put(key, encode(token), skip_if_exists=True):
+            return True
+        return decode(self.leases.get(key), str) == token
 
     # -- operations ----------------------------------------------------------------------------
 
-    def charge(self, pool: str, gpu_seconds: float) -> None:
-        """Add GPU time to a pool's usage (the dispatcher's GPU-hours cap reads it)."""
-        def work(tx: StateTxn) -> None:
-            doc = tx.pool(pool)
-            doc.gpu_seconds += gpu_seconds
-            tx.put(f"pool/{pool}", doc)
-
-        self._write(work)
-
     def purge(self, before: float) -> int:
-        """Delete terminal job records; events, observations and fronts stay, as in every backend."""
-        def work(tx: StateTxn) -> int:
-            purged = 0
-            for key, job in scan(self.state, "job/", Job):
-                if job.state.terminal and job.updated_at < before:
-                    doc = tx.pool(job.pool)
-                    doc.counts[job.state.value] = doc.counts.get(job.state.value, 0) - 1
-                    tx.put(f"pool/{job.pool}", doc)
-                    tx.delete(key)
-                    purged += 1
-            return purged
+        """Delete terminal job records (one entry however many); events, observations and fronts stay."""
+        def step(tx: StateTxn) -> int:
+            old = [job for job in tx.jobs_in([s for s in JobState if s.terminal]) if job.updated_at < before]
+            for job in old:
+                tx.delete(job.id)
+            return len(old)
 
-        return self._write(work)
+        return self.transact(step)
 
-    def touch_all(self) -> int:
-        """Read every record once, so Modal's 7-day idle expiry never meets a live project."""
-        keys = list(self.state.keys())
-        for key in keys:
-            self.state.get(key)
-        return len(keys)
+    def checkpoint(self, volume: bool = True) -> Pointer:
+        """Page out full event and observation pages, then snapshot the state (Dict, and Volume)."""
+        with self._mutex:
+            state = self._sync()
+            paged = self.log.write_pages(state)
+        if paged is not None:
+            self.transact(lambda tx: tx.mark_paged(*paged))
+        with self._mutex:
+            return self.log.checkpoint(self._sync(), volume)
+
+    def snapshot_info(self) -> Pointer | None:
+        """The newest published snapshot (its position and when its last entry was written)."""
+        return self.log.pointer()
 
     # -- reads ---------------------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job | None:
-        job = decode(self.state.get(f"job/{job_id}"), Job)
-        return None if job is None else self._overlay(job)
+        job = self.view().jobs.get(job_id)
+        if job is None or job.state is not JobState.LEASED:
+            return job
+        beat = decode(self.leases.get(hb_key(job.id, job.attempt)), float)
+        if beat is None or beat <= (job.lease_deadline or 0.0):
+            return job
+        return msgspec.structs.replace(job, lease_deadline=beat)
 
     def list(self, states: Sequence[JobState] = (), pool: str | None = None, tag: str | None = None,
-             limit: int | None = None) -> list[Job]:
+             limit: int | None = None) -> builtins.list[Job]:
+        """From the folded view (deadlines as recorded: heartbeat keys are read by get only)."""
         wanted = {JobState(s) for s in states}
-        jobs = sorted((job for _, job in scan(self.state, "job/", Job)
+        jobs = sorted((job for job in self.view().jobs.values()
                        if (not wanted or job.state in wanted) and (pool is None or job.pool == pool)
                        and (tag is None or tag in job.spec.tags)), key=lambda job: job.order)
-        if limit is not None:
-            jobs = jobs[:max(int(limit), 0)]
-        return [self._overlay(job) for job in jobs]
-
-    def pool_doc(self, pool: str) -> PoolDoc:
-        return decode(self.state.get(f"pool/{pool}"), PoolDoc) or PoolDoc()
+        return jobs if limit is None else jobs[:max(int(limit), 0)]
 
     def stats(self) -> Stats:
-        meta = decode(self.state.get("meta"), Meta) or Meta()
+        state = self.view()
         pools = {}
-        for name in meta.pools:
-            doc = self.pool_doc(name)
-            counts = {state.value: doc.counts.get(state.value, 0) for state in JobState}
-            pools[name] = PoolStats(**counts, draining=doc.draining)
-        return Stats(pools=pools, last_seq=meta.seq, backend="modal")
+        for name in sorted(state.pools):
+            counts = state.counts.get(name, {})
+            pools[name] = PoolStats(**{s.value: counts.get(s.value, 0) for s in JobState},
+                                    draining=name in state.draining)
+        waiting = sum(len(v) for v in waiting_for_capacity(state.calls).values())
+        return Stats(pools=pools, last_seq=state.seq, backend="modal",
+                     extra={"log_position": state.pos, "generation": state.gen, "waiting_for_capacity": waiting})
 
-    def events(self, after_seq: int = 0, limit: int = 1000) -> list[Event]:
-        meta = decode(self.state.get("meta"), Meta) or Meta()
-        last = min(meta.seq, after_seq + max(limit, 0))
-        out: list[Event] = []
-        page = max(after_seq, 0) // EVENTS_PER_PAGE
-        while page * EVENTS_PER_PAGE < last:
-            events = decode(self.state.get(f"events/{page}"), list[Event]) or []
-            out += [e for e in events if after_seq < e.seq <= last]
-            page += 1
+    def events(self, after_seq: int = 0, limit: int = 1000) -> builtins.list[Event]:
+        state = self.view()
+        last = min(state.seq, after_seq + max(limit, 0))
+        out: builtins.list[Event] = []
+        cursor = max(after_seq, 0)
+        while cursor < min(last, state.events_paged):
+            page = cursor // EVENTS_PER_PAGE
+            stored = self.log.read_page("events", state.page_gens[page], page,
+                                        lambda b: decode(b, list[Event]) or [])
+            out += [e for e in stored if cursor < e.seq <= last]
+            cursor = (page + 1) * EVENTS_PER_PAGE
+        out += [e for e in state.events if cursor < e.seq <= last]
         return out
+
+    def _observations(self, after: int) -> builtins.list[tuple[int, Observation]]:
+        state = self.view()
+        out: builtins.list[tuple[int, Observation]] = []
+        cursor = after
+        while cursor < state.obs_paged:
+            page = cursor // OBSERVATIONS_PER_PAGE
+            stored = self.log.read_page("obs", state.obs_page_gens[page], page,
+                                        lambda b: decode(b, list[Observation]) or [])
+            first = page * OBSERVATIONS_PER_PAGE
+            out += [(first + i + 1, obs) for i, obs in enumerate(stored) if first + i >= cursor]
+            cursor = first + OBSERVATIONS_PER_PAGE
+        first = state.obs_paged
+        out += [(first + i + 1, obs) for i, obs in enumerate(state.observations) if first + i >= cursor]
+        return out
+
+    def read_log(self, job: Job) -> str | None:
+        """The latest attempt's training log from the artifacts Volume (what `golfq logs` shows)."""
+        candidates = []
+        if job.result is not None and job.result.log_path and job.result.attempt == job.attempt:
+            mount = str(settings().artifacts_mount or "/artifacts").rstrip("/")
+            candidates.append(job.result.log_path.removeprefix(mount))
+        if job.attempt:
+            candidates.append(f"runs/{job.id}-{job.attempt}/train.log")
+        for path in candidates:
+            try:
+                return self.blobs.get(path).decode("utf-8", errors="replace")
+            except KeyError:
+                continue
+        return None
 
     def announce(self, pool: str, worker_id: str, seconds: float) -> None:
         pass  # the deployed app serves every configured pool, scaling from zero
@@ -286,40 +411,13 @@ class ModalBroker(Broker):
     def serving(self, pool: str) -> int | None:
         return None
 
+    # -- live curves: each attempt's runner alone writes its keys --------------------------------
+
     def report_progress(self, job_id: str, attempt: int, points: Sequence[ProgressPoint]) -> None:
-        """The attempt's runner alone writes its curve keys: a page list and their count, no lock."""
-        if not points:
-            return
-        count_key = f"curve/{job_id}/{attempt}"
-        count = decode(self.leases.get(count_key), int) or 0
-        page = count // CURVE_PER_PAGE
-        stored = decode(self.leases.get(f"{count_key}/{page}"), list[ProgressPoint]) or []
-        updates: dict[str, bytes] = {}
-        for point in points:
-            if len(stored) == CURVE_PER_PAGE:
-                page, stored = page + 1, []
-            stored.append(point)
-            updates[f"{count_key}/{page}"] = encode(stored)
-            count += 1
-        updates[count_key] = encode(count)
-        self.leases.update(updates)
+        append_points(self.leases, job_id, attempt, points)
 
-    def _curve(self, job_id: str, attempt: int) -> list[ProgressPoint]:
-        count = decode(self.leases.get(f"curve/{job_id}/{attempt}"), int) or 0
-        out: list[ProgressPoint] = []
-        for page in range((count + CURVE_PER_PAGE - 1) // CURVE_PER_PAGE):
-            out += decode(self.leases.get(f"curve/{job_id}/{attempt}/{page}"), list[ProgressPoint]) or []
-        return out[:count]
-
-    def _observations(self, after: int) -> list[tuple[int, Observation]]:
-        observed = (decode(self.state.get("meta"), Meta) or Meta()).observed
-        out: list[tuple[int, Observation]] = []
-        for page in range(after // OBSERVATIONS_PER_PAGE, (observed + OBSERVATIONS_PER_PAGE - 1) // OBSERVATIONS_PER_PAGE):
-            stored = decode(self.state.get(f"obs/{page}"), list[Observation]) or []
-            first = page * OBSERVATIONS_PER_PAGE
-            out += [(first + i + 1, obs) for i, obs in enumerate(stored) if first + i >= after]
-        return out
+    def _curve(self, job_id: str, attempt: int) -> builtins.list[ProgressPoint]:
+        return read_points(self.leases, job_id, attempt)
 
     def close(self) -> None:
         pass
-

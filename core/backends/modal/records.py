@@ -1,165 +1,123 @@
-"""The Modal backend's records in the `APP-state` Dict, and the transaction that keeps them in step.
+"""The Modal backend's records: log entries, snapshots, call records and pool usage.
 
-Keys: `meta` (counters, pools), `pool/NAME` (the pool's claim order, leases, counts,
-drain flag, GPU usage), `job/ID`, `events/N` (128 events a page), `obs/N` (128
-observations a page: the fronts' input), `script/SHA` (a Volume path).
+The `APP-state` Dict holds an append-only log: `log/GEN/N` is the N-th committed
+Entry of generation GEN, created with put(skip_if_exists=True) by whichever writer
+won slot N. An Entry is the *outcome* of one atomic step (the jobs it wrote, the
+events it appended, ...), never the intent, so folding the log needs no rules:
+golfq.core.lifecycle ran once, in the writer's step. `snap/GEN/N` (chunked) is the
+folded state after entry N, `snap/ptr` points at the newest, and the artifacts Volume
+keeps copies (`snapshots/`) that outlive Modal's 7-day idle expiry.
 """
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Callable, Sequence
-
 import msgspec
 
-from golfq.core.job import Job, JobState, Lease
 from golfq.core.events import Event
+from golfq.core.job import Job
 from golfq.core.pareto import Observation
-from golfq.core.backends.modal.store import DictLike, DictTxn, scan
-from golfq.core.broker import Txn
 
-EVENTS_PER_PAGE = 128
-OBSERVATIONS_PER_PAGE = 128
+EVENTS_PER_PAGE = 256
+OBSERVATIONS_PER_PAGE = 1024
 
 
-class Meta(msgspec.Struct):
-    seq: int = 0  # the last event's number
-    order: int = 0  # the last FIFO position handed out
+class Call(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One spawned Modal call of an attempt, keyed "JOB/ATTEMPT", and what it has been charged.
+
+    Modal bills a container from boot until it scales down. A call is charged from
+    `billing_since` (its container's boot, or the end of the container's previous input)
+    to its end, plus its container's scale-down tail, refunded when the container takes
+    the next input (whose own charge then covers the gap)."""
+
+    pool: str
+    gpus: int
+    spawned_at: float
+    call_id: str = ""  # "" until the spawn returned
+    billing_since: float | None = None  # set when the runner starts: None means waiting for capacity
+    ran_at: float | None = None  # when the runner started
+    container: str = ""
+    cold: bool = True  # a fresh container (cold start) rather than a warm one
+    ended_at: float | None = None
+    charged: float = 0.0  # GPU-seconds charged for it, the provisional tail included
+    tail: float = 0.0  # of which the provisional scale-down tail
+
+
+class Usage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A pool's billed GPU time as the dispatcher charges it: what its GPU-hours cap reads."""
+
+    gpu_seconds: float = 0.0  # everything charged: cold starts, runs and idle scale-down tails
+    cold_seconds: float = 0.0  # of which between the container starting to bill and the attempt starting
+    idle_seconds: float = 0.0  # of which warm containers waiting (scale-down tails, gaps between inputs)
+    rerun_seconds: float = 0.0  # of which containers Modal lost (preempted) before it ran the call again
+    calls: int = 0
+
+
+class Entry(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One committed step: a full new value for everything it touched, so applying it is idempotent."""
+
+    rid: str  # the writer's id for this step: a lost response is recognised by reading it back
+    prev: str  # the rid of the entry before it: the state this step read
+    ts: float
+    writer: str = ""
+    jobs: list[Job] = []
+    deleted: list[str] = []
+    events: list[Event] = []  # numbered by the writer (seq) in log order
+    observations: list[Observation] = []
+    order: int = 0  # the FIFO counter after this step (0: unchanged)
+    draining: dict[str, bool] = {}
+    calls: dict[str, Call | None] = {}  # None retires a call record
+    usage: dict[str, Usage] = {}
+    paged: tuple[int, int] | None = None  # events and observations now on pages: dropped from the tail
+
+
+class Snapshot(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The folded state after entry `pos` of generation `gen`."""
+
+    gen: int = 1
+    pos: int = 0
+    rid: str = ""  # the rid of entry `pos`: the next entry's prev
+    ts: float = 0.0  # the time of entry `pos`
+    seq: int = 0
+    order: int = 0
+    observed: int = 0
+    jobs: list[Job] = []
     pools: list[str] = []
-    observed: int = 0  # observations appended so far
+    draining: list[str] = []
+    events: list[Event] = []  # events past events_paged
+    events_paged: int = 0
+    observations: list[Observation] = []  # observations past obs_paged
+    obs_paged: int = 0
+    page_gens: list[int] = []  # the generation that wrote each events page (keys carry it)
+    obs_page_gens: list[int] = []
+    calls: dict[str, Call] = {}
+    usage: dict[str, Usage] = {}
 
 
-class PoolDoc(msgspec.Struct):
-    """One pool's index, kept beside the records so claims and stats read one value."""
+class Pointer(msgspec.Struct, frozen=True):
+    """`snap/ptr` and each `snap/GEN/POS` manifest: where a snapshot is and how many chunks it has."""
 
-    queued: list[tuple[int, int, str]] = []  # (-priority, order, job id), sorted: the claim order
-    leased: dict[str, float] = {}  # job id -> lease deadline as last seen (heartbeats may extend it)
-    counts: dict[str, int] = {}  # state -> jobs
-    draining: bool = False
-    gpu_seconds: float = 0.0  # charged by the dispatcher: what the GPU-hours cap compares against
-
-
-class ScriptEntry(msgspec.Struct, frozen=True):
-    path: str
-    size: int
+    gen: int
+    pos: int
+    chunks: int = 0
+    ts: float = 0.0  # when it was written (the writer's clock)
+    prev: tuple[int, int, int] | None = None  # (gen, pos, chunks) of the snapshot published before it
 
 
-class StateTxn(DictTxn, Txn):
-    """A write transaction over the state Dict (golfq.core.broker.Txn): records, pool
-    indexes, observations and the events to append. `overlay` gives a leased job's
-    deadline as its holder's heartbeats last set it."""
+def log_key(gen: int, pos: int) -> str:
+    return f"log/{gen}/{pos}"
 
-    def __init__(self, store: DictLike, now: float, overlay: Callable[[Job], Job]) -> None:
-        super().__init__(store, now)
-        self.overlay = overlay
-        self.events: list[Event] = []
-        self.reaped: list[Lease] = []
 
-    def meta(self) -> Meta:
-        meta = self.get("meta", Meta)
-        if meta is None:
-            meta = Meta()
-            self.seed_over("meta", meta)
-        return meta
+def snap_key(gen: int, pos: int) -> str:
+    return f"snap/{gen}/{pos}"
 
-    def load(self, job_id: str) -> Job | None:
-        return self.get(f"job/{job_id}", Job)
 
-    def load_many(self, ids: Sequence[str]) -> dict[str, Job]:
-        return {job.id: job for job_id in ids if (job := self.load(job_id)) is not None}
-
-    def jobs_in(self, states: Sequence[JobState]) -> list[Job]:
-        matching = [(key, job) for key, job in scan(self.store, "job/", Job) if job.state in states]
-        for key, job in matching:
-            self.seed(key, job)  # later reads in this transaction share what the scan saw
-        return [self.require(job.id) for _, job in sorted(matching, key=lambda kj: kj[1].order)]
-
-    def expired(self) -> list[Job]:
-        due = []
-        for pool in self.meta().pools:
-            doc = self.pool(pool)
-            for job_id, seen in list(doc.leased.items()):
-                if seen > self.now:
-                    continue
-                record = self.require(job_id)
-                job = self.overlay(record)
-                if job.lease_deadline is not None and job.lease_deadline > self.now:
-                    self.save(record, job, ())  # heartbeats moved it: note that, so the index is looked at less
-                else:
-                    due.append(job)
-        return due
-
-    def next_queued(self, pool: str) -> Job | None:
-        doc = self.get(f"pool/{pool}", PoolDoc)
-        return self.require(doc.queued[0][2]) if doc is not None and doc.queued else None
-
-    def draining(self, pool: str) -> bool:
-        doc = self.get(f"pool/{pool}", PoolDoc)
-        return doc is not None and doc.draining
-
-    def set_draining(self, pool: str, draining: bool) -> None:
-        doc = self.pool(pool)
-        doc.draining = draining
-        self.put(f"pool/{pool}", doc)
-
-    def reserve_orders(self, count: int) -> int:
-        meta = self.meta()
-        meta.order += count
-        self.put("meta", meta)
-        return meta.order - count + 1
-
-    def insert(self, jobs: list[Job]) -> None:
-        for job in jobs:
-            self.save(None, job, ())
-
-    def observe(self, obs: Observation) -> None:
-        meta = self.meta()
-        key = f"obs/{meta.observed // OBSERVATIONS_PER_PAGE}"
-        self.put(key, [*(self.get(key, list[Observation]) or []), obs])
-        meta.observed += 1
-        self.put("meta", meta)
-
-    def pool(self, name: str) -> PoolDoc:
-        doc = self.get(f"pool/{name}", PoolDoc)
-        if doc is None:
-            doc = PoolDoc()
-            meta = self.meta()
-            meta.pools = sorted({*meta.pools, name})
-            self.put("meta", meta)
-            self.put(f"pool/{name}", doc)
-        return doc
-
-    def save(self, old: Job | None, new: Job, events: Sequence[Event]) -> None:
-        """Write a transition's outcome and keep the pool index in step with it."""
-        self.events.extend(events)
-        if new is old:
-            return
-        self.put(f"job/{new.id}", new)
-        doc = self.pool(new.pool)
-        if old is not None:
-            doc.counts[old.state.value] = doc.counts.get(old.state.value, 0) - 1
-            if old.state is JobState.QUEUED:
-                doc.queued = [entry for entry in doc.queued if entry[2] != old.id]
-            doc.leased.pop(old.id, None)
-        doc.counts[new.state.value] = doc.counts.get(new.state.value, 0) + 1
-        if new.state is JobState.QUEUED:
-            bisect.insort(doc.queued, (-new.spec.priority, new.order, new.id))
-        elif new.state is JobState.LEASED:
-            doc.leased[new.id] = new.lease_deadline or self.now
-        self.put(f"pool/{new.pool}", doc)
-
-    def append_events(self) -> None:
-        if not self.events:
-            return
-        meta = self.meta()
-        for event in self.events:
-            meta.seq += 1
-            key = f"events/{(meta.seq - 1) // EVENTS_PER_PAGE}"
-            page = self.get(key, list[Event]) or []
-            page.append(msgspec.structs.replace(event, seq=meta.seq))
-            self.put(key, page)
-        self.put("meta", meta)
+def page_key(kind: str, gen: int, page: int) -> str:
+    return f"{kind}/{gen}/{page}"
 
 
 def hb_key(job_id: str, attempt: int) -> str:
     return f"hb/{job_id}/{attempt}"
+
+
+def call_key(job_id: str, attempt: int) -> str:
+    return f"{job_id}/{attempt}"

@@ -1,0 +1,369 @@
+"""golfq on Modal at real latency, in virtual time: the seed's five stages and the backend's limits.
+
+    python -m bench.elastic                  # every section
+    python -m bench.elastic --only stages    # stages | sweep | submit | writers | idle
+    python -m bench.elastic --quick          # fewer configurations, for a smoke run
+
+The real Dispatcher, ModalBroker and pool-function protocol run against the Modal
+stand-ins (tests/modal_fakes.py) on a VirtualClock: every Dict, Queue, Volume and
+Function call costs its latency, some requests and responses are lost and retried as
+modal's client does, containers pay a cold start, GPUs are finite and containers get
+preempted (bench/elastic_cloud.py). Nothing sleeps for real: a 30-hour replay takes
+about a minute. Figures are virtual seconds, so they do not depend on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import logging
+import platform
+import sys
+import time
+
+from bench.elastic_cloud import SimCloud
+from bench.elastic_workload import Outcome, Wave, fixed_boxes, seed_workload, training_gpu_hours
+from golfq.core.events import EventKind
+from golfq.core.spec import Budget, ExperimentSpec
+from golfq.workers.modal.config import DEFAULT_POOLS, ModalConfig
+from golfq.workers.modal.dispatch import Dispatcher
+from tests.modal_fakes import FakeModal, MiB
+from tests.modal_net import Network, VirtualClock
+
+URL = "modal://golfq-bench"
+DISPATCH_EVERY, DISPATCH_LISTEN, DISPATCH_COLD = 60.0, 20.0, 2.0  # the app's schedule, listen window, CPU boot
+POLL_SECONDS = 30.0  # how often the agent looks at its wave
+PREEMPT_PER_GPU_HOUR = 0.001  # "preemptions are rare" (Modal's guide); a restart loses the whole run: no checkpoints
+GIVE_UP_SECONDS = 7 * 86400.0  # a replay that has not finished in a virtual week is stuck: fail it
+
+
+def bench_config() -> ModalConfig:
+    """golfq's caps in the replay: 48 single GPUs and five 8xH100 boxes at most."""
+    import msgspec
+
+    pools = dict(DEFAULT_POOLS)
+    pools["h100"] = msgspec.structs.replace(pools["h100"], max_containers=48, max_gpus=48)
+    pools["h100x8"] = msgspec.structs.replace(pools["h100x8"], max_containers=5, max_gpus=40)
+    return ModalConfig(pools=pools)
+
+
+class Replay:
+    """One replay of the workload on golfq + simulated Modal."""
+
+    def __init__(self, waves: list[Wave], *, cold_start: float = 60.0, latency: float = 0.03, seed: int = 1,
+                 preempt_per_gpu_hour: float = PREEMPT_PER_GPU_HOUR, duplicate_spawn: float = 0.02) -> None:
+        self.waves = waves
+        self.clock = VirtualClock()
+        net = Network(latency, bandwidth=50 * MiB, lost_responses=0.01, lost_requests=0.005, seed=seed,
+                      clock=self.clock)
+        self.fake = FakeModal(clock=self.clock, net=net)
+        self.config = bench_config()
+        self.cloud = SimCloud(self.clock, self.fake, self.config, URL, cold_start=cold_start, gpu_capacity=96,
+                              placement_delay={1: 5.0, 8: 60.0}, preempt_per_gpu_hour=preempt_per_gpu_hour,
+                              duplicate_spawn=duplicate_spawn, seed=seed)
+        self.kicks = 0
+        self.submitted: dict[str, float] = {}
+        self.waves_at: list[float] = []
+        self.started = self.finished = 0.0
+
+    def kick(self) -> None:
+        self.fake.net.pause(self.fake.net.latency)  # Function.spawn of the dispatcher
+        self.kicks += 1
+        self.clock.notify()
+
+    def dispatcher(self) -> None:
+        """The scheduled `dispatch` function (max_containers=1): every minute and on a kick, a fresh
+        container serves for DISPATCH_LISTEN seconds."""
+        next_tick, warm_until = self.clock(), -1.0
+        while not self.cloud.stopping:
+            self.clock.wait_until(lambda: self.kicks > 0 or self.cloud.stopping,
+                                  timeout=max(next_tick - self.clock(), 0.0))
+            if self.cloud.stopping:
+                return
+            self.kicks = 0
+            if self.clock() >= next_tick:
+                next_tick = self.clock() + DISPATCH_EVERY
+            if self.clock() > warm_until:
+                self.clock.sleep(DISPATCH_COLD)
+            broker = self.fake.broker(URL, clock=self.clock, kick=lambda: None, writer="dispatch")
+            Dispatcher(broker, self.cloud, self.config).serve(DISPATCH_LISTEN)
+            warm_until = self.clock() + 60.0
+
+    def agent(self) -> None:
+        broker = self.fake.broker(URL, clock=self.clock, kick=self.kick, writer="agent")
+        self.started = self.clock()
+        for index, wave in enumerate(self.waves):
+            specs = [ExperimentSpec(pool=run.pool, name=f"{run.stage}-{index}-{i}",
+                                    budget=Budget(train_seconds=run.seconds),
+                                    env={"SIM_SECONDS": f"{run.seconds:.1f}", "RUN": f"{index}-{i}"})
+                     for i, run in enumerate(wave)]
+            ids = [job.id for job in broker.submit(specs)]
+            self.submitted.update(dict.fromkeys(ids, self.clock()))
+            self.waves_at.append(self.clock())
+            while True:
+                self.clock.sleep(POLL_SECONDS)
+                jobs = broker.view().jobs
+                if all(jobs[i].state.terminal for i in ids):
+                    break
+                if self.clock() - self.started > GIVE_UP_SECONDS:
+                    self.cloud.stopping = True
+                    raise RuntimeError(f"wave {index} has not finished after a virtual week")
+            self.finished = max(jobs[i].result.finished_at or 0.0 for i in ids if jobs[i].result is not None)
+            if index < len(self.waves) - 1:
+                self.clock.sleep(max(self.finished + 120.0 - self.clock(), 0.0))
+        for _ in range(20):  # let the dispatcher charge the last calls before the books close
+            if all(call.ended_at is not None for call in broker.view().calls.values()):
+                break
+            self.clock.sleep(POLL_SECONDS)
+        self.cloud.stopping = True
+        self.clock.notify()
+
+    def run(self) -> dict:
+        real = time.perf_counter()
+        self.clock.join()
+        actors = [self.clock.start(self.cloud.placer, name="placer"),
+                  self.clock.start(self.dispatcher, name="dispatch"), self.clock.start(self.agent, name="agent")]
+        self.clock.leave()
+        for actor in actors:
+            actor.join(timeout=3600)
+        return self.figures(time.perf_counter() - real)
+
+    def figures(self, real_seconds: float) -> dict:
+        reader = self.fake.broker(URL, clock=self.clock)
+        state = reader.view()
+        events = [e for e in reader.events(0, 10**9)]
+        succeeded: dict[str, int] = {}
+        for e in events:
+            if e.kind is EventKind.SUCCEEDED:
+                succeeded[e.job_id] = succeeded.get(e.job_id, 0) + 1
+        f = self.cloud.figures
+        waits = [f.spawn_at[j] - t for j, t in self.submitted.items() if j in f.spawn_at]
+        return {
+            "outcome": Outcome("golfq on Modal", self.finished - self.started, f.billed_gpu_seconds / 3600,
+                               f.training_gpu_seconds / 3600),
+            "jobs": len(self.submitted), "succeeded_once": sum(1 for n in succeeded.values() if n == 1),
+            "counted_twice": sum(1 for n in succeeded.values() if n > 1),
+            "stuck": sum(1 for j in self.submitted if not state.jobs[j].state.terminal),
+            "charged_gpu_hours": sum(u.gpu_seconds for u in state.usage.values()) / 3600,
+            "claim_to_spawn": sorted(f.claim_to_spawn), "submit_to_spawn": sorted(waits),
+            "containers": f.containers, "preemptions": f.preemptions, "duplicate_spawns": f.duplicate_spawns,
+            "big_preemptions": f.big_preemptions,
+            "duplicates_trained": sum(1 for inputs in f.trained.values() if len(inputs) > 1),
+            "calls": self.fake.net.calls,
+            "lost": self.fake.net.responses_lost + self.fake.net.requests_lost, "log_entries": state.pos,
+            "real_seconds": real_seconds,
+        }
+
+
+def pct(values: list[float], q: float) -> float:
+    return values[min(int(q * len(values)), len(values) - 1)] if values else float("nan")
+
+
+def hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h"
+
+
+def _row(o: Outcome) -> str:
+    return (f"{o.setup:<48} {hours(o.makespan):>9} {o.billed_gpu_hours:>12.1f} {o.training_gpu_hours:>14.1f} "
+            f"{'$' + format(o.cost_usd, ',.0f'):>9} {o.utilisation:>6.0%}")
+
+
+def stages(quick: bool) -> None:
+    waves = seed_workload()
+    runs = [Replay(waves, seed=seed).run() for seed in ((1,) if quick else (1, 2, 3, 4, 5))]
+    result = sorted(runs, key=lambda r: r["outcome"].makespan)[len(runs) // 2]  # the median replay
+    calm = Replay(waves, seed=1, preempt_per_gpu_hour=0.0).run()
+    golfq: Outcome = result["outcome"]
+    unpreempted = dataclasses.replace(calm["outcome"], setup="golfq on Modal, no preemption")
+    box = fixed_boxes(waves, 1, one_at_a_time=True, setup="one 8xH100 box, one run at a time")
+    packed = fixed_boxes(waves, 1, setup="one 8xH100 box, 1-GPU runs packed 8 at a time")
+    cluster = fixed_boxes(waves, 5, setup="fixed 5x8xH100 cluster")
+    hit = sum(1 for r in runs if r["big_preemptions"])
+    print(f"\n## the seed's five stages: {sum(len(w) for w in waves)} runs, {training_gpu_hours(waves):.1f} GPU-h of "
+          f"training; cold start 60 s, 30 ms a call, preemption {PREEMPT_PER_GPU_HOUR} per GPU-hour")
+    print(f"golfq replays: {', '.join(hours(r['outcome'].makespan) for r in runs)} (median first below); an 8xH100 "
+          f"run was preempted and restarted from zero in {hit} of {len(runs)}; {result['real_seconds']:.0f} s each")
+    print(f"{'setup':<48} {'makespan':>9} {'billed GPU-h':>12} {'training GPU-h':>14} {'cost':>9} {'util':>6}")
+    for o in (golfq, unpreempted, box, packed, cluster):
+        print(_row(o))
+    print(f"one box, one run at a time / golfq: {box.makespan / golfq.makespan:.1f}x (median), "
+          f"{box.makespan / unpreempted.makespan:.1f}x without preemption (target >= 5x); the packed box / golfq "
+          f"{packed.makespan / golfq.makespan:.1f}x; billed / training "
+          f"{golfq.billed_gpu_hours / golfq.training_gpu_hours:.3f} (target <= 1.15)")
+    print(f"golfq's own charge {result['charged_gpu_hours']:.1f} GPU-h of {golfq.billed_gpu_hours:.1f} billed; "
+          f"{result['jobs']} jobs: {result['succeeded_once']} succeeded once, {result['counted_twice']} counted twice, "
+          f"{result['stuck']} stuck; {result['containers']} containers, {result['preemptions']} preemptions, "
+          f"{result['duplicate_spawns']} duplicated spawns ({result['duplicates_trained']} trained twice)")
+    c2s, s2s = result["claim_to_spawn"], result["submit_to_spawn"]
+    print(f"claim -> spawn p50 {pct(c2s, .5):.2f} s, p99 {pct(c2s, .99):.2f} s, max {c2s[-1]:.2f} s (target < 2 s); "
+          f"submit -> spawn p50 {pct(s2s, .5):.1f} s, p99 {pct(s2s, .99):.1f} s; {result['calls']:,} calls, "
+          f"{result['lost']} lost and retried, {result['log_entries']:,} log entries")
+
+
+def sweep(quick: bool) -> None:
+    """How golfq's figures move with cold start, call latency and preemption (one replay each, seed 1)."""
+    waves = seed_workload()
+    box = fixed_boxes(waves, 1, one_at_a_time=True)
+    grid = [(60.0, 0.03, 0.0)] if quick else (  # cold start and latency alone, then preemption
+        [(cold, 0.03, 0.0) for cold in (30.0, 60.0, 120.0, 180.0)]
+        + [(60.0, latency, 0.0) for latency in (0.02, 0.05, 0.1)]
+        + [(60.0, 0.03, PREEMPT_PER_GPU_HOUR), (60.0, 0.03, 0.005)])
+    print("\n## sensitivity: golfq on Modal, one replay each (seed 1)")
+    print(f"{'cold start':>10} {'latency':>8} {'preempt/GPU-h':>13} {'makespan':>9} {'vs box':>7} {'billed GPU-h':>12} "
+          f"{'billed/train':>12} {'cost':>8} {'util':>5} {'claim->spawn p99':>16} {'preempted':>9}")
+    for cold, latency, preempt in grid:
+        r = Replay(waves, cold_start=cold, latency=latency, preempt_per_gpu_hour=preempt).run()
+        o: Outcome = r["outcome"]
+        print(f"{cold:>9.0f}s {latency * 1000:>6.0f}ms {preempt:>13.3f} {hours(o.makespan):>9} "
+              f"{box.makespan / o.makespan:>6.1f}x {o.billed_gpu_hours:>12.1f} "
+              f"{o.billed_gpu_hours / o.training_gpu_hours:>12.3f} {'$' + format(o.cost_usd, ',.0f'):>8} "
+              f"{o.utilisation:>5.0%} {pct(r['claim_to_spawn'], .99):>15.2f}s {r['preemptions']:>9}")
+
+
+def submit(quick: bool) -> None:
+    """A 10,000-spec sweep from a laptop at 100 ms a call (20 MiB/s up), into an empty queue and a full one."""
+    print("\n## submit a 10,000-spec sweep at 100 ms a call")
+    for existing in (0, 10_000):
+        clock = VirtualClock()
+        fake = FakeModal(clock=clock, net=Network(0.1, bandwidth=20 * MiB, seed=3, clock=clock))
+        if existing:
+            seeder = fake.broker(URL, clock=clock, kick=lambda: None)
+            seeder.submit([_sweep_spec(i, "old") for i in range(existing)])
+            seeder.checkpoint()
+        laptop = fake.broker(URL, clock=clock, kick=lambda: None)
+        specs = [_sweep_spec(i, "new") for i in range(10_000)]
+        calls, started = fake.net.calls, clock()
+        jobs = laptop.submit(specs)
+        took = clock() - started
+        assert len({j.id for j in jobs}) == 10_000 and all(j.state.value == "queued" for j in jobs)
+        print(f"into a queue of {existing:>6,} jobs: committed in {took:5.2f} s of virtual time (target < 10 s), "
+              f"{fake.net.calls - calls} calls, {laptop.commits} log entries")
+
+
+def _sweep_spec(i: int, tag: str) -> ExperimentSpec:
+    return ExperimentSpec(pool="h100", seed=i % 3, tags=(tag,), env={
+        "NUM_LAYERS": str(8 + i % 5), "MODEL_DIM": str(384 + 64 * (i % 4)), "MATRIX_LR": f"{0.02 + i * 1e-6:.6f}",
+        "WARMDOWN_ITERS": str(1000 + i % 7 * 100), "RUN": f"{tag}-{i}"})
+def writers(quick: bool) -> None:
+    """1,000 jobs through 4 racing workers at 30 ms a call, with 5% of responses and 2% of requests lost, while a
+    laptop an hour ahead submits in batches: none lost, none counted twice, none stuck."""
+    jobs_total, workers = (200 if quick else 1000), 4
+    clock = VirtualClock()
+    net = Network(0.03, lost_responses=0.05, lost_requests=0.02, seed=11, clock=clock)
+    fake = FakeModal(clock=clock, net=net)
+    brokers = []
+    done = {"submitting": True}
+
+    def laptop() -> None:
+        broker = fake.broker(URL, clock=lambda: clock() + 3600.0, kick=lambda: None, writer="laptop")
+        brokers.append(broker)
+        for batch in range(10):
+            broker.submit([ExperimentSpec(pool="cpu", seed=batch * 1000 + i, env={"RUN": str(i)})
+                           for i in range(jobs_total // 10)])
+            clock.sleep(60.0)
+        done["submitting"] = False
+
+    def worker(name: str, skew: float) -> None:
+        import random
+
+        rng = random.Random(name)
+        broker = fake.broker(URL, clock=lambda: clock() + skew, kick=lambda: None, writer=name)
+        brokers.append(broker)
+        while True:
+            lease = _retrying(clock, lambda: broker.claim("cpu", name, lease_seconds=60.0))
+            if lease is None:
+                state = broker.view()
+                if not done["submitting"] and not state.queued.get("cpu") and not state.leased.get("cpu"):
+                    return
+                clock.sleep(1.0)
+                continue
+            for _ in range(rng.randint(1, 4)):  # 15-60 s of work, a beat every 15 s
+                clock.sleep(15.0)
+                _retrying(clock, functools.partial(broker.heartbeat, lease, 60.0))
+            _retrying(clock, lambda held=lease: broker.complete(held, _result(held, clock())))
+
+    clock.join()
+    actors = [clock.start(laptop, name="laptop")] + [clock.start(worker, f"w{i}", skew, name=f"w{i}")
+                                                     for i, skew in enumerate((0.0, 1.5, -2.0, 0.5))]
+    started = clock()
+    clock.leave()
+    for actor in actors:
+        actor.join(timeout=1800)
+    reader = fake.broker(URL, clock=clock)
+    events = reader.events(0, 10**9)
+    counted: dict[str, int] = {}
+    for e in events:
+        if e.kind is EventKind.SUCCEEDED:
+            counted[e.job_id] = counted.get(e.job_id, 0) + 1
+    submitted = {e.job_id for e in events if e.kind is EventKind.SUBMITTED}
+    stuck = [j for j in reader.list() if not j.state.terminal]
+    print(f"\n## {jobs_total:,} jobs, {workers} racing workers and a laptop 1 h ahead, 30 ms a call, "
+          f"{net.responses_lost} responses and {net.requests_lost} requests lost")
+    print(f"submitted {len(submitted):,}, succeeded {len(counted):,}, lost {jobs_total - len(counted)}, counted twice "
+          f"{sum(1 for n in counted.values() if n > 1)}, stuck {len(stuck)}; "
+          f"{sum(1 for e in events if e.kind is EventKind.CLAIMED):,} claims, "
+          f"{sum(1 for e in events if e.kind is EventKind.SUPERSEDED)} superseded reports")
+    print(f"{clock() - started:,.0f} s of virtual time; {sum(b.commits for b in brokers):,} commits, "
+          f"{sum(b.conflicts for b in brokers):,} lost races for a slot (step run again), {net.calls:,} calls")
+
+
+def _retrying(clock: VirtualClock, call):
+    """As the runner and the fleet do: a call whose retries all failed is tried again a little later."""
+    from grpclib.exceptions import GRPCError
+
+    while True:
+        try:
+            return call()
+        except GRPCError:
+            clock.sleep(2.0)
+
+
+def _result(lease, now: float):
+    from golfq.core.result import Result
+
+    return Result(spec_id=lease.job_id, attempt=lease.attempt, status="succeeded", val_bpb=1.3,
+                  artifact_bytes=10**6, train_seconds=30.0, finished_at=now)
+
+
+def idle(quick: bool) -> None:
+    """A queue left alone for 30 virtual days: every Dict entry expires; the next client restores it."""
+    clock = VirtualClock()
+    fake = FakeModal(clock=clock, net=Network(0.1, bandwidth=20 * MiB, seed=5, clock=clock))
+    broker = fake.broker(URL, clock=clock, kick=lambda: None)
+    total = 500 if quick else 2000
+    broker.submit([ExperimentSpec(pool="h100", seed=i, env={"RUN": str(i)}) for i in range(total)])
+    for _ in range(total // 4):
+        lease = broker.claim("h100", "w")
+        broker.complete(lease, _result(lease, clock()))
+    broker.checkpoint()  # the dispatcher's last pass before the app went quiet
+    before = (broker.list(), broker.front("1xH100"), broker.events(0, 10**9))
+    clock.advance(30 * 86400.0)
+    expired = all(d.len() == 0 for d in fake.dicts.values())
+    fresh = fake.broker(URL, clock=clock, kick=lambda: None)
+    calls, started = fake.net.calls, clock()
+    state = fresh.view()
+    took = clock() - started
+    after = (fresh.list(), fresh.front("1xH100"), fresh.events(0, 10**9))
+    print(f"\n## 30 idle days: {total:,} jobs, {total // 4:,} results; every Dict entry expired: {expired}")
+    print(f"restored from the Volume in {took:.1f} s of virtual time at 100 ms a call "
+          f"({fake.net.calls - calls} calls); "
+          f"jobs intact: {after[0] == before[0]}, front intact: {after[1] == before[1]}, "
+          f"events intact: {after[2] == before[2]}; now generation {state.gen} at entry {state.pos}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", action="append", choices=["stages", "sweep", "submit", "writers", "idle"])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    logging.getLogger("golfq").setLevel(logging.ERROR)  # restores and lost wake-ups are expected here
+    print(f"# golfq bench/elastic.py  python {platform.python_version()}  {time.strftime('%Y-%m-%d %H:%M')}  "
+          "(figures in virtual time)")
+    for name in args.only or ["submit", "writers", "idle", "stages", "sweep"]:
+        globals()[name](args.quick)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

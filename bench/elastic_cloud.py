@@ -1,0 +1,256 @@
+"""A simulated Modal workspace in virtual time: functions, containers, GPU capacity, billing.
+
+It is the Spawner the real golfq.workers.modal.dispatch.Dispatcher drives, and its
+containers run the real pool-function protocol (golfq.workers.modal.call.serve_call:
+run token, start, heartbeats, complete) against the real ModalBroker over the fakes in
+tests/modal_fakes.py; only training is replaced by sleeping for the job's length.
+
+Modal as modelled: a spawned call waits until a warm container of its function is free
+or a new one may start (under the function's max_containers and the GPUs the region
+has free); a new container is billed from the moment it is placed, through its cold
+start, until it has idled `scaledown_window` seconds; a preempted container's input is
+run again by Modal (same input id) on a new container after 10 s, while retries last.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import threading
+from dataclasses import dataclass, field
+
+from golfq.core.backends.modal.broker import ModalBroker
+from golfq.core.job import Lease
+from golfq.core.pools import known_pools
+from golfq.core.result import FailureKind, Result
+from golfq.workers.modal.call import ContainerLife, serve_call
+from golfq.workers.modal.config import ModalConfig
+from golfq.workers.modal.dispatch import read_lease
+from tests.modal_fakes import FakeModal
+from tests.modal_net import VirtualClock
+
+RETRY_DELAY = 10.0  # the app's modal.Retries(initial_delay=10)
+
+
+class Preempted(Exception):
+    pass
+
+
+@dataclass
+class Input:
+    call_id: str
+    input_id: str
+    function: str
+    payload: bytes
+    retries_left: int
+    not_before: float = 0.0
+    done: bool = False
+    cancelled: bool = False
+
+
+@dataclass
+class Container:
+    id: str
+    function: str
+    gpus: int
+    placed_at: float
+    preempt_at: float
+    ended_at: float | None = None
+    next: Input | None = None
+    inputs: int = 0
+    busy: bool = False
+
+
+@dataclass
+class Figures:
+    billed_gpu_seconds: float = 0.0
+    training_gpu_seconds: float = 0.0  # every attempt's run, preempted ones included
+    containers: int = 0
+    preemptions: int = 0
+    big_preemptions: int = 0  # of 8-GPU containers
+    duplicate_spawns: int = 0
+    trained: dict[tuple[str, int], set[str]] = field(default_factory=dict)  # attempt -> inputs that trained it
+    spawn_at: dict[str, float] = field(default_factory=dict)  # first spawn per job
+    claim_to_spawn: list[float] = field(default_factory=list)
+
+
+class SimCloud:
+    """The Spawner for the dispatcher, and the containers that run what it spawns."""
+
+    def __init__(self, clock: VirtualClock, fake: FakeModal, config: ModalConfig, url: str, *, cold_start: float,
+                 gpu_capacity: int = 96, placement_delay: dict[int, float] | None = None,
+                 preempt_per_gpu_hour: float = 0.0, duplicate_spawn: float = 0.0, seed: int = 0) -> None:
+        self.clock, self.fake, self.config, self.url = clock, fake, config, url
+        self.cold_start, self.gpu_capacity = cold_start, gpu_capacity
+        self.placement_delay = placement_delay or {}
+        self.preempt_rate, self.duplicate_spawn = preempt_per_gpu_hour, duplicate_spawn
+        self.rng = random.Random(seed)
+        self.functions = {pool.function: (name, pool) for name, pool in config.pools.items()}
+        self.calls: dict[str, list[Input]] = {}
+        self.pending: list[Input] = []
+        self.containers: list[Container] = []
+        self.figures = Figures()
+        self.stopping = False
+        self.changes = 0
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()  # pending inputs and containers: several actors touch them (never held asleep)
+
+    # -- the Spawner protocol (what the dispatcher calls) ----------------------------------------
+
+    def spawn(self, function: str, payload: bytes, timeout_seconds: int | None) -> str:
+        self.fake.net.pause(self.fake.net.latency)  # one API round trip
+        name, pool = self.functions[function]
+        call_id = f"fc-{next(self._ids)}"
+        copies = 2 if self.rng.random() < self.duplicate_spawn else 1
+        self.figures.duplicate_spawns += copies - 1
+        inputs = [Input(call_id, f"in-{next(self._ids)}", function, payload, pool.retries) for _ in range(copies)]
+        self.calls[call_id] = inputs
+        lease = read_lease(payload)
+        self.figures.spawn_at.setdefault(lease.job_id, self.clock())
+        self.figures.claim_to_spawn.append(self.clock() - (lease.deadline - pool.startup_seconds))
+        with self._lock:
+            self.pending += inputs
+        self.changed()
+        return call_id
+
+    def alive(self, call_id: str) -> bool:
+        self.fake.net.pause(self.fake.net.latency)
+        return any(not i.done for i in self.calls.get(call_id, []))
+
+    def cancel(self, call_id: str) -> None:
+        self.fake.net.pause(self.fake.net.latency)
+        with self._lock:
+            for inp in self.calls.get(call_id, []):
+                inp.cancelled = True
+            self.pending = [i for i in self.pending if not i.cancelled]
+        self.changed()
+
+    # -- placement ---------------------------------------------------------------------------
+
+    def placer(self) -> None:
+        """Place pending inputs on warm containers or new ones, as capacity allows (an actor). It waits for
+        a change (a spawn, a container freed or gone) rather than looking again at once: time only moves
+        when every actor sleeps."""
+        while not self.stopping:
+            seen = self.changes
+            self._place()
+            self.clock.wait_until(lambda seen=seen: self.stopping or self.changes != seen, timeout=RETRY_DELAY)
+
+    def changed(self) -> None:
+        self.changes += 1
+        self.clock.notify()
+
+    def _gpus_in_use(self) -> int:
+        return sum(c.gpus for c in self.containers if c.ended_at is None)
+
+    def _place(self) -> None:
+        with self._lock:
+            self._place_locked()
+
+    def _place_locked(self) -> None:
+        now = self.clock()
+        for inp in list(self.pending):
+            if inp.not_before > now or inp.cancelled:
+                continue
+            name, pool = self.functions[inp.function]
+            warm = [c for c in self.containers if c.ended_at is None and c.function == inp.function
+                    and c.next is None and c.inputs > 0 and not c.busy]
+            live = [c for c in self.containers if c.ended_at is None and c.function == inp.function]
+            gpus = known_pools()[name].gpus
+            if warm:
+                warm[0].next = inp
+                self.pending.remove(inp)
+                self.clock.notify()
+            elif len(live) < pool.max_containers and self._gpus_in_use() + gpus <= self.gpu_capacity:
+                self.pending.remove(inp)
+                self._boot(inp, gpus)
+
+    def _boot(self, first: Input, gpus: int) -> None:
+        now = self.clock()
+        rate = self.preempt_rate * max(gpus, 1) / 3600
+        preempt_at = now + (self.rng.expovariate(rate) if rate > 0 else math.inf)
+        container = Container(f"ta-{next(self._ids)}", first.function, gpus, now, preempt_at)
+        self.containers.append(container)
+        self.figures.containers += 1
+        self.clock.start(self._container, container, first, name=container.id)
+
+    # -- a container -------------------------------------------------------------------------
+
+    def _container(self, c: Container, first: Input) -> None:
+        name, pool = self.functions[c.function]
+        self.clock.sleep(self.placement_delay.get(c.gpus, 0.0))  # waiting for a machine: not billed
+        c.placed_at = self.clock()
+        c.preempt_at = max(c.preempt_at, c.placed_at)
+        inp: Input | None = first
+        try:
+            self.clock.sleep(min(self.cold_start, c.preempt_at - c.placed_at))
+            if self.clock() >= c.preempt_at:
+                self._retry(first)
+                raise Preempted()
+            life = ContainerLife(c.placed_at, c.id)
+            while inp is not None:
+                c.busy, inp_now = True, inp
+                c.inputs += 1
+                self._run_input(c, life, inp_now)
+                c.busy = False
+                self.changed()  # a warm container is free: the placer may give it work
+                idle = min(pool.scaledown_window, c.preempt_at - self.clock())
+                self.clock.wait_until(lambda: c.next is not None or self.stopping, timeout=idle)
+                inp, c.next = c.next, None
+                if self.clock() >= c.preempt_at:
+                    if inp is not None:
+                        self._retry(inp)
+                    raise Preempted()
+        except Preempted:
+            self.figures.preemptions += 1
+            self.figures.big_preemptions += c.gpus >= 8
+        finally:
+            c.ended_at = self.clock()
+            self.figures.billed_gpu_seconds += c.gpus * (c.ended_at - c.placed_at)
+            self.changed()
+
+    def _retry(self, inp: Input) -> None:
+        """Modal runs a preempted input again, elsewhere, while its retries last."""
+        if inp.retries_left > 0 and not inp.cancelled:
+            inp.retries_left -= 1
+            inp.not_before = self.clock() + RETRY_DELAY
+            with self._lock:
+                self.pending.append(inp)
+            self.changed()
+        else:
+            inp.done = True
+
+    def _run_input(self, c: Container, life: ContainerLife, inp: Input) -> None:
+        lease = read_lease(inp.payload)
+        broker = self.fake.broker(self.url, clock=self.clock, kick=lambda: None)
+        try:
+            serve_call(broker, lease, token=inp.input_id, life=life, lease_seconds=self.config.lease_seconds,
+                       run=lambda: self._train(c, broker, lease, inp))
+            inp.done = True
+        except Preempted:
+            self._retry(inp)
+            raise
+
+    def _train(self, c: Container, broker: ModalBroker, lease: Lease, inp: Input) -> str:
+        self.figures.trained.setdefault((lease.job_id, lease.attempt), set()).add(inp.input_id)
+        length = float(lease.spec.env["SIM_SECONDS"])
+        started = self.clock()
+        gpus = c.gpus
+        while (left := started + length - self.clock()) > 0:
+            step = min(self.config.heartbeat_seconds, left, max(c.preempt_at - self.clock(), 0.0))
+            self.clock.sleep(step)
+            if self.clock() >= c.preempt_at:
+                self.figures.training_gpu_seconds += gpus * (self.clock() - started)
+                raise Preempted()
+            if inp.cancelled or (self.clock() < started + length and not broker.heartbeat(lease,
+                                                                                      self.config.lease_seconds)):
+                self.figures.training_gpu_seconds += gpus * (self.clock() - started)
+                broker.fail(lease, "lease lost (cancelled or reaped); training process killed", FailureKind.INFRA)
+                return "lease lost"
+        self.figures.training_gpu_seconds += gpus * length
+        result = Result(spec_id=lease.job_id, attempt=lease.attempt, status="succeeded", val_bpb=1.2,
+                        artifact_bytes=15_000_000, train_seconds=length, gpu_count=gpus, gpu_seconds=gpus * length,
+                        started_at=started, finished_at=self.clock())
+        broker.complete(lease, result)
+        return "succeeded"

@@ -1,0 +1,247 @@
+"""The commit log of a Modal queue: append by put-if-absent, fold, snapshot, restore.
+
+- **Commit.** A writer folds the log up to position N, runs its step, and creates
+  `log/GEN/N+1` with put(skip_if_exists=True). Exactly one writer wins each slot, and
+  a slot is only won by a step that read the state just before it, so no lock is held
+  and no late write can land on a state it did not read (Delta Lake commits its log
+  the same way). A put whose response was lost reads as "taken"; the writer reads the
+  slot back and finds its own rid.
+- **Fold.** Every process applies the same entries in the same order (State.apply).
+  Each entry names its predecessor's rid, so a gap is never folded over silently.
+- **Snapshots.** `snap/GEN/POS/I` chunks (<= 4 MiB each) hold the state after POS;
+  `snap/ptr` names the newest. The Volume keeps copies (`snapshots/`), so a queue
+  whose Dict entries all expired (7 idle days) is restored from it: the restorer
+  starts generation GEN+1 by put-if-absent on `gen/GEN+1`, so concurrent restorers
+  agree and no entry of an abandoned generation is ever folded into the new one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from golfq.core.backends.modal.records import (
+    EVENTS_PER_PAGE,
+    OBSERVATIONS_PER_PAGE,
+    Entry,
+    Pointer,
+    Snapshot,
+    log_key,
+    page_key,
+    snap_key,
+)
+from golfq.core.backends.modal.state import State
+from golfq.core.backends.modal.store import (
+    MAX_VALUE_BYTES,
+    BlobStore,
+    DictLike,
+    check_size,
+    decode,
+    encode,
+    update_in_batches,
+)
+from golfq.core.broker import BrokerError
+
+log = logging.getLogger("golfq.modal")
+
+PTR = "snap/ptr"
+APPEND_TRIES = 5
+VOLUME_LATEST = "snapshots/LATEST"
+MAX_GENERATIONS_TRIED = 8
+
+
+def _volume_snapshot(gen: int, pos: int) -> str:
+    return f"snapshots/{gen:06d}-{pos:012d}.bin"
+
+
+class Log:
+    def __init__(self, store: DictLike, blobs: BlobStore, writer: str, clock: Callable[[], float]) -> None:
+        self.store, self.blobs, self.writer, self.clock = store, blobs, writer, clock
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def load(self) -> State:
+        """The newest state: from the snapshot `snap/ptr` names (or the Volume's), then the entries after it."""
+        gen = 0
+        for _ in range(3):
+            ptr = decode(self.store.get(PTR), Pointer)
+            if ptr is None:
+                return self.restore()
+            gen = ptr.gen
+            state = self.read_snapshot(ptr)
+            if state is not None:
+                self.catch_up(state)
+                return state
+        saved = self._volume_state()  # the pointer names a snapshot that is gone: the Volume's copy, if current
+        if saved is not None and saved.gen == gen:
+            self.catch_up(saved)
+            return saved
+        log.warning("snapshot %s is gone from the Dict and the Volume; restoring as a new generation", PTR)
+        return self.restore()
+
+    def _volume_state(self) -> State | None:
+        try:
+            gen, pos = (int(x) for x in self.blobs.get(VOLUME_LATEST).decode().split()[:2])
+            snap = decode(self.blobs.get(_volume_snapshot(gen, pos)), Snapshot)
+        except KeyError:
+            return None
+        return None if snap is None else State(snap)
+
+    def pointer(self) -> Pointer | None:
+        return decode(self.store.get(PTR), Pointer)
+
+    def read_snapshot(self, ptr: Pointer) -> State | None:
+        parts = []
+        for index in range(ptr.chunks):
+            part = self.store.get(f"{snap_key(ptr.gen, ptr.pos)}/{index}")
+            if part is None:
+                return None  # replaced and collected meanwhile
+            parts.append(bytes(part))
+        snap = decode(b"".join(parts), Snapshot)
+        return None if snap is None else State(snap)
+
+    def catch_up(self, state: State) -> int:
+        """Fold every entry after state.pos; return how many."""
+        folded = 0
+        while (data := self.store.get(log_key(state.gen, state.pos + 1))) is not None:
+            self._fold(state, decode(data, Entry))
+            folded += 1
+        return folded
+
+    def _fold(self, state: State, entry: Entry | None) -> None:
+        if entry is None or entry.prev != state.rid:
+            raise BrokerError(f"{log_key(state.gen, state.pos + 1)} does not follow entry {state.pos} "
+                              "(a writer with a stale view?); re-open the queue")
+        state.apply(entry)
+
+    # -- committing ----------------------------------------------------------------------------
+
+    def append(self, state: State, entry: Entry) -> bool:
+        """Commit entry as slot state.pos+1: True if it is there now (state advanced by it), False if
+        another writer's entry is (state advanced by theirs: run the step again)."""
+        key = log_key(state.gen, state.pos + 1)
+        data = check_size(key, encode(entry))
+        problem: Exception | None = None
+        for _ in range(APPEND_TRIES):
+            try:
+                if self.store.put(key, data, skip_if_exists=True):
+                    state.apply(entry)
+                    return True
+            except Exception as error:  # noqa: BLE001 - the client's retries ran out: the outcome is unknown
+                problem = error
+            try:
+                found = self.store.get(key)
+            except Exception as error:  # noqa: BLE001 - read back again on the next try
+                problem = error
+                continue
+            if found is None:
+                continue  # not applied, or not yet: the put is retried, never moved to another slot
+            theirs = decode(found, Entry)
+            if theirs is not None and theirs.rid == entry.rid:
+                state.apply(entry)  # ours: only the response was lost
+                return True
+            self._fold(state, theirs)
+            return False
+        raise BrokerError(f"could not commit {key} after {APPEND_TRIES} tries: {problem}")
+
+    # -- snapshots -----------------------------------------------------------------------------
+
+    def write_snapshot(self, state: State, prev: Pointer | None = None, data: bytes | None = None) -> Pointer:
+        """Store the state in the Dict (chunks + manifest) and return its pointer (not yet published)."""
+        data = encode(state.snapshot()) if data is None else data
+        chunks = [data[i:i + MAX_VALUE_BYTES] for i in range(0, len(data), MAX_VALUE_BYTES)] or [b""]
+        ptr = Pointer(state.gen, state.pos, len(chunks), self.clock(),
+                      None if prev is None else (prev.gen, prev.pos, prev.chunks))
+        base = snap_key(state.gen, state.pos)
+        update_in_batches(self.store, [*((f"{base}/{i}", c) for i, c in enumerate(chunks)), (base, encode(ptr))])
+        return ptr
+
+    def checkpoint(self, state: State, volume: bool = True) -> Pointer:
+        """Snapshot the state in the Dict and publish it, dropping the one two back; copy it to the Volume."""
+        data = encode(state.snapshot())
+        old = self.pointer()
+        ptr = self.write_snapshot(state, old, data)
+        if old is None or (old.gen, old.pos) < (ptr.gen, ptr.pos):
+            self.store.put(PTR, encode(ptr))
+            if old is not None and old.prev is not None:  # two stay, for readers holding an older pointer
+                gen, pos, chunks = old.prev
+                for index in range(chunks):
+                    self.store.pop(f"{snap_key(gen, pos)}/{index}", None)
+                self.store.pop(snap_key(gen, pos), None)
+        if volume:
+            self.journal(state, data)
+        return ptr
+
+    def journal(self, state: State, data: bytes | None = None) -> None:
+        """Copy the state to the Volume, where Modal's idle expiry cannot reach it; keep two copies."""
+        self.blobs.put(_volume_snapshot(state.gen, state.pos), encode(state.snapshot()) if data is None else data)
+        try:
+            latest = self.blobs.get(VOLUME_LATEST).decode().split()
+        except KeyError:
+            latest = []
+        self.blobs.put(VOLUME_LATEST, f"{state.gen} {state.pos} {' '.join(latest[:2])}".encode())
+        if len(latest) >= 4 and (latest[2], latest[3]) != (str(state.gen), str(state.pos)):
+            self.blobs.delete(_volume_snapshot(int(latest[2]), int(latest[3])))
+
+    def restore(self) -> State:
+        """Start a new generation from the Volume's newest snapshot (an empty state for a new queue)."""
+        state = self._volume_state() or State(Snapshot(gen=0))
+        from_volume = state.gen > 0
+        if from_volume:
+            self._salvage(state)
+        first = state.gen + 1
+        for gen in range(first, first + MAX_GENERATIONS_TRIED):
+            state.gen = gen
+            ptr = self.write_snapshot(state)
+            if self.store.put(f"gen/{gen}", encode(ptr), skip_if_exists=True):
+                self.store.put(PTR, encode(ptr))
+                if from_volume:  # the Volume learns the new generation at once, so a later restore goes past it
+                    self.journal(state)
+                    log.warning("restored %s from the Volume: generation %d at entry %d", PTR, gen, state.pos)
+                return state
+            theirs = decode(self.store.get(f"gen/{gen}"), Pointer)
+            restored = self.read_snapshot(theirs) if theirs is not None else None
+            if restored is not None:  # another process restored first: use theirs
+                self.catch_up(restored)
+                return restored
+        raise BrokerError(f"could not restore the queue: generations {first}..{gen} are all taken")
+
+    def _salvage(self, state: State) -> None:
+        """Fold what the Dict still holds of the Volume snapshot's own generation, up to the first gap."""
+        while (data := self.store.get(log_key(state.gen, state.pos + 1))) is not None:
+            entry = decode(data, Entry)
+            if entry is None or entry.prev != state.rid:
+                return
+            state.apply(entry)
+
+    # -- pages ---------------------------------------------------------------------------------
+
+    def write_pages(self, state: State) -> tuple[int, int] | None:
+        """Store every full page of events and observations still in the state's tail, in the Dict and on
+        the Volume; return how far the tail may be dropped (None: nothing new to page)."""
+        ev_upto = state.seq // EVENTS_PER_PAGE * EVENTS_PER_PAGE
+        ob_upto = state.observed // OBSERVATIONS_PER_PAGE * OBSERVATIONS_PER_PAGE
+        if ev_upto <= state.events_paged and ob_upto <= state.obs_paged:
+            return None
+        writes: list[tuple[str, bytes]] = []
+        for first in range(state.events_paged, ev_upto, EVENTS_PER_PAGE):
+            events = [e for e in state.events if first < e.seq <= first + EVENTS_PER_PAGE]
+            writes.append((page_key("events", state.gen, first // EVENTS_PER_PAGE), encode(events)))
+        for first in range(state.obs_paged, ob_upto, OBSERVATIONS_PER_PAGE):
+            offset = first - state.obs_paged
+            observations = state.observations[offset:offset + OBSERVATIONS_PER_PAGE]
+            writes.append((page_key("obs", state.gen, first // OBSERVATIONS_PER_PAGE), encode(observations)))
+        self.blobs.put_many({f"pages/{key}.bin": data for key, data in writes})
+        update_in_batches(self.store, writes)
+        return max(ev_upto, state.events_paged), max(ob_upto, state.obs_paged)
+
+    def read_page(self, kind: str, gen: int, page: int, decoder: Callable[[bytes], list]) -> list:
+        key = page_key(kind, gen, page)
+        data = self.store.get(key)
+        if data is None:  # expired from the Dict: the Volume has it
+            try:
+                data = self.blobs.get(f"pages/{key}.bin")
+            except KeyError:
+                raise BrokerError(f"{key}: page lost from both the Dict and the Volume") from None
+            self.store.put(key, data)
+        return decoder(bytes(data))
