@@ -21,8 +21,8 @@ tests/contract/ proves the semantics on every backend.
 
 from __future__ import annotations
 
-import builtins
 import abc
+import builtins
 import functools
 import threading
 import time
@@ -181,7 +181,7 @@ class Broker(abc.ABC):
     def _wait_for_work(self, pool: str, left: float, waits: int) -> None:
         time.sleep(min(backoff(waits, self.poll_first, self.poll_cap), left))
 
-    def _after_commit(self, txn: Txn) -> None:
+    def _after_commit(self, txn: Txn) -> None:  # noqa: B027 (a hook: most backends need nothing here)
         """Side effects outside the store, once a step has committed."""
 
     def _write(self, step: Callable[[Txn], T]) -> T:
@@ -213,7 +213,8 @@ class Broker(abc.ABC):
         out: dict[str, tuple[Job, bool]] = {}
         chunk = self.submit_chunk or max(len(specs), 1)
         for start in range(0, len(specs), chunk):
-            part = [(s, i) for s, i in zip(specs[start:start + chunk], ids[start:start + chunk]) if i not in out]
+            part = [(s, i) for s, i in zip(specs[start:start + chunk], ids[start:start + chunk], strict=True)
+                    if i not in out]
             if part:
                 out.update(self._write(functools.partial(self._submit_in, part=part)))
         seen: set[str] = set()

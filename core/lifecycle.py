@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import msgspec
 
-from golfq.core.job import CompleteOutcome, Job, JobState, Lease
 from golfq.core.events import Event, EventKind
+from golfq.core.job import CompleteOutcome, Job, JobState, Lease
 from golfq.core.result import FailureKind, Result
 from golfq.core.spec import ExperimentSpec
 
@@ -39,7 +39,8 @@ def claim(job: Job, worker_id: str, lease_seconds: float, now: float) -> tuple[J
     deadline = now + lease_seconds
     job = _replace(job, state=JobState.LEASED, attempt=job.attempt + 1, worker_id=worker_id,
                    lease_deadline=deadline, updated_at=now)
-    lease = Lease(job_id=job.id, attempt=job.attempt, worker_id=worker_id, pool=job.pool, deadline=deadline, spec=job.spec)
+    lease = Lease(job_id=job.id, attempt=job.attempt, worker_id=worker_id, pool=job.pool, deadline=deadline,
+                  spec=job.spec)
     return job, lease, [_event(EventKind.CLAIMED, job, now, worker_id=worker_id)]
 
 
@@ -62,12 +63,14 @@ def complete(job: Job, lease: Lease, result: Result, now: float) -> tuple[Job, l
         job, events = fail(job, lease, result.error or "failed", result.failure or FailureKind.USER, now, result)
         return job, events, CompleteOutcome.COUNTED
     job = _replace(job, state=JobState.SUCCEEDED, result=result, lease_deadline=None, error=None, updated_at=now)
-    return job, [_event(EventKind.SUCCEEDED, job, now, worker_id=lease.worker_id, result=result)], CompleteOutcome.COUNTED
+    events = [_event(EventKind.SUCCEEDED, job, now, worker_id=lease.worker_id, result=result)]
+    return job, events, CompleteOutcome.COUNTED
 
 
 def fail(job: Job, lease: Lease, error: str, kind: FailureKind, now: float, result: Result | None = None) -> Transition:
     if not holds(job, lease):
-        late = _event(EventKind.SUPERSEDED, job, now, worker_id=lease.worker_id, failure=kind, error=error, result=result)
+        late = _event(EventKind.SUPERSEDED, job, now, worker_id=lease.worker_id, failure=kind, error=error,
+                      result=result)
         return job, [msgspec.structs.replace(late, attempt=lease.attempt)]
     return _count_failure(job, error, kind, now, result)
 
@@ -76,7 +79,8 @@ def expire(job: Job, now: float) -> Transition:
     """Reap: a lease past its deadline is an infra failure of that attempt."""
     if not is_expired(job, now):
         return job, []
-    return _count_failure(job, f"lease expired (worker {job.worker_id} stopped heartbeating)", FailureKind.INFRA, now, None)
+    why = f"lease expired (worker {job.worker_id} stopped heartbeating)"
+    return _count_failure(job, why, FailureKind.INFRA, now, None)
 
 
 def _count_failure(job: Job, error: str, kind: FailureKind, now: float, result: Result | None) -> Transition:
@@ -84,7 +88,8 @@ def _count_failure(job: Job, error: str, kind: FailureKind, now: float, result: 
     budget = getattr(job.spec.budget.retries, kind.value, 0)
     retry = failures[kind.value] <= budget
     next_state = JobState.QUEUED if retry else (JobState.FAILED if kind is FailureKind.USER else JobState.DEAD)
-    failed = _replace(job, failures=failures, error=error, result=result or job.result, lease_deadline=None, updated_at=now)
+    failed = _replace(job, failures=failures, error=error, result=result or job.result, lease_deadline=None,
+                      updated_at=now)
     events = [_event(EventKind.FAILED, failed, now, worker_id=job.worker_id, failure=kind, error=error, result=result)]
     failed = _replace(failed, state=next_state, worker_id="")
     if next_state is JobState.QUEUED:
@@ -118,7 +123,8 @@ def requeue(job: Job, now: float) -> Transition:
     """Queue a finished job again with fresh retry budgets (ops requeue and replay)."""
     if job.state not in REQUEUEABLE:
         return job, []
-    job = _replace(job, state=JobState.QUEUED, failures={}, error=None, worker_id="", lease_deadline=None, updated_at=now)
+    job = _replace(job, state=JobState.QUEUED, failures={}, error=None, worker_id="", lease_deadline=None,
+                   updated_at=now)
     return job, [_event(EventKind.REQUEUED, job, now)]
 
 

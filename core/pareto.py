@@ -107,7 +107,7 @@ def nondominated(values: np.ndarray) -> np.ndarray:
         row = [c[best] for c in columns]
         at_least = np.ones(len(index), dtype=bool)
         better = np.zeros(len(index), dtype=bool)
-        for c, v in zip(columns, row):
+        for c, v in zip(columns, row, strict=True):
             at_least &= c <= v
             better |= c < v
         if (at_least & better).any():  # rounding in the score tied a dominator: fall back to lexicographic
@@ -116,7 +116,7 @@ def nondominated(values: np.ndarray) -> np.ndarray:
         mask[index[best]] = True
         worse = np.ones(len(index), dtype=bool)
         strictly = np.zeros(len(index), dtype=bool)
-        for c, v in zip(columns, row):
+        for c, v in zip(columns, row, strict=True):
             worse &= c >= v
             strictly |= c > v
         keep = ~(worse & strictly)
@@ -227,7 +227,7 @@ class _Table:
 
 def _dominates(a: FrontPoint, b: FrontPoint) -> bool:
     pa, pb = (a.artifact_bytes, a.train_seconds, a.val_bpb), (b.artifact_bytes, b.train_seconds, b.val_bpb)
-    return all(x <= y for x, y in zip(pa, pb)) and pa != pb
+    return all(x <= y for x, y in zip(pa, pb, strict=True)) and pa != pb
 
 
 def _insert(front: tuple[FrontPoint, ...], point: FrontPoint) -> tuple[FrontPoint, ...]:

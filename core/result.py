@@ -21,7 +21,7 @@ class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     attempt: int
     status: str  # "succeeded" | "failed"
     val_bpb: float | None = None  # the score: post-quantization roundtrip
-    score_source: str | None = None  # the log line it came from: its label, `step:N/M` (pre-quantization) or GOLFQ_RESULT
+    score_source: str | None = None  # its log line: the label, `step:N/M` (pre-quantization) or GOLFQ_RESULT
     val_loss: float | None = None
     pre_quant_val_bpb: float | None = None
     pre_quant_val_loss: float | None = None

@@ -10,8 +10,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
@@ -173,7 +173,8 @@ def canonical_bytes(spec: ExperimentSpec) -> bytes:
         "env": spec.env,
         "seed": spec.seed,
         "data": {"dataset": spec.data.dataset, "tokenizer": spec.data.tokenizer},
-        "budget": {"train_seconds": float(spec.budget.train_seconds), "timeout_seconds": float(spec.budget.hard_timeout)},
+        "budget": {"train_seconds": float(spec.budget.train_seconds),
+                   "timeout_seconds": float(spec.budget.hard_timeout)},
     }
     return msgspec.json.encode(outcome, order="sorted")
 
@@ -202,7 +203,8 @@ def _one_line(error: Exception) -> str:
     unknown = re.match(r"^Object contains unknown field `(.*)`$", message)
     if unknown:  # name the offending key itself, as a dotted path
         key = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
-        hint = " (hyperparameters are UPPER_CASE env keys)" if not path and unknown.group(1).upper() != unknown.group(1) else ""
+        lowercase = not path and unknown.group(1).upper() != unknown.group(1)
+        hint = " (hyperparameters are UPPER_CASE env keys)" if lowercase else ""
         return f"{key}: unknown field{hint}"
     if re.match(r"^[\w.\[\]']+: ", message):  # our own checks already name the field
         return message

@@ -59,7 +59,8 @@ class RedisServer:
                 pass
             except redis.exceptions.ConnectionError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server exited {self.proc.returncode}; see {self.dir / 'redis.log'}")
+                    raise RuntimeError(f"redis-server exited {self.proc.returncode}; "
+                                       f"see {self.dir / 'redis.log'}") from None
             if time.monotonic() > give_up:
                 raise RuntimeError("redis-server did not answer within 20 s")
             time.sleep(0.05)

@@ -12,8 +12,8 @@ import pytest
 from golfq.core.backends import open_broker
 from golfq.core.job import JobState
 from golfq.core.spec import parse_spec
-from tests.golfq_helpers import FINAL_LINES, golfq_command, queue_url, subprocess_env, wait_for
 from golfq.workers.fleet import Fleet, FleetConfig, FleetError, gpu_slots, parse_devices
+from tests.golfq_helpers import FINAL_LINES, golfq_command, queue_url, subprocess_env, wait_for
 
 
 @pytest.fixture

@@ -94,7 +94,7 @@ def test_an_install_claims_golfq_alone_and_every_package_folder():
     config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
     found = setuptools.find_packages(where=str(REPO_ROOT), include=config["include"])
     assert {name.split(".")[0] for name in found} == {"golfq"}
-    folders = {_module_name(init.parent / "__init__.py") for part in PARTS for init in (REPO_ROOT / part).rglob("__init__.py")}
+    folders = {_module_name(init) for part in PARTS for init in (REPO_ROOT / part).rglob("__init__.py")}
     assert folders <= set(found), folders - set(found)
     for part in PARTS:  # golfq/<part> is the repository's <part>/, so both trees are one
         assert (REPO_ROOT / "golfq" / part).resolve() == (REPO_ROOT / part).resolve()

@@ -21,11 +21,10 @@ from golfq.core.backends import open_broker
 from golfq.core.backends.redis.broker import RedisBroker
 from golfq.core.backends.redis.rq import TIMEOUT_MARGIN, parse_token, queue_name, token
 from golfq.core.broker import BrokerError
-from golfq.core.job import JobState
 from golfq.core.events import EventKind
+from golfq.core.job import JobState
 from golfq.core.result import FailureKind, Result
 from golfq.workers.rq import job as rq_job
-
 from tests.contract.helpers import spec, success
 
 STAND_IN = "tests.test_redis_broker:finish_at_once"

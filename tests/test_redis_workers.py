@@ -19,12 +19,12 @@ import pytest
 
 from golfq.core.backends.redis.broker import RedisBroker
 from golfq.core.backends.redis.rq import queue_name, token
-from golfq.core.job import JobState
 from golfq.core.events import EventKind
+from golfq.core.job import JobState
 from golfq.core.result import FailureKind
 from golfq.core.spec import Budget, ExperimentSpec
-from tests import redis_server
 from golfq.workers.rq.worker import _exited
+from tests import redis_server
 
 pytestmark = [
     pytest.mark.redis_server,

@@ -15,9 +15,9 @@ import pytest
 from golfq.core.job import JobState
 from golfq.core.result import FailureKind
 from golfq.core.spec import parse_spec
-from tests.golfq_helpers import FINAL_LINES, broker, pid_alive, subprocess_env, wait_for  # noqa: F401 (fixtures)
 from golfq.workers.process import GroupProcess
 from golfq.workers.runner import attempt_env, process_count, run_lease, training_command
+from tests.golfq_helpers import FINAL_LINES, broker, pid_alive, subprocess_env, wait_for  # noqa: F401 (fixtures)
 
 
 def lease_for(broker, script: str, **fields):

@@ -20,9 +20,8 @@ from golfq.core.backends import open_broker
 from golfq.core.backends.sqlite.broker import SqliteBroker
 from golfq.core.backends.sqlite.store import parse_url
 from golfq.core.broker import BrokerError
-from golfq.core.job import CompleteOutcome, JobState
 from golfq.core.events import EventKind
-
+from golfq.core.job import CompleteOutcome, JobState
 from tests.contract.conftest import ManualClock
 from tests.contract.helpers import all_events, spec, success
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from golfq.core.backends import open_broker
-from golfq.core.errors import GolfqError
 from golfq.core.broker import Broker
+from golfq.core.errors import GolfqError
 from golfq.core.job import Lease
 from golfq.core.pools import get_pool
 from golfq.core.result import Result

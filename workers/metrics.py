@@ -24,7 +24,8 @@ _NUM = r"([-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|nan|inf))"
 # `final_int8_zlib_roundtrip_exact val_loss:2.07 val_bpb:1.22 eval_time:1401ms` or
 # `final_sliding_window_eval_exact stride:64 val_loss:1.96 val_bpb:1.16`: one bare label (no ':'
 # or '/', so step lines and `ttt_sliding:done` never match), key:value fields, numeric values.
-_SCORE = re.compile(rf"^\s*([A-Za-z][A-Za-z0-9_]*)(?:\s+[A-Za-z_]\w*:\S+)*?\s+val_loss:\s*{_NUM}\s+val_bpb:\s*{_NUM}(.*)$")
+_SCORE = re.compile(rf"^\s*([A-Za-z][A-Za-z0-9_]*)(?:\s+[A-Za-z_]\w*:\S+)*?"
+                    rf"\s+val_loss:\s*{_NUM}\s+val_bpb:\s*{_NUM}(.*)$")
 # `step:13780/20000 val_loss:2.06 val_bpb:1.21 ...` or `4967/20000 val_loss: 2.76 val_bpb: 1.07`
 _STEP_VAL = re.compile(rf"^\s*(?:step:\s*)?(\d+)/(\d+)\s+val_loss:\s*{_NUM}\s+val_bpb:\s*{_NUM}")
 _STEP = re.compile(r"^\s*(?:step:\s*)?(\d+)/(\d+)\s+(?:train_loss|val_loss)\b")

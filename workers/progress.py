@@ -58,7 +58,7 @@ def parse_progress(line: str, at: float = 0.0) -> ProgressPoint | None:
             fields["train_seconds"] = round(float(value) * _SECONDS[unit or None], 6)
         else:
             fields[key] = float(value)
-    return ProgressPoint(at=at, step=int(step.group(1)), **fields)
+    return msgspec.convert({"at": at, "step": int(step.group(1)), **fields}, ProgressPoint)
 
 
 def _parse_record(line: str, at: float) -> ProgressPoint | None:
@@ -85,7 +85,7 @@ def _parse_record(line: str, at: float) -> ProgressPoint | None:
             extra[key] = float(value)
     if not fields and not extra:
         return None
-    return ProgressPoint(at=at, extra=extra, **fields)
+    return msgspec.convert({"at": at, "extra": extra, **fields}, ProgressPoint)
 
 
 def _has_score(point: ProgressPoint) -> bool:

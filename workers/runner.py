@@ -275,19 +275,19 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
     metrics = parse_log_file(log_path)
     tail = _tail(log_path)
     if outcome == _Outcome.STOPPED:
-        failure, error = None, watch.stop_reason
+        failure, why = None, watch.stop_reason
     else:
-        failure, error = _classify(outcome, returncode, metrics, hard_timeout, tail)
-    result = _build_result(lease, metrics=metrics, failure=failure, error=error, started_at=started_at,
+        failure, why = _classify(outcome, returncode, metrics, hard_timeout, tail)
+    result = _build_result(lease, metrics=metrics, failure=failure, error=why, started_at=started_at,
                            wall_seconds=wall_seconds, nproc=nproc, log_path=log_path, tail=tail,
                            worker_id=worker_id, artifact_dir=workdir / "artifacts",
                            stopped=outcome == _Outcome.STOPPED)
     if outcome == _Outcome.STOPPED:
-        _report(lambda: broker.stop(lease, error or "stopped", result), f"stop {lease.job_id}")
+        _report(lambda: broker.stop(lease, why or "stopped", result), f"stop {lease.job_id}")
     elif failure is None:
         _report(lambda: broker.complete(lease, result), f"complete {lease.job_id}")
     else:
-        _report(lambda: broker.fail(lease, error or "failed", failure, result), f"fail {lease.job_id}")
+        _report(lambda: broker.fail(lease, why or "failed", failure, result), f"fail {lease.job_id}")
     return result
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 
 from golfq.core.broker import Broker
-from golfq.core.job import Lease
 from golfq.core.events import Event, EventKind
+from golfq.core.job import Lease
 from golfq.core.pareto import Front, fold, observation
 from golfq.core.result import FailureKind, Result
 from golfq.core.spec import Budget, ExperimentSpec, Retries

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import time
 
-from golfq.core.job import CompleteOutcome, JobState
 from golfq.core.events import EventKind
-
+from golfq.core.job import CompleteOutcome, JobState
 from tests.contract.helpers import all_events, spec, success
 
 
@@ -18,7 +17,8 @@ def claim_all(broker, pool: str) -> list[str]:
 
 
 def test_higher_priority_first_then_fifo(broker, clock):
-    low, high_a, mid, high_b = spec(seed=1, priority=-5), spec(seed=2, priority=10), spec(seed=3), spec(seed=4, priority=10)
+    low, high_a = spec(seed=1, priority=-5), spec(seed=2, priority=10)
+    mid, high_b = spec(seed=3), spec(seed=4, priority=10)
     broker.submit([low, high_a])
     clock.advance(1)
     broker.submit([mid, high_b])

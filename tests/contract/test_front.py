@@ -9,7 +9,6 @@ import pytest
 from golfq.core.job import CompleteOutcome
 from golfq.core.pareto import fold, observation
 from golfq.core.result import FailureKind, Result
-
 from tests.contract.helpers import replayed_front, spec, success
 
 TRACKS = {"cpu": "cpu", "h100": "1xH100"}
@@ -49,7 +48,7 @@ def test_front_equals_a_fold_from_scratch(broker, clock, seed):
     counted = run_random_history(broker, clock, random.Random(seed))
     mine = [observation(lease.job_id, job_spec, success(lease)) for job_spec, lease in counted]
     assert broker.tracks() == sorted({o.track for o in mine})
-    for pool, track in TRACKS.items():
+    for track in TRACKS.values():
         stored = broker.front(track)
         assert stored == fold(mine, track)
         assert stored == replayed_front(broker, track)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from golfq.core.job import CompleteOutcome, JobState
 from golfq.core.events import EventKind
+from golfq.core.job import CompleteOutcome, JobState
 from golfq.core.result import FailureKind, Result
-
 from tests.contract.helpers import all_events, failure, kinds, spec, success
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from golfq.core.job import JobState
 from golfq.core.events import EventKind
+from golfq.core.job import JobState
 from golfq.core.result import FailureKind
-
 from tests.contract.helpers import all_events, spec, success
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from golfq.core.job import JobState
 from golfq.core.events import EventKind
+from golfq.core.job import JobState
 from golfq.core.result import FailureKind
 from golfq.core.spec import Retries
-
 from tests.contract.helpers import all_events, kinds, spec, success
 
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from golfq.core.job import JobState
 from golfq.core.events import EventKind
+from golfq.core.job import JobState
 from golfq.core.spec import SpecError
-
 from tests.contract.helpers import all_events, spec
 
 
@@ -15,7 +14,7 @@ def test_submit_queues_each_spec_in_order(broker, clock):
     specs = [spec(seed=i) for i in range(5)]
     jobs = broker.submit(specs)
     assert [j.id for j in jobs] == [s.id for s in specs]
-    assert all(j.state is JobState.QUEUED and j.attempt == 0 and j.spec == s for j, s in zip(jobs, specs))
+    assert all(j.state is JobState.QUEUED and j.attempt == 0 and j.spec == s for j, s in zip(jobs, specs, strict=True))
     assert all(j.submitted_at == clock.now for j in jobs)
     assert [j.order for j in jobs] == sorted({j.order for j in jobs})  # strictly increasing FIFO positions
     assert broker.get(specs[2].id) == jobs[2]

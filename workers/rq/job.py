@@ -102,7 +102,8 @@ def on_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, traceba
     The runner reports every failure of the training itself, so only attempts that
     still hold their lease here are failed: RQ's timeout as `timeout`, the rest `infra`.
     """
-    kind = FailureKind.TIMEOUT if exc_type is not None and issubclass(exc_type, JobTimeoutException) else FailureKind.INFRA
+    timed_out = exc_type is not None and issubclass(exc_type, JobTimeoutException)
+    kind = FailureKind.TIMEOUT if timed_out else FailureKind.INFRA
     name = exc_type.__name__ if exc_type is not None else "failure"
     _fail_from_rq(job.id, connection, f"RQ: {name}: {exc_value}".strip().rstrip(":"), kind)
 
@@ -120,5 +121,6 @@ def on_stopped(job: Any, connection: Any) -> None:
 
 def on_horse_killed(job: Any, retpid: int, ret_val: int, rusage: Any) -> None:
     """The work horse died (a crash, the OOM killer, a signal): an infra failure of the attempt."""
-    signal_note = f" by signal {os.WTERMSIG(ret_val)}" if ret_val and os.WIFSIGNALED(ret_val) else f" (status {ret_val})"
+    signalled = bool(ret_val) and os.WIFSIGNALED(ret_val)
+    signal_note = f" by signal {os.WTERMSIG(ret_val)}" if signalled else f" (status {ret_val})"
     _fail_from_rq(job.id, job.connection, f"RQ work horse {retpid} died{signal_note}", FailureKind.INFRA)

@@ -161,7 +161,8 @@ class _Fleet:
         but never started is pushed back once it has sat there for the detection time."""
         try:
             for job_id in broker.reap():
-                print(f"golfq worker: {job_id}: lease expired, worker presumed dead (infra)", file=sys.stderr, flush=True)
+                print(f"golfq worker: {job_id}: lease expired, worker presumed dead (infra)", file=sys.stderr,
+                      flush=True)
             now = time.monotonic()
             stranded = set(broker.stranded(self.pool))
             self.stranded_since = {t: self.stranded_since.get(t, now) for t in stranded}

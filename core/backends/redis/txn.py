@@ -21,12 +21,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
+
 from golfq.core import lifecycle
+from golfq.core.backends.redis.rq import Client, Pipeline, RQSide, next_token, parse_token
 from golfq.core.broker import Txn
 from golfq.core.events import Event, encode_event
 from golfq.core.job import Job, JobState, Lease
 from golfq.core.pareto import Observation
-from golfq.core.backends.redis.rq import Client, Pipeline, RQSide, next_token, parse_token
 
 encode = msgspec.json.Encoder().encode
 decode_job = msgspec.json.Decoder(Job).decode

@@ -29,8 +29,8 @@ import msgspec
 
 from golfq.core.backends.sqlite.store import SqliteStore, Tx, decode_job
 from golfq.core.broker import Broker
-from golfq.core.job import Job, JobState, PoolStats, Stats
 from golfq.core.events import Event
+from golfq.core.job import Job, JobState, PoolStats, Stats
 from golfq.core.pareto import Observation
 from golfq.core.result import ProgressPoint
 from golfq.core.spec import script_ref

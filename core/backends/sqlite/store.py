@@ -29,8 +29,8 @@ from urllib.parse import parse_qsl, quote
 import msgspec
 
 from golfq.core.broker import BrokerError, Txn
-from golfq.core.job import Job, JobState, Lease
 from golfq.core.events import Event
+from golfq.core.job import Job, JobState, Lease
 from golfq.core.pareto import Observation
 
 DEFAULT_PATH = ".golfq/golfq.db"
@@ -86,7 +86,8 @@ def parse_url(url: str) -> SqliteOptions:
         elif key == "busy_timeout" and _is_positive(value):
             busy_seconds = float(value)
         else:
-            raise BrokerError(f"queue URL {url!r}: bad option {key}={value!r} (synchronous=normal|full, busy_timeout=SECONDS)")
+            raise BrokerError(f"queue URL {url!r}: bad option {key}={value!r} "
+                              "(synchronous=normal|full, busy_timeout=SECONDS)")
     return SqliteOptions(Path(raw).expanduser().absolute(), synchronous, busy_seconds)
 
 
