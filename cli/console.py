@@ -52,7 +52,8 @@ def queue(url: str | None) -> Iterator[Broker]:
     try:
         broker = open_broker(url)
     except ImportError as error:
-        raise GolfqError(f"queue URL {url or settings().queue!r}: its backend is not installed here ({error})") from None
+        named = url or settings().queue
+        raise GolfqError(f"queue URL {named!r}: its backend is not installed here ({error})") from None
     try:
         yield broker
     finally:

@@ -39,16 +39,42 @@ def _data() -> None:
 
 @data_app.command("prepare")
 def prepare_command(
-    source: Annotated[str, typer.Option(metavar="SOURCE", help="stdlib, fineweb, a directory of .txt files, or a .jsonl file with a 'text' field.")] = "stdlib",
+    source: Annotated[
+        str,
+        typer.Option(metavar="SOURCE",
+                     help="stdlib, fineweb, a directory of .txt files, or a .jsonl file with a 'text' field."),
+    ] = "stdlib",
     vocab: Annotated[int, typer.Option(metavar="N", help="Tokenizer vocabulary size (VOCAB_SIZE).")] = 1024,
-    out: Annotated[Path | None, typer.Option(metavar="DIR", show_default=False, help="Data root (default: $GOLFQ_DATA_DIR, else ~/.cache/golfq/data)")] = None,
-    repo_dir: Annotated[Path | None, typer.Option(metavar="DIR", help="fineweb only: a local copy of the hub dataset repo instead of downloading.")] = None,
-    train_shards: Annotated[int, typer.Option(metavar="N", help="fineweb only: how many 100M-token train shards to fetch.")] = 80,
-    on: Annotated[str, typer.Option("--on", metavar="local|modal", help="local (this machine) or modal (the deployed app's data Volume).")] = "local",
-    app_name: Annotated[str | None, typer.Option("--app", metavar="APP", show_default=False, help="--on modal: the deployed app's name (default: $GOLFQ_MODAL_APP, else golfq)")] = None,
-    env: Annotated[str | None, typer.Option("--env", metavar="ENV", show_default=False, help="--on modal: the Modal environment (default: $GOLFQ_MODAL_ENV)")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(metavar="DIR", show_default=False,
+                     help="Data root (default: $GOLFQ_DATA_DIR, else ~/.cache/golfq/data)"),
+    ] = None,
+    repo_dir: Annotated[
+        Path | None,
+        typer.Option(metavar="DIR", help="fineweb only: a local copy of the hub dataset repo instead of downloading."),
+    ] = None,
+    train_shards: Annotated[
+        int,
+        typer.Option(metavar="N", help="fineweb only: how many 100M-token train shards to fetch."),
+    ] = 80,
+    on: Annotated[
+        str,
+        typer.Option("--on", metavar="local|modal",
+                     help="local (this machine) or modal (the deployed app's data Volume)."),
+    ] = "local",
+    app_name: Annotated[
+        str | None,
+        typer.Option("--app", metavar="APP", show_default=False,
+                     help="--on modal: the deployed app's name (default: $GOLFQ_MODAL_APP, else golfq)"),
+    ] = None,
+    env: Annotated[
+        str | None,
+        typer.Option("--env", metavar="ENV", show_default=False,
+                     help="--on modal: the Modal environment (default: $GOLFQ_MODAL_ENV)"),
+    ] = None,
 ) -> None:
-    """Tokenize SOURCE (training a SentencePiece BPE tokenizer) or fetch FineWeb, and print DATA_PATH and TOKENIZER_PATH."""
+    """Tokenize SOURCE (training a SentencePiece BPE tokenizer) or fetch FineWeb; print DATA_PATH and TOKENIZER_PATH."""
     if on not in PLACES:
         raise GolfqError(f"data prepare: --on must be {' or '.join(PLACES)}, got {on!r}")
     if train_shards < 1:

@@ -269,9 +269,18 @@ def _draw(front: Front, plot: Path) -> tuple[str | None, str | None]:
 
 @app.command()
 def demo(
-    quick: Annotated[bool, typer.Option("--quick", help="A much smaller sweep (2 jobs, seconds each): for CI.")] = False,
-    concurrency: Annotated[int | None, typer.Option(min=1, metavar="N", help="Jobs at once (default: 2, or 1 on a one-core machine).")] = None,
-    plot: Annotated[Path, typer.Option(metavar="FILE.png", help="Where to draw the front (needs matplotlib).")] = DEFAULT_PLOT,
+    quick: Annotated[
+        bool,
+        typer.Option("--quick", help="A much smaller sweep (2 jobs, seconds each): for CI."),
+    ] = False,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, metavar="N", help="Jobs at once (default: 2, or 1 on a one-core machine)."),
+    ] = None,
+    plot: Annotated[
+        Path,
+        typer.Option(metavar="FILE.png", help="Where to draw the front (needs matplotlib)."),
+    ] = DEFAULT_PLOT,
     queue_url: QueueOption = None,
     as_json: JsonOption = False,
 ) -> None:

@@ -32,12 +32,13 @@ from golfq.cli.progress import (
     progress_doc,
     progress_line,
 )
-from golfq.core.broker import Broker, iter_events
+from golfq.core.broker import iter_events
 from golfq.core.errors import EXIT_JOB_FAILED, GolfqError
 from golfq.core.events import Event
 from golfq.core.job import Job, JobState
 from golfq.core.result import ProgressPoint, Result
 from golfq.producer.client import Client, WaitTimeout
+from golfq.producer.loop import find_job
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -45,17 +46,11 @@ if TYPE_CHECKING:
 app = typer.Typer(add_completion=False)
 
 
-def find_job(broker: Broker, job_id: str) -> Job:
-    job = broker.get(job_id)
-    if job is None:
-        raise GolfqError(f"job {job_id}: not found in {broker.url}")
-    return job
-
-
 # -- status ---------------------------------------------------------------------------------------
 
 
-def _job_row(job: Job) -> dict:
+def job_row(job: Job) -> dict:
+    """A job in one flat row, as `status --json` and the MCP tools list jobs."""
     r = job.result
     return {"id": job.id, "state": job.state.value, "pool": job.pool, "attempt": job.attempt, "name": job.spec.name,
             "val_bpb": r.val_bpb if r else None, "artifact_bytes": r.artifact_bytes if r else None,
@@ -94,7 +89,7 @@ def _print_job(job: Job, curve: list[ProgressPoint]) -> None:
         if value:
             print(f"{key:>10}  {value}")
     rows = curve_lines(curve)
-    for key, row in zip(["curve", *[""] * len(rows)], rows):
+    for key, row in zip(["curve", *[""] * len(rows)], rows, strict=False):
         print(f"{key:>10}  {row}")
     if rows:
         print(f"{'':>10}  ({len(curve)} point(s) of attempt {job.attempt})")
@@ -121,7 +116,7 @@ def status(
         jobs = broker.list()
         recent = jobs[-limit:] if limit > 0 else []
     if as_json:
-        emit_json({"stats": stats, "jobs": [_job_row(j) for j in recent]})
+        emit_json({"stats": stats, "jobs": [job_row(j) for j in recent]})
         return
     from rich.table import Table
 

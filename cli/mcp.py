@@ -19,7 +19,7 @@ import msgspec
 import typer
 
 from golfq.cli.console import QueueOption, queue, tidy_numbers
-from golfq.cli.jobs import _job_row as job_row
+from golfq.cli.jobs import job_row
 from golfq.cli.loop import compare_doc, promoted_doc
 from golfq.cli.pareto import as_ranking, front_doc
 from golfq.core.errors import GolfqError
@@ -27,6 +27,7 @@ from golfq.core.job import Job
 from golfq.core.spec import ExperimentSpec
 from golfq.producer.client import Client
 from golfq.producer.grid import Sweep, expand
+from golfq.producer.loop import find_job
 from golfq.producer.specfile import Prepared, prepare_all
 
 if TYPE_CHECKING:
@@ -127,9 +128,7 @@ def build_server(client: Client, base_dir: Path) -> FastMCP:
     def curve(job_id: str, attempt: int | None = None) -> dict[str, Any]:
         """One attempt's live learning curve (default: the latest attempt): points of step, train_seconds,
         train_loss, val_loss, val_bpb as the run reports them."""
-        job = client.get(job_id)
-        if job is None:
-            raise GolfqError(f"job {job_id}: not found in {client.url}")
+        job = find_job(client.broker, job_id)
         attempt = job.attempt if attempt is None else attempt
         return {"job_id": job_id, "attempt": attempt, "points": client.broker.curve(job_id, attempt)}
 

@@ -26,10 +26,15 @@ if TYPE_CHECKING:
 modal_cli = typer.Typer(name="modal", help="Run golfq on Modal: deploy, status, prepare, debug.",
                         no_args_is_help=True, add_completion=False)
 
-AppOption = Annotated[str | None, typer.Option("--app", metavar="APP", show_default=False,
-                                               help="Modal app name, queue modal://APP (default: $GOLFQ_MODAL_APP, else golfq)")]
-EnvOption = Annotated[str | None, typer.Option("--env", metavar="ENV", show_default=False,
-                                               help="Modal environment (default: $GOLFQ_MODAL_ENV)")]
+AppOption = Annotated[
+    str | None,
+    typer.Option("--app", metavar="APP", show_default=False,
+                 help="Modal app name, queue modal://APP (default: $GOLFQ_MODAL_APP, else golfq)"),
+]
+EnvOption = Annotated[
+    str | None,
+    typer.Option("--env", metavar="ENV", show_default=False, help="Modal environment (default: $GOLFQ_MODAL_ENV)"),
+]
 DEBUG_WORKDIR = "/root/debug"
 
 
@@ -93,7 +98,10 @@ def _select(app: str, env: str | None, config: Path | None = None) -> None:
 def deploy(
     app: AppOption = None,
     env: EnvOption = None,
-    config: Annotated[Path | None, typer.Option("--config", metavar="FILE", help="Pool settings (TOML), see docs/modal.md.")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", metavar="FILE", help="Pool settings (TOML), see docs/modal.md."),
+    ] = None,
 ) -> None:
     """Deploy (or update) the app: pool functions, dispatcher, data prep, Volumes."""
     app, env = _app_and_env(app, env)
@@ -176,7 +184,10 @@ def prepare_on_modal(source: str = "fineweb", vocab: int = 1024, train_shards: i
 def prepare(
     source: Annotated[str, typer.Option("--source", metavar="SOURCE", help="stdlib or fineweb.")] = "fineweb",
     vocab: Annotated[int, typer.Option("--vocab", metavar="N", help="Tokenizer vocabulary size.")] = 1024,
-    train_shards: Annotated[int, typer.Option("--train-shards", metavar="N", help="fineweb: 100M-token train shards.")] = 80,
+    train_shards: Annotated[
+        int,
+        typer.Option("--train-shards", metavar="N", help="fineweb: 100M-token train shards."),
+    ] = 80,
     app: AppOption = None,
     env: EnvOption = None,
 ) -> None:

@@ -27,8 +27,10 @@ from golfq.ops.export import encode_record, import_export, records_of, write_exp
 from golfq.ops.purge import parse_before
 from golfq.ops.replay import carry_out, events_from_file, plan_replay
 
-ops_app = typer.Typer(name="ops", no_args_is_help=True, add_completion=False,
-                  help="Operate a queue: stats, drain/resume pools, requeue, cancel, replay, purge, export/import, cost.")
+ops_app = typer.Typer(
+    name="ops", no_args_is_help=True, add_completion=False,
+    help="Operate a queue: stats, drain/resume pools, requeue, cancel, replay, purge, export/import, cost.",
+)
 
 PoolArgument = Annotated[str, typer.Argument(metavar="POOL")]
 
@@ -138,7 +140,10 @@ def requeue(
     ids: Annotated[list[str] | None, typer.Argument(metavar="ID")] = None,
     dead: Annotated[bool, typer.Option("--dead", help="Every dead job (infra/timeout retries spent).")] = False,
     failed: Annotated[bool, typer.Option("--failed", help="Every failed job (the experiment failed).")] = False,
-    stopped: Annotated[bool, typer.Option("--stopped", help="Every job a stopping rule ended (runs to its end).")] = False,
+    stopped: Annotated[
+        bool,
+        typer.Option("--stopped", help="Every job a stopping rule ended (runs to its end)."),
+    ] = False,
     queue_url: QueueOption = None,
     as_json: JsonOption = False,
 ) -> None:

@@ -87,9 +87,18 @@ def draw(fronts: list[Front], plot: Path, feasible: bool) -> None:
 
 @app.command()
 def pareto(
-    track: Annotated[str | None, typer.Option(metavar="TRACK", help="A track (8xH100, 1xH100, cpu) or a pool name (default: all).")] = None,
-    feasible: Annotated[bool, typer.Option("--feasible", help="Only configs within 16,000,000 bytes and the time rule.")] = False,
-    plot: Annotated[Path | None, typer.Option(metavar="FILE.png", help="Also draw the front (needs matplotlib).")] = None,
+    track: Annotated[
+        str | None,
+        typer.Option(metavar="TRACK", help="A track (8xH100, 1xH100, cpu) or a pool name (default: all)."),
+    ] = None,
+    feasible: Annotated[
+        bool,
+        typer.Option("--feasible", help="Only configs within 16,000,000 bytes and the time rule."),
+    ] = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE.png", help="Also draw the front (needs matplotlib)."),
+    ] = None,
     ranking: Annotated[bool, typer.Option("--ranking", help="Every config, front or not, best first.")] = False,
     queue_url: QueueOption = None,
     as_json: JsonOption = False,

@@ -16,7 +16,10 @@ skill_app = typer.Typer(name="skill", help="The golfq skill for coding agents (S
 
 @skill_app.command("install")
 def install(
-    directory: Annotated[Path, typer.Option("--dir", metavar="DIR", help="Skill folder (.claude/skills/golfq for Claude Code).")] = DEFAULT_DIR,
+    directory: Annotated[
+        Path,
+        typer.Option("--dir", metavar="DIR", help="Skill folder (.claude/skills/golfq for Claude Code)."),
+    ] = DEFAULT_DIR,
     force: Annotated[bool, typer.Option("--force", help="Replace an edited copy.")] = False,
 ) -> None:
     """Write SKILL.md for coding agents (default .agents/skills/golfq/)."""

@@ -7,9 +7,8 @@ from typing import Annotated
 
 import typer
 
-from golfq.cli.console import JsonOption, QueueOption, emit_json, queue
+from golfq.cli.console import JsonOption, QueueOption, WorkDirOption, emit_json, queue, work_dir
 from golfq.cli.jobs import job_log
-from golfq.core.settings import settings
 from golfq.ops.submission import write_submission
 
 app = typer.Typer(add_completion=False)
@@ -17,13 +16,16 @@ app = typer.Typer(add_completion=False)
 
 @app.command()
 def submission(
-    job_ids: Annotated[list[str], typer.Argument(metavar="ID", help="Finished jobs of one configuration, one per seed.")],
+    job_ids: Annotated[
+        list[str],
+        typer.Argument(metavar="ID", help="Finished jobs of one configuration, one per seed."),
+    ],
     out: Annotated[Path, typer.Option("--out", help="The record folder to write (new or empty).")],
     name: Annotated[str, typer.Option(help="submission.json name (default: the spec's name).")] = "",
     author: Annotated[str, typer.Option(help="submission.json author.")] = "",
     github_id: Annotated[str, typer.Option("--github-id", help="submission.json github_id.")] = "",
     blurb: Annotated[str, typer.Option(help="submission.json blurb.")] = "",
-    work_dir: Annotated[Path | None, typer.Option(help="Where local workers keep runs (default $GOLFQ_WORK_DIR or .golfq/runs).")] = None,
+    work_dir_option: WorkDirOption = None,
     queue_url: QueueOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -33,7 +35,7 @@ def submission(
     """
     from golfq.workers.golf.bundle import bundle_source
 
-    runs = work_dir or settings().work_dir
+    runs = work_dir(work_dir_option)
     with queue(queue_url) as broker:
         written = write_submission(broker, job_ids, out, log_of=lambda job: job_log(job, runs),
                                    builtin_source=bundle_source, name=name, author=author, github_id=github_id,

@@ -75,13 +75,25 @@ def _print_submitted(job: Job, new: bool, as_json: bool) -> None:
 
 @app.command()
 def submit(
-    file: Annotated[str | None, typer.Argument(metavar="FILE|-", help="Spec file (.toml/.json); - reads stdin.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE",
-                                                   help="NUM_LAYERS=9 sets a hyperparameter; budget.train_seconds=60 a field.")] = None,
+    file: Annotated[
+        str | None,
+        typer.Argument(metavar="FILE|-", help="Spec file (.toml/.json); - reads stdin."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="KEY=VALUE",
+                     help="NUM_LAYERS=9 sets a hyperparameter; budget.train_seconds=60 a field."),
+    ] = None,
     pool: Annotated[str | None, typer.Option(metavar="POOL", help="Pool to run in (cpu, h100, h100x8, ...).")] = None,
     seed: Annotated[list[int] | None, typer.Option(metavar="SEED", help="Seed; repeat for one job per seed.")] = None,
-    script: Annotated[Path | None, typer.Option(metavar="FILE", help="A train_gpt.py-style script to run instead of the built-in trainer.")] = None,
-    budget: Annotated[float | None, typer.Option(metavar="SECONDS", help="Training budget (MAX_WALLCLOCK_SECONDS).")] = None,
+    script: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="A train_gpt.py-style script to run instead of the built-in trainer."),
+    ] = None,
+    budget: Annotated[
+        float | None,
+        typer.Option(metavar="SECONDS", help="Training budget (MAX_WALLCLOCK_SECONDS)."),
+    ] = None,
     priority: Annotated[int | None, typer.Option(metavar="N", help="Higher runs first within a pool.")] = None,
     tag: Annotated[list[str] | None, typer.Option(metavar="TAG", help="Tag; repeatable.")] = None,
     parent: Annotated[str | None, typer.Option(metavar="ID", help="The job this one derives from.")] = None,

@@ -68,15 +68,38 @@ def _announce(as_json: bool) -> tuple[Callable[[Lease, str | None], None], Calla
 @app.command()
 def worker(
     pool: Annotated[str, typer.Option(metavar="POOL", help="The pool to serve (cpu, h100, h100x8, ...).")],
-    concurrency: Annotated[int | None, typer.Option(min=1, metavar="N", help="Jobs at once (default: one per GPU group, or 1).")] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, metavar="N", help="Jobs at once (default: one per GPU group, or 1)."),
+    ] = None,
     burst: Annotated[bool, typer.Option("--burst", help="Exit once the pool is empty.")] = False,
-    max_idle: Annotated[float | None, typer.Option(min=0, metavar="SECONDS", help="Exit after this long with nothing to run.")] = None,
-    gpus: Annotated[str | None, typer.Option(metavar="DEVICES", help="GPUs to share out, e.g. 0,1,2,3: each job gets its own.")] = None,
+    max_idle: Annotated[
+        float | None,
+        typer.Option(min=0, metavar="SECONDS", help="Exit after this long with nothing to run."),
+    ] = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option(metavar="DEVICES", help="GPUs to share out, e.g. 0,1,2,3: each job gets its own."),
+    ] = None,
     work_dir_option: WorkDirOption = None,
-    lease_seconds: Annotated[float, typer.Option(min=1, metavar="SECONDS", help="Lease length; renewed by heartbeats.")] = 60.0,
-    heartbeat_seconds: Annotated[float, typer.Option(min=0.1, metavar="SECONDS", help="Seconds between heartbeats.")] = 10.0,
-    grace: Annotated[float, typer.Option(min=0, metavar="SECONDS", help="On SIGTERM/SIGINT, how long running jobs may finish.")] = 60.0,
-    progress_seconds: Annotated[float | None, typer.Option(min=0.1, metavar="SECONDS", help="Live curves keep one point per this many seconds (default: $GOLFQ_PROGRESS_SECONDS, else 10).")] = None,
+    lease_seconds: Annotated[
+        float,
+        typer.Option(min=1, metavar="SECONDS", help="Lease length; renewed by heartbeats."),
+    ] = 60.0,
+    heartbeat_seconds: Annotated[
+        float,
+        typer.Option(min=0.1, metavar="SECONDS", help="Seconds between heartbeats."),
+    ] = 10.0,
+    grace: Annotated[
+        float,
+        typer.Option(min=0, metavar="SECONDS", help="On SIGTERM/SIGINT, how long running jobs may finish."),
+    ] = 60.0,
+    progress_seconds: Annotated[
+        float | None,
+        typer.Option(min=0.1, metavar="SECONDS",
+                     help="Live curves keep one point per this many seconds "
+                          "(default: $GOLFQ_PROGRESS_SECONDS, else 10)."),
+    ] = None,
     queue_url: QueueOption = None,
     as_json: JsonOption = False,
 ) -> None:

@@ -23,7 +23,7 @@ def plot_fronts(fronts: Sequence[Front], path: Path, feasible_only: bool = False
     if not fronts:
         for ax in axes[0]:
             ax.text(0.5, 0.5, "no results yet", ha="center", va="center", transform=ax.transAxes)
-    for row, front in zip(axes, fronts):
+    for row, front in zip(axes, fronts, strict=False):  # no fronts: one empty row of axes
         points = front.view(feasible_only)
         mb = [p.artifact_bytes / 1e6 for p in points]
         secs = [p.train_seconds for p in points]

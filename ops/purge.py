@@ -22,7 +22,8 @@ def parse_before(text: str, now: float | None = None) -> float:
             cutoff = datetime.fromisoformat(text.strip()).timestamp()
         datetime.fromtimestamp(cutoff)  # the summary prints it; an age past year 1 cannot be
     except (ValueError, OverflowError, OSError):
-        raise OpsError(f"purge --before {text!r}: not a date (2026-05-01, 2026-05-01T12:00) or an age (7d, 12h)") from None
+        raise OpsError(f"purge --before {text!r}: not a date (2026-05-01, 2026-05-01T12:00) "
+                       "or an age (7d, 12h)") from None
     if cutoff > now:
         # Every finished job was last updated before a future date: almost surely a typo, and not undoable.
         raise OpsError(f"purge --before {text!r}: in the future; give a past date or an age such as 30d")

@@ -48,7 +48,7 @@ def _jobs(broker: Broker, job_ids: Sequence[str]) -> list[Job]:
     if not ids:
         raise _fail("give at least one job id")
     jobs = [broker.get(job_id) for job_id in ids]
-    if missing := [job_id for job_id, job in zip(ids, jobs) if job is None]:
+    if missing := [job_id for job_id, job in zip(ids, jobs, strict=True) if job is None]:
         raise _fail(f"job(s) not found in {broker.url}: {', '.join(missing)}")
     found: list[Job] = [job for job in jobs if job is not None]
     for job in found:
@@ -119,10 +119,11 @@ def _document(jobs: list[Job], code_bytes: int, logs: list[Path], *, name: str, 
     finished = max(r.finished_at or 0.0 for r in results)
     under_size = len(sizes) == len(results) and max(sizes) <= SIZE_LIMIT_BYTES
     under_time = len(train) == len(results) and max(train) <= TRAIN_LIMIT_SECONDS
+    record_track = under_size and under_time and _hardware(results).startswith("8x")
     document: dict[str, Any] = {
         "author": author, "github_id": github_id, "name": name, "blurb": blurb,
         "date": datetime.datetime.fromtimestamp(finished, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "track": "10min_16mb" if under_size and under_time and _hardware(results).startswith("8x") else "non_record_16mb",
+        "track": "10min_16mb" if record_track else "non_record_16mb",
         "val_loss": round(statistics.fmean(losses), 8) if losses else None,
         "val_bpb": round(statistics.fmean(bpbs), 8),
         "bytes_total": max(sizes) if sizes else None,
@@ -145,8 +146,10 @@ def _document(jobs: list[Job], code_bytes: int, logs: list[Path], *, name: str, 
 
 def _command(job: Job) -> str:
     spec = job.spec
-    env = {"DATA_PATH": f"./data/datasets/{spec.data.dataset}", "TOKENIZER_PATH": f"./data/tokenizers/{spec.data.tokenizer}.model",
-           "SEED": str(spec.seed), "MAX_WALLCLOCK_SECONDS": f"{spec.budget.train_seconds:g}", **dict(sorted(spec.env.items()))}
+    env = {"DATA_PATH": f"./data/datasets/{spec.data.dataset}",
+           "TOKENIZER_PATH": f"./data/tokenizers/{spec.data.tokenizer}.model",
+           "SEED": str(spec.seed), "MAX_WALLCLOCK_SECONDS": f"{spec.budget.train_seconds:g}",
+           **dict(sorted(spec.env.items()))}
     gpus = job.result.gpu_count if job.result is not None and job.result.gpu_count else 0
     launcher = f"torchrun --standalone --nproc_per_node={gpus} {SCRIPT_NAME}" if gpus > 1 else f"python {SCRIPT_NAME}"
     return " \\\n  ".join([*(f"{k}={v}" for k, v in env.items()), launcher])
@@ -156,11 +159,12 @@ def _readme(jobs: list[Job], document: dict[str, Any], log_names: list[str]) -> 
     spec = jobs[0].spec
     trainer = ("golfq's built-in trainer (the challenge's baseline architecture), bundled into this one file"
                if spec.trainer == BUILTIN else f"the script golfq ran ({spec.trainer}), verbatim")
+    columns = ("val_bpb", "val_loss", "artifact_bytes", "steps", "step_avg_ms", "train_time_s")
     rows = ["| seed | val_bpb | val_loss | artifact bytes | steps | step_avg ms | train s | log |",
             "|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for job, log_name in zip(jobs, log_names):
+    for job, log_name in zip(jobs, log_names, strict=True):
         figures = document["seed_results"][str(job.spec.seed)]
-        cells = [figures.get(key, "-") for key in ("val_bpb", "val_loss", "artifact_bytes", "steps", "step_avg_ms", "train_time_s")]
+        cells = [figures.get(key, "-") for key in columns]
         rows.append(f"| {job.spec.seed} | " + " | ".join(str(c) for c in cells) + f" | {log_name} |")
     settings = "\n".join(f"- `{k}={v}`" for k, v in sorted(spec.env.items())) or "- the trainer's defaults"
     std = f" (std {document['val_bpb_std']})" if "val_bpb_std" in document else ""
@@ -194,16 +198,18 @@ def write_submission(broker: Broker, job_ids: Sequence[str], out: Path, *, log_o
     sources = [_log_path(job, log_of) for job in jobs]
     log_names = ["train.log"] if len(jobs) == 1 else [f"train_seed{job.spec.seed}.log" for job in jobs]
     reported = {job.result.code_bytes for job in jobs if job.result is not None}
-    # The code size the runs counted (a script may count its code compressed); the file's own size otherwise.
-    code_bytes = reported.pop() if len(reported) == 1 and None not in reported else len(code)
-    document = _document(jobs, code_bytes, sources, name=name or jobs[0].spec.name or f"golfq {config_key(jobs[0].spec)}",
-                         author=author, github_id=github_id, blurb=blurb)
+    # The code size the runs all counted (a script may count its code compressed); the file's own size where they
+    # differ or one counted none.
+    counted = reported.pop() if len(reported) == 1 else None
+    code_bytes = counted if counted is not None else len(code)
+    title = name or jobs[0].spec.name or f"golfq {config_key(jobs[0].spec)}"
+    document = _document(jobs, code_bytes, sources, name=title, author=author, github_id=github_id, blurb=blurb)
     out.mkdir(parents=True, exist_ok=True)
     files = [out / SCRIPT_NAME, out / "submission.json", out / "README.md"]
     files[0].write_bytes(code)
     files[1].write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     files[2].write_text(_readme(jobs, document, log_names), encoding="utf-8")
-    for source, log_name in zip(sources, log_names):
+    for source, log_name in zip(sources, log_names, strict=True):
         shutil.copyfile(source, out / log_name)
         files.append(out / log_name)
     return Submission(out=out, files=files, document=document)

@@ -85,7 +85,9 @@ def points_of(sweep: Sweep) -> list[dict[str, Any]]:
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
             raise InputError(f"grid.{key}: expected a non-empty list of values")
     keys = list(sweep.grid)
-    product = [dict(zip(keys, combo)) for combo in itertools.product(*(sweep.grid[k] for k in keys))] if keys else []
+    # itertools.product() of no lists is one empty point, not none
+    combos = itertools.product(*(sweep.grid[k] for k in keys)) if keys else []
+    product = [dict(zip(keys, combo, strict=True)) for combo in combos]
     points = product + [dict(p) for p in sweep.points]
     return points or [{}]
 

@@ -117,10 +117,11 @@ def _ended_by(job: Job, event: Event) -> bool:
 
 
 def _jobs(broker: Broker, ids: Sequence[str]) -> list[Job]:
-    return [_existing(broker, job_id) for job_id in ids]
+    return [find_job(broker, job_id) for job_id in ids]
 
 
-def _existing(broker: Broker, job_id: str) -> Job:
+def find_job(broker: Broker, job_id: str) -> Job:
+    """The job, or a GolfqError that names it and the queue."""
     job = broker.get(job_id)
     if job is None:
         raise GolfqError(f"job {job_id}: not found in {broker.url}")

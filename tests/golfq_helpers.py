@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
 import time
@@ -69,6 +70,23 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 def golfq_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "golfq", *args]
+
+
+def submit_and_run(cli: Cli, tmp_path: Path, *envs: dict[str, str],
+                   seeds: tuple[int, ...] = (1,)) -> tuple[list[str], str]:
+    """Submit FINAL_LINES specs (one per env and seed; no seeds: the spec's default), run them with a burst
+    worker; (ids, worker stdout)."""
+    script = write_script(tmp_path, FINAL_LINES)
+    ids = []
+    for env in envs:
+        sets = [a for k, v in env.items() for a in ("--set", f"{k}={v}")]
+        seed_args = [a for s in seeds for a in ("--seed", str(s))]
+        code, out, err = cli("submit", "--pool", "cpu", "--script", str(script), *sets, *seed_args, "--json")
+        assert code == 0, err
+        ids += [json.loads(line)["id"] for line in out.splitlines()]
+    code, out, err = cli("worker", "--pool", "cpu", "--burst", "--heartbeat-seconds", "0.5")
+    assert code == 0, err
+    return ids, out
 
 
 class Cli:

@@ -9,7 +9,7 @@ import pytest
 
 from golfq.core.backends import open_broker
 from golfq.core.job import JobState
-from tests.golfq_helpers import FINAL_LINES, broker, cli, write_script  # noqa: F401 (fixtures)
+from tests.golfq_helpers import FINAL_LINES, broker, cli, submit_and_run, write_script  # noqa: F401 (fixtures)
 
 
 def json_lines(out: str) -> list[dict]:
@@ -17,17 +17,8 @@ def json_lines(out: str) -> list[dict]:
 
 
 def ran_jobs(cli, tmp_path, *envs: dict) -> list[str]:
-    """Submit FINAL_LINES specs with these env values and run them to the end with a burst worker."""
-    script = write_script(tmp_path, FINAL_LINES)
-    ids = []
-    for env in envs:
-        sets = [a for k, v in env.items() for a in ("--set", f"{k}={v}")]
-        code, out, err = cli("submit", "--pool", "cpu", "--script", str(script), *sets, "--json")
-        assert code == 0, err
-        ids.append(json.loads(out)["id"])
-    code, _, err = cli("worker", "--pool", "cpu", "--burst", "--heartbeat-seconds", "0.5")
-    assert code == 0, err
-    return ids
+    """Submit FINAL_LINES specs with these env values (the default seed) and run them with a burst worker."""
+    return submit_and_run(cli, tmp_path, *envs, seeds=())[0]
 
 
 def test_submit_from_toml_json_and_stdin(cli, tmp_path, broker):

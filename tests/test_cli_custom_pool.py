@@ -15,7 +15,8 @@ from tests.golfq_helpers import FINAL_LINES, golfq_command, subprocess_env, writ
 POOLS = "a100=1xA100"
 
 
-def golfq(tmp_path: Path, *args: str, pools: str | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
+def golfq(tmp_path: Path, *args: str, pools: str | None = None,
+          stdin: str | None = None) -> subprocess.CompletedProcess:
     env = subprocess_env(GOLFQ_QUEUE=f"sqlite:///{tmp_path / 'q.db'}", GOLFQ_WORK_DIR=str(tmp_path / "runs"),
                          GOLFQ_DATA_DIR=str(tmp_path / "data"), **({"GOLFQ_POOLS": pools} if pools else {}))
     return subprocess.run(golfq_command(*args), cwd=tmp_path, env=env, input=stdin, capture_output=True, text=True,

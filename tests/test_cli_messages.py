@@ -14,23 +14,7 @@ from golfq.core.result import Result
 from golfq.core.spec import parse_spec
 from golfq.producer.client import Client
 from golfq.producer.specfile import InputError
-from tests.golfq_helpers import FINAL_LINES, broker, cli, queue_url, write_script  # noqa: F401 (fixtures)
-
-
-def submit_and_run(cli, tmp_path, *envs: dict[str, str], seeds: tuple[int, ...] = (1,)) -> tuple[list[str], str]:
-    """Submit FINAL_LINES specs (one per env and seed), run them with a burst worker; (ids, worker stdout)."""
-    script = write_script(tmp_path, FINAL_LINES)
-    ids = []
-    for env in envs:
-        sets = [a for k, v in env.items() for a in ("--set", f"{k}={v}")]
-        seed_args = [a for s in seeds for a in ("--seed", str(s))]
-        code, out, err = cli("submit", "--pool", "cpu", "--script", str(script), *sets, *seed_args, "--json")
-        assert code == 0, err
-        ids += [json.loads(line)["id"] for line in out.splitlines()]
-    code, out, err = cli("worker", "--pool", "cpu", "--burst", "--heartbeat-seconds", "0.5")
-    assert code == 0, err
-    return ids, out
-
+from tests.golfq_helpers import FINAL_LINES, broker, cli, queue_url, submit_and_run, write_script  # noqa: F401 (fixtures)
 
 # -- JSON -----------------------------------------------------------------------------------------
 
@@ -89,7 +73,8 @@ def test_worker_and_wait_print_one_line_per_result_the_same_way(cli, tmp_path):
     assert code == 0 and out.strip() == worker_lines[good]
     assert out.strip().startswith(f"{good}  succeeded  val_bpb=1.2500  size=2.50 MB  train=1.5 s")
     code, out, _ = cli("wait", bad)
-    assert code == 1 and out.startswith(f"{bad}  failed (user)") and worker_lines[bad].startswith(f"{bad}  failed (user)")
+    assert code == 1 and out.startswith(f"{bad}  failed (user)")
+    assert worker_lines[bad].startswith(f"{bad}  failed (user)")
 
 
 def test_ops_stats_prices_attempts_like_ops_cost(cli, broker, monkeypatch):
@@ -118,7 +103,8 @@ def refused(cli, broker, *args: str, stdin: str | None = None) -> str:
 
 def test_a_binary_script_is_refused_at_submit(cli, tmp_path, broker):
     (tmp_path / "model.bin").write_bytes(b"\x7fELF\x00\x01\x02")
-    assert refused(cli, broker, "--pool", "cpu", "--script", "model.bin") == "script model.bin: not a text file (contains NUL bytes)"
+    assert (refused(cli, broker, "--pool", "cpu", "--script", "model.bin")
+            == "script model.bin: not a text file (contains NUL bytes)")
     (tmp_path / "latin1.py").write_bytes("print('caf\xe9')\n".encode("latin-1"))
     assert refused(cli, broker, "--script", "latin1.py") == "script latin1.py: not UTF-8 text (byte 10)"
     with pytest.raises(InputError, match="not a text file"):

@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from golfq.core.job import JobState
 from golfq.core.events import EventKind
+from golfq.core.job import JobState
 from golfq.core.spec import parse_spec
 from golfq.producer.client import Client, WaitTimeout
 from golfq.producer.specfile import InputError, prepare
-from tests.golfq_helpers import FINAL_LINES, REPO_ROOT, queue_url, write_script
 from golfq.workers.fleet import Fleet, FleetConfig
+from tests.golfq_helpers import FINAL_LINES, REPO_ROOT, queue_url, write_script
 
 
 @pytest.fixture

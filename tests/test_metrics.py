@@ -133,7 +133,8 @@ def test_fields_between_the_label_and_the_scores_are_read():
         "final_sliding_window_eval_exact stride:64 val_loss:1.96369923 val_bpb:1.16301431",
     ])
     metrics = parse_log(log)
-    assert (metrics.score_label, metrics.val_bpb, metrics.val_loss) == ("final_sliding_window_eval_exact", 1.16301431, 1.96369923)
+    assert metrics.score_label == "final_sliding_window_eval_exact"
+    assert (metrics.val_bpb, metrics.val_loss) == (1.16301431, 1.96369923)
     assert metrics.eval_seconds == pytest.approx(72.65) and metrics.artifact_bytes == 15353490
     assert parse_log("final_x chunk:256 lr:0.002 val_loss:1.5 val_bpb:0.9 eval_time:3s").val_bpb == 0.9
     assert parse_log("final_x stride 64 val_loss:1.5 val_bpb:0.9").val_bpb is None  # free text is not a field

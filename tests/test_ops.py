@@ -114,7 +114,8 @@ def test_purge_refuses_a_future_date_and_keeps_finished_jobs(cli, broker):
 
 def test_import_refuses_jobs_whose_script_is_nowhere(cli, tmp_path, broker):
     ref = broker.put_script(b"print('only here')")
-    scripted, plain = broker.submit([parse_spec({"pool": "cpu", "trainer": ref}), parse_spec({"pool": "cpu", "seed": 3})])
+    scripted, plain = broker.submit([parse_spec({"pool": "cpu", "trainer": ref}),
+                                     parse_spec({"pool": "cpu", "seed": 3})])
     assert cli("ops", "export", str(tmp_path / "q.jsonl"))[0] == 0
     export = tmp_path / "q.jsonl"
     export.write_text("\n".join(line for line in export.read_text().splitlines() if '"script"' not in line))

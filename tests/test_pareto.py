@@ -98,8 +98,8 @@ def test_non_finite_observations_are_ignored():
 
 random_observations = st.lists(
     st.builds(obs, st.sampled_from([f"j{i}" for i in range(30)]), st.sampled_from(list("ABCDEFGH")),
-              st.integers(1, 20).map(lambda v: v * 1e6), st.integers(1, 6).map(float), st.integers(100, 140).map(lambda v: v / 100),
-              attempt=st.integers(1, 3)),
+              st.integers(1, 20).map(lambda v: v * 1e6), st.integers(1, 6).map(float),
+              st.integers(100, 140).map(lambda v: v / 100), attempt=st.integers(1, 3)),
     max_size=60,
 )
 
@@ -107,7 +107,8 @@ random_observations = st.lists(
 def _canonical(observations):
     """What the group of a job is must not depend on order: one config per job id."""
     configs = {}
-    return [Observation(**{**{f: getattr(o, f) for f in o.__struct_fields__}, "config": configs.setdefault(o.job_id, o.config)})
+    return [Observation(**{**{f: getattr(o, f) for f in o.__struct_fields__},
+                           "config": configs.setdefault(o.job_id, o.config)})
             for o in observations]
 
 
@@ -129,7 +130,8 @@ def test_fold_is_order_independent_and_incremental_equals_from_scratch(observati
 
 def test_observation_from_a_result_uses_the_pool_track_and_limit():
     spec = parse_spec({"pool": "h100x8", "seed": 3})
-    result = Result(spec_id=spec.id, attempt=1, status="succeeded", val_bpb=1.2, artifact_bytes=15_000_000, train_seconds=590.0)
+    result = Result(spec_id=spec.id, attempt=1, status="succeeded", val_bpb=1.2, artifact_bytes=15_000_000,
+                    train_seconds=590.0)
     o = observation(spec.id, spec, result)
     assert o.track == "8xH100" and o.time_limit == 600.0 and o.config == config_key(spec)
     assert observation(spec.id, spec, Result(spec_id=spec.id, attempt=1, status="failed")) is None

@@ -23,7 +23,8 @@ def points_of(name: str) -> list[ProgressPoint]:
     ("step:1/20000 train_loss:6.9408 train_time:24ms step_avg:23.99ms",
      {"step": 1, "train_loss": 6.9408, "train_seconds": 0.024}),
     ("4000/20000 val_loss: 2.8862 val_bpb: 1.1173", {"step": 4000, "val_loss": 2.8862, "val_bpb": 1.1173}),
-    ("500/20000 train_loss: 3.2654 train_time: 0.8m tok/s: 8318423", {"step": 500, "train_loss": 3.2654, "train_seconds": 48.0}),
+    ("500/20000 train_loss: 3.2654 train_time: 0.8m tok/s: 8318423",
+     {"step": 500, "train_loss": 3.2654, "train_seconds": 48.0}),
     ("stopping_early: wallclock_cap train_time: 596103ms step: 4967/20000", {"step": 4967, "train_seconds": 596.103}),
     ('GOLFQ_PROGRESS {"step": 30, "train_seconds": 1.5, "val_bpb": 1.9, "lr": 0.02, "note": "x", "ok": true}',
      {"step": 30, "train_seconds": 1.5, "val_bpb": 1.9, "extra": {"lr": 0.02}}),
@@ -83,7 +84,8 @@ def test_capture_keeps_at_most_one_point_per_interval_and_never_drops_a_val_bpb(
         clock.now = 1000.0 + step * 0.05
         line = f"step:{step}/2000 train_loss:{5 - step / 1000:.4f} train_time:{step * 50}ms step_avg:50.00ms\n"
         if step % 250 == 0:
-            line += f"step:{step}/2000 val_loss:{4 - step / 1000:.4f} val_bpb:{2 - step / 2000:.4f} train_time:{step * 50}ms\n"
+            line += (f"step:{step}/2000 val_loss:{4 - step / 1000:.4f} val_bpb:{2 - step / 2000:.4f} "
+                     f"train_time:{step * 50}ms\n")
         capture.feed(line.encode())
         if step % 7 == 0:  # the supervision loop polls now and then
             stored += capture.take()

@@ -51,7 +51,7 @@ def test_the_curve_is_in_the_queue_while_the_job_runs_one_point_per_interval_at_
     curve = queue.curve(lease.job_id)
     # At most one point per interval: no span of INTERVAL seconds holds three points (two may sit either side
     # of an interval's edge), and no more points than intervals.
-    assert all(later.at - earlier.at > INTERVAL for earlier, later in zip(curve, curve[2:]))
+    assert all(later.at - earlier.at > INTERVAL for earlier, later in zip(curve, curve[2:], strict=False))
     assert len(curve) <= (out["result"].total_seconds // INTERVAL) + 1  # 400 progress lines over ~2.5 s
     assert all(p.val_bpb is not None and p.train_loss is not None for p in curve)  # a step's two lines as one
     assert curve[-1].step == 200 and curve[-1].train_seconds == 100.0

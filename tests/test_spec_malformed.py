@@ -15,13 +15,16 @@ from golfq.core.spec import SpecError, check_pool, parse_spec
 VALID = {"name": "ok", "pool": "cpu", "env": {"NUM_LAYERS": "2"}, "seed": 1, "budget": {"train_seconds": 30}}
 FIELDS = {"name", "pool", "trainer", "env", "seed", "data", "budget", "priority", "tags", "parent", "created_by"}
 
-not_str = st.one_of(st.integers(), st.floats(allow_nan=False), st.booleans(), st.none(), st.lists(st.integers(), max_size=2))
-not_int = st.one_of(st.text(max_size=5), st.floats(allow_nan=False).filter(lambda f: f != int(f) if abs(f) < 1e18 else True),
+not_str = st.one_of(st.integers(), st.floats(allow_nan=False), st.booleans(), st.none(),
+                    st.lists(st.integers(), max_size=2))
+not_int = st.one_of(st.text(max_size=5),
+                    st.floats(allow_nan=False).filter(lambda f: f != int(f) if abs(f) < 1e18 else True),
                     st.booleans(), st.none(), st.lists(st.integers(), max_size=2))
 bad_env_key = st.text(alphabet=string.ascii_letters + string.digits + "_-. ", min_size=0, max_size=12).filter(
     lambda k: not (k[:1].isupper() and k[:1].isalpha() and all(c.isupper() or c.isdigit() or c == "_" for c in k)))
-bad_name = st.text(min_size=0, max_size=12).filter(lambda n: not n or not (n[0].isalnum() and n.isascii())
-                                                   or any(c not in string.ascii_letters + string.digits + "_.-" for c in n))
+bad_name = st.text(min_size=0, max_size=12).filter(
+    lambda n: not n or not (n[0].isalnum() and n.isascii())
+    or any(c not in string.ascii_letters + string.digits + "_.-" for c in n))
 
 
 def _set(path: str, value):
@@ -53,7 +56,8 @@ malformed = st.one_of(
     st.sampled_from(["SEED", "MAX_WALLCLOCK_SECONDS", "DATA_PATH", "TOKENIZER_PATH", "RANK", "WORLD_SIZE"])
     .map(lambda k: (_set("env", {k: "1"}), k)),
     st.floats(max_value=0).map(lambda v: (_set("budget.train_seconds", v), "budget.train_seconds")),
-    st.floats(min_value=604801, allow_infinity=False).map(lambda v: (_set("budget.train_seconds", v), "budget.train_seconds")),
+    st.floats(min_value=604801, allow_infinity=False)
+    .map(lambda v: (_set("budget.train_seconds", v), "budget.train_seconds")),
     st.floats(max_value=0).map(lambda v: (_set("budget.timeout_seconds", v), "budget.timeout_seconds")),
     st.integers(max_value=-1).map(lambda v: (_set("budget.retries.infra", v), "budget.retries.infra")),
     st.integers(min_value=1001).map(lambda v: (_set("budget.retries.user", v), "budget.retries.user")),
