@@ -9,6 +9,7 @@ start-up; jobs are submitted one at a time, each after the previous finished.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -16,11 +17,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from golfq.core.backends import open_broker
+from golfq.core.broker import Broker
 from golfq.core.job import JobState
 from golfq.core.spec import parse_spec
 
@@ -73,50 +76,47 @@ def _warm_up(broker, ref: str) -> None:
     _wait_done(broker, [job.id], timeout=120)
 
 
-def latency(trials: int) -> np.ndarray:
+@contextlib.contextmanager
+def _fleet(script: str, workers_count: int) -> Iterator[tuple[Broker, str]]:
+    """(broker, script ref) of a fresh SQLite queue in a temp dir, with that many warmed-up worker processes on it."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         url = f"sqlite:///{root / 'q.db'}"
         broker = open_broker(url)
-        ref = broker.put_script(TRIVIAL.encode())
-        workers = _workers(url, root, 1)
+        ref = broker.put_script(script.encode())
+        workers = _workers(url, root, workers_count)
         try:
             _warm_up(broker, ref)
-            samples = []
-            for seed in range(trials):
-                time.sleep(random.uniform(0.05, 0.3))  # the worker sits idle for a while, at a random phase
-                spec = parse_spec({"pool": "cpu", "trainer": ref, "seed": seed})
-                submitted = time.time()
-                broker.submit([spec])
-                _wait_done(broker, [spec.id])
-                job = broker.get(spec.id)
-                assert job.state is JobState.SUCCEEDED, job.error
-                samples.append(job.result.started_at - submitted)
+            yield broker, ref
         finally:
             _stop(workers)
             broker.close()
+
+
+def latency(trials: int) -> np.ndarray:
+    with _fleet(TRIVIAL, 1) as (broker, ref):
+        samples = []
+        for seed in range(trials):
+            time.sleep(random.uniform(0.05, 0.3))  # the worker sits idle for a while, at a random phase
+            spec = parse_spec({"pool": "cpu", "trainer": ref, "seed": seed})
+            submitted = time.time()
+            broker.submit([spec])
+            _wait_done(broker, [spec.id])
+            job = broker.get(spec.id)
+            assert job.state is JobState.SUCCEEDED, job.error
+            samples.append(job.result.started_at - submitted)
     return np.array(samples) * 1000.0
 
 
 def sweep_seconds(workers_count: int, jobs: int, burn: float) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        url = f"sqlite:///{root / 'q.db'}"
-        broker = open_broker(url)
-        ref = broker.put_script(CPU_BOUND.encode())
-        workers = _workers(url, root, workers_count)
-        try:
-            _warm_up(broker, ref)
-            specs = [parse_spec({"pool": "cpu", "trainer": ref, "seed": s, "env": {"BURN_SECONDS": str(burn)}})
-                     for s in range(jobs)]
-            started = time.perf_counter()
-            broker.submit(specs)
-            _wait_done(broker, [s.id for s in specs])
-            elapsed = time.perf_counter() - started
-            assert all(broker.get(s.id).state is JobState.SUCCEEDED for s in specs)
-        finally:
-            _stop(workers)
-            broker.close()
+    with _fleet(CPU_BOUND, workers_count) as (broker, ref):
+        specs = [parse_spec({"pool": "cpu", "trainer": ref, "seed": s, "env": {"BURN_SECONDS": str(burn)}})
+                 for s in range(jobs)]
+        started = time.perf_counter()
+        broker.submit(specs)
+        _wait_done(broker, [s.id for s in specs])
+        elapsed = time.perf_counter() - started
+        assert all(broker.get(s.id).state is JobState.SUCCEEDED for s in specs)
     return elapsed
 
 

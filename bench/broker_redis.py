@@ -135,7 +135,8 @@ def rows(quick: bool) -> list[Row]:
                                 f"plain RQ {plain:.2f} ms/job -> {per_job / plain:.2f}x RQ; "
                                 f"{per_job / hop_ms:.0f}x an LPUSH+LPOP ({hop_ms * 1000:.0f} us)"))
             out.append(("redis-benchmark LPUSH / LPOP, 1 client (physical limit)",
-                        f"{limit['LPUSH']:,.0f} / {limit['LPOP']:,.0f} ops/s", f"one queue hop = {hop_ms * 1000:.0f} us"))
+                        f"{limit['LPUSH']:,.0f} / {limit['LPOP']:,.0f} ops/s",
+                        f"one queue hop = {hop_ms * 1000:.0f} us"))
         finally:
             server.stop()
     return out

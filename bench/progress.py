@@ -29,9 +29,11 @@ LINES = 10_000
 SCRIPT = f"""\
 import time
 for step in range(1, {LINES - LINES // 100} + 1):
-    print(f"step:{{step}}/{LINES} train_loss:{{4 - step / 5000:.4f}} train_time:{{step * 2}}ms step_avg:2.00ms", flush=True)
+    print(f"step:{{step}}/{LINES} train_loss:{{4 - step / 5000:.4f}} train_time:{{step * 2}}ms step_avg:2.00ms",
+          flush=True)
     if step % 99 == 0:
-        print(f"step:{{step}}/{LINES} val_loss:{{3 - step / 9000:.4f}} val_bpb:{{2 - step / 9000:.4f}} train_time:{{step * 2}}ms", flush=True)
+        print(f"step:{{step}}/{LINES} val_loss:{{3 - step / 9000:.4f}} val_bpb:{{2 - step / 9000:.4f}} "
+              f"train_time:{{step * 2}}ms", flush=True)
     time.sleep(0.0005)
 print("final_int8_zlib_roundtrip_exact val_loss:2.00000000 val_bpb:1.20000000")
 """

@@ -41,7 +41,8 @@ def rows(quick: bool) -> list[Row]:
     theirs, their_mask = _best_of(repeats, lambda: _is_pareto_front(values, assume_unique_lexsorted=False))
     assert (mask == their_mask).all(), "fronts differ"
     out.append((f"front kernel, {n:,} points x 3 objectives", f"{ours * 1e3:.1f} ms",
-                f"optuna _is_pareto_front {theirs * 1e3:.1f} ms  -> golfq {theirs / ours:.1f}x faster  ({int(mask.sum())} on front)"))
+                f"optuna _is_pareto_front {theirs * 1e3:.1f} ms  -> golfq {theirs / ours:.1f}x faster  "
+                f"({int(mask.sum())} on front)"))
 
     observations = _observations(values, seeds=1)
     ours, front = _best_of(repeats, lambda: fold(observations, "1xH100"))

@@ -63,7 +63,7 @@ class Family:
                  and (v := value_at(series(run.curve, "val_bpb", "seconds"), share * self.budget)) is not None]
         if len(pairs) < 3:
             return math.nan
-        ranks = [[sorted(col).index(v) for v in col] for col in zip(*pairs)]
+        ranks = [[sorted(col).index(v) for v in col] for col in zip(*pairs, strict=True)]
         return statistics.correlation(*ranks)
 
 
@@ -203,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="another draw of the synthetic families")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    print(f"# golfq bench/stopping.py  seed {args.seed}, {args.orders} shuffled orders per family; budget {BUDGET:g} s, "
-          f"a point per {EVERY:g} s; saved = training seconds not spent / all runs in full")
+    print(f"# golfq bench/stopping.py  seed {args.seed}, {args.orders} shuffled orders per family; "
+          f"budget {BUDGET:g} s, a point per {EVERY:g} s; saved = training seconds not spent / all runs in full")
     rules = {**DEFAULT_RULES, **TRAIN_LOSS_RULES}
     if args.sweep:
         rules.update(alternatives())

@@ -28,8 +28,10 @@ from pathlib import Path
 from golfq.core.settings import settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TINY_CPU = dict(NUM_LAYERS=4, MODEL_DIM=128, NUM_HEADS=4, NUM_KV_HEADS=2, MLP_MULT=2, TRAIN_SEQ_LEN=256, TRAIN_BATCH_TOKENS=16384)
-BASELINE = dict(NUM_LAYERS=9, MODEL_DIM=512, NUM_HEADS=8, NUM_KV_HEADS=4, MLP_MULT=2, TRAIN_SEQ_LEN=1024, TRAIN_BATCH_TOKENS=524288)
+TINY_CPU = dict(NUM_LAYERS=4, MODEL_DIM=128, NUM_HEADS=4, NUM_KV_HEADS=2, MLP_MULT=2,
+                TRAIN_SEQ_LEN=256, TRAIN_BATCH_TOKENS=16384)
+BASELINE = dict(NUM_LAYERS=9, MODEL_DIM=512, NUM_HEADS=8, NUM_KV_HEADS=4, MLP_MULT=2,
+                TRAIN_SEQ_LEN=1024, TRAIN_BATCH_TOKENS=524288)
 CPU_VARIANTS = {"golfq": {}, "golfq INT8_SCALE_FLOOR=0": {"INT8_SCALE_FLOOR": "0"}}
 CPU_BF16 = {"golfq EMBED_DTYPE=bf16": {"EMBED_DTYPE": "bf16"}}  # about 8x slower on a CPU without bf16 units
 HEADER = ("| device | trainer | config | steps | step ms | tokens/s | peak MiB | val_bpb pre-quant | val_bpb int8 "
@@ -39,7 +41,8 @@ HEADER = ("| device | trainer | config | steps | step ms | tokens/s | peak MiB |
 def run(command: list[str], env: dict[str, str], cwd: Path, timeout: float) -> str:
     done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n"
+                         f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     return done.stdout
 
 
@@ -83,8 +86,8 @@ def export_sizes(reference_path: Path) -> None:
     torch.manual_seed(1337)
     model = cast_like_reference(GPT(GPTConfig()))
     optimizers = build_optimizers(model, OptimizerConfig(), True, torch.device("cpu"))
-    print("\n| 9x512 state dict | golfq | golfq INT8_SCALE_FLOOR=0 | reference | golfq/reference | dequantized equal |\n"
-          "|---|---:|---:|---:|---:|---|")
+    print("\n| 9x512 state dict | golfq | golfq INT8_SCALE_FLOOR=0 | reference | golfq/reference "
+          "| dequantized equal |\n|---|---:|---:|---:|---:|---|")
     for steps in (0, 2):
         for _ in range(steps):
             tokens = torch.randint(0, 1024, (4, 256))
@@ -121,7 +124,8 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, default=os.environ.get("REFERENCE_TRAIN_GPT") or None,
                         help="the challenge's train_gpt.py (default $REFERENCE_TRAIN_GPT)")
     parser.add_argument("--source", default="stdlib", help="stdlib (prepared here) or fineweb (already prepared)")
-    parser.add_argument("--out", type=Path, default=None, help="data root (default $GOLFQ_DATA_DIR or ~/.cache/golfq/data)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="data root (default $GOLFQ_DATA_DIR or ~/.cache/golfq/data)")
     parser.add_argument("--skip-cpu", action="store_true", help="only the CUDA comparison")
     parser.add_argument("--cpu-bf16", action="store_true", help="also train on CPU with the bf16 embedding (slow)")
     parser.add_argument("--skip-cuda-test", action="store_true", help="do not run the trainer's CUDA test afterwards")
@@ -133,10 +137,11 @@ def main() -> None:
     root = args.out or settings().data_dir
     data_path, tokenizer_path = data_paths(args.source, root)
     base_env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    base_env.update(DATA_PATH=str(data_path), TOKENIZER_PATH=str(tokenizer_path), VOCAB_SIZE="1024", MAX_WALLCLOCK_SECONDS="0",
-                    VAL_LOSS_EVERY="0", TRAIN_LOG_EVERY="0", PYTHONPATH=str(REPO_ROOT))
+    base_env.update(DATA_PATH=str(data_path), TOKENIZER_PATH=str(tokenizer_path), VOCAB_SIZE="1024",
+                    MAX_WALLCLOCK_SECONDS="0", VAL_LOSS_EVERY="0", TRAIN_LOG_EVERY="0", PYTHONPATH=str(REPO_ROOT))
     golfq = [sys.executable, "-m", "golfq.workers.golf.train"]
-    print(f"data: {data_path}  torch {torch.__version__}  threads {torch.get_num_threads()}  cpus {os.cpu_count()}", flush=True)
+    print(f"data: {data_path}  torch {torch.__version__}  threads {torch.get_num_threads()}  cpus {os.cpu_count()}",
+          flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_cpu:
             print(HEADER, flush=True)
@@ -144,7 +149,8 @@ def main() -> None:
                        "WARMUP_STEPS": "2", "WARMDOWN_ITERS": str(args.cpu_steps // 4), "VAL_MAX_TOKENS": "65536",
                        "DEVICE": "cpu", "ARTIFACT_DIR": tmp}
             for name, extra in {**CPU_VARIANTS, **(CPU_BF16 if args.cpu_bf16 else {})}.items():
-                print(row("cpu", name, TINY_CPU, measure(golfq, {**cpu_env, **extra}, REPO_ROOT, args.timeout)), flush=True)
+                figures = measure(golfq, {**cpu_env, **extra}, REPO_ROOT, args.timeout)
+                print(row("cpu", name, TINY_CPU, figures), flush=True)
             if args.reference is not None:
                 export_sizes(Path(args.reference).resolve())
         if not torch.cuda.is_available():
@@ -166,14 +172,18 @@ def main() -> None:
         if reference is None:
             print("reference: pass --reference /path/to/train_gpt.py (or REFERENCE_TRAIN_GPT) to run it beside golfq")
         else:
-            print(f"\ngolfq / reference after {args.cuda_steps} steps: step time {ours['step_ms'] / reference['step_ms']:.3f}x "
-                  f"(target <= 1.0x), peak memory {ours['peak_mib'] / reference['peak_mib']:.3f}x, "
+            print(f"\ngolfq / reference after {args.cuda_steps} steps: "
+                  f"step time {ours['step_ms'] / reference['step_ms']:.3f}x (target <= 1.0x), "
+                  f"peak memory {ours['peak_mib'] / reference['peak_mib']:.3f}x, "
                   f"model bytes {ours['model_bytes'] / reference['model_bytes']:.3f}x, "
-                  f"val_bpb pre-quant {ours['pre_bpb'] - reference['pre_bpb']:+.4f}, int8 {ours['bpb'] - reference['bpb']:+.4f}")
+                  f"val_bpb pre-quant {ours['pre_bpb'] - reference['pre_bpb']:+.4f}, "
+                  f"int8 {ours['bpb'] - reference['bpb']:+.4f}")
     if not args.skip_cuda_test:
-        test = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/golf/test_train.py", "-k", "cuda"]
+        test = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/golf/test_train.py",
+                "-k", "cuda"]
         done = subprocess.run(test, cwd=REPO_ROOT, capture_output=True, text=True, timeout=args.timeout, check=False)
-        print(f"\ncuda test ({' '.join(test[2:])}): exit {done.returncode}: {(done.stdout.strip().splitlines() or [''])[-1]}")
+        summary = (done.stdout.strip().splitlines() or [""])[-1]
+        print(f"\ncuda test ({' '.join(test[2:])}): exit {done.returncode}: {summary}")
 
 
 if __name__ == "__main__":

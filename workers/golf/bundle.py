@@ -36,8 +36,10 @@ class BundleError(ValueError):
     """The trainer's modules cannot be joined into one file as they are."""
 
 
-def _is_docstring(node: ast.stmt) -> bool:
-    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+def _docstring(node: ast.stmt) -> str | None:
+    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+        return node.value.value
+    return None
 
 
 def _defined_names(node: ast.stmt) -> list[str]:
@@ -47,8 +49,11 @@ def _defined_names(node: ast.stmt) -> list[str]:
     return [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
 
 
-def _render_imports(plain: set[tuple[str, str | None]], from_imports: dict[str, set[tuple[str, str | None]]]) -> list[str]:
-    def name(item: tuple[str, str | None]) -> str:
+ImportedName = tuple[str, str | None]  # (name, asname) of one imported name
+
+
+def _render_imports(plain: set[ImportedName], from_imports: dict[str, set[ImportedName]]) -> list[str]:
+    def name(item: ImportedName) -> str:
         return item[0] if item[1] is None else f"{item[0]} as {item[1]}"
 
     lines = ["from __future__ import annotations", ""]
@@ -61,8 +66,8 @@ def _render_imports(plain: set[tuple[str, str | None]], from_imports: dict[str, 
 
 def bundle_source(golf_dir: Path = GOLF_DIR) -> str:
     """The single-file trainer, as text."""
-    plain: set[tuple[str, str | None]] = set()
-    from_imports: dict[str, set[tuple[str, str | None]]] = {}
+    plain: set[ImportedName] = set()
+    from_imports: dict[str, set[ImportedName]] = {}
     imported: dict[str, str] = {}  # bound name -> what it is bound to ("torch", "torch.Tensor", ...)
     defined: dict[str, str] = {}  # top-level name -> the module that defines it
     sections: list[str] = []
@@ -74,24 +79,30 @@ def bundle_source(golf_dir: Path = GOLF_DIR) -> str:
         for index, node in enumerate(tree.body):
             span = range(node.lineno - 1, node.end_lineno or node.lineno)
             bindings: dict[str, str] = {}
-            if index == 0 and _is_docstring(node):
-                comment = ["# " + line if line.strip() else "#" for line in inspect.cleandoc(node.value.value).splitlines()]
+            if index == 0 and (docstring := _docstring(node)) is not None:
+                comment = ["# " + line if line.strip() else "#" for line in inspect.cleandoc(docstring).splitlines()]
                 drop.update(span)
             elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE + "."):
                 source_module = (node.module or "").removeprefix(PACKAGE + ".")
-                if any(a.asname not in (None, a.name) for a in node.names) or source_module not in MODULES[: MODULES.index(module)]:
-                    raise BundleError(f"{module}.py: `from {node.module} import ...` cannot be bundled (rename or order)")
+                renamed = any(a.asname not in (None, a.name) for a in node.names)
+                if renamed or source_module not in MODULES[: MODULES.index(module)]:
+                    raise BundleError(
+                        f"{module}.py: `from {node.module} import ...` cannot be bundled (rename or order)"
+                    )
                 drop.update(span)
             elif isinstance(node, ast.ImportFrom):
                 if node.level:
                     raise BundleError(f"{module}.py: relative imports cannot be bundled")
                 if node.module != "__future__":
-                    from_imports.setdefault(node.module or "", set()).update((a.name, a.asname) for a in node.names)
+                    names = from_imports.setdefault(node.module or "", set())
+                    names.update((a.name, a.asname) for a in node.names)
                     bindings = {a.asname or a.name: f"{node.module}.{a.name}" for a in node.names}
                 drop.update(span)
             elif isinstance(node, ast.Import):
                 plain.update((a.name, a.asname) for a in node.names)
-                bindings = {a.asname or a.name.split(".")[0]: a.name if a.asname else a.name.split(".")[0] for a in node.names}
+                bindings = {
+                    a.asname or a.name.split(".")[0]: a.name if a.asname else a.name.split(".")[0] for a in node.names
+                }
                 drop.update(span)
             else:
                 for name in _defined_names(node):

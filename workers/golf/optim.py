@@ -16,7 +16,8 @@ from torch import Tensor, nn
 
 NEWTON_SCHULZ_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 # Parameters whose names contain one of these are per-channel gains and mixes: Adam at the scalar LR.
-CONTROL_TENSOR_NAME_PATTERNS = ("attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes", "q_gain", "skip_weight", "skip_weights")
+CONTROL_TENSOR_NAME_PATTERNS = ("attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes",
+                                "q_gain", "skip_weight", "skip_weights")
 
 
 def orthogonalize(update: Tensor, steps: int, dtype: torch.dtype, eps: float = 1e-7) -> Tensor:
@@ -119,7 +120,8 @@ def build_optimizers(model: nn.Module, config: OptimizerConfig, tie_embeddings: 
     return optimizers
 
 
-def set_schedule(optimizers: list[torch.optim.Optimizer], lr_multiplier: float, step: int, config: OptimizerConfig) -> None:
+def set_schedule(optimizers: list[torch.optim.Optimizer], lr_multiplier: float, step: int,
+                 config: OptimizerConfig) -> None:
     """Scale every LR by lr_multiplier and warm Muon's momentum up linearly over its first steps."""
     warmup = config.muon_momentum_warmup_steps
     fraction = min(step / warmup, 1.0) if warmup > 0 else 1.0

@@ -26,6 +26,7 @@ import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,7 @@ from golfq.workers.golf.shards import read_token_count, write_shard
 MANIFEST_FORMAT = 1
 FINEWEB_REPO_ID = "willdepueoai/parameter-golf"
 FINEWEB_REMOTE_ROOT = "datasets"
+SOURCE_CHOICES = "stdlib, fineweb, a directory of .txt files or a .jsonl file"
 SHARD_TOKENS = 10**8
 # The challenge's SentencePiece trainer settings (data/download_hf_docs_and_tokenize.py).
 TOKENIZER_SETTINGS: dict[str, object] = {
@@ -165,7 +167,7 @@ def load_documents(source: str) -> list[str]:
         return text_directory_documents(path)
     if path.is_file():
         return jsonl_documents(path)
-    raise PrepareError(f"unknown source {source!r}: expected stdlib, fineweb, a directory of .txt files or a .jsonl file")
+    raise PrepareError(f"unknown source {source!r}: expected {SOURCE_CHOICES}")
 
 
 # ---------------------------------------------------------------- prepare
@@ -188,7 +190,7 @@ def prepare(
     if vocab < 8 or vocab > 2**16:
         raise PrepareError(f"vocab must be between 8 and 65536, got {vocab}")
     if source not in ("stdlib", "fineweb") and not Path(source).expanduser().exists():
-        raise PrepareError(f"unknown source {source!r}: expected stdlib, fineweb, a directory of .txt files or a .jsonl file")
+        raise PrepareError(f"unknown source {source!r}: expected {SOURCE_CHOICES}")
     dataset, tokenizer = dataset_names(source, vocab)
     data_path, tokenizer_path = dataset_paths(dataset, tokenizer, root)
     data_path.mkdir(parents=True, exist_ok=True)
@@ -202,11 +204,15 @@ def prepare(
         else:
             documents = load_documents(source)[:max_docs]
             settings = {"vocab": vocab, "val_fraction": val_fraction, "seed": seed, "shard_tokens": shard_tokens}
-            key = _key({"format": MANIFEST_FORMAT, "tokenizer": TOKENIZER_SETTINGS, **settings, "docs": _digest(documents)})
+            key = _key(
+                {"format": MANIFEST_FORMAT, "tokenizer": TOKENIZER_SETTINGS, **settings, "docs": _digest(documents)}
+            )
             cached = _cached(data_path, tokenizer_path, key)
             if cached is not None:
                 return PreparedData(data_path, tokenizer_path, dataset, tokenizer, vocab, cached, True)
-            manifest = _tokenize_documents(documents, data_path, tokenizer_path, vocab, val_fraction, seed, shard_tokens)
+            manifest = _tokenize_documents(
+                documents, data_path, tokenizer_path, vocab, val_fraction, seed, shard_tokens
+            )
         manifest.update(key=key, source=source, dataset=dataset, tokenizer=tokenizer, vocab_size=vocab)
         manifest["tokenizer_path"] = os.path.relpath(tokenizer_path, data_path)
         _write_json(data_path / "manifest.json", manifest)
@@ -214,7 +220,13 @@ def prepare(
 
 
 def _tokenize_documents(
-    documents: list[str], data_path: Path, tokenizer_path: Path, vocab: int, val_fraction: float, seed: int, shard_tokens: int
+    documents: list[str],
+    data_path: Path,
+    tokenizer_path: Path,
+    vocab: int,
+    val_fraction: float,
+    seed: int,
+    shard_tokens: int,
 ) -> dict:
     import sentencepiece as spm
 
@@ -237,11 +249,13 @@ def _tokenize_documents(
         vocab_size=vocab,
         num_threads=max(1, min(8, os.cpu_count() or 1)),
         minloglevel=2,
-        **TOKENIZER_SETTINGS,
+        # sentencepiece's stubs type the options as **kwargs beside arg/logstream/normalizer, which a dict could name
+        **TOKENIZER_SETTINGS,  # type: ignore[arg-type]
     )
     processor = spm.SentencePieceProcessor(model_file=f"{tmp_prefix}.model")
-    if processor.vocab_size() != vocab:
-        raise PrepareError(f"corpus too small for vocab {vocab}: the tokenizer learned only {processor.vocab_size()} pieces")
+    pieces = processor.vocab_size()
+    if pieces != vocab:
+        raise PrepareError(f"corpus too small for vocab {vocab}: the tokenizer learned only {pieces} pieces")
     os.replace(f"{tmp_prefix}.model", tokenizer_path)
     os.replace(f"{tmp_prefix}.vocab", tokenizer_path.with_suffix(".vocab"))
 
@@ -275,7 +289,12 @@ def _document_tokens(processor, documents: list[str]) -> Iterator[int]:
 
 
 def _fetch_fineweb(
-    data_path: Path, tokenizer_path: Path, vocab: int, train_shards: int, repo_id: str, repo_dir: str | os.PathLike[str] | None
+    data_path: Path,
+    tokenizer_path: Path,
+    vocab: int,
+    train_shards: int,
+    repo_id: str,
+    repo_dir: str | os.PathLike[str] | None,
 ) -> dict:
     """Copy the challenge's pre-tokenized shards and tokenizer from the hub (or a local copy of it)."""
 
@@ -301,12 +320,16 @@ def _fetch_fineweb(
     files_train, files_val = min(train_shards, int(stats.get("files_train", 0))), int(stats.get("files_val", 0))
     if files_val < 1 or files_train < 1:
         raise PrepareError(f"{repo_id}'s manifest lists {files_val} val and {files_train} train shards for {dataset}")
-    tokenizer_entry = next((t for t in hub_manifest.get("tokenizers", []) if t.get("name") == entry.get("tokenizer_name")), {})
+    tokenizer_name = entry.get("tokenizer_name")
+    tokenizer_entry: dict[str, Any] = next(
+        (t for t in hub_manifest.get("tokenizers", []) if t.get("name") == tokenizer_name), {}
+    )
     model_remote = tokenizer_entry.get("model_path") or f"tokenizers/{tokenizer_path.name}"
 
     _remove_old_shards(data_path)
     files: dict[str, int] = {}
-    names = [f"fineweb_val_{i:06d}.bin" for i in range(files_val)] + [f"fineweb_train_{i:06d}.bin" for i in range(files_train)]
+    names = [f"fineweb_val_{i:06d}.bin" for i in range(files_val)]
+    names += [f"fineweb_train_{i:06d}.bin" for i in range(files_train)]
     for name in names:
         source = fetch(f"datasets/{dataset}/{name}")
         read_token_count(source)

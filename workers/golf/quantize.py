@@ -185,7 +185,8 @@ def deserialize(payload: bytes) -> dict[str, Tensor]:
             values = _tensor_from(data, torch.int8, [count])
             state_dict[entry.name] = (values.float() * scale).reshape(entry.shape).to(dtype)
         else:
-            values = unpack_int6(data, count) if entry.encoding == "rows_int6" else _tensor_from(data, torch.int8, [count])
+            int6 = entry.encoding == "rows_int6"
+            values = unpack_int6(data, count) if int6 else _tensor_from(data, torch.int8, [count])
             scale = _tensor_from(scale_data, torch.float16, [-1])
             rows = values.float().reshape(scale.numel(), -1) * scale.float()[:, None]
             state_dict[entry.name] = rows.reshape(entry.shape).to(dtype)

@@ -190,8 +190,9 @@ def main() -> None:
     if not hp.tokenizer_path.endswith(".model"):
         raise TrainConfigError(f"TOKENIZER_PATH must be a SentencePiece .model file, got {hp.tokenizer_path}")
     processor = spm.SentencePieceProcessor(model_file=hp.tokenizer_path)
-    if processor.vocab_size() != hp.vocab_size:
-        raise TrainConfigError(f"VOCAB_SIZE={hp.vocab_size} does not match the tokenizer's {processor.vocab_size()} pieces")
+    pieces = processor.vocab_size()
+    if pieces != hp.vocab_size:
+        raise TrainConfigError(f"VOCAB_SIZE={hp.vocab_size} does not match the tokenizer's {pieces} pieces")
     tables = build_byte_tables(processor, hp.vocab_size).to(device)
     try:
         val_tokens = load_validation_tokens(hp.data_path, hp.train_seq_len, hp.val_max_tokens)
@@ -208,9 +209,11 @@ def main() -> None:
     model = cast_like_reference(GPT(hp.model_config()).to(device), hp.embedding_dtype(use_cuda))
     optimizer_config = hp.optimizer_config()
     compile_on_cuda = use_cuda and hp.torch_compile
-    optimizers = build_optimizers(model, optimizer_config, hp.tie_embeddings, device, compile_newton_schulz=compile_on_cuda)
+    optimizers = build_optimizers(model, optimizer_config, hp.tie_embeddings, device,
+                                  compile_newton_schulz=compile_on_cuda)
     compiled = torch.compile(model, dynamic=False, fullgraph=True) if compile_on_cuda else model
-    trained = DistributedDataParallel(compiled, device_ids=[local_rank] if use_cuda else None, broadcast_buffers=False) if distributed else compiled
+    trained = (DistributedDataParallel(compiled, device_ids=[local_rank] if use_cuda else None, broadcast_buffers=False)
+               if distributed else compiled)
     log(f"model_params:{count_parameters(model)}")
     log(f"world_size:{world_size} grad_accum_steps:{grad_accum_steps} device:{device.type}")
     if use_cuda and hp.sdpa_backend == "flash":
@@ -226,7 +229,8 @@ def main() -> None:
         train_loss = torch.zeros((), device=device)
         for micro_step in range(grad_accum_steps):
             inputs, targets = loader.next_batch(local_tokens, hp.train_seq_len)
-            sync = contextlib.nullcontext() if not distributed or micro_step == grad_accum_steps - 1 else trained.no_sync()
+            last_micro_step = micro_step == grad_accum_steps - 1
+            sync = contextlib.nullcontext() if not distributed or last_micro_step else trained.no_sync()
             with sync:
                 with autocast():
                     loss = trained(inputs, targets)
@@ -250,7 +254,7 @@ def main() -> None:
             train_step(warmup_loader, warmup_step, 1.0)
             log(f"warmup_step:{warmup_step + 1}/{hp.warmup_steps}")
         model.load_state_dict(model_state)
-        for optimizer, state in zip(optimizers, optimizer_states):
+        for optimizer, state in zip(optimizers, optimizer_states, strict=True):
             optimizer.load_state_dict(state)  # moments, momentum buffers and learning rates
     loader = DistributedTokenLoader(hp.data_path, rank, world_size, device)
 
@@ -266,7 +270,9 @@ def main() -> None:
         if last_step or (hp.val_loss_every > 0 and step % hp.val_loss_every == 0):
             synchronize()
             training_time_ms += 1000.0 * (time.perf_counter() - started)
-            val_loss, val_bpb = evaluate(compiled, val_tokens, tables, hp.train_seq_len, val_batch_seqs, device, autocast)
+            val_loss, val_bpb = evaluate(
+                compiled, val_tokens, tables, hp.train_seq_len, val_batch_seqs, device, autocast
+            )
             log(f"step:{step}/{hp.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
                 f"train_time:{training_time_ms:.0f}ms step_avg:{training_time_ms / max(step, 1):.2f}ms")
             synchronize()
