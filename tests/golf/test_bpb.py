@@ -26,7 +26,8 @@ CORPUS = [
 @pytest.fixture(scope="module")
 def processor(tmp_path_factory) -> spm.SentencePieceProcessor:
     prefix = tmp_path_factory.mktemp("tok") / "tiny"
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(prefix), vocab_size=320, minloglevel=2, **TOKENIZER_SETTINGS)
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_prefix=str(prefix), vocab_size=320,
+                                   minloglevel=2, **TOKENIZER_SETTINGS)
     return spm.SentencePieceProcessor(model_file=f"{prefix}.model")
 
 
@@ -64,9 +65,10 @@ def test_byte_tables_match_decoded_text(processor, text):
 
 
 def test_multi_byte_text_uses_byte_fallback(processor):
-    ids = processor.encode("日本語 🙂")
+    text = "日本語 🙂"
+    ids = processor.encode(text)
     assert any(processor.is_byte(i) for i in ids)
-    assert table_bytes(processor, [BOS] + ids) == len(processor.decode(ids).encode("utf-8")) == len("日本語 🙂".encode("utf-8"))
+    assert table_bytes(processor, [BOS] + ids) == len(processor.decode(ids).encode("utf-8")) == len(text.encode())
 
 
 def test_several_documents_no_space_counted_after_bos(processor):

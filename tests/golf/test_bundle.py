@@ -25,11 +25,7 @@ def test_the_bundle_is_deterministic_and_its_size_is_what_golfq_counts(tmp_path)
     assert write_bundle(tmp_path / "train_gpt.py") == bundle_bytes() == len(first.encode("utf-8"))
     assert (tmp_path / "train_gpt.py").read_text(encoding="utf-8") == first
     # a copy of the same sources elsewhere gives the same bytes: nothing depends on where they live
-    copy = tmp_path / "golf"
-    copy.mkdir()
-    for module in MODULES:
-        shutil.copy(GOLF_DIR / f"{module}.py", copy / f"{module}.py")
-    assert bundle_source(copy) == first
+    assert bundle_source(copy_modules(tmp_path)) == first
 
 
 def test_the_bundle_stands_alone():
@@ -37,8 +33,8 @@ def test_the_bundle_stands_alone():
     imported = {a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names}
     imported |= {(n.module or "").split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom)}
     # only what the challenge's requirements.txt and the stdlib provide
-    assert imported <= {"__future__", "collections", "contextlib", "copy", "dataclasses", "glob", "json", "lzma", "math",
-                        "numpy", "os", "pathlib", "random", "resource", "sys", "time", "torch", "zlib"}
+    assert imported <= {"__future__", "collections", "contextlib", "copy", "dataclasses", "glob", "json", "lzma",
+                        "math", "numpy", "os", "pathlib", "random", "resource", "sys", "time", "torch", "zlib"}
     defined = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
     assert len(defined) == len(set(defined)) and {"main", "GPT", "Muon", "pack_artifact", "evaluate"} <= set(defined)
     assert isinstance(tree.body[-1], ast.If)  # `if __name__ == "__main__":` runs it, last

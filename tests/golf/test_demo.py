@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 
+from golfq.cli.demo import FULL, QUICK, _threads_per_job
 from golfq.core.spec import config_key
 from tests.golfq_helpers import golfq_command, subprocess_env
-from golfq.cli.demo import FULL, QUICK, _threads_per_job
 
 
 def demo(tmp_path, data, *args: str) -> subprocess.CompletedProcess:

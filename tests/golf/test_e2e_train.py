@@ -1,4 +1,7 @@
-"""A real tiny model trained through the queue: SQLite broker -> local fleet -> runner -> `python -m golfq.workers.golf.train`."""
+"""A real tiny model trained through the queue.
+
+SQLite broker -> local fleet -> runner -> `python -m golfq.workers.golf.train`.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,6 @@ import pytest
 
 from golfq.core.backends import open_broker
 from golfq.core.job import JobState
-from golfq.core.spec import Budget, DataRef, ExperimentSpec
-from golfq.producer.client import Client
-from golfq.workers.fleet import Fleet, FleetConfig
 
 TINY = {"NUM_LAYERS": "2", "MODEL_DIM": "64", "NUM_HEADS": "4", "NUM_KV_HEADS": "2", "TRAIN_SEQ_LEN": "64",
         "TRAIN_BATCH_TOKENS": "1024", "GRAD_ACCUM_STEPS": "1", "ITERATIONS": "10", "WARMUP_STEPS": "0",
@@ -20,22 +20,14 @@ TINY = {"NUM_LAYERS": "2", "MODEL_DIM": "64", "NUM_HEADS": "4", "NUM_KV_HEADS": 
 
 
 @pytest.mark.slow
-def test_a_real_model_trains_through_the_sqlite_queue_and_reaches_the_front(stdlib_data, tmp_path, monkeypatch):
-    monkeypatch.setenv("GOLFQ_DATA_DIR", str(stdlib_data.data_path.parent.parent))  # the runner resolves data names here
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    url = f"sqlite:///{tmp_path / 'golfq.db'}"
-    spec = ExperimentSpec(name="tiny", pool="cpu", seed=7, env=TINY, budget=Budget(train_seconds=120),
-                          data=DataRef(dataset=stdlib_data.dataset, tokenizer=stdlib_data.tokenizer))
-    with Client(url) as client:
-        job = client.submit(spec)
+def test_a_real_model_trains_through_the_sqlite_queue_and_reaches_the_front(run_in_queue):
+    run = run_in_queue("tiny", 7, TINY)
+    stored = run.job
+    assert run.summary.errors == []
+    assert [r.spec_id for r in run.summary.results] == [stored.id]
 
-    summary = Fleet(FleetConfig(queue=url, pool="cpu", concurrency=1, burst=True, work_root=tmp_path / "runs")).run()
-    assert summary.errors == []
-    assert [r.spec_id for r in summary.results] == [job.id]
-
-    broker = open_broker(url)
+    broker = open_broker(run.url)
     try:
-        stored = broker.get(job.id)
         front = broker.front("cpu")
     finally:
         broker.close()
@@ -48,13 +40,13 @@ def test_a_real_model_trains_through_the_sqlite_queue_and_reaches_the_front(stdl
     assert 0 < result.train_seconds <= result.total_seconds
     artifact = Path(result.artifact_path)
     assert artifact.is_file() and artifact.stat().st_size == result.model_bytes
-    assert artifact.parent == tmp_path / "runs" / f"{job.id}-1" / "artifacts"
+    assert artifact.parent == run.work_root / f"{stored.id}-1" / "artifacts"
     log = Path(result.log_path).read_text()
     assert "final_int8_zlib_roundtrip_exact val_loss:" in log and f"val_bpb:{result.val_bpb:.8f}" in log
     assert "seed:7" in log and "train_seq_len:64" in log  # the spec's env and seed reached the process
 
     (point,) = front.points
-    assert point.job_ids == (job.id,) and point.seeds == 1
+    assert point.job_ids == (stored.id,) and point.seeds == 1
     assert point.val_bpb == result.val_bpb and point.artifact_bytes == result.artifact_bytes
     assert point.train_seconds == result.train_seconds and point.feasible
     assert front.results == 1

@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from golfq.workers.golf.model import GPT, GPTConfig, baseline_parameter_count, cast_like_reference, pin_flash_attention, set_attention_backends
+from golfq.workers.golf.model import (
+    GPT,
+    GPTConfig,
+    baseline_parameter_count,
+    cast_like_reference,
+    pin_flash_attention,
+    set_attention_backends,
+)
 from golfq.workers.golf.optim import Muon, OptimizerConfig, build_optimizers, orthogonalize, set_schedule
 from golfq.workers.golf.train import DistributedTokenLoader, Hyperparameters, lr_multiplier
 
@@ -154,7 +161,8 @@ class TanhInputs(torch.overrides.TorchFunctionMode):
 @pytest.mark.parametrize(("softcap_fp32", "expected"), [(False, torch.bfloat16), (True, torch.float32)])
 def test_soft_cap_runs_in_the_heads_dtype_unless_asked(softcap_fp32, expected):
     torch.manual_seed(0)
-    model = cast_like_reference(GPT(GPTConfig(num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2, softcap_fp32=softcap_fp32)))
+    config = GPTConfig(num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2, softcap_fp32=softcap_fp32)
+    model = cast_like_reference(GPT(config))
     inputs, targets = torch.randint(0, 1024, (2, 2, 16))
     recorder = TanhInputs()
     with torch.autocast("cpu", dtype=torch.bfloat16), recorder:

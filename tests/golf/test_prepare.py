@@ -31,7 +31,8 @@ def documents_in(data_path: Path, split: str) -> list[list[int]]:
 def test_stdlib_layout_names_and_documents(stdlib_data):
     root = stdlib_data.data_path.parents[1]
     assert stdlib_data.dataset == "stdlib_sp1024" and stdlib_data.tokenizer == "stdlib_1024_bpe"
-    assert (stdlib_data.data_path, stdlib_data.tokenizer_path) == dataset_paths("stdlib_sp1024", "stdlib_1024_bpe", root)
+    paths = dataset_paths("stdlib_sp1024", "stdlib_1024_bpe", root)
+    assert (stdlib_data.data_path, stdlib_data.tokenizer_path) == paths
     assert stdlib_data.data_path == root / "datasets" / "stdlib_sp1024"
     assert stdlib_data.tokenizer_path == root / "tokenizers" / "stdlib_1024_bpe.model"
     manifest = json.loads((stdlib_data.data_path / "manifest.json").read_text())
@@ -44,9 +45,9 @@ def test_stdlib_layout_names_and_documents(stdlib_data):
     val, train = documents_in(stdlib_data.data_path, "val"), documents_in(stdlib_data.data_path, "train")
     assert len(val) == manifest["stats"]["docs_val"] and len(train) == manifest["stats"]["docs_train"]
     assert not any(2 in doc for doc in val[:20])
-    texts = {processor.decode(doc) for doc in train}
-    assert not texts & {processor.decode(doc) for doc in val}
-    assert any("for" in t and "statement" in t for t in texts | {processor.decode(doc) for doc in val})  # pydoc topics are in
+    texts, val_texts = {processor.decode(doc) for doc in train}, {processor.decode(doc) for doc in val}
+    assert not texts & val_texts
+    assert any("for" in t and "statement" in t for t in texts | val_texts)  # pydoc topics are in
 
 
 def test_stdlib_documents_are_deterministic():
@@ -74,17 +75,18 @@ def write_texts(directory: Path, count: int = 40) -> None:
 
 
 def test_text_directory_source(tmp_path):
-    write_texts(tmp_path / "My Corpus")
-    prepared = prepare(str(tmp_path / "My Corpus"), 512, tmp_path / "out", val_fraction=0.25, shard_tokens=20_000)
+    corpus = tmp_path / "My Corpus"
+    write_texts(corpus)
+    prepared = prepare(str(corpus), 512, tmp_path / "out", val_fraction=0.25, shard_tokens=20_000)
     assert prepared.dataset == "my_corpus_sp512" and prepared.tokenizer == "my_corpus_512_bpe"
     stats = prepared.manifest["stats"]
     assert stats["docs_val"] == 10 and stats["docs_train"] == 30
     assert stats["files_train"] == len(shard_files(prepared.data_path, "train")) > 1  # split into 20k-token shards
     assert all(read_shard(p).size <= 20_000 for p in shard_files(prepared.data_path, "train"))
     assert sum(len(d) + 1 for d in documents_in(prepared.data_path, "train")) == stats["tokens_train"]
-    assert prepare(str(tmp_path / "My Corpus"), 512, tmp_path / "out", val_fraction=0.25, shard_tokens=20_000).reused
-    (tmp_path / "My Corpus" / "doc000.txt").write_text("changed text " * 50)
-    assert not prepare(str(tmp_path / "My Corpus"), 512, tmp_path / "out", val_fraction=0.25, shard_tokens=20_000).reused
+    assert prepare(str(corpus), 512, tmp_path / "out", val_fraction=0.25, shard_tokens=20_000).reused
+    (corpus / "doc000.txt").write_text("changed text " * 50)
+    assert not prepare(str(corpus), 512, tmp_path / "out", val_fraction=0.25, shard_tokens=20_000).reused
 
 
 def test_jsonl_source_and_its_errors(tmp_path):
@@ -119,8 +121,10 @@ def fake_hub_repo(tmp_path: Path, stdlib_data, train_shards: int = 3) -> Path:
     (repo / "datasets" / "tokenizers").mkdir(parents=True)
     shutil.copy(stdlib_data.tokenizer_path, repo / "datasets" / "tokenizers" / "fineweb_1024_bpe.model")
     manifest = {
-        "datasets": [{"name": "fineweb10B_sp1024", "tokenizer_name": "sp_bpe_1024", "stats": {"files_train": train_shards, "files_val": 1}}],
-        "tokenizers": [{"name": "sp_bpe_1024", "model_path": "tokenizers/fineweb_1024_bpe.model", "vocab_path": "tokenizers/fineweb_1024_bpe.vocab"}],
+        "datasets": [{"name": "fineweb10B_sp1024", "tokenizer_name": "sp_bpe_1024",
+                      "stats": {"files_train": train_shards, "files_val": 1}}],
+        "tokenizers": [{"name": "sp_bpe_1024", "model_path": "tokenizers/fineweb_1024_bpe.model",
+                        "vocab_path": "tokenizers/fineweb_1024_bpe.vocab"}],
     }
     (repo / "datasets" / "manifest.json").write_text(json.dumps(manifest))
     return repo
@@ -133,9 +137,11 @@ def test_fineweb_from_a_local_copy_of_the_hub(tmp_path, stdlib_data):
     assert (prepared.dataset, prepared.tokenizer) == ("fineweb10B_sp1024", "fineweb_1024_bpe")
     assert prepared.data_path == out / "datasets" / "fineweb10B_sp1024"
     assert prepared.tokenizer_path == out / "tokenizers" / "fineweb_1024_bpe.model"
-    assert [Path(p).name for p in shard_files(prepared.data_path, "train")] == ["fineweb_train_000000.bin", "fineweb_train_000001.bin"]
+    train_names = [Path(p).name for p in shard_files(prepared.data_path, "train")]
+    assert train_names == ["fineweb_train_000000.bin", "fineweb_train_000001.bin"]
     hub_shards = repo / "datasets" / "datasets" / "fineweb10B_sp1024"
-    assert (prepared.data_path / "fineweb_train_000001.bin").read_bytes() == (hub_shards / "fineweb_train_000001.bin").read_bytes()
+    shard = "fineweb_train_000001.bin"
+    assert (prepared.data_path / shard).read_bytes() == (hub_shards / shard).read_bytes()
     assert prepared.tokenizer_path.read_bytes() == stdlib_data.tokenizer_path.read_bytes()
     assert prepare("fineweb", 1024, out, repo_dir=repo, train_shards=2).reused
     assert len(shard_files(prepare("fineweb", 1024, out, repo_dir=repo, train_shards=80).data_path, "train")) == 3
@@ -157,10 +163,12 @@ def test_fineweb_errors_name_the_problem(tmp_path, stdlib_data):
 def test_the_data_root_is_the_callers_choice_and_the_layout_is_the_queues(monkeypatch, tmp_path):
     # prepare() and dataset_paths() take the root as an argument; only golfq.core.settings reads GOLFQ_DATA_DIR
     monkeypatch.setenv("GOLFQ_DATA_DIR", str(tmp_path / "elsewhere"))
-    assert dataset_paths("d", "t", tmp_path / "root") == (tmp_path / "root" / "datasets" / "d", tmp_path / "root" / "tokenizers" / "t.model")
+    root = tmp_path / "root"
+    assert dataset_paths("d", "t", root) == (root / "datasets" / "d", root / "tokenizers" / "t.model")
     assert dataset_paths("d", "t", "~/x")[0] == Path.home() / "x" / "datasets" / "d"
     from golfq.core.settings import settings
     from golfq.core.spec import DataRef
 
     # the trainer and the queue write the challenge's layout each (the trainer imports nothing of golfq): the same
-    assert DataRef(dataset="d", tokenizer="t").paths(settings().data_dir) == dataset_paths("d", "t", tmp_path / "elsewhere")
+    queue_paths = DataRef(dataset="d", tokenizer="t").paths(settings().data_dir)
+    assert queue_paths == dataset_paths("d", "t", tmp_path / "elsewhere")

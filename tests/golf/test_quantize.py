@@ -26,7 +26,7 @@ def trained_like_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
     model = GPT(GPTConfig(vocab_size=512, num_layers=2, model_dim=128, num_heads=4, num_kv_heads=2))
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             p.add_(torch.randn_like(p) * (0.05 if p.ndim == 2 else 0.01))
     state = model.state_dict()
     state["step_counter"] = torch.tensor([7, 8, 9], dtype=torch.int64)
@@ -64,7 +64,8 @@ def test_round_trip_error_is_bounded_by_the_row_scale(bits, compressor):
 def test_int8_and_int6_sizes_match_their_bits():
     state = trained_like_state_dict()
     payload8, payload6 = serialize(state, 8), serialize(state, 6)
-    large = [t for n, t in state.items() if t.is_floating_point() and t.ndim == 2 and t.numel() > 65536 and "tok_emb" not in n]
+    large = [t for n, t in state.items()
+             if t.is_floating_point() and t.ndim == 2 and t.numel() > 65536 and "tok_emb" not in n]
     saved = sum(t.numel() for t in large) // 4  # 8 bits -> 6 bits on those tensors
     assert len(payload8) - len(payload6) == pytest.approx(saved, abs=16)
     blob8, _ = pack_artifact(state, 8, "zlib")
@@ -117,7 +118,8 @@ def reference_int8_roundtrip(state: dict[str, torch.Tensor]) -> dict[str, torch.
         elif t.ndim == 2:
             clip = torch.quantile(t.abs(), 0.9999984, dim=1)
             scale = (clip / 127.0).clamp_min(1.0 / 127.0)
-            q = torch.clamp(torch.round(torch.maximum(torch.minimum(t, clip[:, None]), -clip[:, None]) / scale[:, None]), -127, 127)
+            clipped = torch.maximum(torch.minimum(t, clip[:, None]), -clip[:, None])
+            q = torch.clamp(torch.round(clipped / scale[:, None]), -127, 127)
             out[name] = (q.to(torch.int8).float() * scale.half().float()[:, None]).to(tensor.dtype)
         else:
             clip = float(torch.quantile(t.abs().flatten(), 0.9999984))

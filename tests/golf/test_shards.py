@@ -3,7 +3,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from golfq.workers.golf.shards import HEADER_BYTES, SHARD_MAGIC, ShardError, read_shard, read_token_count, shard_files, write_shard
+from golfq.workers.golf.shards import (
+    HEADER_BYTES,
+    SHARD_MAGIC,
+    ShardError,
+    read_shard,
+    read_token_count,
+    shard_files,
+    write_shard,
+)
 
 
 def test_round_trip_is_the_challenge_format(tmp_path):
@@ -62,6 +70,7 @@ def test_corrupt_files_raise_one_line_error_naming_the_file(tmp_path, damage, me
 def test_shard_files_are_sorted_and_split(tmp_path):
     for name in ("fineweb_train_000001.bin", "fineweb_train_000000.bin", "fineweb_val_000000.bin"):
         write_shard(tmp_path / name, [1, 2])
-    assert [p.rsplit("/", 1)[1] for p in shard_files(tmp_path, "train")] == ["fineweb_train_000000.bin", "fineweb_train_000001.bin"]
+    names = [p.rsplit("/", 1)[1] for p in shard_files(tmp_path, "train")]
+    assert names == ["fineweb_train_000000.bin", "fineweb_train_000001.bin"]
     with pytest.raises(FileNotFoundError, match="fineweb_test"):
         shard_files(tmp_path, "test")

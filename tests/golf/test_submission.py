@@ -10,35 +10,21 @@ import sys
 
 import pytest
 
-from golfq.core.backends import open_broker
 from golfq.core.broker import JobState
-from golfq.core.spec import Budget, DataRef, ExperimentSpec
-from golfq.producer.client import Client
-from golfq.workers.fleet import Fleet, FleetConfig
 
 TINY = {"NUM_LAYERS": "2", "MODEL_DIM": "64", "NUM_HEADS": "4", "NUM_KV_HEADS": "2", "TRAIN_SEQ_LEN": "64",
         "TRAIN_BATCH_TOKENS": "1024", "GRAD_ACCUM_STEPS": "1", "ITERATIONS": "6", "WARMUP_STEPS": "0",
-        "WARMDOWN_ITERS": "2", "VAL_LOSS_EVERY": "0", "TRAIN_LOG_EVERY": "3", "VAL_MAX_TOKENS": "4096", "DEVICE": "cpu"}
+        "WARMDOWN_ITERS": "2", "VAL_LOSS_EVERY": "0", "TRAIN_LOG_EVERY": "3", "VAL_MAX_TOKENS": "4096",
+        "DEVICE": "cpu"}
 
 
 @pytest.mark.slow
-def test_the_submitted_train_gpt_runs_alone_and_matches_what_golfq_reported(stdlib_data, tmp_path, monkeypatch):
-    monkeypatch.setenv("GOLFQ_DATA_DIR", str(stdlib_data.data_path.parent.parent))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    url = f"sqlite:///{tmp_path / 'golfq.db'}"
-    spec = ExperimentSpec(name="tiny builtin", pool="cpu", seed=5, env=TINY, budget=Budget(train_seconds=120),
-                          data=DataRef(dataset=stdlib_data.dataset, tokenizer=stdlib_data.tokenizer))
-    with Client(url) as client:
-        job = client.submit(spec)
-    Fleet(FleetConfig(queue=url, pool="cpu", concurrency=1, burst=True, work_root=tmp_path / "runs")).run()
-    broker = open_broker(url)
-    try:
-        stored = broker.get(job.id)
-        assert stored.state is JobState.SUCCEEDED, stored.error
-    finally:
-        broker.close()
-    made = subprocess.run([sys.executable, "-m", "golfq", "submission", job.id, "--out", str(tmp_path / "record"),
-                           "--queue", url, "--work-dir", str(tmp_path / "runs"), "--json"],
+def test_the_submitted_train_gpt_runs_alone_and_matches_what_golfq_reported(run_in_queue, stdlib_data, tmp_path):
+    run = run_in_queue("tiny builtin", 5, TINY)
+    stored = run.job
+    assert stored.state is JobState.SUCCEEDED, stored.error
+    made = subprocess.run([sys.executable, "-m", "golfq", "submission", stored.id, "--out", str(tmp_path / "record"),
+                           "--queue", run.url, "--work-dir", str(run.work_root), "--json"],
                           capture_output=True, text=True, timeout=120, check=False)
     assert made.returncode == 0, made.stderr
     written = json.loads(made.stdout)
@@ -48,7 +34,8 @@ def test_the_submitted_train_gpt_runs_alone_and_matches_what_golfq_reported(stdl
     assert written["files"][0] == str(script) and (tmp_path / "record" / "train.log").is_file()
     assert doc["bytes_code"] == script.stat().st_size == result.code_bytes
     assert doc["bytes_total"] == result.artifact_bytes == result.model_bytes + result.code_bytes
-    assert doc["val_bpb"] == round(result.val_bpb, 8) and doc["seed_results"]["5"]["score_source"] == "final_int8_zlib_roundtrip_exact"
+    assert doc["val_bpb"] == round(result.val_bpb, 8)
+    assert doc["seed_results"]["5"]["score_source"] == "final_int8_zlib_roundtrip_exact"
     assert doc["pytorch_version"]
 
     # the folder alone: no golfq on the path, the challenge's environment variables, its own working directory
@@ -57,7 +44,8 @@ def test_the_submitted_train_gpt_runs_alone_and_matches_what_golfq_reported(stdl
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GOLFQ_DATA_DIR")}
     env.update(TINY, SEED="5", MAX_WALLCLOCK_SECONDS="120", DATA_PATH=str(stdlib_data.data_path),
                TOKENIZER_PATH=str(stdlib_data.tokenizer_path))
-    done = subprocess.run([sys.executable, str(script)], cwd=run_dir, env=env, capture_output=True, text=True, timeout=240, check=False)
+    done = subprocess.run([sys.executable, str(script)], cwd=run_dir, env=env, capture_output=True, text=True,
+                          timeout=240, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     exact = re.search(r"^final_int8_zlib_roundtrip_exact val_loss:\d+\.\d{8} val_bpb:(\d+\.\d{8})$", out, re.MULTILINE)

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.golf.conftest import REPO_ROOT, run_trainer, tiny_env
 from golfq.workers.golf.bundle import bundle_source
 from golfq.workers.golf.model import GPT
 from golfq.workers.golf.quantize import unpack_artifact
 from golfq.workers.golf.train import Hyperparameters
+from tests.golf.conftest import launch_trainer, run_trainer, tiny_env
 
 RESULT_KEYS = {
-    "val_bpb", "val_loss", "score_source", "pre_quant_val_bpb", "pre_quant_val_loss", "artifact_bytes", "model_bytes", "code_bytes",
-    "train_seconds", "eval_seconds", "steps", "tokens_seen", "step_ms", "peak_mem_mib", "gpu_name", "gpu_count", "artifact_path",
+    "val_bpb", "val_loss", "score_source", "pre_quant_val_bpb", "pre_quant_val_loss", "artifact_bytes",
+    "model_bytes", "code_bytes", "train_seconds", "eval_seconds", "steps", "tokens_seen", "step_ms", "peak_mem_mib",
+    "gpu_name", "gpu_count", "artifact_path",
 }
 
 
@@ -38,7 +37,8 @@ def test_end_to_end_prints_the_challenge_lines_and_the_record(stdlib_data, tmp_p
 
     step_line = last_match(lines, r"step:(\d+)/12 train_loss:([\d.]+) train_time:(\d+)ms step_avg:([\d.]+)ms")
     assert step_line.group(1) == "12"
-    val_lines = [re.fullmatch(r"step:(\d+)/12 val_loss:([\d.]+) val_bpb:([\d.]+) train_time:\d+ms step_avg:[\d.]+ms", l) for l in lines]
+    val_pattern = r"step:(\d+)/12 val_loss:([\d.]+) val_bpb:([\d.]+) train_time:\d+ms step_avg:[\d.]+ms"
+    val_lines = [re.fullmatch(val_pattern, line) for line in lines]
     val_steps = [int(m.group(1)) for m in val_lines if m]
     assert val_steps == [0, 6, 12]
     first_loss, last_loss = [float(m.group(2)) for m in val_lines if m][::2]
@@ -67,7 +67,9 @@ def test_end_to_end_prints_the_challenge_lines_and_the_record(stdlib_data, tmp_p
 
 
 def test_int6_zstd_labels_follow_the_quantization(stdlib_data, tmp_path):
-    lines, result = run_trainer(tiny_env(stdlib_data, tmp_path, QUANT_BITS=6, COMPRESSOR="zstd", ITERATIONS=4, VAL_LOSS_EVERY=0, WARMUP_STEPS=0))
+    env = tiny_env(stdlib_data, tmp_path, QUANT_BITS=6, COMPRESSOR="zstd", ITERATIONS=4, VAL_LOSS_EVERY=0,
+                   WARMUP_STEPS=0)
+    lines, result = run_trainer(env)
     assert last_match(lines, r"Total submission size int6\+zstd: (\d+) bytes").group(1) == str(result["artifact_bytes"])
     assert last_match(lines, r"final_int6_roundtrip_exact val_loss:\d+\.\d{8} val_bpb:(\d+\.\d{8})")
     assert result["artifact_path"].endswith(".int6.ptzst") and math.isfinite(result["val_bpb"])
@@ -75,7 +77,8 @@ def test_int6_zstd_labels_follow_the_quantization(stdlib_data, tmp_path):
 
 def test_the_cuda_dtypes_train_and_export_on_cpu_too(stdlib_data, tmp_path):
     # EMBED_DTYPE=bf16 is the CUDA default; on CPU it is a setting: the bf16 embedding trains, exports and reloads
-    _, result = run_trainer(tiny_env(stdlib_data, tmp_path, EMBED_DTYPE="bf16", ITERATIONS=4, VAL_LOSS_EVERY=0, WARMUP_STEPS=1))
+    env = tiny_env(stdlib_data, tmp_path, EMBED_DTYPE="bf16", ITERATIONS=4, VAL_LOSS_EVERY=0, WARMUP_STEPS=1)
+    _, result = run_trainer(env)
     state = unpack_artifact(Path(result["artifact_path"]).read_bytes())
     assert state["tok_emb.weight"].dtype == torch.bfloat16 and state["blocks.0.attn.c_q.weight"].dtype == torch.float32
     assert math.isfinite(result["val_bpb"]) and result["val_bpb"] < 4.5
@@ -83,8 +86,8 @@ def test_the_cuda_dtypes_train_and_export_on_cpu_too(stdlib_data, tmp_path):
 
 def test_stops_at_the_wallclock_cap_within_five_percent(stdlib_data, tmp_path):
     cap = 8.0
-    env = tiny_env(stdlib_data, tmp_path, MAX_WALLCLOCK_SECONDS=cap, ITERATIONS=1_000_000, TRAIN_BATCH_TOKENS=512, GRAD_ACCUM_STEPS=1,
-                   VAL_LOSS_EVERY=0, TRAIN_LOG_EVERY=50, WARMDOWN_ITERS=100)
+    env = tiny_env(stdlib_data, tmp_path, MAX_WALLCLOCK_SECONDS=cap, ITERATIONS=1_000_000, TRAIN_BATCH_TOKENS=512,
+                   GRAD_ACCUM_STEPS=1, VAL_LOSS_EVERY=0, TRAIN_LOG_EVERY=50, WARMDOWN_ITERS=100)
     lines, result = run_trainer(env)
     stop = last_match(lines, r"stopping_early: wallclock_cap train_time:(\d+)ms step:(\d+)/1000000")
     train_ms = int(stop.group(1))
@@ -117,8 +120,7 @@ def test_two_cpu_processes_match_one(stdlib_data, tmp_path):
     ],
 )
 def test_bad_settings_fail_with_one_line(stdlib_data, tmp_path, overrides, message):
-    env = tiny_env(stdlib_data, tmp_path, **overrides)
-    done = subprocess.run([sys.executable, "-m", "golfq.workers.golf.train"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    done = launch_trainer(tiny_env(stdlib_data, tmp_path, **overrides), timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and message in done.stderr
 
@@ -130,8 +132,7 @@ def test_corrupt_shard_fails_with_one_line(stdlib_data, tmp_path):
         (data / path.name).write_bytes(path.read_bytes())
     val = data / "fineweb_val_000000.bin"
     val.write_bytes(val.read_bytes()[:-3])
-    env = tiny_env(stdlib_data, tmp_path, DATA_PATH=str(data))
-    done = subprocess.run([sys.executable, "-m", "golfq.workers.golf.train"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    done = launch_trainer(tiny_env(stdlib_data, tmp_path, DATA_PATH=str(data)), timeout=120)
     assert done.returncode == 2 and "truncated file" in done.stderr and str(val) in done.stderr
 
 
