@@ -27,7 +27,7 @@ from redis.retry import Retry
 
 from golfq.core import lifecycle
 from golfq.core.backends.redis.rq import Client, RQSide, next_token, parse_token
-from golfq.core.backends.redis.txn import APPEND_EVENTS, Keys, RedisTxn, decode_job
+from golfq.core.backends.redis.txn import Keys, RedisTxn, decode_job
 from golfq.core.broker import Broker, BrokerError, Txn
 from golfq.core.events import Event, decode_event
 from golfq.core.job import Job, JobState, Lease, PoolStats, Stats
@@ -79,7 +79,6 @@ class RedisBroker(Broker):
             self._check_reachable()
         self.keys = Keys(prefix)
         self.rq = RQSide(self.redis, prefix)
-        self._append = self.redis.register_script(APPEND_EVENTS)
 
     def _check_reachable(self) -> None:
         """Fail in about a second, not after the full retry budget meant for a restarting server."""
@@ -109,7 +108,7 @@ class RedisBroker(Broker):
 
     def _atomic(self, step: Callable[[Txn], T], *, via_rq: bool = False) -> T:
         def body(pipe: Any) -> T:
-            txn = RedisTxn(self.redis, pipe, self.keys, self.rq, self._append, self.clock(), via_rq)
+            txn = RedisTxn(self.redis, pipe, self.keys, self.rq, self.clock(), via_rq)
             out = step(txn)
             txn.commit()
             return out

@@ -121,6 +121,18 @@ return 1
 """
 
 
+class Lua:
+    """A script sent as EVAL. Inside a MULTI, redis-py's registered scripts cost a SCRIPT EXISTS
+    round trip on every execute; EVAL costs the script's few hundred bytes, and the server
+    caches it compiled by its hash all the same."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def __call__(self, keys: list[str], args: list[Any], client: Client) -> Any:
+        return client.eval(self.source, len(keys), *keys, *args)
+
+
 def token(job_id: str, attempt: int) -> str:
     return f"{job_id}-{attempt}"
 
@@ -172,10 +184,8 @@ class RQSide:
         self.connection = connection
         self.prefix = prefix
         self.draining_key = f"{prefix}:draining"
-        self.insert_script = connection.register_script(_INSERT)
-        self.unpark_script = connection.register_script(_UNPARK)
-        self.unstrand_script = connection.register_script(_UNSTRAND)
-        self.insert_many_script = connection.register_script(_INSERT_MANY)
+        self.insert_script, self.insert_many_script = Lua(_INSERT), Lua(_INSERT_MANY)
+        self.unpark_script, self.unstrand_script = Lua(_UNPARK), Lua(_UNSTRAND)
         self.batch: list[tuple[str, float]] | None = None  # tokens collected while enqueue_new runs
         self._queues: dict[str, _GolfqQueue] = {}
         self.scores: dict[str, float] = {}  # token -> ready score, handed from enqueue to push_job_id
@@ -293,16 +303,16 @@ class RQSide:
         q = self.queue(pool)
         started = StartedJobRegistry(q.name, connection=self.connection).key
         keys = [q.intermediate_queue_key, q.key, started, RQJob.key_for(tok), self.draining_key, self.parked_key(pool)]
-        return bool(self.unstrand_script(keys=keys, args=[tok, pool]))
+        return bool(self.unstrand_script(keys=keys, args=[tok, pool], client=self.connection))
 
     def park(self, pipe: Pipeline, pool: str) -> None:
         """Draining: RQ workers stop seeing the pool's queued jobs (pipe is in MULTI)."""
         pipe.sadd(self.draining_key, pool)
-        self.unpark_script(keys=[self.parked_key(pool), self.queue(pool).key], client=pipe)
+        self.unpark_script(keys=[self.parked_key(pool), self.queue(pool).key], args=[], client=pipe)
 
     def unpark(self, pipe: Pipeline, pool: str) -> None:
         pipe.srem(self.draining_key, pool)
-        self.unpark_script(keys=[self.queue(pool).key, self.parked_key(pool)], client=pipe)
+        self.unpark_script(keys=[self.queue(pool).key, self.parked_key(pool)], args=[], client=pipe)
 
     def workers(self, pool: str) -> int:
         """RQ's live workers listening on the pool's queue (its registry expires dead ones)."""

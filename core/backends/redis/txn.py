@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 import msgspec
 
 from golfq.core import lifecycle
-from golfq.core.backends.redis.rq import Client, Pipeline, RQSide, next_token, parse_token
+from golfq.core.backends.redis.rq import Client, Lua, Pipeline, RQSide, next_token, parse_token
 from golfq.core.broker import Txn
 from golfq.core.events import Event, encode_event
 from golfq.core.job import Job, JobState, Lease
@@ -34,14 +34,14 @@ decode_job = msgspec.json.Decoder(Job).decode
 _PRIORITY_SPAN = 2**41  # ready score = (1000 - priority) * span + order: exact in a double
 
 # Append events: seq numbers and stream ids come from one counter, in commit order.
-APPEND_EVENTS = """
+APPEND_EVENTS = Lua("""
 local seq = 0
 for i = 1, #ARGV do
   seq = redis.call('INCR', KEYS[1])
   redis.call('XADD', KEYS[2], seq .. '-0', 'e', ARGV[i])
 end
 return seq
-"""
+""")
 
 
 class Keys:
@@ -71,9 +71,9 @@ def ready_score(job: Job) -> float:
 
 
 class RedisTxn(Txn):
-    def __init__(self, client: Client, pipe: Pipeline, keys: Keys, rq: RQSide, append: Callable[..., object],
-                 now: float, via_rq: bool = False) -> None:
-        self.client, self.pipe, self.keys, self.rq, self.append = client, pipe, keys, rq, append
+    def __init__(self, client: Client, pipe: Pipeline, keys: Keys, rq: RQSide, now: float,
+                 via_rq: bool = False) -> None:
+        self.client, self.pipe, self.keys, self.rq = client, pipe, keys, rq
         self.now, self.via_rq = now, via_rq
         self.events: list[Event] = []
         self.reaped: list[Lease] = []
@@ -155,7 +155,7 @@ class RedisTxn(Txn):
             write(self.pipe)
         encoded = [encode_event(e) for e in self.events]
         if encoded:
-            self.append(keys=[self.keys.seq, self.keys.events], args=encoded, client=self.pipe)
+            APPEND_EVENTS(keys=[self.keys.seq, self.keys.events], args=encoded, client=self.pipe)
 
     def _write_transition(self, old: Job | None, new: Job) -> None:
         pipe, keys = self.pipe, self.keys
