@@ -259,7 +259,8 @@ def _worker_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Horses are forked from this process, so they run with this configuration.
     rq_job.config = rq_job.HorseConfig(lease_seconds=args.lease, heartbeat_seconds=args.heartbeat,
-                                       gpus=args.gpus or None, work_dir=args.work_dir, runner=args.runner,
+                                       gpus=args.gpus or None, work_dir=args.work_dir or settings().work_dir,
+                                       runner=args.runner,
                                        progress_seconds=args.progress)
     if args.lifeline is not None:
         _watch_lifeline(args.lifeline)
