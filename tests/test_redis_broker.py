@@ -173,3 +173,10 @@ def test_a_batch_writes_each_rq_job_exactly_as_rq_would(broker):
             "golfq.workers.rq.job.run_attempt", [job.id, 1], {"golfq_job": job.id, "attempt": 1})
         assert fetched.description == f"golfq {job.spec.name} attempt 1" and fetched.get_status() == JobStatus.QUEUED
     assert rq_list(broker) == [token(job.id, 1) for job in jobs]
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/99x", "redis://127.0.0.1:6379/x", "rediss://h:1/-1"])
+def test_a_database_that_is_not_a_number_is_refused_in_one_line(url):
+    with pytest.raises(BrokerError, match=r"the database '.*' is not a number \(redis://HOST:PORT/DB\)") as error:
+        open_broker(url)
+    assert "\n" not in str(error.value)

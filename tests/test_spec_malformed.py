@@ -163,3 +163,11 @@ def test_an_unknown_pool_is_refused_at_submit_but_a_stored_one_always_decodes(br
 
 def test_the_valid_base_is_accepted():
     assert parse_spec(VALID).pool == "cpu"
+
+
+def test_a_nul_byte_in_an_env_value_is_refused_at_the_door(broker):
+    """No process environment can hold it: queued, it would crash every runner that claimed it."""
+    message = _assert_refused({**VALID, "env": {"NUM_LAYERS": "2\x009"}}, "env.NUM_LAYERS")
+    assert "NUL byte" in message
+    with pytest.raises(SpecError):
+        _submit(broker, {**VALID, "env": {"NUM_LAYERS": "2\x009"}})
