@@ -217,6 +217,7 @@ class Client:
             job = self.broker.get(job_id)
             if job is None:
                 raise KeyError(f"job {job_id}: not found in {self.url}")
+            unserved.pools[job_id] = job.pool
             self._check(job, done, pending, on_done)
         while pending:
             events = list(iter_events(self.broker, after_seq=seq))
@@ -283,12 +284,16 @@ def _warn_unserved(pool: str, jobs: int) -> None:
 
 
 class Unserved:
-    """Says once per pool when the jobs being waited for sit in a pool nobody serves."""
+    """Says once per pool when the jobs being waited for sit queued in a pool nobody serves.
+
+    A look costs one stats read and one presence read per pool, however many jobs are waited
+    for: a job's pool never changes, so `pools` is filled once by the wait."""
 
     CHECK_SECONDS = 5.0  # also the grace before the first look: a worker may be starting
 
     def __init__(self, broker: Broker, say: Callable[[str, int], None]) -> None:
         self.broker, self.say = broker, say
+        self.pools: dict[str, str] = {}  # job id -> pool
         self.said: set[str] = set()
         self.next_check = time.monotonic() + self.CHECK_SECONDS
 
@@ -298,11 +303,11 @@ class Unserved:
         self.next_check = time.monotonic() + self.CHECK_SECONDS
         waiting: dict[str, int] = {}
         for job_id in pending:
-            job = self.broker.get(job_id)
-            if job is not None and job.state is JobState.QUEUED:
-                waiting[job.pool] = waiting.get(job.pool, 0) + 1
+            pool = self.pools[job_id]
+            waiting[pool] = waiting.get(pool, 0) + 1
+        queued = self.broker.stats().pools
         for pool, count in sorted(waiting.items()):
-            if self.broker.serving(pool) == 0:
+            if pool in queued and queued[pool].queued and self.broker.serving(pool) == 0:
                 if pool not in self.said:
                     self.said.add(pool)
                     self.say(pool, count)
