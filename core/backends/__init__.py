@@ -6,9 +6,8 @@ import time
 from collections.abc import Callable
 
 from golfq.core.broker import Broker, BrokerError
-from golfq.core.settings import DEFAULT_QUEUE, settings
+from golfq.core.settings import settings
 
-DEFAULT_URL = DEFAULT_QUEUE
 Clock = Callable[[], float]
 
 

@@ -276,7 +276,7 @@ class Dispatcher:
         pos, at = self._checkpointed
         now = self.broker.clock()
         if state.pos > pos and (force or state.pos - pos >= CHECKPOINT_ENTRIES or now - at >= CHECKPOINT_SECONDS):
-            ptr = self.broker.checkpoint(volume=True)
+            ptr = self.broker.checkpoint()
             self._checkpointed = (ptr.pos, now)
             return ptr.pos
         return 0

@@ -316,7 +316,7 @@ class ModalBroker(Broker):
 
         return self.transact(step)
 
-    def checkpoint(self, volume: bool = True) -> Pointer:
+    def checkpoint(self) -> Pointer:
         """Page out full event and observation pages, then snapshot the state (Dict, and Volume)."""
         with self._mutex:
             state = self._sync()
@@ -324,7 +324,7 @@ class ModalBroker(Broker):
         if paged is not None:
             self.transact(lambda tx: tx.mark_paged(*paged))
         with self._mutex:
-            return self.log.checkpoint(self._sync(), volume)
+            return self.log.checkpoint(self._sync())
 
     def snapshot_info(self) -> Pointer | None:
         """The newest published snapshot (its position and when its last entry was written)."""

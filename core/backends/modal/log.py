@@ -100,13 +100,10 @@ class Log:
         snap = decode(b"".join(parts), Snapshot)
         return None if snap is None else State(snap)
 
-    def catch_up(self, state: State) -> int:
-        """Fold every entry after state.pos; return how many."""
-        folded = 0
+    def catch_up(self, state: State) -> None:
+        """Fold every entry after state.pos."""
         while (data := self.store.get(log_key(state.gen, state.pos + 1))) is not None:
             self._fold(state, decode(data, Entry))
-            folded += 1
-        return folded
 
     def _fold(self, state: State, entry: Entry | None) -> None:
         if entry is None or entry.prev != state.rid:
@@ -156,7 +153,7 @@ class Log:
         update_in_batches(self.store, [*((f"{base}/{i}", c) for i, c in enumerate(chunks)), (base, encode(ptr))])
         return ptr
 
-    def checkpoint(self, state: State, volume: bool = True) -> Pointer:
+    def checkpoint(self, state: State) -> Pointer:
         """Snapshot the state in the Dict and publish it, dropping the one two back; copy it to the Volume."""
         data = encode(state.snapshot())
         old = self.pointer()
@@ -168,8 +165,7 @@ class Log:
                 for index in range(chunks):
                     self.store.pop(f"{snap_key(gen, pos)}/{index}", None)
                 self.store.pop(snap_key(gen, pos), None)
-        if volume:
-            self.journal(state, data)
+        self.journal(state, data)
         return ptr
 
     def journal(self, state: State, data: bytes | None = None) -> None:

@@ -26,7 +26,7 @@ Judge = Callable[["StateTxn", Job], bool]
 
 
 class StateTxn(Txn):
-    def __init__(self, state: State, now: float, judge: Judge | None = None) -> None:
+    def __init__(self, state: State, now: float, judge: Judge) -> None:
         self.state, self.now = state, now
         self.events: list[Event] = []
         self.reaped: list[Lease] = []
@@ -65,7 +65,7 @@ class StateTxn(Txn):
             seen.add(job.id)
             if job.lease_deadline is None or job.lease_deadline > self.now:
                 continue
-            if self.judge is None or self.judge(self, job):
+            if self.judge(self, job):
                 due.append(job)
         return sorted(due, key=lambda job: job.order)
 

@@ -140,8 +140,7 @@ class RedisBroker(Broker):
 
     # -- RQ's delivery path (workers/rq) -------------------------------------------------------
 
-    def claim_attempt(self, job_id: str, attempt: int, worker_id: str, lease_seconds: float = 60.0,
-                      via_rq: bool = True) -> Lease | None:
+    def claim_attempt(self, job_id: str, attempt: int, worker_id: str, lease_seconds: float = 60.0) -> Lease | None:
         """Lease exactly this attempt of this job, or None if it is not the next one
         (claimed elsewhere, cancelled, superseded). The RQ job function calls this."""
         leases: builtins.list[Lease] = []
@@ -154,7 +153,7 @@ class RedisBroker(Broker):
             leases.append(lease)
             return new, events
 
-        out = self._transition(job_id, step, via_rq=via_rq)
+        out = self._transition(job_id, step, via_rq=True)
         return leases[0] if out is not None and out[1] is not None else None
 
     def fail_attempt(self, job_id: str, attempt: int, error: str, kind: FailureKind) -> JobState | None:
