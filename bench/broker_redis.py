@@ -1,7 +1,7 @@
 """Redis broker figures beside plain RQ and redis-benchmark, on one local redis-server.
 
 - submit 10,000 specs in one batch, against RQ's own enqueue_many of 10,000 no-op jobs;
-- claim->complete per no-op job with 1 and 4 worker processes (Broker.claim/complete,
+- claim->complete per no-op job with 1 and 4 worker processes, min/median/max of several runs (Broker.claim/complete,
   as for SQLite), and through RQ (SimpleWorker running golfq's job function with a
   no-op runner), against plain RQ (enqueue + SimpleWorker on no-op jobs);
 - redis-benchmark LPUSH+LPOP (one client, unpipelined): the physical limit of a queue hop.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import statistics
 import subprocess
 import tempfile
 import time
@@ -67,6 +68,11 @@ def _time_submits(url: str, count: int, repeats: int) -> tuple[float, float]:
 def _work(kind: str, url: str, worker_id: str, ready, report) -> None:
     from rq import SimpleWorker
 
+    from golfq.workers.rq.worker import PromptExit
+
+    class Simple(PromptExit, SimpleWorker):
+        """RQ's SimpleWorker with golfq's prompt exit (both kinds: the figure is per job, not RQ's exit)."""
+
     broker = RedisBroker(url)
     done = 0
     if kind == "claim":
@@ -77,7 +83,7 @@ def _work(kind: str, url: str, worker_id: str, ready, report) -> None:
 
         rq_job.config = rq_job.HorseConfig(runner="bench.broker_redis:noop_runner")
         queue = broker.rq.queue("cpu") if kind == "golfq-rq" else RQ_QUEUE
-        worker = SimpleWorker([queue], connection=broker.redis, serializer="json", name=f"{worker_id}-{os.getpid()}")
+        worker = Simple([queue], connection=broker.redis, serializer="json", name=f"{worker_id}-{os.getpid()}")
         ready.wait()
         worker.work(burst=True, logging_level="ERROR")
     report.put((done, time.monotonic()))
@@ -112,8 +118,18 @@ def _redis_benchmark(port: int, requests: int) -> dict[str, float]:
     return {name: float(rate) for name, rate in rates.items()}
 
 
+def _spread(kind: str, url: str, jobs: int, workers: int, runs: int) -> list[float]:
+    """ms per job of each of `runs` runs, sorted."""
+    return sorted(_time_jobs(kind, url, jobs, workers) / jobs * 1000 for _ in range(runs))
+
+
+def _mmm(values: list[float]) -> str:
+    return f"{values[0]:.2f}/{statistics.median(values):.2f}/{values[-1]:.2f}"
+
+
 def rows(quick: bool) -> list[Row]:
     count, noop_jobs, repeats = 10_000, 300 if quick else 2_000, 1 if quick else 3
+    runs = 2 if quick else 5
     with tempfile.TemporaryDirectory(prefix="golfq-bench-redis-") as tmp:
         server = RedisServer(Path(tmp)).start()
         try:
@@ -127,13 +143,15 @@ def rows(quick: bool) -> list[Row]:
                  f"{golfq_submit / count * limit['LPUSH']:.0f}x an LPUSH per spec"),
             ]
             for workers in (1, 4):
-                plain = _time_jobs("rq", url, noop_jobs, workers) / noop_jobs * 1000
+                plain = _spread("rq", url, noop_jobs, workers, runs)
                 for kind, label in (("claim", "Broker.claim->complete"), ("golfq-rq", "via RQ SimpleWorker")):
-                    per_job = _time_jobs(kind, url, noop_jobs, workers) / noop_jobs * 1000
+                    per_job = _spread(kind, url, noop_jobs, workers, runs)
+                    ratio = statistics.median(per_job) / statistics.median(plain)
                     out.append((f"{label}, no-op job, {workers} worker process{'es' if workers > 1 else ''}",
-                                f"{per_job:.2f} ms/job",
-                                f"plain RQ {plain:.2f} ms/job -> {per_job / plain:.2f}x RQ; "
-                                f"{per_job / hop_ms:.0f}x an LPUSH+LPOP ({hop_ms * 1000:.0f} us)"))
+                                f"{statistics.median(per_job):.2f} ms/job",
+                                f"min/median/max of {runs} runs {_mmm(per_job)}; plain RQ {_mmm(plain)} -> "
+                                f"{ratio:.2f}x RQ; {statistics.median(per_job) / hop_ms:.0f}x an LPUSH+LPOP "
+                                f"({hop_ms * 1000:.0f} us)"))
             out.append(("redis-benchmark LPUSH / LPOP, 1 client (physical limit)",
                         f"{limit['LPUSH']:,.0f} / {limit['LPOP']:,.0f} ops/s",
                         f"one queue hop = {hop_ms * 1000:.0f} us"))

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from rq import Worker
 
@@ -163,6 +164,8 @@ class _Fleet:
             for job_id in broker.reap():
                 print(f"golfq worker: {job_id}: lease expired, worker presumed dead (infra)", file=sys.stderr,
                       flush=True)
+            for tok in broker.release_held():
+                print(f"golfq worker: {tok}: the spend caps allow it now; queued again", file=sys.stderr, flush=True)
             now = time.monotonic()
             stranded = set(broker.stranded(self.pool))
             self.stranded_since = {t: self.stranded_since.get(t, now) for t in stranded}
@@ -191,7 +194,30 @@ def _exited(pid: int) -> bool:
             return True
 
 
-class GolfqWorker(Worker):
+class PromptExit:
+    """A worker mixin: leave the command channel without sleeping out RQ's 60 s pubsub wait.
+
+    RQ 3.0's unsubscribe() sends UNSUBSCRIBE, then stops its pubsub thread. With redis-py 8,
+    stop() joins that thread, and a thread that loops again after the unsubscribe is confirmed
+    waits in get_message() for a subscription for its full sleep_time (60 s): a burst worker,
+    or one asked to stop, hung for up to a minute at exit. Clearing the thread's flag first
+    lets the unsubscribe reply end its loop.
+    """
+
+    pubsub: Any
+    pubsub_thread: Any
+
+    def unsubscribe(self) -> None:
+        thread = self.pubsub_thread
+        if thread is None:
+            return
+        thread.stop(timeout=0)  # only clears the flag: the thread is still reading the socket
+        self.pubsub.unsubscribe()
+        thread.join(timeout=1)
+        self.pubsub.close()
+
+
+class GolfqWorker(PromptExit, Worker):
     """RQ's forking worker, but a horse is asked to stop (SIGTERM) before it is killed.
 
     RQ kills the horse's process group with SIGKILL on a stop command or a cold
