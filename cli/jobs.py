@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import msgspec
 import typer
 
+from golfq.cli.budget import budget_lines
 from golfq.cli.console import (
     JsonOption,
     QueueOption,
@@ -115,8 +116,9 @@ def status(
         stats = broker.stats()
         jobs = broker.list()
         recent = jobs[-limit:] if limit > 0 else []
+        spend = broker.budget()
     if as_json:
-        emit_json({"stats": stats, "jobs": [job_row(j) for j in recent]})
+        emit_json({"stats": stats, "jobs": [job_row(j) for j in recent], "budget": spend})
         return
     from rich.table import Table
 
@@ -129,6 +131,8 @@ def status(
     print_table(f"{broker.url}  (backend {stats.backend}, last event #{stats.last_seq})", table)
     if recent:
         print_table(f"last {len(recent)} of {len(jobs)} jobs", _job_table(recent))
+    for line in budget_lines(spend):  # the caps, and why a pool's next job waits
+        print(line)
 
 
 # -- logs -----------------------------------------------------------------------------------------

@@ -93,8 +93,10 @@ def build_server(client: Client, base_dir: Path) -> FastMCP:
 
     def status(ids: list[str] | None = None, state: str | None = None, pool: str | None = None,
                limit: int = 50) -> dict[str, Any]:
-        """With ids: those jobs in full (spec, state, result). Without: per-pool counts and the last `limit`
-        jobs, filtered by state (queued, leased, succeeded, failed, dead, cancelled, stopped) and pool."""
+        """With ids: those jobs in full (spec, state, result). Without: per-pool counts, the last `limit`
+        jobs, filtered by state (queued, leased, succeeded, failed, dead, cancelled, stopped) and pool,
+        and `budget`: spend caps in dollars with spent and committed money, and `waiting`: the pools
+        whose next job a cap keeps queued, with the reason (an operator raises the cap to release them)."""
         if ids:
             found = [client.get(i) for i in ids]
             missing = [i for i, job in zip(ids, found, strict=True) if job is None]
@@ -102,7 +104,8 @@ def build_server(client: Client, base_dir: Path) -> FastMCP:
                 raise GolfqError(f"job(s) not found in {client.url}: {', '.join(missing)}")
             return {"jobs": found}
         jobs = client.list(state, pool=pool)
-        return {"stats": client.broker.stats(), "jobs": [job_row(j) for j in jobs[-limit:]] if limit > 0 else []}
+        return {"stats": client.broker.stats(), "jobs": [job_row(j) for j in jobs[-limit:]] if limit > 0 else [],
+                "budget": client.budget()}
 
     def wait_next(ids: list[str] | None = None, after: int | None = None,
                   timeout_seconds: float = 60.0) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from golfq.cli.budget import budget_app
 from golfq.cli.console import (
     JsonOption,
     QueueOption,
@@ -29,8 +30,9 @@ from golfq.ops.replay import carry_out, events_from_file, plan_replay
 
 ops_app = typer.Typer(
     name="ops", no_args_is_help=True, add_completion=False,
-    help="Operate a queue: stats, drain/resume pools, requeue, cancel, replay, purge, export/import, cost.",
+    help="Operate a queue: stats, drain/resume pools, requeue, cancel, replay, purge, export/import, cost, budget.",
 )
+ops_app.add_typer(budget_app, name="budget")
 
 PoolArgument = Annotated[str, typer.Argument(metavar="POOL")]
 

@@ -29,7 +29,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
-from golfq.core import lifecycle
+from golfq.core import budget, lifecycle
+from golfq.core.budget import BudgetView, Hold
 from golfq.core.errors import GolfqError
 from golfq.core.events import Event, EventKind
 from golfq.core.job import CompleteOutcome, Job, JobState, Lease, Stats
@@ -90,6 +91,26 @@ class Txn(abc.ABC):
     @abc.abstractmethod
     def observe(self, obs: Observation) -> None:
         """Append a counted success's observation for the fronts."""
+
+    # The spend ledger (golfq.core.budget): caps, dollars spent per scope, holds per attempt.
+    @abc.abstractmethod
+    def caps(self) -> dict[str, float]: ...
+
+    @abc.abstractmethod
+    def set_cap(self, scope: str, usd: float | None) -> None: ...
+
+    @abc.abstractmethod
+    def spent(self) -> dict[str, float]: ...
+
+    @abc.abstractmethod
+    def add_spent(self, scopes: Sequence[str], usd: float) -> None:
+        """Add to each scope's spent dollars (a blind increment: it reads nothing)."""
+
+    @abc.abstractmethod
+    def holds(self) -> dict[str, Hold]: ...
+
+    @abc.abstractmethod
+    def set_hold(self, key: str, hold: Hold | None) -> None: ...
 
     def load(self, job_id: str) -> Job | None:
         return self.load_many([job_id]).get(job_id)
@@ -191,9 +212,19 @@ class Broker(abc.ABC):
             txn_seen[:] = [txn]  # a retried step runs on a fresh txn: keep the one that committed
             return step(txn)
 
-        out = self._atomic(run)
+        out = self._atomic(self._settling(run))
         self._after_commit(txn_seen[0])
         return out
+
+    @staticmethod
+    def _settling(step: Callable[[Txn], T]) -> Callable[[Txn], T]:
+        """The step, then its spend ledger writes (golfq.core.budget) in the same commit."""
+        def run(txn: Txn) -> T:
+            out = step(txn)
+            budget.settle(txn)
+            return out
+
+        return run
 
     # -- submit --------------------------------------------------------------------------------
 
@@ -264,8 +295,8 @@ class Broker(abc.ABC):
         if tx.draining(pool):
             return None
         job = tx.next_queued(pool)
-        if job is None:
-            return None
+        if job is None or budget.blocked(tx, job.spec):
+            return None  # a capped job waits at its pool's head: priority order is kept
         claimed, lease, events = lifecycle.claim(job, worker_id, lease_seconds, tx.now)
         tx.save(job, claimed, events)
         return lease
@@ -384,6 +415,32 @@ class Broker(abc.ABC):
             tx.events.append(lifecycle.pool_event(kind, pool, tx.now))
 
         self._write(step)
+
+    # -- spend caps ----------------------------------------------------------------------------
+
+    def set_budget(self, scope: str, usd: float | None) -> None:
+        """Set (or, with None, clear) a scope's cap in dollars; the next claim sees it."""
+        self._write(lambda tx: tx.set_cap(scope, usd))
+
+    def budget(self) -> BudgetView:
+        """Caps, spent and committed dollars per scope, and the pools whose next job a cap holds."""
+        pools = sorted(self.stats().pools)
+
+        def step(tx: Txn) -> BudgetView:
+            caps = tx.caps()
+            heads = {}
+            if caps:
+                for pool in pools:
+                    job = tx.next_queued(pool)
+                    if job is not None:
+                        heads[pool] = (job.id, job.spec)
+            return budget.view(caps, tx.spent(), tx.holds(), heads)
+
+        return self._look(step)
+
+    def _look(self, step: Callable[[Txn], T]) -> T:
+        """A step that writes nothing; a backend with a cheaper consistent read overrides it."""
+        return self._atomic(step)
 
     # -- fronts --------------------------------------------------------------------------------
 

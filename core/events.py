@@ -22,6 +22,7 @@ class EventKind(str, enum.Enum):
     SUPERSEDED = "superseded"  # a result from an attempt that no longer holds the lease
     DRAINED = "drained"
     RESUMED = "resumed"
+    BILLED = "billed"  # Modal's billed GPU time of an ended attempt (its result: gpu_seconds, cost_usd)
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

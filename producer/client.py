@@ -23,6 +23,7 @@ import msgspec
 
 from golfq.core.backends import open_broker
 from golfq.core.broker import Broker, iter_events
+from golfq.core.budget import BudgetView, parse_cap, scope
 from golfq.core.events import Event
 from golfq.core.job import Job, JobState
 from golfq.core.pareto import FrontPoint
@@ -179,6 +180,16 @@ class Client:
 
     def tracks(self) -> builtins.list[str]:
         return self.broker.tracks()
+
+    def budget(self) -> BudgetView:
+        """Spend caps, spent and committed dollars per scope, and `waiting`: the pools whose next job a
+        cap keeps queued, with why. >>> [w.reason for w in q.budget().waiting]"""
+        return self.broker.budget()
+
+    def set_budget(self, usd: float | str | None, *, pool: str | None = None, tag: str | None = None) -> None:
+        """Cap the queue, a pool or a tag in dollars (None clears it); the next claim sees it.
+        >>> q.set_budget(50, pool="h100")"""
+        self.broker.set_budget(scope(pool, tag), None if usd is None else parse_cap(usd))
 
     def front(self, track: str | None = None, feasible_only: bool = False) -> tuple[FrontPoint, ...]:
         """The Pareto front of a track (or of a pool's track), best val_bpb first.

@@ -30,7 +30,7 @@ from typing import Protocol
 
 import msgspec
 
-from golfq.core import lifecycle
+from golfq.core import budget, lifecycle
 from golfq.core.backends.modal.broker import DISPATCH_PARTITION, ModalBroker
 from golfq.core.backends.modal.records import Call
 from golfq.core.backends.modal.txn import StateTxn
@@ -186,7 +186,7 @@ class Dispatcher:
             held = sum(reserved_seconds(j, gpus, pool) for j in running)
             if tx.usage(name).gpu_seconds + held + reserved_seconds(job, gpus, pool) > pool.max_gpu_hours * 3600:
                 return "max_gpu_hours"
-        return ""
+        return budget.blocked(tx, job.spec)
 
     def _record(self, tx: StateTxn, spawned: list[tuple[Lease, str]], failed: list[Failed]) -> None:
         for lease, call_id in spawned:

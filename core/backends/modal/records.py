@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import msgspec
 
+from golfq.core.budget import Hold
 from golfq.core.events import Event
 from golfq.core.job import Job
 from golfq.core.pareto import Observation
@@ -40,6 +41,7 @@ class Call(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     ended_at: float | None = None
     charged: float = 0.0  # GPU-seconds charged for it, the provisional tail included
     tail: float = 0.0  # of which the provisional scale-down tail
+    rerun: float = 0.0  # GPU-seconds billed for containers Modal lost before it ran the call again
 
 
 class Usage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -67,6 +69,9 @@ class Entry(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     draining: dict[str, bool] = {}
     calls: dict[str, Call | None] = {}  # None retires a call record
     usage: dict[str, Usage] = {}
+    caps: dict[str, float | None] = {}  # spend caps set (None: cleared)
+    spent: dict[str, float] = {}  # the new total of each scope it spent in
+    holds: dict[str, Hold | None] = {}  # None: the hold is gone
     paged: tuple[int, int] | None = None  # events and observations now on pages: dropped from the tail
 
 
@@ -91,6 +96,9 @@ class Snapshot(msgspec.Struct, kw_only=True, omit_defaults=True):
     obs_page_gens: list[int] = []
     calls: dict[str, Call] = {}
     usage: dict[str, Usage] = {}
+    caps: dict[str, float] = {}
+    spent: dict[str, float] = {}
+    holds: dict[str, Hold] = {}
 
 
 class Pointer(msgspec.Struct, frozen=True):

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator
+from typing import TypeVar
 
 from golfq.core.backends.modal.records import EVENTS_PER_PAGE, OBSERVATIONS_PER_PAGE, Call, Entry, Snapshot, Usage
+from golfq.core.budget import Hold
 from golfq.core.events import Event
 from golfq.core.job import Job, JobState
 from golfq.core.pareto import Observation
 
+V = TypeVar("V")
 QueueKey = tuple[int, int, str]  # (-priority, order, job id): the claim order inside a pool
 
 
@@ -39,6 +42,9 @@ class State:
         self.obs_page_gens: list[int] = list(snap.obs_page_gens)
         self.calls: dict[str, Call] = dict(snap.calls)
         self.usage: dict[str, Usage] = dict(snap.usage)
+        self.caps: dict[str, float] = dict(snap.caps)
+        self.spent: dict[str, float] = dict(snap.spent)
+        self.holds: dict[str, Hold] = dict(snap.holds)
         self.jobs: dict[str, Job] = {}
         self.queued: dict[str, list[QueueKey]] = {}
         self.leased: dict[str, dict[str, None]] = {}  # pool -> leased job ids, in the order they were leased
@@ -70,6 +76,9 @@ class State:
             else:
                 self.calls[key] = call
         self.usage.update(entry.usage)
+        self.spent.update(entry.spent)
+        merge(self.caps, entry.caps)
+        merge(self.holds, entry.holds)
         if entry.paged is not None:
             self._page(*entry.paged)
         self.pos += 1
@@ -122,4 +131,14 @@ class State:
             pools=sorted(self.pools), draining=sorted(self.draining), events=list(self.events),
             events_paged=self.events_paged, observations=list(self.observations), obs_paged=self.obs_paged,
             page_gens=list(self.page_gens), obs_page_gens=list(self.obs_page_gens),
-            calls=dict(sorted(self.calls.items())), usage=dict(sorted(self.usage.items())))
+            calls=dict(sorted(self.calls.items())), usage=dict(sorted(self.usage.items())),
+            caps=dict(sorted(self.caps.items())), spent=dict(sorted(self.spent.items())),
+            holds=dict(sorted(self.holds.items())))
+
+
+def merge(into: dict[str, V], changes: dict[str, V | None]) -> None:
+    for key, value in changes.items():
+        if value is None:
+            into.pop(key, None)
+        else:
+            into[key] = value

@@ -9,15 +9,19 @@ the newer state, like a Redis transaction after a WATCH conflict.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 import msgspec
 
 from golfq.core.backends.modal.records import Call, Entry, Usage, call_key
-from golfq.core.backends.modal.state import State, queue_key
+from golfq.core.backends.modal.state import State, merge, queue_key
 from golfq.core.broker import Txn
+from golfq.core.budget import Hold
 from golfq.core.events import Event
 from golfq.core.job import Job, JobState, Lease
 from golfq.core.pareto import Observation
+
+V = TypeVar("V")
 
 # Whether a leased job whose recorded deadline has passed is really gone (its heartbeat key
 # may say otherwise, or the dispatcher's look at its call). A judge may record a new deadline
@@ -38,6 +42,9 @@ class StateTxn(Txn):
         self._obs: list[Observation] = []
         self._calls: dict[str, Call | None] = {}
         self._usage: dict[str, Usage] = {}
+        self._caps: dict[str, float | None] = {}
+        self._spent: dict[str, float] = {}
+        self._holds: dict[str, Hold | None] = {}
         self._paged: tuple[int, int] | None = None
 
     # -- the contract's Txn --------------------------------------------------------------------
@@ -107,6 +114,26 @@ class StateTxn(Txn):
     def observe(self, obs: Observation) -> None:
         self._obs.append(obs)
 
+    def caps(self) -> dict[str, float]:
+        return _merged(self.state.caps, self._caps)
+
+    def set_cap(self, scope: str, usd: float | None) -> None:
+        self._caps[scope] = usd
+
+    def spent(self) -> dict[str, float]:
+        return {**self.state.spent, **self._spent}
+
+    def add_spent(self, scopes: Sequence[str], usd: float) -> None:
+        for scope in scopes:
+            if usd:
+                self._spent[scope] = self._spent.get(scope, self.state.spent.get(scope, 0.0)) + usd
+
+    def holds(self) -> dict[str, Hold]:
+        return _merged(self.state.holds, self._holds)
+
+    def set_hold(self, key: str, hold: Hold | None) -> None:
+        self._holds[key] = hold
+
     # -- what only the Modal backend writes ----------------------------------------------------
 
     def delete(self, job_id: str) -> None:
@@ -143,7 +170,7 @@ class StateTxn(Txn):
     @property
     def empty(self) -> bool:
         return not (self._jobs or self.events or self._obs or self._order or self._draining or self._calls
-                    or self._usage or self._paged)
+                    or self._usage or self._paged or self._caps or self._spent or self._holds)
 
     def entry(self, rid: str, writer: str) -> Entry:
         """The step's writes as the next log entry; event numbers and times follow log order."""
@@ -154,4 +181,11 @@ class StateTxn(Txn):
         deleted = [job_id for job_id, job in self._jobs.items() if job is None]
         return Entry(rid=rid, prev=self.state.rid, ts=ts, writer=writer, jobs=jobs, deleted=deleted, events=events,
                      observations=list(self._obs), order=self._order, draining=dict(self._draining),
-                     calls=dict(self._calls), usage=dict(self._usage), paged=self._paged)
+                     calls=dict(self._calls), usage=dict(self._usage), paged=self._paged,
+                     caps=dict(self._caps), spent=dict(self._spent), holds=dict(self._holds))
+
+
+def _merged(base: dict[str, V], changes: dict[str, V | None]) -> dict[str, V]:
+    out = dict(base)
+    merge(out, changes)
+    return out

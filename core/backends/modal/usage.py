@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import msgspec
 
+from golfq.core import budget
 from golfq.core.backends.modal.records import Call, Usage
 from golfq.core.backends.modal.txn import StateTxn
+from golfq.core.cost import attempt_cost, cost_usd
+from golfq.core.events import Event, EventKind
 from golfq.core.job import JobState, Lease
+from golfq.core.pools import known_pools
+from golfq.core.result import Result
 
 KEEP_ENDED_SECONDS = 3600.0  # past its container's scale-down window, an ended call is forgotten
 _replace = msgspec.structs.replace
@@ -23,17 +28,21 @@ def record_start(tx: StateTxn, lease: Lease, container: str, billing_since: floa
     if call is None:
         return  # claimed by a plain worker: nothing spawned, nothing billed by golfq
     since = min(billing_since, tx.now)
+    rerun = call.rerun
     if call.ran_at is not None and call.billing_since is not None:  # Modal re-runs it: the lost container billed
-        _charge(tx, call.pool, call.gpus * max(since - call.billing_since, 0.0),
-                rerun=call.gpus * max(since - call.billing_since, 0.0))
+        lost = call.gpus * max(since - call.billing_since, 0.0)
+        _charge(tx, call.pool, lost, rerun=lost)
+        rerun += lost
     if container and not cold:
         for key, other in tx.calls().items():
             if other.container == container and other.tail and other.ended_at is not None:
                 job_id, attempt = key.rsplit("/", 1)
-                tx.set_call(job_id, int(attempt), _replace(other, charged=other.charged - other.tail, tail=0.0))
+                refunded = _replace(other, charged=other.charged - other.tail, tail=0.0)
+                tx.set_call(job_id, int(attempt), refunded)
                 _charge(tx, other.pool, -other.tail, idle=-other.tail)
+                _bill(tx, job_id, int(attempt), refunded, spent_before=_usd(other.pool, other.charged + other.rerun))
     tx.set_call(lease.job_id, lease.attempt, _replace(call, billing_since=since, ran_at=tx.now, container=container,
-                                                      cold=cold))
+                                                      cold=cold, rerun=rerun))
 
 
 def end_calls(tx: StateTxn, tails: dict[str, float]) -> list[tuple[str, Call, bool]]:
@@ -59,9 +68,31 @@ def end_calls(tx: StateTxn, tails: dict[str, float]) -> list[tuple[str, Call, bo
             done = _replace(done, charged=run + tail, tail=tail)
             _charge(tx, call.pool, run + tail, cold=before if call.cold else 0.0,
                     idle=tail + (0.0 if call.cold else before), calls=1)
+            _bill(tx, job_id, int(attempt), done, spent_before=attempt_cost(result)[1] if reported and result else 0.0)
         tx.set_call(job_id, int(attempt), done)
         ended.append((key, done, reported))
     return ended
+
+
+def _usd(pool: str, gpu_seconds: float) -> float:
+    found = known_pools().get(pool)
+    return cost_usd(found.gpu_type if found else pool, 1, gpu_seconds)
+
+
+def _bill(tx: StateTxn, job_id: str, attempt: int, call: Call, spent_before: float) -> None:
+    """The call's billed figure becomes what the attempt spent (golfq.core.budget) and what `ops cost`
+    reports: a `billed` event carries it, in place of the runner's own time."""
+    job = tx.job(job_id)
+    if job is None:
+        return
+    seconds = call.charged + call.rerun
+    usd = _usd(call.pool, seconds)
+    budget.replace_spent(tx, budget.attempt_key(job_id, attempt), usd, spent_before, budget.scopes_of(job.spec))
+    pool = known_pools().get(call.pool)
+    billed = Result(spec_id=job_id, attempt=attempt, status="billed", gpu_name=pool.gpu_type if pool else None,
+                    gpu_count=call.gpus, gpu_seconds=round(seconds, 3), cost_usd=usd, finished_at=call.ended_at)
+    tx.events.append(Event(seq=0, ts=tx.now, kind=EventKind.BILLED, job_id=job_id, pool=call.pool, attempt=attempt,
+                           result=billed))
 
 
 def forget_ended(tx: StateTxn) -> list[str]:

@@ -12,6 +12,7 @@ move time by hand. txn.py documents the key layout.
 from __future__ import annotations
 
 import builtins
+import functools
 import heapq
 import time
 from collections.abc import Callable, Sequence
@@ -24,10 +25,11 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
+from rq.job import Job as RQJob
 
-from golfq.core import lifecycle
+from golfq.core import budget, lifecycle
 from golfq.core.backends.redis.rq import Client, RQSide, next_token, parse_token
-from golfq.core.backends.redis.txn import Keys, RedisTxn, decode_job
+from golfq.core.backends.redis.txn import Keys, RedisTxn, decode_job, ready_score
 from golfq.core.broker import Broker, BrokerError, Txn
 from golfq.core.events import Event, decode_event
 from golfq.core.job import Job, JobState, Lease, PoolStats, Stats
@@ -124,8 +126,8 @@ class RedisBroker(Broker):
             if old is not None and old.state is JobState.LEASED and new.state is JobState.CANCELLED:
                 self.rq.stop(new.id, old.attempt)
 
-    def _transition(self, job_id: str, step: Callable[[Job, float], tuple[Job, list[Event]] | None], *,
-                    via_rq: bool = False) -> tuple[Job, Job | None] | None:
+    def _transition(self, job_id: str, step: Callable[[Job, float], tuple[Job, list[Event]] | None]
+                    ) -> tuple[Job, Job | None] | None:
         """Apply step to one job atomically; (old, new), new None when step declined; None if missing."""
         def work(tx: Txn) -> tuple[Job, Job | None] | None:
             old = tx.load(job_id)
@@ -134,8 +136,6 @@ class RedisBroker(Broker):
                 tx.save(old, *out)
             return None if old is None else (old, out[0] if out is not None else None)
 
-        if via_rq:  # the work horse's own claim: RQ already moved the token, so leave RQ's lists alone
-            return self._atomic(work, via_rq=True)
         return self._write(work)
 
     # -- RQ's delivery path (workers/rq) -------------------------------------------------------
@@ -145,16 +145,48 @@ class RedisBroker(Broker):
         (claimed elsewhere, cancelled, superseded). The RQ job function calls this."""
         leases: builtins.list[Lease] = []
 
-        def step(job: Job, now: float) -> tuple[Job, list[Event]] | None:
+        def step(tx: Txn) -> None:
             leases.clear()
-            if job.state is not JobState.QUEUED or job.attempt + 1 != attempt:
-                return None
-            new, lease, events = lifecycle.claim(job, worker_id, lease_seconds, now)
+            job = tx.load(job_id)
+            if job is None or job.state is not JobState.QUEUED or job.attempt + 1 != attempt:
+                return
+            if budget.blocked(tx, job.spec):  # the token waits aside until the caps let it start
+                assert isinstance(tx, RedisTxn)
+                tx.writes.append(lambda pipe: pipe.rpush(self.rq.held_key(job.pool), next_token(job)))
+                return
+            new, lease, events = lifecycle.claim(job, worker_id, lease_seconds, tx.now)
+            tx.save(job, new, events)
             leases.append(lease)
-            return new, events
 
-        out = self._transition(job_id, step, via_rq=True)
-        return leases[0] if out is not None and out[1] is not None else None
+        self._atomic(self._settling(step), via_rq=True)  # RQ already moved the token: leave RQ's lists alone
+        return leases[0] if leases else None
+
+    def release_held(self) -> builtins.list[str]:
+        """Give RQ back the tokens a cap held, for the jobs that may start now (still next, caps allow);
+        each as a fresh RQ job, since RQ finished the one that was refused. Returns the job ids."""
+        released = []
+        for key in self.redis.scan_iter(match=self.rq.held_key("*"), count=100):
+            pool = key.decode().rsplit(":", 1)[1]
+            for raw in self.redis.lrange(key, 0, -1):
+                tok = raw.decode()
+                if self._atomic(functools.partial(self._release_in, pool=pool, tok=tok)):
+                    released.append(tok)
+        return released
+
+    def _release_in(self, tx: Txn, pool: str, tok: str) -> bool:
+        assert isinstance(tx, RedisTxn)
+        parsed = parse_token(tok)
+        if tx.client.hget(RQJob.key_for(tok), "status") in (b"queued", b"started"):
+            return False  # the horse that refused it has not finished its RQ job yet
+        job = tx.load(parsed[0]) if parsed else None
+        waiting = job is not None and job.state is JobState.QUEUED and next_token(job) == tok
+        if job is not None and waiting and budget.blocked(tx, job.spec):
+            return False
+        held = self.rq.held_key(pool)
+        tx.writes.append(lambda pipe: pipe.lrem(held, 1, tok))
+        if job is not None and waiting:
+            tx.writes.append(lambda pipe: self.rq.redeliver(pipe, job, ready_score(job)))
+        return waiting
 
     def fail_attempt(self, job_id: str, attempt: int, error: str, kind: FailureKind) -> JobState | None:
         """Fail an attempt from outside its runner (RQ saw its horse die); None unless it holds the lease."""
@@ -167,6 +199,10 @@ class RedisBroker(Broker):
 
         out = self._transition(job_id, step)
         return None if out is None or out[1] is None else out[1].state
+
+    def set_budget(self, scope: str, usd: float | None) -> None:
+        super().set_budget(scope, usd)
+        self.release_held()  # a raised cap lets held tokens go to RQ's workers now
 
     def stranded(self, pool: str) -> builtins.list[str]:
         """RQ tokens a worker took off the pool's list whose attempt is still the job's next

@@ -196,6 +196,10 @@ class RQSide:
     def parked_key(self, pool: str) -> str:
         return f"{self.prefix}:parked:{pool}"
 
+    def held_key(self, pool: str) -> str:
+        """Tokens a work horse took but a spend cap kept from starting (golfq.core.budget)."""
+        return f"{self.prefix}:held:{pool}"
+
     def queue(self, pool: str) -> _GolfqQueue:
         if pool not in self._queues:
             q = _GolfqQueue(queue_name(pool), connection=self.connection, serializer=self.serializer)
@@ -215,6 +219,13 @@ class RQSide:
             on_failure=Callback(ON_FAILURE), on_stopped=Callback(ON_STOPPED),
         )
         return q.enqueue_job(rq_job, pipeline=pipe)
+
+    def redeliver(self, pipe: Pipeline, job: Job, score: float) -> None:
+        """A fresh RQ job for a queued attempt whose RQ job already ran (and did not claim it)."""
+        tok = next_token(job)
+        FinishedJobRegistry(queue_name(job.pool), connection=self.connection).remove(tok, pipeline=pipe)
+        pipe.delete(RQJob.key_for(tok))
+        self.enqueue(pipe, job, score)
 
     def enqueue_new(self, pipe: Pipeline, pool: str, scored: list[tuple[Job, float]]) -> None:
         """enqueue for a batch of new queued jobs of one pool, sorted by score: one push for them all.

@@ -14,6 +14,8 @@ Keys, all under one prefix (default "golfq"), beside RQ's own "rq:" keys:
   draining        set of pools                     parked:<pool> the RQ list of a draining pool
   curve:<id>:<n>  list of an attempt's ProgressPoints (its runner alone appends)
   workers:<pool>  hash worker id -> until (workers announcing that they serve the pool)
+  budget:caps     hash scope -> dollars          budget:spent  hash scope -> dollars (HINCRBYFLOAT)
+  budget:holds    hash "<id>/<attempt>" -> Hold (golfq.core.budget)
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ import msgspec
 from golfq.core import lifecycle
 from golfq.core.backends.redis.rq import Client, Lua, Pipeline, RQSide, next_token, parse_token
 from golfq.core.broker import Txn
+from golfq.core.budget import Hold
 from golfq.core.events import Event, encode_event
 from golfq.core.job import Job, JobState, Lease
 from golfq.core.pareto import Observation
 
 encode = msgspec.json.Encoder().encode
 decode_job = msgspec.json.Decoder(Job).decode
+decode_hold = msgspec.json.Decoder(Hold).decode
 _PRIORITY_SPAN = 2**41  # ready score = (1000 - priority) * span + order: exact in a double
 
 # Append events: seq numbers and stream ids come from one counter, in commit order.
@@ -52,6 +56,7 @@ class Keys:
         self.jobs, self.counts, self.leases = f"{prefix}:jobs", f"{prefix}:counts", f"{prefix}:leases"
         self.events, self.seq, self.order = f"{prefix}:events", f"{prefix}:seq", f"{prefix}:order"
         self.observations, self.scripts = f"{prefix}:obs", f"{prefix}:scripts"
+        self.caps, self.spent, self.holds = f"{prefix}:budget:caps", f"{prefix}:budget:spent", f"{prefix}:budget:holds"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
@@ -120,6 +125,20 @@ class RedisTxn(Txn):
             self.client.zrem(ready, token)
         return None
 
+    def caps(self) -> dict[str, float]:
+        return self._floats(self.keys.caps)
+
+    def spent(self) -> dict[str, float]:
+        return self._floats(self.keys.spent)
+
+    def holds(self) -> dict[str, Hold]:
+        self.pipe.watch(self.keys.holds)
+        return {k.decode(): decode_hold(v) for k, v in self.pipe.hgetall(self.keys.holds).items()}
+
+    def _floats(self, key: str) -> dict[str, float]:
+        self.pipe.watch(key)
+        return {k.decode(): float(v) for k, v in self.pipe.hgetall(key).items()}
+
     def draining(self, pool: str) -> bool:
         self.pipe.watch(self.rq.draining_key)
         return bool(self.pipe.sismember(self.rq.draining_key, pool))
@@ -139,6 +158,18 @@ class RedisTxn(Txn):
 
     def set_draining(self, pool: str, draining: bool) -> None:
         self.writes.append(lambda pipe: (self.rq.park if draining else self.rq.unpark)(pipe, pool))
+
+    def set_cap(self, scope: str, usd: float | None) -> None:
+        key = self.keys.caps
+        self.writes.append(lambda pipe: pipe.hdel(key, scope) if usd is None else pipe.hset(key, scope, repr(usd)))
+
+    def add_spent(self, scopes: Sequence[str], usd: float) -> None:
+        if usd:  # an increment commutes with any other: written unwatched
+            self.writes.append(lambda pipe: [pipe.hincrbyfloat(self.keys.spent, s, usd) for s in scopes])
+
+    def set_hold(self, key: str, hold: Hold | None) -> None:
+        holds = self.keys.holds
+        self.writes.append(lambda pipe: pipe.hdel(holds, key) if hold is None else pipe.hset(holds, key, encode(hold)))
 
     def observe(self, obs: Observation) -> None:
         self.writes.append(lambda pipe: pipe.rpush(self.keys.observations, encode(obs)))

@@ -54,6 +54,9 @@ class SqliteBroker(Broker):
     def _atomic(self, step: Callable[[Tx], T]) -> T:
         return self._store.write(step)
 
+    def _look(self, step: Callable[[Tx], T]) -> T:
+        return self._store.snapshot(step)
+
     def __repr__(self) -> str:
         return f"SqliteBroker({self.url!r})"
 

@@ -29,12 +29,13 @@ from urllib.parse import parse_qsl, quote
 import msgspec
 
 from golfq.core.broker import BrokerError, Txn
+from golfq.core.budget import Hold
 from golfq.core.events import Event
 from golfq.core.job import Job, JobState, Lease
 from golfq.core.pareto import Observation
 
 DEFAULT_PATH = ".golfq/golfq.db"
-SCHEMA_VERSION = 2  # 2: progress (live curves), workers (who serves a pool)
+SCHEMA_VERSION = 3  # 2: progress (live curves), workers (who serves a pool); 3: caps, spent, holds (budget)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, pool TEXT NOT NULL, state TEXT NOT NULL, priority INTEGER NOT NULL,
@@ -51,6 +52,9 @@ CREATE TABLE IF NOT EXISTS workers (worker_id TEXT PRIMARY KEY, pool TEXT NOT NU
 CREATE TABLE IF NOT EXISTS progress (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, attempt INTEGER NOT NULL, body BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS progress_attempt ON progress (job_id, attempt, seq);
+CREATE TABLE IF NOT EXISTS caps (scope TEXT PRIMARY KEY, usd REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS spent (scope TEXT PRIMARY KEY, usd REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS holds (key TEXT PRIMARY KEY, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS observations (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, track TEXT NOT NULL, body BLOB NOT NULL);
 """
@@ -60,6 +64,7 @@ _SYNC_MODES = ("off", "normal", "full", "extra")
 T = TypeVar("T")
 encode = msgspec.json.Encoder().encode
 decode_job = msgspec.json.Decoder(Job).decode
+decode_hold = msgspec.json.Decoder(Hold).decode
 _abandoned: list[sqlite3.Connection] = []  # a forked child's copies of the parent's connections: never closed
 
 
@@ -158,6 +163,42 @@ class Tx(Txn):
     def set_draining(self, pool: str, draining: bool) -> None:
         self.conn.execute("INSERT INTO pools (name, draining) VALUES (?, ?) "
                           "ON CONFLICT (name) DO UPDATE SET draining = excluded.draining", (pool, int(draining)))
+
+    def _pairs(self, sql: str) -> list[tuple]:
+        try:
+            return self.conn.execute(sql).fetchall()
+        except sqlite3.OperationalError as error:  # a version-2 file opened read-only: no budget tables yet
+            if "no such table" in str(error):
+                return []
+            raise
+
+    def caps(self) -> dict[str, float]:
+        return dict(self._pairs("SELECT scope, usd FROM caps"))
+
+    def set_cap(self, scope: str, usd: float | None) -> None:
+        if usd is None:
+            self.conn.execute("DELETE FROM caps WHERE scope = ?", (scope,))
+        else:
+            self.conn.execute("INSERT INTO caps (scope, usd) VALUES (?, ?) "
+                              "ON CONFLICT (scope) DO UPDATE SET usd = excluded.usd", (scope, usd))
+
+    def spent(self) -> dict[str, float]:
+        return dict(self._pairs("SELECT scope, usd FROM spent"))
+
+    def add_spent(self, scopes: Sequence[str], usd: float) -> None:
+        if usd:
+            self.conn.executemany("INSERT INTO spent (scope, usd) VALUES (?, ?) "
+                                  "ON CONFLICT (scope) DO UPDATE SET usd = usd + excluded.usd",
+                                  [(scope, usd) for scope in scopes])
+
+    def holds(self) -> dict[str, Hold]:
+        return {key: decode_hold(body) for key, body in self._pairs("SELECT key, body FROM holds")}
+
+    def set_hold(self, key: str, hold: Hold | None) -> None:
+        if hold is None:
+            self.conn.execute("DELETE FROM holds WHERE key = ?", (key,))
+        else:
+            self.conn.execute("INSERT OR REPLACE INTO holds (key, body) VALUES (?, ?)", (key, encode(hold)))
 
     def observe(self, obs: Observation) -> None:
         self.conn.execute("INSERT INTO observations (job_id, track, body) VALUES (?, ?, ?)",

@@ -1,0 +1,229 @@
+"""Spend caps: the rule that no attempt starts whose worst case would take its money past a cap.
+
+A cap is in dollars on a scope: the whole queue (`queue`), a pool (`pool:NAME`) or a tag
+(`tag:NAME`). An attempt belongs to the queue, its pool and each of its tags. Its worst
+case is its pool's price x GPUs x the spec's hard timeout (golfq.core.cost). The ledger
+every backend keeps beside its jobs, in the same atomic step as the transitions:
+
+- `held`: one `Hold` per attempt since its claim: its worst case ("committed") while it
+  runs. When the attempt ends with a result, the hold goes and the result's cost
+  (`attempt_cost`) is added to `spent`. When it ends without one (reaped, cancelled
+  while running), the elapsed time at its pool's price is spent as an estimate and the hold
+  stays, ended, until a late result or the Modal dispatcher's billed figure replaces it.
+- `spent`: dollars per scope, kept for every scope whether capped or not, so a cap set
+  later counts what was spent before it.
+
+`check` is the claim step's rule (pure); `settle` turns one step's events into ledger
+writes and runs inside every backend's atomic step (golfq.core.broker).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from golfq.core.cost import attempt_cost, price_table
+from golfq.core.errors import GolfqError
+from golfq.core.events import Event, EventKind
+from golfq.core.pools import known_pools
+from golfq.core.spec import ExperimentSpec
+
+if TYPE_CHECKING:
+    from golfq.core.broker import Txn
+
+QUEUE = "queue"
+_SLACK = 1e-9  # dollars: float sums of the same money must not block an exact fit
+
+
+class BudgetError(GolfqError, ValueError):
+    """A bad cap or scope: one line."""
+
+
+class Hold(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """An attempt's reservation: its worst case while it runs; once `ended`, the estimate it spent."""
+
+    usd: float
+    since: float
+    scopes: tuple[str, ...]
+    ended: bool = False
+    estimate: float = 0.0  # spent when it ended without a result; replaced by the real figure later
+
+
+class ScopeBudget(msgspec.Struct, frozen=True, kw_only=True):
+    """One scope as a reader sees it: its cap (None: none), spent and committed dollars."""
+
+    scope: str
+    cap: float | None
+    spent: float
+    committed: float
+
+    @property
+    def left(self) -> float | None:
+        return None if self.cap is None else self.cap - self.spent - self.committed
+
+
+class Waiting(msgspec.Struct, frozen=True, kw_only=True):
+    """A pool whose next job the caps keep from starting, and why (one line)."""
+
+    pool: str
+    job_id: str
+    reason: str
+
+
+class BudgetView(msgspec.Struct, frozen=True, kw_only=True):
+    scopes: list[ScopeBudget]
+    waiting: list[Waiting] = []
+
+    def reason(self, pool: str) -> str | None:
+        return next((w.reason for w in self.waiting if w.pool == pool), None)
+
+
+def scope(pool: str | None = None, tag: str | None = None) -> str:
+    """The scope key for the queue (neither), a pool or a tag."""
+    if pool is not None and tag is not None:
+        raise BudgetError("budget: give a pool or a tag, not both")
+    if pool is not None:
+        if pool not in known_pools():
+            raise BudgetError(f"budget: unknown pool {pool!r} (known: {', '.join(sorted(known_pools()))})")
+        return f"pool:{pool}"
+    if tag is not None:
+        if not tag or len(tag) > 64:
+            raise BudgetError("budget: a tag is 1 to 64 characters")
+        return f"tag:{tag}"
+    return QUEUE
+
+
+def parse_cap(text: object) -> float:
+    """Dollars from user input: a finite number >= 0 (a string such as "12.50" or "$12.50" too)."""
+    value: object = text
+    if isinstance(text, str):
+        try:
+            value = float(text.strip().removeprefix("$").replace(",", ""))
+        except ValueError:
+            raise BudgetError(f"budget: {text!r} is not a number of dollars") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BudgetError(f"budget: {text!r} is not a number of dollars")
+    if value < 0:
+        raise BudgetError(f"budget: a cap cannot be negative ({value:g})")
+    return float(value)
+
+
+def scopes_of(spec: ExperimentSpec) -> tuple[str, ...]:
+    return (QUEUE, f"pool:{spec.pool}", *(f"tag:{tag}" for tag in dict.fromkeys(spec.tags)))
+
+
+def hourly_usd(pool_name: str) -> float:
+    """The pool's price per hour of one job (all its GPUs); 0 for CPU pools and pools unknown here."""
+    pool = known_pools().get(pool_name)
+    if pool is None or not pool.gpus:
+        return 0.0
+    return price_table().get(pool.gpu_type, 0.0) * pool.gpus
+
+
+def worst_case(spec: ExperimentSpec) -> float:
+    """The most an attempt of this spec can cost: its pool's price x GPUs x its hard timeout."""
+    return round(hourly_usd(spec.pool) * spec.budget.hard_timeout / 3600.0, 6)
+
+
+def committed(held: Mapping[str, Hold]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for hold in held.values():
+        if not hold.ended:
+            for key in hold.scopes:
+                out[key] = out.get(key, 0.0) + hold.usd
+    return out
+
+
+def check(spec: ExperimentSpec, caps: Mapping[str, float], spent: Mapping[str, float],
+          held: Mapping[str, Hold]) -> str:
+    """Why an attempt of this spec may not start now ("" if it may): the first cap it would pass."""
+    worst = worst_case(spec)
+    busy = committed(held)
+    for key in scopes_of(spec):
+        cap = caps.get(key)
+        if cap is None:
+            continue
+        used = spent.get(key, 0.0) + busy.get(key, 0.0)
+        if used + worst > cap + _SLACK:
+            return (f"budget {label(key)}: ${spent.get(key, 0.0):.2f} spent + ${busy.get(key, 0.0):.2f} committed "
+                    f"+ ${worst:.2f} worst case > ${cap:.2f} cap")
+    return ""
+
+
+def blocked(tx: Txn, spec: ExperimentSpec) -> str:
+    """check() inside an atomic step; reads the ledger only when a cap covers the spec."""
+    caps = tx.caps()
+    if not any(key in caps for key in scopes_of(spec)):
+        return ""
+    return check(spec, caps, tx.spent(), tx.holds())
+
+
+def label(key: str) -> str:
+    return "of the queue" if key == QUEUE else key.replace(":", " ", 1)
+
+
+def attempt_key(job_id: str, attempt: int) -> str:
+    return f"{job_id}/{attempt}"
+
+
+def _result_usd(event: Event) -> float:
+    return attempt_cost(event.result)[1] if event.result is not None else 0.0
+
+
+def settle(tx: Txn, events: Iterable[Event] | None = None) -> None:
+    """Write what a step's events mean for the ledger, in the same step."""
+    holds: dict[str, Hold] | None = None  # read once, only when an event needs it (Redis watches it)
+    for event in tx.events if events is None else events:
+        key = attempt_key(event.job_id, event.attempt)
+        if event.kind is EventKind.CLAIMED:
+            job = tx.load(event.job_id)
+            if job is not None:
+                tx.set_hold(key, Hold(usd=worst_case(job.spec), since=event.ts, scopes=scopes_of(job.spec)))
+        elif event.kind in (EventKind.SUCCEEDED, EventKind.FAILED, EventKind.STOPPED) and event.result is not None:
+            job = tx.load(event.job_id)
+            if job is not None:
+                tx.set_hold(key, None)
+                tx.add_spent(scopes_of(job.spec), _result_usd(event))
+        elif event.kind in (EventKind.FAILED, EventKind.STOPPED, EventKind.CANCELLED, EventKind.SUPERSEDED):
+            holds = tx.holds() if holds is None else holds
+            hold = holds.get(key)
+            if hold is None:
+                continue
+            if event.kind is EventKind.SUPERSEDED:
+                if hold.ended and event.result is not None:  # the late result replaces the estimate
+                    holds.pop(key)
+                    tx.set_hold(key, None)
+                    tx.add_spent(hold.scopes, _result_usd(event) - hold.estimate)
+            elif not hold.ended:  # ended without a result: spend the time it ran, at its pool's price
+                elapsed = max(event.ts - hold.since, 0.0)
+                estimate = min(hold.usd, round(hourly_usd(event.pool) * elapsed / 3600.0, 6))
+                holds[key] = msgspec.structs.replace(hold, ended=True, estimate=estimate)
+                tx.set_hold(key, holds[key])
+                tx.add_spent(hold.scopes, estimate)
+
+
+def replace_spent(tx: Txn, key: str, usd: float, reported: float, scopes: tuple[str, ...]) -> None:
+    """An ended attempt's billed figure arrived: spend it in place of what was spent for it so far
+    (the estimate of its ended hold, else `reported`: the result's own cost, already spent)."""
+    hold = tx.holds().get(key)
+    if hold is not None and hold.ended:
+        tx.set_hold(key, None)
+        tx.add_spent(hold.scopes, usd - hold.estimate)
+    else:
+        tx.add_spent(scopes, usd - reported)
+
+
+def view(caps: Mapping[str, float], spent: Mapping[str, float], held: Mapping[str, Hold],
+         heads: Mapping[str, tuple[str, ExperimentSpec]]) -> BudgetView:
+    """Every capped or spending scope, and for each pool's next job (`heads`) whether a cap holds it."""
+    busy = committed(held)
+    keys = sorted(set(caps) | {k for k, v in spent.items() if v} | set(busy),
+                  key=lambda k: (k != QUEUE, k))
+    scopes = [ScopeBudget(scope=k, cap=caps.get(k), spent=round(spent.get(k, 0.0), 6),
+                          committed=round(busy.get(k, 0.0), 6)) for k in keys]
+    waiting = [Waiting(pool=pool, job_id=job_id, reason=why) for pool, (job_id, spec) in sorted(heads.items())
+               if (why := check(spec, caps, spent, held))]
+    return BudgetView(scopes=scopes, waiting=waiting)
