@@ -158,7 +158,15 @@ def blocked(tx: Txn, spec: ExperimentSpec) -> str:
     caps = tx.caps()
     if not any(key in caps for key in scopes_of(spec)):
         return ""
-    return check(spec, caps, tx.spent(), tx.holds())
+    held = tx.holds()
+    for event in tx.events:  # claims earlier in this step (the Modal dispatcher claims several) hold too
+        if event.kind is EventKind.CLAIMED and (job := tx.load(event.job_id)) is not None:
+            held[attempt_key(job.id, event.attempt)] = _hold(job.spec, event.ts)
+    return check(spec, caps, tx.spent(), held)
+
+
+def _hold(spec: ExperimentSpec, since: float) -> Hold:
+    return Hold(usd=worst_case(spec), since=since, scopes=scopes_of(spec))
 
 
 def label(key: str) -> str:
@@ -181,7 +189,7 @@ def settle(tx: Txn, events: Iterable[Event] | None = None) -> None:
         if event.kind is EventKind.CLAIMED:
             job = tx.load(event.job_id)
             if job is not None:
-                tx.set_hold(key, Hold(usd=worst_case(job.spec), since=event.ts, scopes=scopes_of(job.spec)))
+                tx.set_hold(key, _hold(job.spec, event.ts))
         elif event.kind in (EventKind.SUCCEEDED, EventKind.FAILED, EventKind.STOPPED) and event.result is not None:
             job = tx.load(event.job_id)
             if job is not None:

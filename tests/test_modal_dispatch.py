@@ -328,7 +328,9 @@ def test_the_event_log_tells_the_whole_story(broker, spawner, clock, cloud):
     dispatcher.run_once()
     assert succeed(container(cloud, clock), spawner.leases()[-1]) is CompleteOutcome.COUNTED
     assert kinds(all_events(broker), job.id) == [EventKind.SUBMITTED, EventKind.CLAIMED, EventKind.FAILED,
-                                                  EventKind.REQUEUED, EventKind.CLAIMED, EventKind.SUCCEEDED]
+                                                  EventKind.REQUEUED, EventKind.BILLED, EventKind.CLAIMED,
+                                                  EventKind.SUCCEEDED]
+    assert [e.attempt for e in all_events(broker) if e.kind is EventKind.BILLED] == [1]  # the lost call's GPU time
     failed = [e for e in all_events(broker) if e.kind is EventKind.FAILED]
     assert failed[0].failure is FailureKind.INFRA
 

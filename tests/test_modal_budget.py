@@ -1,0 +1,83 @@
+"""Spend caps on Modal's dispatcher path (the contract suite covers Broker.claim on every backend):
+the dispatcher's claims obey the caps, and the billed GPU time is the one figure the caps,
+`ops cost` and `golfq modal status` share."""
+
+from __future__ import annotations
+
+import pytest
+
+from golfq.core.budget import scope
+from golfq.core.cost import cost_usd
+from golfq.core.result import Result
+from golfq.ops.cost import cost_summary
+from golfq.workers.modal.dispatch import Dispatcher
+from tests.test_modal_dispatch import FakeSpawner, config, container, gpu_spec, succeed
+from tests.test_modal_dispatch import broker as broker  # noqa: F401 - fixtures
+from tests.test_modal_dispatch import clock as clock  # noqa: F401
+from tests.test_modal_dispatch import cloud as cloud  # noqa: F401
+
+H100 = 3.95  # USD per GPU-hour, the built-in table
+
+
+@pytest.fixture
+def spawner() -> FakeSpawner:
+    return FakeSpawner()
+
+
+def test_the_dispatcher_spawns_nothing_past_a_cap_and_a_raised_cap_releases_it(broker, spawner):
+    first, second = broker.submit([gpu_spec(1, timeout_seconds=3600), gpu_spec(2, timeout_seconds=3600)])
+    broker.set_budget(scope(pool="h100"), 5.0)
+    dispatcher = Dispatcher(broker, spawner, config())
+    report = dispatcher.run_once()
+    assert report.pools["h100"].spawned == [first.id]
+    assert report.pools["h100"].blocked.startswith("budget pool h100")
+    assert broker.budget().waiting[0].job_id == second.id
+    broker.set_budget(scope(pool="h100"), 7.9)
+    assert dispatcher.run_once().pools["h100"].spawned == [second.id]
+
+
+def test_billed_gpu_time_replaces_the_runners_figure_everywhere(broker, spawner, clock, cloud):
+    broker.submit([gpu_spec(1)])
+    dispatcher = Dispatcher(broker, spawner, config())
+    dispatcher.run_once()
+    (lease,) = spawner.leases()
+    booted = clock.now + 50
+    clock.advance(80)
+    worker = container(cloud, clock)
+    worker.start(lease, 120, container="ta-1", billing_since=booted, cold=True)
+    clock.advance(600)
+    worker.complete(lease, Result(spec_id=lease.job_id, attempt=1, status="succeeded", val_bpb=1.2, artifact_bytes=9,
+                                  gpu_name="NVIDIA H100", gpu_count=1, gpu_seconds=590.0, finished_at=clock.now))
+    assert broker.budget().scopes[0].spent == pytest.approx(cost_usd("H100", 1, 590.0))
+    dispatcher.run_once()  # the call ends: cold start, run and scale-down are billed
+    billed = broker.view().usage["h100"].gpu_seconds
+    tail = config().pools["h100"].scaledown_window
+    assert billed == pytest.approx(30 + 600 + tail)
+    spent = {s.scope: s.spent for s in broker.budget().scopes}
+    assert spent["queue"] == spent["pool:h100"] == pytest.approx(H100 * billed / 3600, abs=1e-5)
+    [row] = cost_summary(broker, "pool")
+    assert (row.gpu_seconds, row.cost_usd) == (pytest.approx(billed), pytest.approx(spent["pool:h100"], abs=1e-4))
+    assert broker.budget().scopes[0].committed == 0.0
+
+
+def test_a_refunded_tail_is_taken_back_from_what_was_spent(broker, spawner, clock, cloud):
+    broker.submit([gpu_spec(1), gpu_spec(2)])
+    dispatcher = Dispatcher(broker, spawner, config(max_containers=1))
+    dispatcher.run_once()
+    worker = container(cloud, clock)
+    first = spawner.leases()[0]
+    worker.start(first, 120, container="ta-1", billing_since=clock.now)
+    clock.advance(100)
+    succeed(worker, first, finished_at=clock.now)
+    ended = clock.now
+    dispatcher.run_once()
+    second = spawner.leases()[1]
+    clock.advance(20)
+    worker.start(second, 120, container="ta-1", billing_since=ended, cold=False)
+    clock.advance(100)
+    succeed(worker, second, finished_at=clock.now)
+    dispatcher.run_once()
+    billed = broker.view().usage["h100"].gpu_seconds
+    spent = {s.scope: s.spent for s in broker.budget().scopes}
+    assert spent["pool:h100"] == pytest.approx(H100 * billed / 3600, abs=1e-5)
+    assert sum(r.cost_usd for r in cost_summary(broker, "pool")) == pytest.approx(spent["pool:h100"], abs=1e-4)
