@@ -186,15 +186,15 @@ def settle(tx: Txn, events: Iterable[Event] | None = None) -> None:
     holds: dict[str, Hold] | None = None  # read once, only when an event needs it (Redis watches it)
     for event in tx.events if events is None else events:
         key = attempt_key(event.job_id, event.attempt)
+        free = not hourly_usd(event.pool)  # a free pool's attempts (CPU) hold nothing: no reads, no writes
         if event.kind is EventKind.CLAIMED:
-            job = tx.load(event.job_id)
-            if job is not None:
+            if not free and (job := tx.load(event.job_id)) is not None:
                 tx.set_hold(key, _hold(job.spec, event.ts))
         elif event.kind in (EventKind.SUCCEEDED, EventKind.FAILED, EventKind.STOPPED) and event.result is not None:
-            job = tx.load(event.job_id)
-            if job is not None:
+            usd = _result_usd(event)
+            if (usd or not free) and (job := tx.load(event.job_id)) is not None:
                 tx.set_hold(key, None)
-                tx.add_spent(scopes_of(job.spec), _result_usd(event))
+                tx.add_spent(scopes_of(job.spec), usd)
         elif event.kind in (EventKind.FAILED, EventKind.STOPPED, EventKind.CANCELLED, EventKind.SUPERSEDED):
             holds = tx.holds() if holds is None else holds
             hold = holds.get(key)
