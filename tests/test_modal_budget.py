@@ -11,10 +11,13 @@ from golfq.core.cost import cost_usd
 from golfq.core.result import Result
 from golfq.ops.cost import cost_summary
 from golfq.workers.modal.dispatch import Dispatcher
-from tests.test_modal_dispatch import FakeSpawner, config, container, gpu_spec, succeed
+from tests.test_modal_dispatch import FakeSpawner, config, container, gpu_spec
 from tests.test_modal_dispatch import broker as broker  # noqa: F401 - fixtures
 from tests.test_modal_dispatch import clock as clock  # noqa: F401
 from tests.test_modal_dispatch import cloud as cloud  # noqa: F401
+from tests.test_modal_dispatch import (
+    test_a_warm_container_taking_the_next_job_refunds_the_previous_tail as refunds_the_previous_tail,
+)
 
 H100 = 3.95  # USD per GPU-hour, the built-in table
 
@@ -61,22 +64,7 @@ def test_billed_gpu_time_replaces_the_runners_figure_everywhere(broker, spawner,
 
 
 def test_a_refunded_tail_is_taken_back_from_what_was_spent(broker, spawner, clock, cloud):
-    broker.submit([gpu_spec(1), gpu_spec(2)])
-    dispatcher = Dispatcher(broker, spawner, config(max_containers=1))
-    dispatcher.run_once()
-    worker = container(cloud, clock)
-    first = spawner.leases()[0]
-    worker.start(first, 120, container="ta-1", billing_since=clock.now)
-    clock.advance(100)
-    succeed(worker, first, finished_at=clock.now)
-    ended = clock.now
-    dispatcher.run_once()
-    second = spawner.leases()[1]
-    clock.advance(20)
-    worker.start(second, 120, container="ta-1", billing_since=ended, cold=False)
-    clock.advance(100)
-    succeed(worker, second, finished_at=clock.now)
-    dispatcher.run_once()
+    refunds_the_previous_tail(broker, spawner, clock, cloud)  # two jobs, one warm container: one tail refunded
     billed = broker.view().usage["h100"].gpu_seconds
     spent = {s.scope: s.spent for s in broker.budget().scopes}
     assert spent["pool:h100"] == pytest.approx(H100 * billed / 3600, abs=1e-5)
