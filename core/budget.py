@@ -28,6 +28,7 @@ import msgspec
 from golfq.core.cost import attempt_cost, price_table
 from golfq.core.errors import GolfqError
 from golfq.core.events import Event, EventKind
+from golfq.core.job import JobState
 from golfq.core.pools import known_pools
 from golfq.core.spec import ExperimentSpec
 
@@ -181,6 +182,11 @@ def _result_usd(event: Event) -> float:
     return attempt_cost(event.result)[1] if event.result is not None else 0.0
 
 
+# Events that never end a running attempt: the ones that follow an ending in the same step, and pool events.
+_NOT_AN_END = {EventKind.SUBMITTED, EventKind.CLAIMED, EventKind.REQUEUED, EventKind.DEAD, EventKind.DRAINED,
+               EventKind.RESUMED, EventKind.BILLED}
+
+
 def settle(tx: Txn, events: Iterable[Event] | None = None) -> None:
     """Write what a step's events mean for the ledger, in the same step."""
     holds: dict[str, Hold] | None = None  # read once, only when an event needs it (Redis watches it)
@@ -190,12 +196,14 @@ def settle(tx: Txn, events: Iterable[Event] | None = None) -> None:
         if event.kind is EventKind.CLAIMED:
             if not free and (job := tx.load(event.job_id)) is not None:
                 tx.set_hold(key, _hold(job.spec, event.ts))
-        elif event.kind in (EventKind.SUCCEEDED, EventKind.FAILED, EventKind.STOPPED) and event.result is not None:
+        elif event.kind in _NOT_AN_END or not event.job_id:
+            continue
+        elif event.result is not None and event.kind is not EventKind.SUPERSEDED:  # ended, with its cost
             usd = _result_usd(event)
             if (usd or not free) and (job := tx.load(event.job_id)) is not None:
                 tx.set_hold(key, None)
                 tx.add_spent(scopes_of(job.spec), usd)
-        elif event.kind in (EventKind.FAILED, EventKind.STOPPED, EventKind.CANCELLED, EventKind.SUPERSEDED):
+        elif not free:
             holds = tx.holds() if holds is None else holds
             hold = holds.get(key)
             if hold is None:
@@ -205,12 +213,18 @@ def settle(tx: Txn, events: Iterable[Event] | None = None) -> None:
                     holds.pop(key)
                     tx.set_hold(key, None)
                     tx.add_spent(hold.scopes, _result_usd(event) - hold.estimate)
-            elif not hold.ended:  # ended without a result: spend the time it ran, at its pool's price
+            elif not hold.ended and not _running(tx, event):  # ended without a result: spend the time it ran
                 elapsed = max(event.ts - hold.since, 0.0)
                 estimate = min(hold.usd, round(hourly_usd(event.pool) * elapsed / 3600.0, 6))
                 holds[key] = msgspec.structs.replace(hold, ended=True, estimate=estimate)
                 tx.set_hold(key, holds[key])
                 tx.add_spent(hold.scopes, estimate)
+
+
+def _running(tx: Txn, event: Event) -> bool:
+    """Whether the event's attempt still holds its lease after the step (an event kind that ends nothing)."""
+    job = tx.load(event.job_id)
+    return job is not None and job.state is JobState.LEASED and job.attempt == event.attempt
 
 
 def replace_spent(tx: Txn, key: str, usd: float, reported: float, scopes: tuple[str, ...]) -> None:

@@ -93,7 +93,10 @@ class RedisTxn(Txn):
             return {}
         keys = [self.keys.job(job_id) for job_id in ids]
         self.pipe.watch(*keys)
-        return {job.id: job for raw in self.pipe.mget(keys) if raw is not None and (job := decode_job(raw))}
+        found = {job.id: job for raw in self.pipe.mget(keys) if raw is not None and (job := decode_job(raw))}
+        wanted = set(ids)
+        found.update((job.id, job) for job in [*self.created, *(new for _, new in self.saved)] if job.id in wanted)
+        return found  # with this step's own (buffered) writes over the stored records
 
     def jobs_in(self, states: Sequence[JobState]) -> list[Job]:
         # The index is read unwatched; each job is then watched, and read again, under the step.
