@@ -92,23 +92,18 @@ class Txn(abc.ABC):
     def observe(self, obs: Observation) -> None:
         """Append a counted success's observation for the fronts."""
 
-    # The spend ledger (golfq.core.budget): caps, dollars spent per scope, holds per attempt.
+    # The spend ledger (golfq.core.budget): caps, dollars spent per scope (add_spent is a blind
+    # increment: it reads nothing), holds per attempt ("job/attempt").
     @abc.abstractmethod
     def caps(self) -> dict[str, float]: ...
-
     @abc.abstractmethod
     def set_cap(self, scope: str, usd: float | None) -> None: ...
-
     @abc.abstractmethod
     def spent(self) -> dict[str, float]: ...
-
     @abc.abstractmethod
-    def add_spent(self, scopes: Sequence[str], usd: float) -> None:
-        """Add to each scope's spent dollars (a blind increment: it reads nothing)."""
-
+    def add_spent(self, scopes: Sequence[str], usd: float) -> None: ...
     @abc.abstractmethod
     def holds(self) -> dict[str, Hold]: ...
-
     @abc.abstractmethod
     def set_hold(self, key: str, hold: Hold | None) -> None: ...
 
@@ -425,18 +420,7 @@ class Broker(abc.ABC):
     def budget(self) -> BudgetView:
         """Caps, spent and committed dollars per scope, and the pools whose next job a cap holds."""
         pools = sorted(self.stats().pools)
-
-        def step(tx: Txn) -> BudgetView:
-            caps = tx.caps()
-            heads = {}
-            if caps:
-                for pool in pools:
-                    job = tx.next_queued(pool)
-                    if job is not None:
-                        heads[pool] = (job.id, job.spec)
-            return budget.view(caps, tx.spent(), tx.holds(), heads)
-
-        return self._look(step)
+        return self._look(lambda tx: budget.read(tx, pools))
 
     def _look(self, step: Callable[[Txn], T]) -> T:
         """A step that writes nothing; a backend with a cheaper consistent read overrides it."""

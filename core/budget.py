@@ -238,6 +238,13 @@ def replace_spent(tx: Txn, key: str, usd: float, reported: float, scopes: tuple[
         tx.add_spent(scopes, usd - reported)
 
 
+def read(tx: Txn, pools: Iterable[str]) -> BudgetView:
+    """The view() of the ledger in one step, with the next job of each pool when any cap is set."""
+    caps = tx.caps()
+    heads = {pool: (job.id, job.spec) for pool in (pools if caps else ()) if (job := tx.next_queued(pool))}
+    return view(caps, tx.spent(), tx.holds(), heads)
+
+
 def view(caps: Mapping[str, float], spent: Mapping[str, float], held: Mapping[str, Hold],
          heads: Mapping[str, tuple[str, ExperimentSpec]]) -> BudgetView:
     """Every capped or spending scope, and for each pool's next job (`heads`) whether a cap holds it."""

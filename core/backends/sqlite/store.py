@@ -28,8 +28,8 @@ from urllib.parse import parse_qsl, quote
 
 import msgspec
 
+from golfq.core.backends.sqlite.ledger import LedgerTx
 from golfq.core.broker import BrokerError, Txn
-from golfq.core.budget import Hold
 from golfq.core.events import Event
 from golfq.core.job import Job, JobState, Lease
 from golfq.core.pareto import Observation
@@ -64,7 +64,6 @@ _SYNC_MODES = ("off", "normal", "full", "extra")
 T = TypeVar("T")
 encode = msgspec.json.Encoder().encode
 decode_job = msgspec.json.Decoder(Job).decode
-decode_hold = msgspec.json.Decoder(Hold).decode
 _abandoned: list[sqlite3.Connection] = []  # a forked child's copies of the parent's connections: never closed
 
 
@@ -108,7 +107,7 @@ def _is_busy(error: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-class Tx(Txn):
+class Tx(LedgerTx, Txn):
     """One transaction (golfq.core.broker.Txn): loads and saves jobs, numbers events as it appends them."""
 
     def __init__(self, conn: sqlite3.Connection, now: float) -> None:
@@ -163,42 +162,6 @@ class Tx(Txn):
     def set_draining(self, pool: str, draining: bool) -> None:
         self.conn.execute("INSERT INTO pools (name, draining) VALUES (?, ?) "
                           "ON CONFLICT (name) DO UPDATE SET draining = excluded.draining", (pool, int(draining)))
-
-    def _pairs(self, sql: str) -> list[tuple]:
-        try:
-            return self.conn.execute(sql).fetchall()
-        except sqlite3.OperationalError as error:  # a version-2 file opened read-only: no budget tables yet
-            if "no such table" in str(error):
-                return []
-            raise
-
-    def caps(self) -> dict[str, float]:
-        return dict(self._pairs("SELECT scope, usd FROM caps"))
-
-    def set_cap(self, scope: str, usd: float | None) -> None:
-        if usd is None:
-            self.conn.execute("DELETE FROM caps WHERE scope = ?", (scope,))
-        else:
-            self.conn.execute("INSERT INTO caps (scope, usd) VALUES (?, ?) "
-                              "ON CONFLICT (scope) DO UPDATE SET usd = excluded.usd", (scope, usd))
-
-    def spent(self) -> dict[str, float]:
-        return dict(self._pairs("SELECT scope, usd FROM spent"))
-
-    def add_spent(self, scopes: Sequence[str], usd: float) -> None:
-        if usd:
-            self.conn.executemany("INSERT INTO spent (scope, usd) VALUES (?, ?) "
-                                  "ON CONFLICT (scope) DO UPDATE SET usd = usd + excluded.usd",
-                                  [(scope, usd) for scope in scopes])
-
-    def holds(self) -> dict[str, Hold]:
-        return {key: decode_hold(body) for key, body in self._pairs("SELECT key, body FROM holds")}
-
-    def set_hold(self, key: str, hold: Hold | None) -> None:
-        if hold is None:
-            self.conn.execute("DELETE FROM holds WHERE key = ?", (key,))
-        else:
-            self.conn.execute("INSERT OR REPLACE INTO holds (key, body) VALUES (?, ?)", (key, encode(hold)))
 
     def observe(self, obs: Observation) -> None:
         self.conn.execute("INSERT INTO observations (job_id, track, body) VALUES (?, ?, ?)",
