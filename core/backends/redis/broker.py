@@ -163,7 +163,7 @@ class RedisBroker(Broker):
 
     def release_held(self) -> builtins.list[str]:
         """Give RQ back the tokens a cap held, for the jobs that may start now (still next, caps allow);
-        each as a fresh RQ job, since RQ finished the one that was refused. Returns the job ids."""
+        each as a fresh RQ job, since RQ finished the one that was refused. Returns their tokens."""
         released = []
         for key in self.redis.scan_iter(match=self.rq.held_key("*"), count=100):
             pool = key.decode().rsplit(":", 1)[1]
