@@ -142,6 +142,8 @@ def check(spec: ExperimentSpec, caps: Mapping[str, float], spent: Mapping[str, f
           held: Mapping[str, Hold]) -> str:
     """Why an attempt of this spec may not start now ("" if it may): the first cap it would pass."""
     worst = worst_case(spec)
+    if not worst:
+        return ""  # free (a CPU pool): it never takes money past a cap
     busy = committed(held)
     for key in scopes_of(spec):
         cap = caps.get(key)
@@ -155,7 +157,10 @@ def check(spec: ExperimentSpec, caps: Mapping[str, float], spent: Mapping[str, f
 
 
 def blocked(tx: Txn, spec: ExperimentSpec) -> str:
-    """check() inside an atomic step; reads the ledger only when a cap covers the spec."""
+    """check() inside an atomic step; reads the ledger only when a cap covers the spec. An attempt
+    on a free pool (CPU) costs nothing, so it never passes a cap and reads nothing."""
+    if not hourly_usd(spec.pool):
+        return ""
     caps = tx.caps()
     if not any(key in caps for key in scopes_of(spec)):
         return ""
