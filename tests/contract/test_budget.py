@@ -156,3 +156,11 @@ def test_two_workers_racing_for_the_last_dollars_only_one_starts(broker_url):
         assert len(claims) == 3 and math.isclose(scope_of(broker, "queue").committed, 3 * 3.95)
     finally:
         broker.close()
+
+
+def test_a_zero_cap_stops_every_gpu_attempt_and_no_cpu_one(broker):
+    gpu, cpu = broker.submit([gpu_spec(1), gpu_spec(2, pool="cpu")])
+    broker.set_budget(scope(), 0.0)
+    assert broker.claim("h100", "w") is None
+    assert broker.claim("cpu", "w").job_id == cpu.id  # free: it never takes money past a cap
+    assert [w.pool for w in broker.budget().waiting] == ["h100"]
