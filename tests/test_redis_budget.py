@@ -10,7 +10,7 @@ from rq import SimpleWorker
 
 from golfq.core.backends.redis.broker import RedisBroker
 from golfq.core.budget import scope
-from golfq.core.job import JobState
+from golfq.core.job import Job, JobState, Lease
 from golfq.core.result import Result
 from golfq.core.spec import Budget, ExperimentSpec
 from golfq.workers.rq import job as rq_job
@@ -61,3 +61,22 @@ def test_a_capped_token_waits_aside_and_a_raised_cap_gives_it_back_to_rq(broker)
     burst(broker)
     job = broker.get(second.id)
     assert (job.state, job.attempt) == (JobState.LEASED, 1)
+
+
+def test_a_held_token_goes_back_once_a_running_attempt_frees_its_money(broker):
+    hour = Budget(train_seconds=600, timeout_seconds=3600)
+    first, second = broker.submit([ExperimentSpec(pool="h100", seed=i, budget=hour) for i in (1, 2)])
+    broker.set_budget(scope(), 5.0)
+    burst(broker)
+    [running] = broker.list([JobState.LEASED])
+    assert running.id == first.id and broker.release_held() == []
+    broker.stop(rq_lease(running), "stopped early", Result(spec_id=first.id, attempt=1, status="failed",
+                                                           gpu_name="H100", gpu_count=1, gpu_seconds=360.0))
+    assert broker.release_held() == [f"{second.id}-1"]  # what the RQ supervisor does each round
+    burst(broker)
+    assert broker.get(second.id).state is JobState.LEASED
+
+
+def rq_lease(job: Job) -> Lease:
+    return Lease(job_id=job.id, attempt=job.attempt, worker_id=job.worker_id, pool=job.pool,
+                 deadline=job.lease_deadline or 0.0, spec=job.spec)
