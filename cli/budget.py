@@ -23,9 +23,9 @@ def scope_line(s: ScopeBudget) -> str:
 
 
 def budget_lines(view: BudgetView, uncapped: bool = False) -> list[str]:
-    """What `ops budget show` and `golfq status` print: (capped) scopes, then the pools a cap holds."""
+    """What `ops budget show` and `golfq status` print: (capped) scopes, then each pool's first job a cap holds."""
     lines = [scope_line(s) for s in view.scopes if uncapped or s.cap is not None]
-    lines += [f"pool {w.pool} waits: {w.reason}" for w in view.waiting]
+    lines += [f"{w.job_id} ({w.pool}) waits: {w.reason}" for w in view.waiting]
     return lines
 
 

@@ -71,6 +71,10 @@ class Txn(abc.ABC):
         """The pool's next job by priority, then FIFO."""
 
     @abc.abstractmethod
+    def queued(self, pool: str, limit: int) -> builtins.list[Job]:
+        """The pool's first `limit` queued jobs in claim order (a cap may hold the first ones)."""
+
+    @abc.abstractmethod
     def save(self, old: Job | None, new: Job, events: Iterable[Event]) -> None:
         """Write a transition's outcome (nothing when new is old) and queue its events."""
 
@@ -289,9 +293,9 @@ class Broker(abc.ABC):
         self._reap_in(tx)  # claimers re-deliver lost work without a reaper process
         if tx.draining(pool):
             return None
-        job = tx.next_queued(pool)
-        if job is None or budget.blocked(tx, job.spec):
-            return None  # a capped job waits at its pool's head: priority order is kept
+        job = budget.startable(tx, pool)  # the next job by priority that no spend cap holds
+        if job is None:
+            return None
         claimed, lease, events = lifecycle.claim(job, worker_id, lease_seconds, tx.now)
         tx.save(job, claimed, events)
         return lease

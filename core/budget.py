@@ -28,7 +28,7 @@ import msgspec
 from golfq.core.cost import attempt_cost, price_table
 from golfq.core.errors import GolfqError
 from golfq.core.events import Event, EventKind
-from golfq.core.job import JobState
+from golfq.core.job import Job, JobState
 from golfq.core.pools import known_pools
 from golfq.core.spec import ExperimentSpec
 
@@ -67,7 +67,8 @@ class ScopeBudget(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Waiting(msgspec.Struct, frozen=True, kw_only=True):
-    """A pool whose next job the caps keep from starting, and why (one line)."""
+    """A pool's first queued job that a cap keeps from starting, and why (one line); jobs behind it
+    that fit the caps still start."""
 
     pool: str
     job_id: str
@@ -156,6 +157,29 @@ def check(spec: ExperimentSpec, caps: Mapping[str, float], spent: Mapping[str, f
     return ""
 
 
+LOOK_AHEAD = 64  # queued jobs a claim looks at past a capped head
+
+
+def startable(tx: Txn, pool: str) -> Job | None:
+    """The pool's next job by priority that no cap holds (a capped job keeps its place, and the jobs
+    behind it that fit go first), among its first LOOK_AHEAD; None if there is none."""
+    head = tx.next_queued(pool)
+    if head is None or not blocked(tx, head.spec):
+        return head
+    caps, spent, held = _ledger(tx)
+    return next((job for job in tx.queued(pool, LOOK_AHEAD) if not check(job.spec, caps, spent, held)), None)
+
+
+def _ledger(tx: Txn) -> tuple[dict[str, float], dict[str, float], dict[str, Hold]]:
+    """Caps, spent and holds, the holds of claims earlier in this step included (the Modal
+    dispatcher claims several in one step)."""
+    held = tx.holds()
+    for event in tx.events:
+        if event.kind is EventKind.CLAIMED and (job := tx.load(event.job_id)) is not None:
+            held[attempt_key(job.id, event.attempt)] = _hold(job.spec, event.ts)
+    return tx.caps(), tx.spent(), held
+
+
 def blocked(tx: Txn, spec: ExperimentSpec) -> str:
     """check() inside an atomic step; reads the ledger only when a cap covers the spec. An attempt
     on a free pool (CPU) costs nothing, so it never passes a cap and reads nothing."""
@@ -164,11 +188,8 @@ def blocked(tx: Txn, spec: ExperimentSpec) -> str:
     caps = tx.caps()
     if not any(key in caps for key in scopes_of(spec)):
         return ""
-    held = tx.holds()
-    for event in tx.events:  # claims earlier in this step (the Modal dispatcher claims several) hold too
-        if event.kind is EventKind.CLAIMED and (job := tx.load(event.job_id)) is not None:
-            held[attempt_key(job.id, event.attempt)] = _hold(job.spec, event.ts)
-    return check(spec, caps, tx.spent(), held)
+    _, spent, held = _ledger(tx)
+    return check(spec, caps, spent, held)
 
 
 def _hold(spec: ExperimentSpec, since: float) -> Hold:
@@ -244,20 +265,23 @@ def replace_spent(tx: Txn, key: str, usd: float, reported: float, scopes: tuple[
 
 
 def read(tx: Txn, pools: Iterable[str]) -> BudgetView:
-    """The view() of the ledger in one step, with the next job of each pool when any cap is set."""
+    """The view() of the ledger in one step, with each pool's first queued jobs when any cap is set."""
     caps = tx.caps()
-    heads = {pool: (job.id, job.spec) for pool in (pools if caps else ()) if (job := tx.next_queued(pool))}
-    return view(caps, tx.spent(), tx.holds(), heads)
+    queued = {pool: [(job.id, job.spec) for job in tx.queued(pool, LOOK_AHEAD)] for pool in (pools if caps else ())}
+    return view(caps, tx.spent(), tx.holds(), queued)
 
 
 def view(caps: Mapping[str, float], spent: Mapping[str, float], held: Mapping[str, Hold],
-         heads: Mapping[str, tuple[str, ExperimentSpec]]) -> BudgetView:
-    """Every capped or spending scope, and for each pool's next job (`heads`) whether a cap holds it."""
+         queued: Mapping[str, list[tuple[str, ExperimentSpec]]]) -> BudgetView:
+    """Every capped or spending scope, and in each pool the first of its `queued` jobs a cap holds."""
     busy = committed(held)
     keys = sorted(set(caps) | {k for k, v in spent.items() if v} | set(busy),
                   key=lambda k: (k != QUEUE, k))
     scopes = [ScopeBudget(scope=k, cap=caps.get(k), spent=round(spent.get(k, 0.0), 6),
                           committed=round(busy.get(k, 0.0), 6)) for k in keys]
-    waiting = [Waiting(pool=pool, job_id=job_id, reason=why) for pool, (job_id, spec) in sorted(heads.items())
-               if (why := check(spec, caps, spent, held))]
+    waiting = []
+    for pool, jobs in sorted(queued.items()):
+        held_back = next(((job_id, why) for job_id, spec in jobs if (why := check(spec, caps, spent, held))), None)
+        if held_back is not None:
+            waiting.append(Waiting(pool=pool, job_id=held_back[0], reason=held_back[1]))
     return BudgetView(scopes=scopes, waiting=waiting)

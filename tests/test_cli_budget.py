@@ -37,7 +37,7 @@ def test_set_show_clear_and_status_shows_why_a_pool_waits(cli, broker):
     code, out, _ = cli("status")
     assert code == 0
     assert "budget pool h100: $0.00 spent + $3.95 committed; cap $5.00, $1.05 left" in out
-    assert ("pool h100 waits: budget pool h100: $0.00 spent + $3.95 committed + $3.95 worst case > $5.00 cap"
+    assert (f"{second.id} (h100) waits: budget pool h100: $0.00 spent + $3.95 committed + $3.95 worst case > $5.00 cap"
             in out)
     doc = json.loads(cli("status", "--json")[1])
     [waiting] = doc["budget"]["waiting"]

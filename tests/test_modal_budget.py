@@ -9,6 +9,7 @@ import pytest
 from golfq.core.budget import scope
 from golfq.core.cost import cost_usd
 from golfq.core.result import Result
+from golfq.core.spec import Budget, ExperimentSpec
 from golfq.ops.cost import cost_summary
 from golfq.workers.modal.dispatch import Dispatcher
 from tests.test_modal_dispatch import FakeSpawner, config, container, gpu_spec
@@ -69,3 +70,13 @@ def test_a_refunded_tail_is_taken_back_from_what_was_spent(broker, spawner, cloc
     spent = {s.scope: s.spent for s in broker.budget().scopes}
     assert spent["pool:h100"] == pytest.approx(H100 * billed / 3600, abs=1e-5)
     assert sum(r.cost_usd for r in cost_summary(broker, "pool")) == pytest.approx(spent["pool:h100"], abs=1e-4)
+
+
+def test_the_dispatcher_spawns_the_jobs_behind_a_capped_one(broker, spawner):
+    capped, free = broker.submit([
+        ExperimentSpec(pool="h100", seed=1, tags=("agent-a",), budget=Budget(timeout_seconds=3600)),
+        ExperimentSpec(pool="h100", seed=2, tags=("agent-b",), budget=Budget(timeout_seconds=3600))])
+    broker.set_budget(scope(tag="agent-a"), 1.0)
+    report = Dispatcher(broker, spawner, config()).run_once()
+    assert report.pools["h100"].spawned == [free.id]
+    assert [(w.job_id, w.pool) for w in broker.budget().waiting] == [(capped.id, "h100")]

@@ -88,6 +88,20 @@ def test_caps_on_a_tag_or_another_pool_leave_other_jobs_alone(broker):
     assert broker.claim("h100", "w").job_id == tagged.id
 
 
+def test_a_capped_job_keeps_its_place_and_the_jobs_behind_it_that_fit_start(broker):
+    """One agent's cap holds that agent's jobs, not the pool: the next job by priority that fits goes."""
+    a_first, b_job, a_cheap = broker.submit([gpu_spec(1, tags=("agent-a",)), gpu_spec(2, tags=("agent-b",)),
+                                             gpu_spec(3, tags=("agent-a",), timeout=360)])
+    broker.set_budget(scope(tag="agent-a"), 1.0)
+    assert broker.claim("h100", "w").job_id == b_job.id  # agent-a's $3.95 job waits, agent-b's goes
+    assert broker.claim("h100", "w").job_id == a_cheap.id  # $0.395 fits agent-a's $1
+    assert broker.claim("h100", "w") is None
+    [waiting] = broker.budget().waiting
+    assert waiting.job_id == a_first.id and "tag agent-a" in waiting.reason
+    broker.set_budget(scope(tag="agent-a"), 10.0)
+    assert broker.claim("h100", "w").job_id == a_first.id
+
+
 def test_a_reaped_attempt_spends_the_time_it_ran_until_its_late_result_arrives(broker, clock):
     broker.submit([gpu_spec(1)])
     lease = broker.claim("h100", "w", lease_seconds=360)

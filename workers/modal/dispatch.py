@@ -157,9 +157,13 @@ class Dispatcher:
             if tx.draining(name):
                 blocked[name] = "draining" if tx.next_queued(name) else ""
                 continue
-            while (job := tx.next_queued(name)) is not None:
-                if reason := self._cap_reached(tx, name, pool, job):
+            while (head := tx.next_queued(name)) is not None:
+                if reason := self._cap_reached(tx, name, pool, head):
                     blocked[name] = reason
+                    break
+                job = budget.startable(tx, name)  # a spend cap holds its job, not the jobs behind it
+                if job is None:
+                    blocked[name] = budget.blocked(tx, head.spec)
                     break
                 claimed, lease, events = lifecycle.claim(job, f"modal/{name}", pool.startup_seconds, tx.now)
                 tx.save(job, claimed, events)
@@ -186,7 +190,7 @@ class Dispatcher:
             held = sum(reserved_seconds(j, gpus, pool) for j in running)
             if tx.usage(name).gpu_seconds + held + reserved_seconds(job, gpus, pool) > pool.max_gpu_hours * 3600:
                 return "max_gpu_hours"
-        return budget.blocked(tx, job.spec)
+        return ""
 
     def _record(self, tx: StateTxn, spawned: list[tuple[Lease, str]], failed: list[Failed]) -> None:
         for lease, call_id in spawned:

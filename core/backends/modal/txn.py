@@ -88,6 +88,12 @@ class StateTxn(Txn):
                     best = queue_key(job)
         return None if best is None else self.job(best[2])
 
+    def queued(self, pool: str, limit: int) -> list[Job]:
+        keys = [k for k in self.state.queued.get(pool, ())[:limit + len(self._jobs)] if k[2] not in self._jobs]
+        keys += [queue_key(j) for j in self._jobs.values()
+                 if j is not None and j.pool == pool and j.state is JobState.QUEUED]
+        return [job for k in sorted(keys)[:limit] if (job := self.job(k[2])) is not None]
+
     def save(self, old: Job | None, new: Job, events: Iterable[Event]) -> None:
         self.events.extend(events)
         if new is old:

@@ -142,6 +142,13 @@ class RedisTxn(Txn):
         self.pipe.watch(key)
         return {k.decode(): float(v) for k, v in self.pipe.hgetall(key).items()}
 
+    def queued(self, pool: str, limit: int) -> list[Job]:
+        tokens = [t.decode() for t in self.client.zrange(self.rq.ready_key(pool), 0, limit - 1)]
+        pairs = [(t, parsed[0]) for t in tokens if (parsed := parse_token(t))]
+        found = self.load_many([job_id for _, job_id in pairs])
+        return [job for t, job_id in pairs if (job := found.get(job_id)) is not None
+                and job.state is JobState.QUEUED and next_token(job) == t]
+
     def draining(self, pool: str) -> bool:
         self.pipe.watch(self.rq.draining_key)
         return bool(self.pipe.sismember(self.rq.draining_key, pool))

@@ -138,6 +138,10 @@ class Tx(LedgerTx, Txn):
                           "ORDER BY priority DESC, ord LIMIT 1", (pool,))
         return found[0] if found else None
 
+    def queued(self, pool: str, limit: int) -> list[Job]:
+        return self.jobs("SELECT body FROM jobs WHERE pool = ? AND state = 'queued' "
+                         "ORDER BY priority DESC, ord LIMIT ?", (pool, limit))
+
     def save(self, old: Job | None, new: Job, events: Iterable[Event]) -> None:
         """Write a transition's outcome; unchanged jobs are not rewritten."""
         if new is not old:
