@@ -13,8 +13,10 @@ every backend keeps beside its jobs, in the same atomic step as the transitions:
 - `spent`: dollars per scope, kept for every scope whether capped or not, so a cap set
   later counts what was spent before it.
 
-`check` is the claim step's rule (pure); `settle` turns one step's events into ledger
-writes and runs inside every backend's atomic step (golfq.core.broker).
+`check` is the claim step's rule (pure) and `startable` the job a claim takes: the pool's
+next by priority that no cap holds, so a capped job keeps its place without holding the
+pool. `settle` turns one step's events into ledger writes and runs inside every backend's
+atomic step (golfq.core.broker).
 """
 
 from __future__ import annotations
