@@ -62,3 +62,10 @@ def test_the_client_sets_and_reads_caps_and_refuses_bad_ones_with_a_golfq_error(
             q.set_budget(bad)
     q.set_budget(None, tag="agent-a")
     assert q.budget().scopes == []
+
+
+def test_an_idle_sqlite_claimer_does_not_take_the_write_lock_for_a_capped_job(broker):
+    broker.submit([ExperimentSpec(pool="h100", seed=1, budget=HOUR)])
+    assert broker._worth_claiming("h100")
+    broker.set_budget("pool:h100", 1.0)
+    assert not broker._worth_claiming("h100")  # the read-only look says so, no write transaction

@@ -27,6 +27,7 @@ from typing import TypeVar
 
 import msgspec
 
+from golfq.core import budget
 from golfq.core.backends.sqlite.store import SqliteStore, Tx, decode_job
 from golfq.core.broker import Broker
 from golfq.core.events import Event
@@ -73,13 +74,14 @@ class SqliteBroker(Broker):
         return bytes(rows[0][0])
 
     def _worth_claiming(self, pool: str) -> bool:
-        """A read-only look, so idle workers poll without taking the write lock."""
-        (worth,), = self._read(
+        """A read-only look, so idle workers poll without taking the write lock (a job that a spend
+        cap holds is nothing to claim)."""
+        (queued, expired), = self._read(
             "SELECT (EXISTS (SELECT 1 FROM jobs WHERE pool = ? AND state = 'queued')"
-            "        AND NOT EXISTS (SELECT 1 FROM pools WHERE name = ? AND draining))"
-            "    OR EXISTS (SELECT 1 FROM jobs WHERE state = 'leased' AND lease_deadline <= ?)",
+            "        AND NOT EXISTS (SELECT 1 FROM pools WHERE name = ? AND draining)),"
+            "    EXISTS (SELECT 1 FROM jobs WHERE state = 'leased' AND lease_deadline <= ?)",
             (pool, pool, self.clock()))
-        return bool(worth)
+        return bool(expired) or bool(queued) and self._look(lambda tx: budget.startable(tx, pool) is not None)
 
     def purge(self, before: float) -> int:
         terminal = f"state IN ({','.join('?' * len(_TERMINAL))}) AND updated_at < ?"
