@@ -210,9 +210,10 @@ def _result_usd(event: Event) -> float:
     return attempt_cost(event.result)[1] if event.result is not None else 0.0
 
 
-# Events that never end a running attempt: the ones that follow an ending in the same step, and pool events.
-_NOT_AN_END = {EventKind.SUBMITTED, EventKind.CLAIMED, EventKind.REQUEUED, EventKind.DEAD, EventKind.DRAINED,
-               EventKind.RESUMED, EventKind.BILLED}
+# Events that never end a running attempt: `dead` follows an ending in the same step; pool events. A
+# `requeued` event may end one (a worker's graceful release), so it is looked at like the others.
+_NOT_AN_END = {EventKind.SUBMITTED, EventKind.CLAIMED, EventKind.DEAD, EventKind.DRAINED, EventKind.RESUMED,
+               EventKind.BILLED}
 
 
 def settle(tx: Txn, events: Iterable[Event] | None = None) -> None:

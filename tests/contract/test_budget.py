@@ -13,10 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from golfq.core.budget import BudgetError, parse_cap, scope, worst_case
-from golfq.core.events import EventKind
+from golfq.core.events import Event, EventKind
 from golfq.core.job import JobState
 from golfq.core.result import Result
 from golfq.core.spec import Budget, ExperimentSpec
@@ -178,3 +179,25 @@ def test_a_zero_cap_stops_every_gpu_attempt_and_no_cpu_one(broker):
     assert broker.claim("h100", "w") is None
     assert broker.claim("cpu", "w").job_id == cpu.id  # free: it never takes money past a cap
     assert [w.pool for w in broker.budget().waiting] == ["h100"]
+
+
+def test_an_attempt_given_back_by_a_requeue_event_stops_committing(broker, clock):
+    """An attempt may end in a `requeued` event (a worker's graceful release): its hold goes with it."""
+    from golfq.core import lifecycle
+
+    job = broker.submit([gpu_spec(1)])[0]
+    lease = broker.claim("h100", "w")
+    clock.advance(HOUR / 4)
+
+    def give_back(tx):
+        stored = tx.require(job.id)
+        back, events = lifecycle.requeue(stored, tx.now)  # terminal-only rule: build the release by hand
+        moved = back if back is not stored else msgspec.structs.replace(
+            stored, state=JobState.QUEUED, worker_id="", lease_deadline=None)
+        event = Event(seq=0, ts=tx.now, kind=EventKind.REQUEUED, job_id=job.id, pool="h100",
+                      attempt=lease.attempt, worker_id="w")
+        tx.save(stored, moved, [event, *events])
+
+    broker._write(give_back)
+    queue = scope_of(broker, "queue")
+    assert (queue.committed, queue.spent) == (0.0, pytest.approx(3.95 / 4))
