@@ -64,10 +64,11 @@ def queue(url: str | None) -> Iterator[Broker]:
 # JSON output rounds by what a number is: timestamps and measured seconds to the millisecond, bytes to
 # whole bytes (a mean over seeds is a float), scores and losses (and their differences) to 8 decimals,
 # milliseconds to the microsecond, dollars to 6 decimals; any other float to 8 significant digits, which
-# turns float noise such as -0.06666667000000004 into -0.06666667. Stored records keep every digit.
+# turns float noise such as -0.06666667000000004 into -0.06666667, or to the millisecond from 1e5 up, so
+# no integer digit of a large number (a timestamp under another name) is lost. Stored records keep every digit.
 _ROUNDING: list[tuple[re.Pattern[str], int | None]] = [
     (re.compile(r"_bytes$"), None),
-    (re.compile(r"((^|_)(seconds|at|ts)|deadline)$"), 3),
+    (re.compile(r"((^|_)(seconds|at|ts|since|now)|deadline)$"), 3),
     (re.compile(r"(bpb|loss|gain)(_std)?$"), 8),
     (re.compile(r"_ms$"), 3),
     (re.compile(r"^cost_usd$"), 6),
@@ -82,7 +83,7 @@ def tidy_number(value: float, key: str = "") -> float:
     for pattern, digits in _ROUNDING:
         if pattern.search(key):
             return round(value) if digits is None else round(value, digits)
-    return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+    return round(value, 3) if abs(value) >= 1e5 else float(f"{value:.{SIGNIFICANT_DIGITS}g}")
 
 
 def tidy_numbers(value: Any, key: str = "") -> Any:

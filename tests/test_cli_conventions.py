@@ -135,10 +135,12 @@ def test_ops_cost_total_row_lines_up_with_the_header(cli, tmp_path):
 def test_json_numbers_are_rounded_where_they_are_shown():
     tidy = tidy_numbers({"gain": -0.06666667000000004, "delta": -0.06666667000000004, "p_value": 0.1 + 0.2,
                          "step_ms": 412.34567891, "started_at": 1767312000.1234567, "at": 1767312000.9876543,
-                         "lease_deadline": 1767312060.00049, "lr": 0.0003, "steps": 7, "inf": math.inf})
+                         "lease_deadline": 1767312060.00049, "lr": 0.0003, "steps": 7, "inf": math.inf,
+                         "billing_since": 1767312000.4444, "last_seen": 1767312012.5555, "tokens": 7224688640.0})
     assert tidy == {"gain": -0.06666667, "delta": -0.06666667, "p_value": 0.3, "step_ms": 412.346,
                     "started_at": 1767312000.123, "at": 1767312000.988, "lease_deadline": 1767312060.0,
-                    "lr": 0.0003, "steps": 7, "inf": math.inf}
+                    "lr": 0.0003, "steps": 7, "inf": math.inf, "billing_since": 1767312000.444,
+                    "last_seen": 1767312012.556, "tokens": 7224688640.0}  # no integer digit of a big number lost
 
 
 def _decimals(x: float) -> int:
