@@ -28,7 +28,9 @@ def _command_paths() -> list[list[str]]:
         if hasattr(command, "list_commands"):
             ctx = main.click.Context(command)
             for name in command.list_commands(ctx):
-                walk(command.get_command(ctx, name), [*path, name])
+                sub = command.get_command(ctx, name)
+                if sub is not None:  # an optional verb whose extra is not installed here
+                    walk(sub, [*path, name])
 
     walk(root, [])
     return paths
