@@ -1,4 +1,5 @@
-"""README's five-minute tour, run as written: its script, its commands, and the output it shows (ids included).
+"""README's five-minute tour, run as written: its script, its commands and the output it shows (ids included),
+then its Python client example against the same worker.
 
 Spec ids are a hash of the spec, so a reader who copies the tour gets the ids the README prints; this test
 keeps it that way when the spec encoding, the script or the output formats change.
@@ -86,6 +87,14 @@ def test_the_tour_prints_what_the_readme_shows(reader):
                     assert sorted(printed) == sorted(shown), (command, printed)
                 else:
                     assert [line.rstrip() for line in printed] == [line.rstrip() for line in shown], (command, printed)
+        client = next(block for block in _fenced(tour, "python") if block.startswith("from golfq import Client"))
+        (folder / "tour_client.py").write_text(client)  # with the tour's worker still serving the pool
+        done = subprocess.run([sys.executable, "tour_client.py"], cwd=folder, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        points = [line.split() for line in done.stdout.splitlines()]
+        assert points and all(len(p) == 4 and p[3] in ("True", "False") for p in points), done.stdout
+        assert {round(float(p[0]), 4) for p in points} == {1.3, 1.2333}, done.stdout  # 12 layers break the cap
     finally:
         if worker is not None:
             os.killpg(worker.pid, signal.SIGTERM)
