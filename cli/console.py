@@ -74,6 +74,9 @@ _ROUNDING: list[tuple[re.Pattern[str], int | None]] = [
     (re.compile(r"^cost_usd$"), 6),
 ]
 SIGNIFICANT_DIGITS = 8
+# A spec is shown as written: it is the user's input, and what `ops replay` submits again from
+# `events --json`, so a rounded float would give it another id.
+VERBATIM = frozenset({"spec"})
 
 
 def tidy_number(value: float, key: str = "") -> float:
@@ -89,7 +92,7 @@ def tidy_number(value: float, key: str = "") -> float:
 def tidy_numbers(value: Any, key: str = "") -> Any:
     """A builtins tree with each float rounded by its key (tidy_number): every --json output and MCP reply."""
     if isinstance(value, dict):
-        return {k: tidy_numbers(v, k) for k, v in value.items()}
+        return {k: v if k in VERBATIM else tidy_numbers(v, k) for k, v in value.items()}
     if isinstance(value, list):
         return [tidy_numbers(v, key) for v in value]
     if isinstance(value, float):

@@ -7,9 +7,11 @@ import math
 import re
 import subprocess
 
+import msgspec
 import pytest
 
 from golfq.cli.console import tidy_numbers
+from golfq.core.spec import ExperimentSpec
 from tests.golfq_helpers import broker, cli, golfq_command, submit_and_run, subprocess_env  # noqa: F401 (fixtures)
 
 
@@ -160,3 +162,15 @@ def test_status_json_rounds_times_but_the_stored_record_keeps_every_digit(cli, t
     assert _decimals(shown["submitted_at"]) <= 3 and shown["submitted_at"] == round(stored.submitted_at, 3)
     assert any(_decimals(getattr(stored.result, k)) > 3 for k in ("started_at", "finished_at"))  # not rounded at rest
     assert all(_decimals(v) <= 8 for v in shown["result"].values() if isinstance(v, float))
+
+
+def test_a_spec_in_json_output_keeps_every_digit_so_replay_gives_the_same_id(cli, tmp_path):
+    spec = {"pool": "cpu", "budget": {"train_seconds": 1.23456789012, "timeout_seconds": 600.0001234}}
+    code, out, err = cli("submit", "-", "--json", stdin=json.dumps(spec))
+    assert code == 0, err
+    job_id = json.loads(out)["id"]
+    shown = json.loads(cli("status", job_id, "--json")[1])["spec"]["budget"]
+    assert (shown["train_seconds"], shown["timeout_seconds"]) == (1.23456789012, 600.0001234)
+    submitted = [json.loads(line) for line in cli("events", "--json")[1].splitlines()]
+    again = msgspec.convert(submitted[0]["spec"], ExperimentSpec)
+    assert submitted[0]["kind"] == "submitted" and again.id == job_id
