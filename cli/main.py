@@ -157,7 +157,9 @@ SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
 
 @app.command()
 def completion(shell: Annotated[str, typer.Argument(metavar="|".join(SHELLS[:-1]))]) -> None:
-    """Print the tab-completion script for SHELL (what --show-completion prints for the shell it detects).
+    """Print the tab-completion script for a shell: bash, zsh, fish or powershell.
+
+    `golfq --install-completion` installs it for the shell golfq runs in; this prints it for any.
 
     Example: golfq completion bash >> ~/.bashrc
     """
