@@ -22,6 +22,7 @@ from golfq.core.spec import MAX_CODE_BYTES, parse_spec
 from golfq.producer.codefolder import CodeFolderError, pack_folder
 from golfq.producer.specfile import prepare
 from golfq.workers.runner import run_lease
+from tests import redis_server
 from tests.envs_helpers import PACKAGE, code_folder, make_wheel
 from tests.golfq_helpers import broker, cli  # noqa: F401 (fixtures)
 
@@ -260,3 +261,35 @@ def test_a_failing_data_command_fails_the_job_as_user(broker, tmp_path, monkeypa
     assert result.failure is FailureKind.USER and result.error == "data command exited with code 4: no tokenizer here"
     assert broker.get(item.spec.id).state is JobState.FAILED
     assert "no tokenizer here" in Path(result.log_path).read_text()
+
+
+# -- RQ workers on a real redis-server ---------------------------------------------------------------
+
+
+@pytest.mark.redis_server
+@pytest.mark.skipif(not Path(redis_server.REDIS_SERVER).exists(), reason="redis-server is not installed")
+def test_rq_workers_build_the_environment_once_and_run_both_jobs_in_it(tmp_path, wheels):
+    from golfq.core.backends.redis.broker import RedisBroker
+    from tests.test_redis_workers import Workers, wait_for
+
+    server = redis_server.RedisServer(tmp_path / "redis").start()
+    try:
+        broker = RedisBroker(server.url)
+        folders = [prepare({"code": str(code_folder(tmp_path / "rec")), "pool": "cpu", "seed": seed})
+                   for seed in (1, 2)]
+        broker.put_script(folders[0].script)
+        jobs = broker.submit([p.spec for p in folders])
+        workers = Workers(server.url, tmp_path / "runs", concurrency=2)  # both jobs need the new env at once
+        try:
+            wait_for(lambda: all(broker.get(j.id).state.terminal for j in jobs), 120, "both jobs")
+        finally:
+            workers.stop()
+        finals = [broker.get(j.id) for j in jobs]
+        assert [f.state for f in finals] == [JobState.SUCCEEDED] * 2, [f.error for f in finals]
+        logs = [Path(f.result.log_path).read_text() for f in finals]
+        assert all(f"package 1.0.0 {tmp_path / 'envs'}" in text for text in logs)
+        assert sorted("built" if ": built" in text else "reused" for text in logs) == ["built", "reused"]
+        broker.close()
+    finally:
+        server.stop()
+    _worker_lacks_the_package()
