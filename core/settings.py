@@ -39,6 +39,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     env_dir: Path | None = None  # GOLFQ_ENV_DIR: code folders' virtualenvs (default: envs/ under the work root)
     env_find_links: tuple[str, ...] = ()  # GOLFQ_ENV_FIND_LINKS: folders or URLs of wheels, comma-separated
     env_no_index: bool = False  # GOLFQ_ENV_NO_INDEX: install only from find-links (offline workers, tests)
+    env_provided: str | None = None  # GOLFQ_ENV_PROVIDED: the environment a Modal image was built for
 
 
 def _items(text: str) -> list[str]:
@@ -114,6 +115,8 @@ def from_env(env: Mapping[str, str]) -> Settings:
         fields["env_dir"] = Path(value).expanduser()
     if value := env.get("GOLFQ_ENV_FIND_LINKS"):
         fields["env_find_links"] = tuple(_items(value))
+    if value := env.get("GOLFQ_ENV_PROVIDED"):
+        fields["env_provided"] = value
     if value := env.get("GOLFQ_ENV_NO_INDEX"):
         fields["env_no_index"] = _flag(value)
     return Settings(**fields)  # type: ignore[arg-type]  # fields holds exactly Settings' names

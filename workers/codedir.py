@@ -15,6 +15,7 @@ import msgspec
 
 from golfq.core.environment import DECLARATION, REQUIREMENTS, Environment, parse_environment
 from golfq.core.errors import GolfqError
+from golfq.core.settings import settings
 from golfq.core.spec import ExperimentSpec, MadeData
 from golfq.workers.buildonce import BuildError, build_once, child_env, run_logged
 from golfq.workers.envs import ensure_environment
@@ -36,6 +37,17 @@ def unpack(blob: bytes, into: Path) -> None:
             assert source is not None  # a regular file always has content
             path.write_bytes(source.read())
             path.chmod(0o755 if member.mode & 0o100 else 0o644)
+
+
+def pack_environment(blob: bytes) -> Environment:
+    """What a pack declares, read from it in memory (where the image for it is chosen, before any unpacking)."""
+    texts: dict[str, str | None] = {REQUIREMENTS: None, DECLARATION: None}
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:") as tar:
+        for member in tar:
+            if member.name in texts and member.isfile():
+                source = tar.extractfile(member)
+                texts[member.name] = source.read().decode("utf-8") if source is not None else None
+    return parse_environment(texts[REQUIREMENTS], texts[DECLARATION])
 
 
 def folder_environment(folder: Path) -> Environment:
@@ -84,6 +96,13 @@ def provision(spec: ExperimentSpec, folder: Path, *, env_root: Path, data_root: 
         environment = folder_environment(folder)
     except (GolfqError, OSError, UnicodeDecodeError) as error:
         raise BuildError(f"environment: {' '.join(str(error).split())}") from None
+    if not environment.empty and settings().env_provided == environment.key:
+        with open(log_path, "a") as log:  # a Modal image built for it: the interpreter is already the environment
+            log.write(f"[golfq] environment {environment.key}: provided by this container's image\n")
+        environment = Environment()
+        provided = settings().env_provided
+    else:
+        provided = None
     local = None if environment.empty else ensure_environment(environment, env_root, log_path)
     extra: dict[str, str] = {}
     if local is not None:
@@ -92,5 +111,5 @@ def provision(spec: ExperimentSpec, folder: Path, *, env_root: Path, data_root: 
     if spec.data.make is not None:
         extra.update(ensure_made_data(spec.data.make, spec.trainer, folder, data_root, log_path,
                                       local.bin_dir if local else None))
-    return Provisioned(python=python, env=extra, environment=local.key if local else None,
+    return Provisioned(python=python, env=extra, environment=local.key if local else provided,
                        notes=local.notes if local else ())
