@@ -21,8 +21,7 @@ from golfq.core.pools import known_pools
 from golfq.core.stopping import StopRule
 
 MAX_SCRIPT_BYTES = 1 << 20
-# A packed code folder (docs/architecture.md, "Code folders"): records are 50-250 KB of code, and the
-# 16,000,000-byte artifact counts its code, so more than this is data that belongs to a data command.
+# A packed code folder: why 4 MiB is in docs/architecture.md ("Code folders, environments and made data").
 MAX_CODE_BYTES = 4 << 20
 CODE_PREFIX = "code:"
 DEFAULT_ENTRY = "train_gpt.py"
