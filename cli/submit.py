@@ -127,7 +127,8 @@ def submit(
         for assignment in set_ or []:
             apply_override(doc, *parse_assignment(assignment), from_text=True)
         specs.extend([{**doc, "seed": s} for s in seed] if seed else [doc])
-    prepared = prepare_all(specs, base=base, script=content, code=packed, where=file if file and file != "-" else "spec")
+    where = file if file and file != "-" else "spec"
+    prepared = prepare_all(specs, base=base, script=content, code=packed, where=where)
     _submit_and_print(queue_url, prepared, as_json)
 
 

@@ -102,7 +102,8 @@ def parse_environment(requirements: str | None, declaration: str | None) -> Envi
         system, build = _string_list(table, "system"), _string_list(table, "build")
         for package in system:
             if not _SYSTEM_PACKAGE.match(package):
-                raise EnvironmentDeclarationError(f"{DECLARATION}: environment.system: {package!r} is not a package name")
+                raise EnvironmentDeclarationError(
+                    f"{DECLARATION}: environment.system: {package!r} is not a package name")
     return Environment(requirements=lines, options=options, system=system, build=build)
 
 

@@ -31,9 +31,9 @@ from golfq.core.promotion import Promoted, promote
 from golfq.core.result import FailureKind, ProgressPoint, Result
 from golfq.core.significance import CHALLENGE_RULE, RecordRule
 from golfq.core.spec import ExperimentSpec
+from golfq.producer.codefolder import pack_folder
 from golfq.producer.grid import Sweep, expand
 from golfq.producer.loop import FINAL_EVENTS, CompareReport, NextResult, compare_refs, wait_next
-from golfq.producer.codefolder import pack_folder
 from golfq.producer.specfile import Prepared, prepare, read_script
 
 log = logging.getLogger("golfq.client")

@@ -65,7 +65,8 @@ def ensure_made_data(make: MadeData, code: str, folder: Path, data_root: Path, l
         log.write(f"[golfq] data command: {target}\n")
 
     def build(into: Path) -> str:
-        env = child_env({**make.inputs, "GOLFQ_DATA_OUT": str(into), "GOLFQ_DATA_ROOT": str(Path(data_root).absolute())},
+        root = str(Path(data_root).absolute())
+        env = child_env({**make.inputs, "GOLFQ_DATA_OUT": str(into), "GOLFQ_DATA_ROOT": root},
                         [bin_dir] if bin_dir is not None else [])
         run_logged(["sh", "-c", make.command], cwd=folder, env=env, log_path=log_path,
                    timeout=DATA_COMMAND_TIMEOUT_SECONDS, what="data command")

@@ -254,10 +254,10 @@ def _while_heartbeating(build: Callable[[], Provisioned], broker: Broker, lease:
 def _fail_early(broker: Broker, lease: Lease, error: str, kind: FailureKind, worker_id: str,
                 log_path: Path | None = None) -> Result:
     now = time.time()
-    logged = {"log_path": str(log_path), "log_tail": _tail(log_path)} if log_path is not None else {}
     result = Result(spec_id=lease.job_id, attempt=lease.attempt, status="failed", error=error, failure=kind,
                     worker_id=worker_id or lease.worker_id, started_at=now, finished_at=now, total_seconds=0.0,
-                    **logged)
+                    log_path=str(log_path) if log_path is not None else None,
+                    log_tail=_tail(log_path) if log_path is not None else "")
     _report(lambda: broker.fail(lease, error, kind, result), f"fail {lease.job_id}")
     return result
 

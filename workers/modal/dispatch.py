@@ -38,9 +38,9 @@ from golfq.core.backends.modal.broker import DISPATCH_PARTITION, ModalBroker
 from golfq.core.backends.modal.records import Call
 from golfq.core.backends.modal.txn import StateTxn
 from golfq.core.backends.modal.usage import end_calls, forget_ended
+from golfq.core.errors import GolfqError
 from golfq.core.job import Job, Lease
 from golfq.core.pools import known_pools
-from golfq.core.errors import GolfqError
 from golfq.core.result import FailureKind
 from golfq.workers.modal.config import SETUP_SECONDS, ModalConfig, ModalConfigError, PoolConfig, call_timeout
 
