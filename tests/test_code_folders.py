@@ -293,3 +293,63 @@ def test_rq_workers_build_the_environment_once_and_run_both_jobs_in_it(tmp_path,
     finally:
         server.stop()
     _worker_lacks_the_package()
+
+
+# -- the other ways in, and torchrun -----------------------------------------------------------------
+
+TORCHRUN = f"""\
+import os
+import {PACKAGE}
+import torch
+if os.environ["RANK"] == "0":
+    print("world", os.environ["WORLD_SIZE"], "torch", torch.__version__)
+    print(f"final_int8_zlib_roundtrip_exact val_loss:2.0 val_bpb:1.5")
+"""
+
+
+def test_torchrun_runs_a_folder_in_its_environment_with_the_workers_torch(broker, tmp_path, wheels):  # noqa: F811
+    import torch
+
+    item = prepare({"code": str(code_folder(tmp_path / "rec", script=TORCHRUN)), "pool": "cpu"})
+    broker.put_script(item.script)
+    broker.submit([item.spec])
+    result = run_lease(broker, broker.claim("cpu", "w", lease_seconds=60), work_root=tmp_path / "runs", gpus="0,1")
+    assert result.succeeded, result.error + result.log_tail
+    log = Path(result.log_path).read_text()
+    assert "torch.distributed.run --standalone --nproc-per-node=2" in log and f"{tmp_path / 'envs'}" in log
+    assert f"world 2 torch {torch.__version__}" in log  # the worker's torch, seen from the virtualenv
+
+
+def test_a_sweep_and_the_client_take_a_folder(tmp_path, wheels):
+    from golfq.producer.client import Client
+    from golfq.producer.grid import Sweep, expand
+
+    folder = code_folder(tmp_path / "sweeps" / "rec")
+    sweep = Sweep.from_document({"code": "rec", "base": {"pool": "cpu"}, "grid": {"LR": [1, 2]}},
+                                tmp_path / "sweeps")
+    prepared = expand(sweep)
+    assert len({p.spec.id for p in prepared}) == 2 and all(p.spec.is_code_folder for p in prepared)
+    with Client(f"sqlite:///{tmp_path / 'q.db'}") as client:
+        job = client.submit({"pool": "cpu"}, code=folder)
+        assert job.spec.trainer == prepared[0].spec.trainer
+        assert client.broker.get_script(job.spec.trainer) == prepared[0].script
+        with pytest.raises(CodeFolderError, match="no such folder"):
+            client.submit({"pool": "cpu"}, code=tmp_path / "absent")
+
+
+def test_mcp_submits_a_folder_named_relative_to_its_server(tmp_path):
+    import asyncio
+
+    from golfq.cli.mcp import build_server
+    from golfq.producer.client import Client
+
+    code_folder(tmp_path / "rec", requirements=None)
+    with Client(f"sqlite:///{tmp_path / 'q.db'}") as client:
+        server = build_server(client, tmp_path)
+        result = asyncio.run(server.call_tool("submit", {"spec": {"code": "rec", "pool": "cpu"}}))
+        (job,) = client.list()
+        assert job.spec.is_code_folder and job.id in str(result)
+        bad = code_folder(tmp_path / "bad", requirements="torch==\n")
+        with pytest.raises(Exception, match="requirements.txt line 1: 'torch==' does not parse"):
+            asyncio.run(server.call_tool("submit", {"spec": {"code": str(bad), "pool": "cpu"}}))
+        assert len(client.list()) == 1
