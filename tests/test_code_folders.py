@@ -353,3 +353,18 @@ def test_mcp_submits_a_folder_named_relative_to_its_server(tmp_path):
         with pytest.raises(Exception, match="requirements.txt line 1: 'torch==' does not parse"):
             asyncio.run(server.call_tool("submit", {"spec": {"code": str(bad), "pool": "cpu"}}))
         assert len(client.list()) == 1
+
+
+def test_an_export_carries_a_folder_to_another_queue(tmp_path):
+    from golfq.core.backends import open_broker
+    from golfq.ops.export import import_export, write_export
+
+    item = prepare({"code": str(code_folder(tmp_path / "rec")), "pool": "cpu"})
+    source, target = (open_broker(f"sqlite:///{tmp_path / name}.db") for name in ("a", "b"))
+    source.put_script(item.script)
+    source.submit([item.spec])
+    write_export(source, tmp_path / "out.jsonl")
+    assert import_export(target, tmp_path / "out.jsonl").queued == [item.spec.id]
+    assert target.get_script(item.spec.trainer) == item.script
+    source.close()
+    target.close()
