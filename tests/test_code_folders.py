@@ -6,6 +6,8 @@ uv from a find-links folder with --no-index.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib.util
 import json
 import os
@@ -18,7 +20,7 @@ import pytest
 
 from golfq.core.job import JobState
 from golfq.core.result import FailureKind
-from golfq.core.spec import MAX_CODE_BYTES, parse_spec
+from golfq.core.spec import MAX_CODE_BYTES
 from golfq.producer.codefolder import CodeFolderError, pack_folder
 from golfq.producer.specfile import prepare
 from golfq.workers.runner import run_lease
@@ -73,8 +75,12 @@ def test_a_script_keeps_its_id_and_a_folder_is_told_apart(tmp_path):
     script = b"print('hi')\n"
     by_script = prepare({}, script=script).spec
     assert by_script.trainer.startswith("sha256:") and not by_script.is_code_folder
-    # The id of a script spec is the one it had before code folders: computed here from its fields.
-    assert by_script.id == parse_spec({"trainer": by_script.trainer}).id
+    # The id of a script spec is the one it had before code folders, recomputed as tests/test_spec.py does.
+    outcome = {"v": 1, "pool": "cpu", "trainer": "sha256:" + hashlib.sha256(script).hexdigest(), "env": {},
+               "seed": 1337, "data": {"dataset": "fineweb10B_sp1024", "tokenizer": "fineweb_1024_bpe"},
+               "budget": {"train_seconds": 600.0, "timeout_seconds": 1200.0}}
+    canonical = json.dumps(outcome, sort_keys=True, separators=(",", ":")).encode()
+    assert by_script.id == base64.b32encode(hashlib.sha256(canonical).digest()[:10]).decode().lower()
     folder = tmp_path / "one"
     folder.mkdir()
     (folder / "train_gpt.py").write_bytes(script)
