@@ -179,8 +179,9 @@ def run_h100x8(payload: bytes) -> str:
 def sandbox_options(function: str) -> dict:
     """A Sandbox that stands in for a call of this pool function, in a code folder's own image."""
     declared = DECLARED[function]
+    # A Sandbox imports from its working directory: /root, where the image puts golfq's source.
     return {"gpu": declared["gpu"], "cpu": declared["cpu"], "memory": declared["memory"], "volumes": VOLUMES,
-            "env": RUNTIME_ENV, "timeout": declared["timeout"]}
+            "env": {**RUNTIME_ENV, "PYTHONPATH": "/root"}, "workdir": "/root", "timeout": declared["timeout"]}
 
 
 SANDBOX_COMMAND = ("python", "-m", "golfq.workers.modal.app")  # + the lease payload, base64: run_job in a Sandbox
