@@ -75,7 +75,7 @@ def _print_job(job: Job, curve: list[ProgressPoint]) -> None:
     spec, r = job.spec, job.result
     lines = [("id", job.id), ("state", job.state.value), ("pool", spec.pool), ("name", spec.name),
              ("attempt", str(job.attempt)), ("worker", job.worker_id), ("seed", str(spec.seed)),
-             ("trainer", spec.trainer),
+             ("trainer", spec.trainer + (f" (runs {spec.entry})" if spec.is_code_folder else "")),
              ("budget", f"{spec.budget.train_seconds:g} s train, {spec.budget.hard_timeout:g} s hard timeout"),
              ("env", " ".join(f"{k}={v}" for k, v in sorted(spec.env.items()))),
              ("tags", ", ".join(spec.tags)), ("failures", ", ".join(f"{k}={n}" for k, n in job.failures.items())),
@@ -84,7 +84,8 @@ def _print_job(job: Job, curve: list[ProgressPoint]) -> None:
         lines += [("val_bpb", fmt_float(r.val_bpb, 8)), ("val_loss", fmt_float(r.val_loss, 8)),
                   ("artifact", f"{r.artifact_bytes:,} bytes" if r.artifact_bytes is not None else "-"),
                   ("train time", fmt_seconds(r.train_seconds)), ("wall time", fmt_seconds(r.total_seconds)),
-                  ("cost", f"${r.cost_usd:.4f}" if r.cost_usd is not None else "-"), ("log", r.log_path or "")]
+                  ("cost", f"${r.cost_usd:.4f}" if r.cost_usd is not None else "-"), ("log", r.log_path or ""),
+                  ("code env", r.environment or ""), *[("env note", note) for note in r.environment_notes]]
     for key, value in lines:
         if value:
             print(f"{key:>10}  {value}")

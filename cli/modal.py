@@ -212,7 +212,10 @@ def sandbox_options(job: Job, app: str) -> dict[str, Any]:
                GOLFQ_DATA_DIR="/data", GOLFQ_QUEUE=f"modal://{app}")
     script = None if job.spec.trainer == "builtin" else workdir / SCRIPT_NAME
     setup = f"mkdir -p {workdir}/artifacts"
-    if script is not None:
+    if job.spec.is_code_folder:  # the pack is a plain tar of regular files (golfq.producer.codefolder)
+        script = workdir / job.spec.entry
+        setup += f" && tar -xf /artifacts/scripts/{job.spec.script_sha256}.py -C {workdir}"
+    elif script is not None:
         setup += f" && cp /artifacts/scripts/{job.spec.script_sha256}.py {script}"
     command = training_command(script, max(1, get_pool(job.pool).gpus), python="python")
     return {"gpu": gpu, "env": env, "setup": setup, "command": command, "timeout_seconds": pool.timeout_seconds}

@@ -47,6 +47,8 @@ class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     artifact_path: str | None = None
     error: str | None = None
     failure: FailureKind | None = None
+    environment: str | None = None  # the code folder's environment hash (golfq.core.environment)
+    environment_notes: tuple[str, ...] = ()  # what the worker kept that the environment asked otherwise
 
     @property
     def succeeded(self) -> bool:

@@ -64,6 +64,8 @@ def _jobs(broker: Broker, job_ids: Sequence[str]) -> list[Job]:
 
 def _script(broker: Broker, jobs: list[Job], builtin_source: Callable[[], str]) -> bytes:
     trainer = jobs[0].spec.trainer
+    if jobs[0].spec.is_code_folder:  # its bytes are a tar of the folder, not a train_gpt.py to copy
+        raise _fail(f"{trainer} is a code folder; writing a folder back as a submission is not supported yet")
     if trainer != BUILTIN:
         try:
             return broker.get_script(trainer)

@@ -38,6 +38,8 @@ from golfq.workers.attempt import (
     process_count,
     training_command,
 )
+from golfq.workers.buildonce import BuildError
+from golfq.workers.codedir import Provisioned, provision, unpack
 from golfq.workers.curves import CurveWatch, References
 from golfq.workers.metrics import Metrics, parse_log_file, usable_score
 from golfq.workers.process import DEFAULT_LOG_MAX_BYTES, GroupProcess
@@ -164,7 +166,8 @@ def _report(call: Callable[[], object], what: str) -> None:
 
 def _build_result(lease: Lease, *, metrics: Metrics, failure: FailureKind | None, error: str | None,
                   started_at: float, wall_seconds: float, nproc: int, log_path: Path, tail: str,
-                  worker_id: str, artifact_dir: Path, stopped: bool = False) -> Result:
+                  worker_id: str, artifact_dir: Path, stopped: bool = False,
+                  provisioned: Provisioned | None = None) -> Result:
     pool = known_pools().get(lease.spec.pool)
     fields = metrics.fields()
     if stopped:  # ended before its evaluation: the curve's figures stay (steps, pre-quant val_bpb), no score
@@ -198,26 +201,63 @@ def _build_result(lease: Lease, *, metrics: Metrics, failure: FailureKind | None
         artifact_path=artifact_path,
         error=error,
         failure=failure,
+        environment=provisioned.environment if provisioned else None,
+        environment_notes=provisioned.notes if provisioned else (),
     )
 
 
 def _prepare(broker: Broker, lease: Lease, workdir: Path) -> Path | None:
-    """A fresh working directory holding the spec's script; the script's path, or None for the builtin."""
+    """A fresh working directory holding the spec's script or code folder; the script's path, or None for the
+    builtin. A script is a one-file folder: it runs as train_gpt.py."""
     if workdir.exists():
         shutil.rmtree(workdir)
-    (workdir / "artifacts").mkdir(parents=True)
+    workdir.mkdir(parents=True)
     ref = lease.spec.trainer
+    if ref != BUILTIN:
+        blob = broker.get_script(ref)
+        if lease.spec.is_code_folder:
+            unpack(blob, workdir)
+        else:
+            (workdir / SCRIPT_NAME).write_bytes(blob)
+    (workdir / "artifacts").mkdir(exist_ok=True)
     if ref == BUILTIN:
         return None
-    script = workdir / SCRIPT_NAME
-    script.write_bytes(broker.get_script(ref))
-    return script
+    return workdir / (lease.spec.entry if lease.spec.is_code_folder else SCRIPT_NAME)
 
 
-def _fail_early(broker: Broker, lease: Lease, error: str, kind: FailureKind, worker_id: str) -> Result:
+def _while_heartbeating(build: Callable[[], Provisioned], broker: Broker, lease: Lease, heartbeat_seconds: float,
+                        lease_seconds: float) -> Provisioned:
+    """Run a build that may take long (an environment, a data command) and keep the lease alive meanwhile."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = build()
+        except BaseException as error:
+            box["error"] = error
+
+    thread = threading.Thread(target=target, name=f"provision:{lease.job_id}", daemon=True)
+    thread.start()
+    while True:
+        thread.join(heartbeat_seconds)
+        if not thread.is_alive():
+            break
+        try:
+            broker.heartbeat(lease, lease_seconds)
+        except Exception as error:  # a blip: the lease outlives a few missed beats
+            log.warning("heartbeat for %s failed: %s", lease.job_id, error)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _fail_early(broker: Broker, lease: Lease, error: str, kind: FailureKind, worker_id: str,
+                log_path: Path | None = None) -> Result:
     now = time.time()
     result = Result(spec_id=lease.job_id, attempt=lease.attempt, status="failed", error=error, failure=kind,
-                    worker_id=worker_id or lease.worker_id, started_at=now, finished_at=now, total_seconds=0.0)
+                    worker_id=worker_id or lease.worker_id, started_at=now, finished_at=now, total_seconds=0.0,
+                    log_path=str(log_path) if log_path is not None else None,
+                    log_tail=_tail(log_path) if log_path is not None else "")
     _report(lambda: broker.fail(lease, error, kind, result), f"fail {lease.job_id}")
     return result
 
@@ -246,15 +286,28 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
                            worker_id)
     except OSError as error:
         return _fail_early(broker, lease, f"could not prepare {workdir}: {error}", FailureKind.INFRA, worker_id)
-    nproc = process_count(spec, gpus)
-    command = training_command(script, nproc, python)
+    except ValueError as error:  # a pack that is not one (golfq.workers.codedir.unpack)
+        return _fail_early(broker, lease, f"trainer {spec.trainer}: {error}", FailureKind.USER, worker_id)
     log_path = workdir / LOG_NAME
-    log_path.write_text(f"[golfq] job {lease.job_id} attempt {lease.attempt} worker {worker_id or lease.worker_id}: "
-                        f"{' '.join(command)}\n")
+    provisioned = Provisioned(python=python)
+    if spec.is_code_folder:
+        root = settings().env_dir or Path(work_root).absolute() / "envs"
+        try:
+            provisioned = _while_heartbeating(
+                lambda: provision(spec, workdir, env_root=root, data_root=settings().data_dir, log_path=log_path,
+                                  python=python), broker, lease, heartbeat_seconds, lease_seconds)
+        except BuildError as error:  # the folder's declaration or command failed: the experiment's fault
+            return _fail_early(broker, lease, str(error), FailureKind.USER, worker_id, log_path)
+    nproc = process_count(spec, gpus)
+    command = training_command(script, nproc, provisioned.python)
+    with open(log_path, "a") as handle:
+        handle.write(f"[golfq] job {lease.job_id} attempt {lease.attempt} worker {worker_id or lease.worker_id}: "
+                     f"{' '.join(command)}\n")
     watch = CurveWatch(broker, lease, interval=progress_seconds or settings().progress_seconds, references=references)
     started_at, started = time.time(), time.monotonic()
     try:
-        proc = GroupProcess(command, cwd=workdir, env=attempt_env(lease, workdir, gpus), log_path=log_path,
+        proc = GroupProcess(command, cwd=workdir, env=attempt_env(lease, workdir, gpus, extra=provisioned.env),
+                            log_path=log_path,
                             log_max_bytes=log_max_bytes, orphan_grace=kill_grace, on_output=watch.feed)
     except OSError as error:
         return _fail_early(broker, lease, f"could not start {command[0]}: {error}", FailureKind.INFRA, worker_id)
@@ -281,7 +334,7 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
     result = _build_result(lease, metrics=metrics, failure=failure, error=why, started_at=started_at,
                            wall_seconds=wall_seconds, nproc=nproc, log_path=log_path, tail=tail,
                            worker_id=worker_id, artifact_dir=workdir / "artifacts",
-                           stopped=outcome == _Outcome.STOPPED)
+                           stopped=outcome == _Outcome.STOPPED, provisioned=provisioned)
     if outcome == _Outcome.STOPPED:
         _report(lambda: broker.stop(lease, why or "stopped", result), f"stop {lease.job_id}")
     elif failure is None:
