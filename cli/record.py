@@ -33,7 +33,7 @@ def import_command(
 ) -> None:
     """Write a spec file (TOML) from a record folder: its launch line's environment, its requirements, its data.
 
-    Example: golfq record import records/track_10min_16mb/2026-04-27_SP8192_LQER_... && golfq submit 2026-04-27_SP8192_LQER_....toml
+    Example: golfq record import records/track_10min_16mb/2026-04-27_X --out x.toml; golfq submit x.toml
     """
     to_stdout = out is not None and str(out) == "-"
     target = Path.cwd() / f"{folder.resolve().name}.toml" if out is None else out
@@ -54,6 +54,7 @@ def import_command(
                    "notes": record.notes})
         return
     env = record.spec.get("env", {})
+    check = f", {len(record.notes)} note(s) to check" if record.notes else ""
     print(f"wrote {target}: pool {record.spec['pool']}, {len(env)} env variable(s), "
-          f"{len(record.requirements)} requirement(s)" + (f", {len(record.notes)} note(s) to check" if record.notes else ""))
+          f"{len(record.requirements)} requirement(s){check}")
     print(f"edit it, then: golfq submit {target}")

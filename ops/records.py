@@ -39,9 +39,10 @@ _SHELL_STOP = {">", ">>", "2>&1", "|", "&&", "||", ";", "&", "2>", "1>"}
 _PIP = re.compile(r"\bpip3?\s+install\s+(.+)$")
 _APT = re.compile(r"\bapt(?:-get)?\s+install\s+(.+)$")
 # `apt-get install -y lrzip` as prose quotes it: the package names up to the closing backtick or parenthesis
-_APT_PACKAGES = re.compile(r"\bapt(?:-get)?\s+install\s+(?:-\S+\s+)*((?:[a-z0-9][a-z0-9.+-]*)(?:[ \t]+[a-z0-9][a-z0-9.+-]*)*)")
-_REQUIREMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9_.,\s-]+\])?\s*([<>=!~]=?[^;#\s]+(,\s*[<>=!~]=?[^;#\s]+)*)?"
-                          r"\s*(;.*)?$")
+_APT_PACKAGES = re.compile(r"\bapt(?:-get)?\s+install\s+(?:-\S+\s+)*"
+                           r"((?:[a-z0-9][a-z0-9.+-]*)(?:[ \t]+[a-z0-9][a-z0-9.+-]*)*)")
+_REQUIREMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9_.,\s-]+\])?\s*"
+                          r"([<>=!~]=?[^;#\s]+(,\s*[<>=!~]=?[^;#\s]+)*)?\s*(;.*)?$")
 _TOKENIZER_FILE = re.compile(r"\btokenizers/([A-Za-z0-9_.-]+)\.model\b")
 _TOKENIZER = re.compile(r"^fineweb_(\d+)_bpe(.*)$")
 _DROPPED = {"RUN_ID": "golfq names each run itself"}
@@ -234,7 +235,7 @@ def _data_names(env: Mapping[str, str], folder: Path, readme: str) -> tuple[dict
     if path := env.get("TOKENIZER_PATH"):
         data["tokenizer"] = os.path.basename(path).removesuffix(".model")
     if "tokenizer" not in data:
-        shipped = sorted(p.stem for p in folder.glob("tokenizers/*.model")) or sorted(p.stem for p in folder.glob("*.model"))
+        shipped = sorted(p.stem for pattern in ("tokenizers/*.model", "*.model") for p in folder.glob(pattern))
         named_in_readme = _TOKENIZER_FILE.findall(readme)
         if shipped:
             data["tokenizer"] = shipped[0]
@@ -244,7 +245,7 @@ def _data_names(env: Mapping[str, str], folder: Path, readme: str) -> tuple[dict
             data["tokenizer"] = f"fineweb_{vocab}_bpe"
     if "dataset" not in data and (named := _TOKENIZER.match(data.get("tokenizer", ""))):
         data["dataset"] = f"fineweb10B_sp{named.group(1)}{named.group(2)}"
-    notes = [] if data else ["no DATA_PATH, TOKENIZER_PATH, tokenizer file or VOCAB_SIZE: golfq's default data (sp1024)"]
+    notes = [] if data else ["no DATA_PATH, TOKENIZER_PATH, tokenizer or VOCAB_SIZE: the default data (sp1024)"]
     return data, notes
 
 
@@ -355,8 +356,8 @@ def render_toml(record: ImportedRecord) -> str:
              "# Edit it, then queue it: golfq submit THIS_FILE",
              f"# README launch line: {record.launch.line}"]
     if record.requirements:
-        lines += ["#", f"# Requirements ({'its ' + REQUIREMENTS if (record.folder / REQUIREMENTS).exists() else 'README'}"
-                       ", installed in the code folder's own environment):"]
+        source = f"its {REQUIREMENTS}" if (record.folder / REQUIREMENTS).exists() else "its README"
+        lines += ["#", f"# Requirements ({source}, installed in the code folder's own environment):"]
         lines += [f"#   {line}" for line in record.requirements]
     if record.outside_pip:
         lines += ["#", "# Installed outside pip (declare them where the run's environment is built):"]
