@@ -174,7 +174,8 @@ def find_launch(readme: str) -> Launch | None:
                 launches.append(launch)
     entry = [launch for launch in launches if launch.entry == ENTRY_POINT]
     distributed = [launch for launch in launches if "torchrun" in launch.line or "torch.distributed" in launch.line]
-    return (entry or distributed or [None])[0]
+    chosen = entry or distributed
+    return chosen[0] if chosen else None
 
 
 def parse_requirements(text: str, where: str) -> tuple[list[str], list[str]]:
@@ -297,7 +298,7 @@ def _spec_fields(launch: Launch, folder: Path, readme: str) -> tuple[dict[str, A
     data, data_notes = _data_names({**launch.env, **env}, folder, readme)
     if seeds := launch.loops.get("SEED"):
         notes.append(f"the README loops over seeds {' '.join(seeds)}; this file runs the first "
-                     "(queue the others with `golfq submit FILE --set seed=N`)")
+                     "(queue the others with `golfq submit FILE --seed N`)")
     if launch.entry != ENTRY_POINT:
         notes.append(f"the entry script is {launch.entry}, not {ENTRY_POINT}")
     if data:
