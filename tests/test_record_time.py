@@ -7,6 +7,7 @@ the attempt takes ~1,500 s on the runner's clock and ~5 s of the test's.
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -15,7 +16,7 @@ from golfq.core.job import JobState
 from golfq.core.result import FailureKind
 from golfq.core.spec import Budget, parse_spec
 from golfq.workers.runner import run_lease
-from tests.golfq_helpers import broker  # noqa: F401 (fixture)
+from tests.golfq_helpers import broker, cli  # noqa: F401 (fixtures)
 
 SCALE = 300.0
 
@@ -77,7 +78,7 @@ def test_the_default_hard_kill_fits_a_record_with_a_full_evaluation():
     assert Budget().hard_timeout > 1450 + 120  # the ~1,450 s the record logs add up to, and start-up
 
 
-def test_a_record_run_past_1200_s_is_not_killed_and_is_judged_on_its_logged_times(broker, tmp_path):
+def test_a_record_run_past_1200_s_is_not_killed_and_is_judged_on_its_logged_times(broker, tmp_path, cli):
     result = run_record(broker, tmp_path)
     assert result.succeeded, (result.error, result.log_tail)
     assert 1300 < result.total_seconds < Budget().hard_timeout
@@ -92,6 +93,11 @@ def test_a_record_run_past_1200_s_is_not_killed_and_is_judged_on_its_logged_time
     assert broker.get(result.spec_id).state is JobState.SUCCEEDED
     [point] = broker.ranking("8xH100")
     assert point.feasible and point.val_bpb == 1.05989454
+    code, out, err = cli("status", result.spec_id)
+    assert code == 0, err
+    phase_row = next(line for line in out.splitlines() if line.strip().startswith("phases"))
+    assert re.search(r"startup [\d.]+ s, train [\d.]+ (s|min), export [\d.]+ s, eval 508.8 s", phase_row)
+    assert "1800 s hard timeout" in out
 
 
 def test_a_logged_evaluation_over_600_s_is_infeasible_though_the_run_succeeds(broker, tmp_path):
