@@ -19,7 +19,7 @@ import typer
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from golfq import __version__
-from golfq.cli import jobs, loop, ops, pareto, submission, submit, worker
+from golfq.cli import jobs, loop, ops, pareto, record, submission, submit, worker
 from golfq.core.errors import EXIT_BAD_INPUT, GolfqError, SettingsError
 from golfq.core.settings import settings
 
@@ -136,6 +136,7 @@ app = typer.Typer(
 for verbs in (submit.app, jobs.app, pareto.app, loop.app, submission.app, worker.app):
     app.registered_commands.extend(verbs.registered_commands)
 app.add_typer(ops.ops_app, name="ops")
+app.add_typer(record.record_app, name="record")
 
 
 def _print_version(value: bool) -> None:

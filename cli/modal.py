@@ -171,13 +171,15 @@ def status(app: AppOption = None, env: EnvOption = None) -> None:
 
 
 def prepare_on_modal(source: str = "fineweb", vocab: int = 1024, train_shards: int = 80, *, app: str | None = None,
-                     env: str | None = None) -> str:
+                     env: str | None = None, variant: str | None = None) -> str:
     """Run the deployed app's prepare_data function; what `golfq data prepare --on modal` calls."""
     app, env = _app_and_env(app, env)
     with talking_to(app):
         import modal
 
-        return modal.Function.from_name(app, "prepare_data", environment_name=env).remote(source, vocab, train_shards)
+        function = modal.Function.from_name(app, "prepare_data", environment_name=env)
+        # an app deployed before variants existed takes no variant argument: name it only when asked
+        return function.remote(source, vocab, train_shards, **({"variant": variant} if variant else {}))
 
 
 @modal_cli.command()

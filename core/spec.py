@@ -46,6 +46,12 @@ RESERVED_ENV = {
     "CUDA_VISIBLE_DEVICES": None,
 }
 
+# The default hard kill: training, then room for a full evaluation under the track's rule, then the
+# phases a record runs outside both clocks (start-up, compile warm-ups, quantization and compression,
+# diagnostic evaluations). Derived from the record logs' own phase timings in docs/architecture.md.
+EVAL_ROOM_SECONDS = 600.0
+RUN_OVERHEAD_SECONDS = 600.0
+
 NonNegInt = Annotated[int, msgspec.Meta(ge=0, le=1000)]
 Positive = Annotated[float, msgspec.Meta(gt=0, le=7 * 24 * 3600)]
 ShortText = Annotated[str, msgspec.Meta(max_length=200)]
@@ -65,14 +71,14 @@ class Retries(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class Budget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     train_seconds: Positive = 600.0  # becomes MAX_WALLCLOCK_SECONDS
-    timeout_seconds: Positive | None = None  # hard kill; default leaves room for eval and start-up
+    timeout_seconds: Positive | None = None  # hard kill; default: training + EVAL_ROOM + RUN_OVERHEAD
     retries: Retries = Retries()
 
     @property
     def hard_timeout(self) -> float:
         if self.timeout_seconds is not None:
             return self.timeout_seconds
-        return self.train_seconds + max(300.0, self.train_seconds)
+        return self.train_seconds + EVAL_ROOM_SECONDS + RUN_OVERHEAD_SECONDS
 
 
 class MadeData(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

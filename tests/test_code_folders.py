@@ -75,10 +75,10 @@ def test_a_script_keeps_its_id_and_a_folder_is_told_apart(tmp_path):
     script = b"print('hi')\n"
     by_script = prepare({}, script=script).spec
     assert by_script.trainer.startswith("sha256:") and not by_script.is_code_folder
-    # The id of a script spec is the one it had before code folders, recomputed as tests/test_spec.py does.
+    # The id of a script spec is recomputed as tests/test_spec.py does (its default hard kill is 600 + 600 + 600 s).
     outcome = {"v": 1, "pool": "cpu", "trainer": "sha256:" + hashlib.sha256(script).hexdigest(), "env": {},
                "seed": 1337, "data": {"dataset": "fineweb10B_sp1024", "tokenizer": "fineweb_1024_bpe"},
-               "budget": {"train_seconds": 600.0, "timeout_seconds": 1200.0}}
+               "budget": {"train_seconds": 600.0, "timeout_seconds": 1800.0}}
     canonical = json.dumps(outcome, sort_keys=True, separators=(",", ":")).encode()
     assert by_script.id == base64.b32encode(hashlib.sha256(canonical).digest()[:10]).decode().lower()
     folder = tmp_path / "one"

@@ -26,7 +26,7 @@ from golfq.core import cost
 from golfq.core.broker import Broker
 from golfq.core.job import Lease
 from golfq.core.pools import known_pools
-from golfq.core.result import FailureKind, Result
+from golfq.core.result import FailureKind, Phases, Result
 from golfq.core.settings import settings
 from golfq.core.spec import BUILTIN
 from golfq.workers.attempt import (
@@ -42,6 +42,7 @@ from golfq.workers.buildonce import BuildError
 from golfq.workers.codedir import Provisioned, provision, unpack
 from golfq.workers.curves import CurveWatch, References
 from golfq.workers.metrics import Metrics, parse_log_file, usable_score
+from golfq.workers.phases import PhaseWatch
 from golfq.workers.process import DEFAULT_LOG_MAX_BYTES, GroupProcess
 
 log = logging.getLogger("golfq.runner")
@@ -79,13 +80,14 @@ class _Outcome:
 
 
 def _supervise(proc: GroupProcess, broker: Broker, lease: Lease, *, hard_timeout: float, heartbeat_seconds: float,
-               lease_seconds: float, stop: threading.Event | None, watch: CurveWatch) -> str:
-    next_beat = proc.started + heartbeat_seconds
-    deadline = proc.started + hard_timeout
+               lease_seconds: float, stop: threading.Event | None, watch: CurveWatch, clock: Callable[[], float],
+               started: float) -> str:
+    next_beat = started + heartbeat_seconds
+    deadline = started + hard_timeout
     while True:
         if proc.wait(timeout=0.05) is not None:
             return _Outcome.EXITED
-        now = time.monotonic()
+        now = clock()
         if stop is not None and stop.is_set():
             return _Outcome.RELEASED
         if watch.poll() is not None:
@@ -166,7 +168,7 @@ def _report(call: Callable[[], object], what: str) -> None:
 
 def _build_result(lease: Lease, *, metrics: Metrics, failure: FailureKind | None, error: str | None,
                   started_at: float, wall_seconds: float, nproc: int, log_path: Path, tail: str,
-                  worker_id: str, artifact_dir: Path, stopped: bool = False,
+                  worker_id: str, artifact_dir: Path, phases: Phases | None = None, stopped: bool = False,
                   provisioned: Provisioned | None = None) -> Result:
     pool = known_pools().get(lease.spec.pool)
     fields = metrics.fields()
@@ -189,6 +191,7 @@ def _build_result(lease: Lease, *, metrics: Metrics, failure: FailureKind | None
         **fields,
         score_source=metrics.score_label if metrics.val_bpb is not None else None,
         total_seconds=round(wall_seconds, 3),
+        phases=phases,
         gpu_name=gpu_name,
         gpu_count=gpu_count if uses_gpus else 0,
         gpu_seconds=round(wall_seconds * gpu_count, 3) if uses_gpus else 0.0,
@@ -266,7 +269,8 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
               heartbeat_seconds: float = 10, lease_seconds: float = 60, worker_id: str = "",
               stop: threading.Event | None = None, kill_grace: float = KILL_GRACE_SECONDS,
               log_max_bytes: int = DEFAULT_LOG_MAX_BYTES, python: str = sys.executable,
-              progress_seconds: float | None = None, references: References | None = None) -> Result:
+              progress_seconds: float | None = None, references: References | None = None,
+              clock: Callable[[], float] = time.monotonic) -> Result:
     """Run one attempt end to end, report it to the broker, and return its Result.
 
     `stop`, when set, kills the process and releases the lease (an infra failure,
@@ -274,8 +278,10 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
     `progress_seconds` (default: settings) is the live curve's interval: one point each.
     A stopping rule that fires sends SIGTERM, waits kill_grace, then SIGKILL, and
     reports the attempt `stopped` (not a failure).
+    `clock` times the hard timeout, heartbeats and the phases (tests run it faster than real time).
     """
     spec = lease.spec
+    attempt_start = clock()
     workdir = attempt_dir(Path(work_root).absolute(), lease.job_id, lease.attempt)
     if problem := missing_data(spec):
         return _fail_early(broker, lease, problem, FailureKind.USER, worker_id)
@@ -304,23 +310,29 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
         handle.write(f"[golfq] job {lease.job_id} attempt {lease.attempt} worker {worker_id or lease.worker_id}: "
                      f"{' '.join(command)}\n")
     watch = CurveWatch(broker, lease, interval=progress_seconds or settings().progress_seconds, references=references)
-    started_at, started = time.time(), time.monotonic()
+    marks = PhaseWatch(clock)
+
+    def tap(chunk: bytes) -> None:
+        watch.feed(chunk)
+        marks.feed(chunk)
+
+    started_at, started = time.time(), clock()
     try:
         proc = GroupProcess(command, cwd=workdir, env=attempt_env(lease, workdir, gpus, extra=provisioned.env),
-                            log_path=log_path,
-                            log_max_bytes=log_max_bytes, orphan_grace=kill_grace, on_output=watch.feed)
+                            log_path=log_path, log_max_bytes=log_max_bytes, orphan_grace=kill_grace, on_output=tap)
     except OSError as error:
         return _fail_early(broker, lease, f"could not start {command[0]}: {error}", FailureKind.INFRA, worker_id)
     hard_timeout = spec.budget.hard_timeout
     try:
         outcome = _supervise(proc, broker, lease, hard_timeout=hard_timeout, heartbeat_seconds=heartbeat_seconds,
-                             lease_seconds=lease_seconds, stop=stop, watch=watch)
+                             lease_seconds=lease_seconds, stop=stop, watch=watch, clock=clock, started=started)
         if outcome != _Outcome.EXITED:
             proc.stop(kill_grace)  # SIGTERM first: a stopped script may save what it has
     finally:
         proc.finish(min(kill_grace, 2.0))
     watch.close()
-    wall_seconds = time.monotonic() - started
+    ended = clock()
+    wall_seconds = ended - started
     returncode = proc.popen.returncode
     with open(log_path, "a") as handle:
         handle.writelines(f"[golfq] {note}\n" for note in watch.notes)
@@ -334,6 +346,8 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
     result = _build_result(lease, metrics=metrics, failure=failure, error=why, started_at=started_at,
                            wall_seconds=wall_seconds, nproc=nproc, log_path=log_path, tail=tail,
                            worker_id=worker_id, artifact_dir=workdir / "artifacts",
+                           phases=marks.phases(attempt_start=attempt_start, process_start=started, process_end=ended,
+                                               metrics=metrics),
                            stopped=outcome == _Outcome.STOPPED, provisioned=provisioned)
     if outcome == _Outcome.STOPPED:
         _report(lambda: broker.stop(lease, why or "stopped", result), f"stop {lease.job_id}")

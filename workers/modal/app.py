@@ -216,14 +216,15 @@ def dispatch() -> str:
 
 
 @_function(name="prepare_data", volumes={DATA_MOUNT: data_volume}, cpu=4.0, memory=16384, timeout=DATA_PREP_TIMEOUT)
-def prepare_data(source: str = "fineweb", vocab: int = 1024, train_shards: int = 80) -> str:
+def prepare_data(source: str = "fineweb", vocab: int = 1024, train_shards: int = 80, variant: str | None = None) -> str:
     """Fill the data Volume: prepare on local disk (file locks and hard links), then copy over.
 
     `golfq data prepare` runs as a process of its own, as training does: the execution side
     never imports training code."""
     with tempfile.TemporaryDirectory() as scratch:
         done = subprocess.run([sys.executable, "-m", "golfq", "data", "prepare", "--source", source, "--vocab",
-                               str(vocab), "--train-shards", str(train_shards), "--out", scratch],
+                               str(vocab), "--train-shards", str(train_shards), "--out", scratch,
+                               *(["--variant", variant] if variant else [])],
                               capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"data prepare failed: {(done.stderr or done.stdout).strip()[-2000:]}")
