@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from golfq.cli.console import JsonOption, emit_json
-from golfq.ops.records import RecordError, import_record, render_toml
+from golfq.core.environment import DECLARATION
+from golfq.ops.records import RecordError, environment_declaration, import_record, render_toml
 
 record_app = typer.Typer(name="record", help="Record folders of openai/parameter-golf: import one as a spec file.",
                          no_args_is_help=True, add_completion=False)
@@ -48,13 +49,23 @@ def import_command(
         target.write_text(text, encoding="utf-8")
     except OSError as error:
         raise RecordError(f"record import: cannot write {target}: {error.strerror or error}") from None
+    declaration, declared = environment_declaration(record), record.folder / DECLARATION
+    wrote_declaration = declaration is not None and not declared.exists()
+    if wrote_declaration:
+        try:
+            declared.write_text(declaration or "", encoding="utf-8")
+        except OSError as error:
+            raise RecordError(f"record import: cannot write {declared}: {error.strerror or error}") from None
     if as_json:
-        emit_json({"file": str(target), "spec": record.spec, "requirements": record.requirements,
-                   "outside_pip": record.outside_pip, "system_packages": record.system_packages,
+        emit_json({"file": str(target), "environment": str(declared) if wrote_declaration else None,
+                   "spec": record.spec, "requirements": record.requirements, "outside_pip": record.outside_pip,
+                   "system_packages": record.system_packages,
                    "notes": record.notes})
         return
     env = record.spec.get("env", {})
     check = f", {len(record.notes)} note(s) to check" if record.notes else ""
     print(f"wrote {target}: pool {record.spec['pool']}, {len(env)} env variable(s), "
           f"{len(record.requirements)} requirement(s){check}")
+    if wrote_declaration:
+        print(f"wrote {declared}: the Debian packages and installs its requirements.txt cannot carry")
     print(f"edit it, then: golfq submit {target}")

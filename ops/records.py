@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from golfq.core.environment import DECLARATION, KEPT_FROM_WORKER
 from golfq.core.pools import known_pools
 from golfq.core.spec import RESERVED_ENV, SpecError, check_pool, parse_spec
 from golfq.ops import OpsError
@@ -361,7 +362,7 @@ def render_toml(record: ImportedRecord) -> str:
         lines += ["#", f"# Requirements ({source}, installed in the code folder's own environment):"]
         lines += [f"#   {line}" for line in record.requirements]
     if record.outside_pip:
-        lines += ["#", "# Installed outside pip (declare them where the run's environment is built):"]
+        lines += ["#", f"# Installed outside pip (declared in the folder's {DECLARATION} when it has none):"]
         lines += [f"#   {line}" for line in record.outside_pip]
     if record.notes:
         lines += ["#", "# Check:"] + [f"#   {note}" for note in record.notes]
@@ -372,4 +373,25 @@ def render_toml(record: ImportedRecord) -> str:
     for table in ("data", "budget", "env"):
         if spec.get(table):
             lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in spec[table].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _installs_only_kept(line: str) -> bool:
+    """A `pip install` of the worker's own torch build (a pool image or the worker provides it, never a step)."""
+    words = [w for w in shlex.split(line)[2:] if not w.startswith(("-", "http"))]
+    return bool(words) and all(re.split(r"[<>=!~\[ ]", w, maxsplit=1)[0].lower() in KEPT_FROM_WORKER for w in words)
+
+
+def environment_declaration(record: ImportedRecord) -> str | None:
+    """The folder's golfq.toml: the Debian packages and pip installs its requirements.txt cannot carry."""
+    build = [f"uv {line}" for line in record.outside_pip
+             if line.startswith("pip install ") and not _installs_only_kept(line)]
+    if not (record.system_packages or build):
+        return None
+    lines = ["# Written by `golfq record import`: what this record installs outside requirements.txt.",
+             "[environment]"]
+    if record.system_packages:
+        lines.append(f"system = {json.dumps(record.system_packages)}")
+    if build:
+        lines.append("build = [" + ", ".join(json.dumps(step) for step in build) + "]")
     return "\n".join(lines) + "\n"

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from golfq.core.environment import parse_environment
 from golfq.core.result import Result
 from golfq.core.spec import parse_spec
-from golfq.ops.records import import_record, render_toml
+from golfq.ops.records import environment_declaration, import_record, render_toml
 from golfq.ops.submission import write_submission
+from golfq.producer.specfile import prepare
 from tests.golfq_helpers import broker, cli  # noqa: F401 (fixtures)
 
 RECORDS = Path(__file__).resolve().parent / "fixtures" / "records"
@@ -101,13 +103,29 @@ def test_the_baseline_keeps_its_data_names_from_absolute_paths_and_drops_run_id(
                           "VAL_LOSS_EVERY": "200"}
 
 
-def test_the_cli_writes_the_spec_file(cli, tmp_path):
-    code, out, err = cli("record", "import", str(TOP))
+def test_the_cli_writes_the_spec_file_and_the_folders_environment(cli, tmp_path):
+    folder = shutil.copytree(TOP, tmp_path / "records" / TOP.name)
+    (folder / "train_gpt.py").write_text("print('a stand-in: the fixture keeps no script')\n")
+    code, out, err = cli("record", "import", str(folder))
     assert code == 0, err
     written = tmp_path / f"{TOP.name}.toml"
     assert f"wrote {written}" in out and tomllib.loads(written.read_text())["seed"] == 42
-    code, _, err = cli("record", "import", str(TOP))
+    # What requirements.txt cannot carry (lrzip, the FlashAttention 3 wheel) is declared where environments are built.
+    declared = parse_environment((folder / "requirements.txt").read_text(), (folder / "golfq.toml").read_text())
+    assert declared.system == ("lrzip",)
+    assert [step.split()[:3] for step in declared.build] == [["uv", "pip", "install"]]
+    assert "flash_attn_3" in declared.build[0] and "--find-links" in declared.build[0]
+    assert prepare(tomllib.loads(written.read_text()), base=tmp_path).spec.is_code_folder
+    code, _, err = cli("record", "import", str(folder))
     assert code == 2 and "exists" in err and len(err.strip().splitlines()) == 1
+    (folder / "golfq.toml").write_text("[environment]\nsystem = []\n")  # the user's own is never overwritten
+    code, out, _ = cli("record", "import", str(folder), "--force")
+    assert code == 0 and "golfq.toml" not in out and (folder / "golfq.toml").read_text().endswith("system = []\n")
+
+
+def test_a_record_that_installs_only_torch_outside_pip_declares_nothing(tmp_path):
+    record = import_record(LOOPED, tmp_path / "spec.toml")
+    assert record.outside_pip and environment_declaration(record) is None
 
 
 def _bad_folders(tmp_path: Path) -> dict[str, tuple[Path, str]]:
