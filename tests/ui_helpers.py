@@ -38,7 +38,7 @@ def seed_queue(client: Client, jobs: int, seeds: int = 2, succeed: float = 0.9, 
         assert lease is not None
         env = lease.spec.env
         layers, dim = int(env["NUM_LAYERS"]), int(env["MODEL_DIM"])
-        size = layers * dim * dim * 12 + 50_000
+        size = layers * dim * dim * 24 + 50_000
         if rng.random() < succeed:
             bpb = 1.2 + 3.0 / (layers * dim) ** 0.5 + rng.gauss(0, 0.004)
             broker.complete(lease, Result(spec_id=lease.job_id, attempt=lease.attempt, status="succeeded",

@@ -29,7 +29,7 @@ function tip(html, ev) {
 }
 
 function idCell(id) {
-  return `<td class="id"><a data-open="${esc(id)}">${esc(id)}</a><button class="copy" data-copy="${esc(id)}" title="Copy the id">&#x2398;</button></td>`;
+  return `<td class="id"><a data-open="${esc(id)}">${esc(id)}</a><button class="copy" data-copy="${esc(id)}" title="Copy the id">copy</button></td>`;
 }
 
 document.addEventListener("click", ev => {
@@ -38,7 +38,7 @@ document.addEventListener("click", ev => {
     const value = copy.getAttribute("data-copy");
     if (navigator.clipboard && window.isSecureContext) navigator.clipboard.writeText(value);
     else { const ta = document.createElement("textarea"); ta.value = value; document.body.appendChild(ta); ta.select(); document.execCommand("copy"); ta.remove(); }
-    copy.textContent = "\u2713"; setTimeout(() => { copy.innerHTML = "&#x2398;"; }, 900);
+    copy.textContent = "copied"; setTimeout(() => { copy.textContent = "copy"; }, 900);
   } else if (open) showJob(open.getAttribute("data-open"));
 });
 
@@ -71,7 +71,8 @@ async function loadFronts() {
       ${t.groups} config(s), ${t.results} result(s); ${inc ? `incumbent ${esc(inc.name || short(inc.config))} ${num(inc.val_bpb, 4)} (${inc.seeds} seeds)` : "no incumbent yet (it needs 2 seeds)"}${t.shown < t.groups ? `; drawing the best ${t.shown}` : ""}</div><div class="charts"></div>`;
     box.appendChild(div);
     const charts = div.querySelector(".charts");
-    const labelled = new Set(t.points.filter(p => p.on_front).slice(0, 12).map(p => p.config));
+    const labelled = new Set(t.points.filter(p => p.on_front || !p.feasible).map(p => p.config));
+    const width = Math.max(420, Math.min(720, (box.clientWidth - 16) / 2));
     const base = p => ({ y: p.val_bpb, std: p.val_bpb_std, cls: p.on_front ? "on-front" : "dominated", infeasible: !p.feasible,
                          incumbent: p.incumbent, confirmed: p.confirmed, key: p.config, doc: p,
                          label: labelled.has(p.config) ? (p.name || short(p.config)) : "" });
@@ -79,11 +80,11 @@ async function loadFronts() {
     const click = (p, g) => { document.querySelectorAll(".pt.selected").forEach(n => n.classList.remove("selected")); g.classList.add("selected"); showConfigJobs(p.doc); };
     scatterChart(charts, t.points.map(p => Object.assign(base(p), { x: p.artifact_bytes / 1e6 })),
       { xLabel: "artifact (MB)", yLabel: "val_bpb (lower is better)", title: "val_bpb vs artifact size",
-        limit: t.limits.artifact_bytes / 1e6, limitLabel: "16,000,000-byte limit", limitText: "16 MB", onHover: hover, onClick: click });
+        limit: t.limits.artifact_bytes / 1e6, limitLabel: "16,000,000-byte limit", width, onHover: hover, onClick: click });
     scatterChart(charts, t.points.map(p => Object.assign(base(p), { x: p.train_seconds })),
       { xLabel: "training time (s)", yLabel: "val_bpb (lower is better)", title: "val_bpb vs training time",
-        limit: t.limits.train_seconds, limitLabel: t.limits.time_rule_applies ? "600 s limit" : "600 s (8xH100 rule)",
-        limitText: "600 s", onHover: hover, onClick: click });
+        limit: t.limits.train_seconds, limitLabel: t.limits.time_rule_applies ? "600 s limit" : "600 s limit (8xH100 track)",
+        width, onHover: hover, onClick: click });
   }
   markFirstRender("front");
 }
@@ -258,7 +259,7 @@ async function showJob(id) {
   const j = doc.job, list = rows => rows.length ? rows.map(r => `<a data-open="${r.id}">${r.id}</a> ${r.state} ${num(r.val_bpb, 4)} ${esc(r.name)}`).join("<br>") : '<span class="muted">none</span>';
   const actions = state.info && state.info.allow_actions ? `<div class="toolbar"><button id="d-cancel">Cancel</button><button id="d-requeue">Requeue</button><span id="d-out" class="muted"></span></div>` : "";
   $("detail-body").innerHTML = `<h3>${esc(j.name || j.id)}</h3><dl>
-    <dt>id</dt><dd>${esc(j.id)} <button class="copy" data-copy="${esc(j.id)}">&#x2398;</button></dd>
+    <dt>id</dt><dd>${esc(j.id)} <button class="copy" data-copy="${esc(j.id)}">copy</button></dd>
     <dt>state</dt><dd class="state-${j.state}">${j.state} (attempt ${j.attempt})</dd><dt>pool / track</dt><dd>${esc(j.pool)} / ${esc(j.track)}</dd>
     <dt>config</dt><dd>${esc(j.config)}</dd><dt>seed</dt><dd>${j.seed}</dd><dt>tags</dt><dd>${esc(j.tags.join(", "))}</dd>
     <dt>hyperparameters</dt><dd>${Object.entries(j.env).map(([k, v]) => `${esc(k)}=${esc(v)}`).join(" ") || "-"}</dd>

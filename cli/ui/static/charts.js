@@ -1,4 +1,5 @@
 // golfq's charts: small SVG scatter, line and parallel-coordinate plots, no library (see docs/architecture.md).
+(function () {
 "use strict";
 const SVGNS = "http://www.w3.org/2000/svg";
 
@@ -84,11 +85,11 @@ function scatterChart(container, points, opts) {
     } else {
       const right = opts.limit > xr.hi;
       const x = right ? f.W - f.m.r - 4 : f.m.l + 4;
-      text(f.svg, x, f.m.t + 10, (right ? "" : "\u2190 ") + opts.limitLabel + " at " + opts.limitText + (right ? " \u2192" : ""),
+      text(f.svg, x, f.m.t + 10, (right ? "" : "\u2190 ") + opts.limitLabel + (right ? " further right \u2192" : ""),
            { class: "limit-text", "text-anchor": right ? "end" : "start" });
     }
   }
-  const layer = el("g", {}, f.svg);
+  const layer = el("g", {}, f.svg), placed = [];
   const order = points.slice().sort((a, b) => (a.cls === "on-front") - (b.cls === "on-front"));
   for (const p of order) {
     const g = el("g", { class: "pt", "data-config": p.key, "data-front": p.cls === "on-front" ? "1" : "0",
@@ -103,7 +104,14 @@ function scatterChart(container, points, opts) {
       el("circle", { cx: x, cy: y, r, class: p.cls + (p.confirmed ? " confirmed" : "") }, g);
     }
     if (p.incumbent) el("circle", { cx: x, cy: y, r: r + 3, class: "incumbent-ring" }, g);
-    if (p.label) text(g, x + 8, y - 6, p.label, { class: "pt-label" });
+    if (p.label) {  // a label only where it overlaps no other label, flipped left near the right edge
+      const w = p.label.length * 5.6 + 2, left = x + 8 + w > f.W - f.m.r;
+      const box = { x0: left ? x - 8 - w : x + 8, y0: y - 16, x1: left ? x - 8 : x + 8 + w, y1: y - 4 };
+      if (!placed.some(b => box.x0 < b.x1 && b.x0 < box.x1 && box.y0 < b.y1 && b.y0 < box.y1)) {
+        placed.push(box);
+        text(g, left ? x - 8 : x + 8, y - 6, p.label, { class: "pt-label", "text-anchor": left ? "end" : "start" });
+      }
+    }
     if (opts.onHover) {
       g.addEventListener("mousemove", ev => opts.onHover(p, ev));
       g.addEventListener("mouseleave", () => opts.onHover(null));
@@ -183,3 +191,4 @@ function parallelChart(container, axes, lines, opts) {
 }
 
 window.golfqCharts = { scatterChart, lineChart, parallelChart, PALETTE };
+})();
