@@ -153,7 +153,7 @@ function lineChart(container, series, opts) {
 // Parallel coordinates: axes [{key, kind, values?}], lines [{values, val_bpb, id}]
 function parallelChart(container, axes, lines, opts) {
   const all = axes.concat([{ key: "val_bpb", kind: "number" }]);
-  const W = Math.max(520, Math.min(1400, 140 * all.length)), H = 380, m = { l: 40, r: 60, t: 34, b: 22 };
+  const W = Math.max(720, Math.min(1400, 180 * all.length)), H = 400, m = { l: 50, r: 110, t: 40, b: 22 };
   const svg = el("svg", { class: "chart", width: W, height: H, viewBox: `0 0 ${W} ${H}` });
   container.appendChild(svg);
   const X = i => m.l + i * (W - m.l - m.r) / Math.max(1, all.length - 1);
@@ -164,7 +164,7 @@ function parallelChart(container, axes, lines, opts) {
       const lo = Math.min(...nums), hi = Math.max(...nums);
       const span = hi - lo || 1;
       return { f: v => v == null ? null : H - m.b - (Number(v) - lo) / span * (H - m.t - m.b),
-               labels: [[lo, H - m.b], [hi, m.t]] };
+               labels: [0, 0.25, 0.5, 0.75, 1].map(q => [lo + q * (hi - lo), H - m.b - q * (H - m.t - m.b)]) };
     }
     const cats = a.values, n = Math.max(1, cats.length - 1);
     return { f: v => H - m.b - cats.indexOf(v == null ? "(unset)" : v) / n * (H - m.t - m.b),
@@ -183,7 +183,7 @@ function parallelChart(container, axes, lines, opts) {
   all.forEach((a, i) => {
     const g = el("g", { class: "axis" }, svg);
     el("line", { x1: X(i), x2: X(i), y1: m.t, y2: H - m.b, stroke: "#555" }, g);
-    text(g, X(i), m.t - 14, a.key + (a.key === "val_bpb" ? " (lower is better)" : ""), { "text-anchor": "middle", class: "title" });
+    text(g, X(i), m.t - 14, a.key === "val_bpb" ? "val_bpb (lower better)" : a.key, { "text-anchor": "middle", class: "title" });
     const labels = scales[i].labels, step = Math.ceil(labels.length / 12);
     labels.forEach(([v, y], j) => { if (j % step === 0) text(g, X(i) + 4, y + 4, typeof v === "number" ? +v.toPrecision(4) : v); });
   });
