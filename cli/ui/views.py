@@ -19,7 +19,7 @@ from golfq.cli.ui.rows import JobIndex, Row
 from golfq.core.errors import GolfqError
 from golfq.core.job import JobState
 from golfq.core.pareto import CONFIRM_SEEDS, MAX_ARTIFACT_BYTES, FrontPoint
-from golfq.core.pools import known_pools
+from golfq.core.pools import track_time_limit
 from golfq.ops.cost import cost_summary
 from golfq.producer.client import Client
 
@@ -54,11 +54,6 @@ def _drawn(ranking: Sequence[FrontPoint], on_front: set[str]) -> list[FrontPoint
     return [p for p in ranking if p.config in keep]
 
 
-def time_limit(track: str) -> float | None:
-    limits = [p.time_limit_seconds for p in known_pools().values() if p.track == track and p.time_limit_seconds]
-    return min(limits) if limits else None
-
-
 def fronts_doc(client: Client, index: JobIndex) -> dict[str, Any]:
     """Every track's configs (on the front or not) with their seed spread, tests and the track's limits."""
     index.refresh()
@@ -70,8 +65,8 @@ def fronts_doc(client: Client, index: JobIndex) -> dict[str, Any]:
         incumbent = front.incumbent.config if front.incumbent else None
         tracks.append({
             "track": track, "groups": front.groups, "results": front.results, "incumbent": incumbent,
-            "limits": {"artifact_bytes": MAX_ARTIFACT_BYTES, "train_seconds": time_limit(track) or RECORD_SECONDS,
-                       "time_rule_applies": time_limit(track) is not None},
+            "limits": {"artifact_bytes": MAX_ARTIFACT_BYTES, "train_seconds": track_time_limit(track) or RECORD_SECONDS,
+                       "time_rule_applies": track_time_limit(track) is not None},
             "points": [_point_doc(p, on_front, incumbent, index) for p in _drawn(ranking, on_front)],
             "shown": min(len(ranking), MAX_FRONT_POINTS + len(on_front)),
         })
