@@ -125,10 +125,12 @@ def parse_filter(text: str, hyper: set[str]) -> list[Predicate]:
         if match:
             predicates.append(_term(match[1], match[2], match[3], hyper))
             continue
-        lowered = word.lower()
-        predicates.append(lambda r, w=lowered: any(w in str(r[k]).lower() for k in SEARCHED)
-                          or any(w in t.lower() for t in r["tags"]))
+        predicates.append(_search(word.lower()))
     return predicates
+
+
+def _search(word: str) -> Predicate:
+    return lambda r: any(word in str(r[k]).lower() for k in SEARCHED) or any(word in t.lower() for t in r["tags"])
 
 
 def _sort_key(column: str) -> Callable[[Row], tuple]:
