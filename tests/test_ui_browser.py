@@ -87,6 +87,11 @@ def test_the_runs_table_lists_the_jobs_and_filters_them(site):
     header = driver.find_element(By.CSS_SELECTOR, "#runs thead").text
     assert "NUM_LAYERS" in header and "MODEL_DIM" in header and "val_bpb" in header and "cost" in header
     shot(driver, "runs")
+    driver.find_element(By.CSS_SELECTOR, f'#runs a[data-open="{ids[0]}"]').click()
+    wait_for(lambda: driver.find_element(By.ID, "detail").is_displayed()
+             and ids[1] in driver.find_element(By.ID, "detail-body").text)  # its config's other seed
+    shot(driver, "job-panel")
+    driver.find_element(By.ID, "detail-close").click()
     box = driver.find_element(By.ID, "filter")
     box.send_keys("NUM_LAYERS>=9 state:succeeded")
     expected = {j.id for j in client.list("succeeded") if int(j.spec.env["NUM_LAYERS"]) >= 9}

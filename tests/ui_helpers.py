@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from golfq.core.broker import Broker
-from golfq.core.result import ProgressPoint, Result
+from golfq.core.result import FailureKind, ProgressPoint, Result
 from golfq.producer.client import Client
 
 LAYERS = (2, 3, 4, 6, 8, 9, 10, 12)
@@ -19,35 +19,35 @@ DIMS = (64, 128, 256, 512)
 
 
 def seed_queue(client: Client, jobs: int, seeds: int = 2, succeed: float = 0.9, rng_seed: int = 7,
-               leave_queued: int = 0) -> list[str]:
-    """`jobs` jobs over a grid of configs x seeds; most succeed with a made-up score, the rest fail.
+               leave_queued: int = 0, finish: int | None = None) -> list[str]:
+    """`jobs` jobs over a grid of configs x seeds; `finish` of them (default: all but `leave_queued`) end,
+    most succeeding with a made-up score, the rest failing; the others stay queued.
 
     Scores fall with size, so the front is real; the biggest configs break the 16 MB limit."""
     rng = random.Random(rng_seed)
     specs = []
     for i in range(jobs):
-        layers, dim = LAYERS[(i // seeds) % len(LAYERS)], DIMS[(i // seeds // len(LAYERS)) % len(DIMS)]
-        specs.append({"pool": "cpu", "name": f"L{layers} d{dim}", "seed": 1000 + i % seeds + (i // 256) * 10,
+        block = i // seeds  # one config per block: layers x width x learning rate, then new seeds for them all
+        layers, dim, lr = LAYERS[block % 8], DIMS[block // 8 % 4], 0.01 + 0.002 * (block // 32 % 50)
+        specs.append({"pool": "cpu", "name": f"L{layers} d{dim}", "seed": 1000 + i % seeds + 10 * (block // 1600),
                       "tags": ["ui-test", f"layers{layers}"],
-                      "env": {"NUM_LAYERS": str(layers), "MODEL_DIM": str(dim), "GROUP": str(i // 256)}})
+                      "env": {"NUM_LAYERS": str(layers), "MODEL_DIM": str(dim), "MATRIX_LR": f"{lr:.3f}"}})
     ids = [job.id for job in client.submit_many(specs)]
     broker = client.broker
-    finish = len(ids) - leave_queued
-    for _ in range(finish):
+    for _ in range(len(ids) - leave_queued if finish is None else finish):
         lease = broker.claim("cpu", "seeder")
         assert lease is not None
         env = lease.spec.env
         layers, dim = int(env["NUM_LAYERS"]), int(env["MODEL_DIM"])
         size = layers * dim * dim * 24 + 50_000
         if rng.random() < succeed:
-            bpb = 1.2 + 3.0 / (layers * dim) ** 0.5 + rng.gauss(0, 0.004)
+            lr = float(env["MATRIX_LR"])
+            bpb = 1.2 + 3.0 / (layers * dim) ** 0.5 + 20 * (lr - 0.04) ** 2 + rng.gauss(0, 0.004)
             broker.complete(lease, Result(spec_id=lease.job_id, attempt=lease.attempt, status="succeeded",
                                           val_bpb=bpb, val_loss=bpb * 1.69, artifact_bytes=size,
                                           train_seconds=20.0 + layers * dim / 40, total_seconds=30.0,
                                           gpu_count=1, gpu_name="H100", gpu_seconds=30.0))
         else:
-            from golfq.core.result import FailureKind
-
             broker.fail(lease, "CUDA out of memory (made up)", FailureKind.USER)
     return ids
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import webbrowser
 from typing import Annotated
 
@@ -45,6 +46,10 @@ def ui(
         client = Client(broker=broker)
         hosts = LOOPBACK_HOSTS if host in ("127.0.0.1", "localhost", "::1") else ["*"]
         app_ = make_app(client, work_dir(work_dir_option), allow_actions, hosts)
+        began = time.monotonic()
+        index = app_.state.dashboard.index
+        index.refresh()  # before the first page asks: listing a big queue takes a moment
+        note(f"golfq ui: {len(index.rows):,} job(s) read in {time.monotonic() - began:.1f} s")
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

@@ -12,10 +12,10 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from golfq.core.cost import attempt_cost
+from golfq.core.cost import attempt_cost, price_table
 from golfq.core.errors import GolfqError
 from golfq.core.job import Job
 from golfq.core.pools import track_of
@@ -38,9 +38,12 @@ class FilterError(GolfqError):
     """A filter the table cannot apply; its message names the term."""
 
 
-def job_row(job: Job) -> Row:
+def job_row(job: Job, prices: Mapping[str, float], tracks: dict[str, str]) -> Row:
+    """A job as the table shows it; prices and the pool -> track map are read once per refresh by the caller."""
     r = job.result
-    cost = attempt_cost(r)[1] if r is not None else None
+    cost = attempt_cost(r, prices)[1] if r is not None else None
+    if job.pool not in tracks:
+        tracks[job.pool] = track_of(job.pool)
     row: Row = {
         "id": job.id, "state": job.state.value, "pool": job.pool, "name": job.spec.name, "tags": list(job.spec.tags),
         "parent": job.spec.parent or "", "seed": job.spec.seed, "attempt": job.attempt,
@@ -48,7 +51,7 @@ def job_row(job: Job) -> Row:
         "artifact_bytes": r.artifact_bytes if r is not None else None,
         "train_seconds": r.train_seconds if r is not None else None,
         "cost_usd": cost, "submitted_at": job.submitted_at, "updated_at": job.updated_at,
-        "config": config_key(job.spec), "track": track_of(job.pool), "error": job.error or "",
+        "config": config_key(job.spec), "track": tracks[job.pool], "error": job.error or "",
         "env": dict(job.spec.env),
     }
     return row
@@ -178,23 +181,27 @@ class JobIndex:
                     self._reload()
                     return
             if changed:
+                prices: dict[str, float] = price_table()
+                tracks: dict[str, str] = {}
                 for job_id in changed:
                     job = self.client.get(job_id)
                     if job is not None:
-                        self._put(job)
+                        self._put(job, prices, tracks)
                 self._changed()
 
     def _reload(self) -> None:
         seq = self.client.broker.stats().last_seq  # before the list, so nothing after it is missed
         self.rows = {}
         self.hyper = set()
+        prices: dict[str, float] = price_table()
+        tracks: dict[str, str] = {}
         for job in self.client.list():
-            self._put(job)
+            self._put(job, prices, tracks)
         self.seq = seq
         self._changed()
 
-    def _put(self, job: Job) -> None:
-        row = job_row(job)
+    def _put(self, job: Job, prices: Mapping[str, float], tracks: dict[str, str]) -> None:
+        row = job_row(job, prices, tracks)
         self.rows[job.id] = row
         self.hyper.update(row["env"])
 

@@ -16,7 +16,7 @@ const esc = s => String(s == null ? "" : s).replace(/[&<>"']/g, c => ({ "&": "&a
 const num = (v, d) => v == null ? "" : Number(v).toFixed(d);
 const mb = v => v == null ? "" : (v / 1e6).toFixed(3) + " MB";
 const secs = v => v == null ? "" : Number(v).toFixed(1) + " s";
-const usd = v => v == null ? "" : "$" + Number(v).toFixed(v < 1 ? 4 : 2);
+const usd = v => v == null ? "" : v === 0 ? "$0" : "$" + Number(v).toFixed(v < 1 ? 4 : 2);
 const pval = v => v == null ? "n/a" : Number(v).toPrecision(3);
 const short = v => String(v).slice(0, 8);
 
@@ -72,7 +72,7 @@ async function loadFronts() {
     box.appendChild(div);
     const charts = div.querySelector(".charts");
     const labelled = new Set(t.points.filter(p => p.on_front || !p.feasible).map(p => p.config));
-    const width = Math.max(420, Math.min(720, (box.clientWidth - 16) / 2));
+    const width = Math.max(420, Math.min(720, Math.floor((box.clientWidth - 12) / 2) - 2));  // two side by side
     const base = p => ({ y: p.val_bpb, std: p.val_bpb_std, cls: p.on_front ? "on-front" : "dominated", infeasible: !p.feasible,
                          incumbent: p.incumbent, confirmed: p.confirmed, key: p.config, doc: p,
                          label: labelled.has(p.config) ? (p.name || short(p.config)) : "" });
@@ -90,7 +90,8 @@ async function loadFronts() {
 }
 
 function pointTip(p, t) {
-  const gain = p.gain == null ? "" : `<br>gain over ${esc(short(p.tested_against))}: ${p.gain >= 0 ? "+" : ""}${num(p.gain, 4)} bpb, record-rule p = ${pval(p.p_value)}${p.significant ? " (significant)" : ""}`;
+  const against = t.points.find(q => q.config === p.tested_against);
+  const gain = p.gain == null ? "" : `<br>gain over ${esc(against && against.name ? against.name : short(p.tested_against))}: ${p.gain >= 0 ? "+" : ""}${num(p.gain, 4)} bpb, record-rule p = ${pval(p.p_value)}${p.significant ? " (significant)" : ""}`;
   return `<b>${esc(p.name || p.config)}</b> ${p.incumbent ? "(incumbent)" : ""}<br>config ${esc(p.config)}
     <br>val_bpb ${num(p.val_bpb, 4)} ± ${num(p.val_bpb_std, 4)} over ${p.seeds} seed(s)
     <br>${mb(p.artifact_bytes)}, ${secs(p.train_seconds)} training
@@ -135,7 +136,7 @@ async function loadRuns() {
   try { doc = await api(q); } catch (e) { if (mine === state.filterSeq) $("filter-error").textContent = e.message; return; }
   if (mine !== state.filterSeq) return;  // a newer filter is on its way
   $("filter-error").textContent = "";
-  const columns = ["id", "state", "pool", "name", "tags", "parent", ...doc.hyperparameters, "seed", "val_bpb", "artifact_bytes", "train_seconds", "cost_usd", "submitted_at"];
+  const columns = ["id", "state", "pool", "name", "val_bpb", "artifact_bytes", "train_seconds", "cost_usd", "tags", "parent", "seed", ...doc.hyperparameters, "submitted_at"];
   $("runs").innerHTML = rowsHtml(doc.rows, columns, true);
   $("runs-count").textContent = `${doc.total.toLocaleString("en")} of ${doc.of.toLocaleString("en")} job(s)`;
   $("page").textContent = doc.total ? `${state.offset + 1}-${Math.min(doc.total, state.offset + state.limit)}` : "";
@@ -153,6 +154,7 @@ function markFirstRender(view) {
 
 let filterTimer = null;
 $("filter").addEventListener("input", () => {
+  performance.mark("golfq:filter-input");
   clearTimeout(filterTimer);
   filterTimer = setTimeout(() => { state.offset = 0; performance.mark("golfq:filter-start"); loadRuns(); }, 150);
 });
