@@ -179,3 +179,40 @@ def test_the_page_and_its_assets_are_served_from_the_package(queue):
         assert asset in page
         assert api.get(asset).status_code == 200
     assert "http" not in page.replace("http://www.w3.org", "")  # nothing from a CDN
+
+
+def test_a_stopped_run_is_marked_in_its_curve(queue):
+    client, _, tmp_path = queue
+    lease = client.broker.claim("cpu", "w")
+    report_points(client.broker, lease.job_id, lease.attempt, 0, 3)
+    client.broker.stop(lease, "median rule: above the median at 30 s")
+    [curve] = http(client, tmp_path).get("/api/curves", params={"ids": lease.job_id}).json()["curves"]
+    assert curve["stopped"] is True and len(curve["points"]) == 3 and "median rule" in curve["error"]
+
+
+def test_golfq_ui_serves_until_stopped_and_refuses_a_bad_port(queue):
+    import re
+    import subprocess
+    import urllib.request
+
+    from tests.golfq_helpers import golfq_command, subprocess_env
+
+    client, _, tmp_path = queue
+    url = client.url
+    bad = subprocess.run(golfq_command("ui", "--queue", url, "--port", "70000"), capture_output=True, text=True,
+                         env=subprocess_env(), timeout=60)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "70000" in bad.stderr
+    proc = subprocess.Popen(golfq_command("ui", "--queue", url, "--port", "0"), stderr=subprocess.PIPE, text=True,
+                            env=subprocess_env(), cwd=tmp_path)
+    try:
+        lines = []
+        while not (found := re.search(r"at (http://127\.0\.0\.1:\d+/)", "".join(lines))):
+            line = proc.stderr.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        assert "52 job(s) read" in "".join(lines)
+        with urllib.request.urlopen(found[1] + "api/info", timeout=10) as response:
+            assert b'"jobs":52' in response.read()
+    finally:
+        proc.terminate()
+        proc.wait(20)

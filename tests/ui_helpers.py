@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from golfq.core.broker import Broker
 from golfq.core.result import FailureKind, ProgressPoint, Result
@@ -65,14 +66,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(client: Client, work_dir: Path, allow_actions: bool = False) -> Iterator[str]:
-    """The dashboard on a loopback port in a thread of this process; yields its URL."""
+def serve(client: Client, work_dir: Path, allow_actions: bool = False, app: Any = None) -> Iterator[str]:
+    """The dashboard (or this app of it) on a loopback port in a thread of this process; yields its URL."""
     import uvicorn
 
     from golfq.cli.ui.server import make_app
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(make_app(client, work_dir, allow_actions), host="127.0.0.1", port=port,
+    app = app if app is not None else make_app(client, work_dir, allow_actions)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -54,6 +54,7 @@ def ui(
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
+            sock.listen(128)  # connections wait for the server from here on, so the URL printed below works at once
         except OSError as error:
             raise GolfqError(f"ui: cannot serve on {host}:{port} ({error.strerror}); try --port 0") from None
         bound = sock.getsockname()[1]
