@@ -135,16 +135,26 @@ def test_lineage_parallel_compare_and_operations(queue):
     report = client.compare(best.config, worst.job_ids[0])
     assert compared["diff"] == pytest.approx(report.comparison.diff) and compared["diff"] < 0
     assert compared["p_value"] == pytest.approx(report.comparison.p_value)
+    client.broker.announce("cpu", "worker-a", 60)
     ops = api.get("/api/ops").json()
     [pool] = ops["pools"]
-    assert pool["queued"] == 4 and pool["succeeded"] == len(client.list("succeeded"))
+    assert pool["queued"] == 4 and pool["succeeded"] == len(client.list("succeeded")) and pool["workers"] == 1
     assert ops["spend_usd"] > 0 and ops["spend"][0]["attempts"] == pool["succeeded"]  # the fails reported no Result
 
 
 def test_the_log_is_the_file_on_this_machine_or_the_stored_tail(queue):
+    from golfq.workers.runner import LOG_NAME, attempt_dir
+
     client, ids, tmp_path = queue
     api = http(client, tmp_path)
     assert api.get(f"/api/jobs/{ids[0]}/log").json()["source"] == "none"
+    job = client.get(ids[0])
+    log = attempt_dir(tmp_path / "runs", job.id, job.attempt) / LOG_NAME
+    log.parent.mkdir(parents=True)
+    log.write_text("step:1/10 train_loss:4.0\n" + "x" * 300_000 + "\nthe end\n")
+    doc = api.get(f"/api/jobs/{ids[0]}/log").json()
+    assert doc["source"] == str(log) and doc["truncated"] and doc["text"].endswith("the end\n")
+    assert len(doc["text"]) == 200_000  # the last 200 kB
 
 
 def test_actions_are_refused_unless_allowed(queue):

@@ -87,6 +87,9 @@ def test_the_runs_table_lists_the_jobs_and_filters_them(site):
     header = driver.find_element(By.CSS_SELECTOR, "#runs thead").text
     assert "NUM_LAYERS" in header and "MODEL_DIM" in header and "val_bpb" in header and "cost" in header
     shot(driver, "runs")
+    driver.find_element(By.CSS_SELECTOR, '#runs th[data-sort="val_bpb"]').click()
+    best = min((j for j in client.list("succeeded")), key=lambda j: j.result.val_bpb)
+    wait_for(lambda: driver.execute_script("return document.querySelector('#runs tbody tr').dataset.id") == best.id)
     driver.find_element(By.CSS_SELECTOR, f'#runs a[data-open="{ids[0]}"]').click()
     wait_for(lambda: driver.find_element(By.ID, "detail").is_displayed()
              and ids[1] in driver.find_element(By.ID, "detail-body").text)  # its config's other seed

@@ -57,7 +57,8 @@ def job_row(job: Job, prices: Mapping[str, float], tracks: dict[str, str]) -> Ro
     return row
 
 
-def _number(text: str) -> float | None:
+def as_number(text: str) -> float | None:
+    """A finite number from text, or None."""
     try:
         value = float(text)
     except ValueError:
@@ -98,13 +99,13 @@ def _term(key: str, op: str, value: str, hyper: set[str]) -> Predicate:
             raise FilterError(f"filter {key}{op}{value}: tags take :, = or !=")
         return (lambda r: value not in r["tags"]) if op == "!=" else (lambda r: value in r["tags"])
     if key in NUMERIC or op in ("<", ">", "<=", ">="):
-        number = _number(value)
+        number = as_number(value)
         if number is None:
             raise FilterError(f"filter {key}{op}{value}: {value!r} is not a number")
 
         def numeric(row: Row) -> bool:
             cell = _cell(row, key)
-            have = cell if isinstance(cell, (int, float)) else _number(cell) if isinstance(cell, str) else None
+            have = cell if isinstance(cell, (int, float)) else as_number(cell) if isinstance(cell, str) else None
             return have is not None and _compare(op, have, number)
         return numeric
     if op not in (":", "=", "!="):
@@ -143,7 +144,7 @@ def _sort_key(column: str) -> Callable[[Row], tuple]:
             return (2, 0.0, "")
         if isinstance(cell, (int, float)):
             return (0, float(cell), "")
-        if isinstance(cell, str) and (number := _number(cell)) is not None:
+        if isinstance(cell, str) and (number := as_number(cell)) is not None:
             return (0, number, "")
         return (1, 0.0, str(cell))
     return key

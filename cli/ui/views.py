@@ -7,7 +7,6 @@ kept until the queue's sequence number moves.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 from golfq.cli.jobs import job_log
 from golfq.cli.loop import compare_doc
-from golfq.cli.ui.rows import JobIndex, Row
+from golfq.cli.ui.rows import JobIndex, Row, as_number
 from golfq.core.errors import GolfqError
 from golfq.core.job import JobState
 from golfq.core.pareto import CONFIRM_SEEDS, MAX_ARTIFACT_BYTES, FrontPoint
@@ -86,27 +85,21 @@ def curves_doc(client: Client, index: JobIndex, ids: Sequence[str]) -> dict[str,
         raise GolfqError("curves: name at least one job (ids=ID,ID)")
     if len(ids) > MAX_CURVES:
         raise GolfqError(f"curves: at most {MAX_CURVES} jobs at once, got {len(ids)}")
-    rows = []
-    for job_id in ids:
-        row = index.get(job_id)
-        if row is None:
-            raise NotFound(f"job {job_id}: not found in {client.url}")
-        rows.append(row)
+    rows = [_row(index, client, job_id) for job_id in ids]
     return {"curves": [_curve_doc(client, row) for row in rows]}
+
+
+def _row(index: JobIndex, client: Client, job_id: str) -> Row:
+    row = index.get(job_id)
+    if row is None:
+        raise NotFound(f"job {job_id}: not found in {client.url}")
+    return row
 
 
 def running_ids(index: JobIndex, limit: int = 8) -> list[str]:
     index.refresh()
     leased = [r for r in index.rows.values() if r["state"] == JobState.LEASED.value]
     return [r["id"] for r in sorted(leased, key=lambda r: -r["updated_at"])[:limit]]
-
-
-def _as_number(value: str) -> float | None:
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
 
 
 def parallel_doc(index: JobIndex, track: str) -> dict[str, Any]:
@@ -120,7 +113,7 @@ def parallel_doc(index: JobIndex, track: str) -> dict[str, Any]:
     axes = []
     for key in varying:
         values = [r["env"].get(key) for r in rows]
-        numbers = [_as_number(v) for v in values if v is not None]
+        numbers = [as_number(v) for v in values if v is not None]
         if numbers and all(n is not None for n in numbers):
             axes.append({"key": key, "kind": "number"})
         else:
@@ -134,9 +127,7 @@ def parallel_doc(index: JobIndex, track: str) -> dict[str, Any]:
 
 def job_doc(index: JobIndex, client: Client, job_id: str) -> dict[str, Any]:
     """One job with its lineage: its parent, its children and the other seeds of its config."""
-    row = index.get(job_id)
-    if row is None:
-        raise NotFound(f"job {job_id}: not found in {client.url}")
+    row = _row(index, client, job_id)
     job = client.get(job_id)
     parent = index.rows.get(row["parent"]) if row["parent"] else None
     return {"job": row, "spec": _spec_doc(job), "parent": parent, "children": index.children(job_id),
