@@ -164,6 +164,7 @@ class JobIndex:
         self._query_cache: dict[tuple, list[Row]] = {}
 
     def refresh(self) -> None:
+        """Bring the rows up to date. Copy on write: a reader holding `rows` never sees it change under it."""
         with self.lock:
             if time.monotonic() - self.checked < self.every:
                 return
@@ -172,43 +173,49 @@ class JobIndex:
                 self._reload()
                 return
             changed: set[str] = set()
+            seq = self.seq
             while True:
-                events = self.client.events(after=self.seq, limit=1000)
+                events = self.client.events(after=seq, limit=1000)
                 if not events:
                     break
-                self.seq = max(self.seq, max(e.seq for e in events))
+                seq = max(seq, max(e.seq for e in events))
                 changed.update(e.job_id for e in events if e.job_id)
                 if len(changed) > RELOAD_AFTER:
                     self._reload()
                     return
             if changed:
+                rows, hyper = dict(self.rows), set(self.hyper)
                 prices: dict[str, float] = price_table()
                 tracks: dict[str, str] = {}
                 for job_id in changed:
                     job = self.client.get(job_id)
-                    if job is not None:
-                        self._put(job, prices, tracks)
-                self._changed()
+                    if job is None:  # purged
+                        rows.pop(job_id, None)
+                    else:
+                        self._put(rows, hyper, job, prices, tracks)
+                self._publish(rows, hyper, seq)
 
     def _reload(self) -> None:
         seq = self.client.broker.stats().last_seq  # before the list, so nothing after it is missed
-        self.rows = {}
-        self.hyper = set()
+        rows: dict[str, Row] = {}
+        hyper: set[str] = set()
         prices: dict[str, float] = price_table()
         tracks: dict[str, str] = {}
         for job in self.client.list():
-            self._put(job, prices, tracks)
-        self.seq = seq
-        self._changed()
+            self._put(rows, hyper, job, prices, tracks)
+        self._publish(rows, hyper, seq)
 
-    def _put(self, job: Job, prices: Mapping[str, float], tracks: dict[str, str]) -> None:
+    @staticmethod
+    def _put(rows: dict[str, Row], hyper: set[str], job: Job, prices: Mapping[str, float],
+             tracks: dict[str, str]) -> None:
         row = job_row(job, prices, tracks)
-        self.rows[job.id] = row
-        self.hyper.update(row["env"])
+        rows[job.id] = row
+        hyper.update(row["env"])
 
-    def _changed(self) -> None:
+    def _publish(self, rows: dict[str, Row], hyper: set[str], seq: int) -> None:
+        self.rows, self.hyper, self.seq = rows, hyper, seq
         self.version += 1
-        self._query_cache.clear()
+        self._query_cache = {}
 
     def query(self, text: str = "", sort: str = "submitted_at", desc: bool = False) -> list[Row]:
         """The rows that pass the filter, sorted; cached until the queue changes."""
@@ -219,7 +226,7 @@ class JobIndex:
         key = (self.version, " ".join(text.split()), column, desc)
         if key not in self._query_cache:
             predicates = parse_filter(text, self.hyper)
-            rows: Iterable[Row] = self.rows.values()
+            rows: Iterable[Row] = self.rows.values()  # a published dict: never changed after
             if predicates:
                 rows = [r for r in rows if all(p(r) for p in predicates)]
             sort_key = _sort_key(column)
