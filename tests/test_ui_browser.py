@@ -77,6 +77,9 @@ def test_the_front_shows_every_config_and_a_click_shows_its_jobs(site):
     point = driver.find_element(By.CSS_SELECTOR, f'#fronts .pt[data-config="{best.config}"]')
     driver.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", point)
     wait_for(lambda: row_ids(driver, "#config-jobs") == set(best.job_ids))
+    driver.find_element(By.ID, "cmp-incumbent").click()  # the best config against the runner-up
+    wait_for(lambda: driver.find_elements(By.ID, "cmp-diff"))
+    assert best.config in driver.find_element(By.ID, "cmp-table").text
     shot(driver, "front-clicked")
 
 
@@ -118,6 +121,13 @@ def test_a_live_curve_gains_a_point_when_the_worker_reports_progress(site):
     report_points(client.broker, lease.job_id, lease.attempt, 3, 1)
     wait_for(lambda: points() == 4, timeout=15)
     shot(driver, "curves")
+    client.broker.stop(lease, "median rule: above the median at 15 s")
+    box = driver.find_element(By.ID, "curve-ids")
+    box.send_keys(lease.job_id + "\n")  # a stopped run is no longer running: named, it is drawn with its mark
+    driver.execute_script("arguments[0].dispatchEvent(new Event('change'))", box)
+    stopped = f'#curve-chart .series[data-job="{lease.job_id}"] .stop-mark'
+    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, stopped))
+    shot(driver, "curves-stopped")
 
 
 def test_parallel_coordinates_compare_and_operations_render(site):
@@ -128,8 +138,9 @@ def test_parallel_coordinates_compare_and_operations_render(site):
     shot(driver, "parallel")
     a, b = client.ranking("cpu")[0].job_ids[0], client.ranking("cpu")[-1].job_ids[0]
     driver.get(url + "/#compare")
-    driver.find_element(By.ID, "cmp-a").send_keys(a)
-    driver.find_element(By.ID, "cmp-b").send_keys(b)
+    for field, ref in (("cmp-a", a), ("cmp-b", b)):
+        driver.find_element(By.ID, field).clear()
+        driver.find_element(By.ID, field).send_keys(ref)
     driver.find_element(By.ID, "cmp-go").click()
     diff = wait_for(lambda: driver.find_elements(By.ID, "cmp-diff"))
     assert diff[0].text.startswith("-")  # the best config against the worst: A is better

@@ -100,8 +100,10 @@ function pointTip(p, t) {
 
 async function showConfigJobs(p) {
   const doc = await api(`/api/jobs?filter=${encodeURIComponent("config=" + p.config)}&limit=100`);
-  $("front-jobs").innerHTML = `<h3>Jobs of config ${esc(p.name || "")} <span class="muted">${esc(p.config)}</span></h3>` +
+  const against = p.tested_against ? ` <button id="cmp-incumbent">Compare with ${p.incumbent ? "the runner-up" : "the incumbent"}</button>` : "";
+  $("front-jobs").innerHTML = `<h3>Jobs of config ${esc(p.name || "")} <span class="muted">${esc(p.config)}</span>${against}</h3>` +
     `<div class="table-wrap"><table id="config-jobs">${rowsHtml(doc.rows, ["id", "state", "pool", "seed", "val_bpb", "artifact_bytes", "train_seconds", "cost_usd", "name"], false)}</table></div>`;
+  if ($("cmp-incumbent")) $("cmp-incumbent").onclick = () => { $("cmp-a").value = p.config; $("cmp-b").value = p.tested_against; location.hash = "#compare"; runCompare(); };
 }
 
 // ---------------------------------------------------------------- runs
