@@ -135,6 +135,7 @@ def test_lineage_parallel_compare_and_operations(queue):
     report = client.compare(best.config, worst.job_ids[0])
     assert compared["diff"] == pytest.approx(report.comparison.diff) and compared["diff"] < 0
     assert compared["p_value"] == pytest.approx(report.comparison.p_value)
+    assert compared["a"]["name"] == client.get(best.job_ids[0]).spec.name
     client.broker.announce("cpu", "worker-a", 60)
     ops = api.get("/api/ops").json()
     [pool] = ops["pools"]

@@ -115,7 +115,8 @@ class Dashboard:
         return views.parallel_doc(self.index, track)
 
     def compare(self, request: Request) -> dict[str, Any]:
-        return views.compare_view(self.client, request.query_params.get("a", ""), request.query_params.get("b", ""))
+        params = request.query_params
+        return views.compare_view(self.client, self.index, params.get("a", ""), params.get("b", ""))
 
     def ops(self, request: Request) -> dict[str, Any]:
         return views.ops_doc(self.client, self.spend)

@@ -164,10 +164,15 @@ def log_doc(client: Client, work_dir: Path, job_id: str) -> dict[str, Any]:
     return {"id": job_id, "source": "stored tail" if tail else "none", "truncated": bool(tail), "text": tail}
 
 
-def compare_view(client: Client, a: str, b: str) -> dict[str, Any]:
+def compare_view(client: Client, index: JobIndex, a: str, b: str) -> dict[str, Any]:
+    """`golfq compare --json`'s document, each side with the name of its first job."""
     if not a or not b:
         raise GolfqError("compare: give two configs, a=ID&b=ID (a job id or a config key each)")
-    return compare_doc(client.compare(a, b))  # a ref with no results: GolfqError naming it
+    doc = compare_doc(client.compare(a, b))  # a ref with no results: GolfqError naming it
+    for side in (doc["a"], doc["b"]):
+        first = index.get(side["job_ids"][0]) if side["job_ids"] else None
+        side["name"] = first["name"] if first else ""
+    return doc
 
 
 class Spend:

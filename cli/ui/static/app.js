@@ -212,7 +212,7 @@ async function runCompare() {
   let c;
   try { c = await api(`/api/compare?a=${encodeURIComponent($("cmp-a").value.trim())}&b=${encodeURIComponent($("cmp-b").value.trim())}`); }
   catch (e) { $("cmp-error").textContent = e.message; return; }
-  const side = s => `<td>${esc(s.config)}<br><span class="muted">${esc(s.track)}</span></td>`;
+  const side = s => `<td>${esc(s.name)} <span class="muted">${esc(s.config)}, ${esc(s.track)}</span></td>`;
   const ci = c.ci ? `[${c.ci[0] >= 0 ? "+" : ""}${num(c.ci[0], 5)}, ${c.ci[1] >= 0 ? "+" : ""}${num(c.ci[1], 5)}]` : "n/a (needs 2 seeds a side)";
   $("cmp-result").innerHTML = `<table class="cmp" id="cmp-table"><tr><td></td><th>A (candidate)</th><th>B (baseline)</th></tr>
     <tr><td>config</td>${side(c.a)}${side(c.b)}</tr>
