@@ -14,6 +14,7 @@ from golfq.core.job import Job
 from golfq.core.settings import settings
 from golfq.core.spec import BUILTIN
 from golfq.producer.client import Client
+from golfq.producer.codefolder import pack_folder
 from golfq.producer.grid import Sweep, expand
 from golfq.producer.specfile import (
     InputError,
@@ -48,7 +49,7 @@ def _warn_missing_data(url: str, prepared: Sequence[Prepared]) -> None:
         return
     from golfq.workers.golf.prepare import dataset_paths
 
-    for data in dict.fromkeys(p.spec.data for p in prepared if p.spec.trainer == BUILTIN):
+    for data in dict.fromkeys(p.spec.data for p in prepared if p.spec.trainer == BUILTIN):  # own code: own data
         data_path, tokenizer_path = dataset_paths(data.dataset, data.tokenizer, settings().data_dir)
         missing = next((p for p in (data_path, tokenizer_path) if not p.exists()), None)
         if missing is not None:
@@ -90,6 +91,10 @@ def submit(
         Path | None,
         typer.Option(metavar="FILE", help="A train_gpt.py-style script to run instead of the built-in trainer."),
     ] = None,
+    code: Annotated[
+        Path | None,
+        typer.Option(metavar="DIR", help="A code folder to run (train_gpt.py, its helpers, requirements.txt)."),
+    ] = None,
     budget: Annotated[
         float | None,
         typer.Option(metavar="SECONDS", help="Training budget (MAX_WALLCLOCK_SECONDS)."),
@@ -107,10 +112,12 @@ def submit(
     """
     docs, base = read_documents(file) if file else ([{}], Path.cwd())
     content = read_script(script) if script is not None else None
+    packed = pack_folder(code) if code is not None else None
     specs = []
     for doc in docs:
-        if content is not None:
+        if content is not None or packed is not None:
             doc.pop("script", None)
+            doc.pop("code", None)
         for key, value in (("pool", pool), ("priority", priority), ("parent", parent), ("name", name),
                            ("budget.train_seconds", budget)):
             if value is not None:
@@ -120,7 +127,8 @@ def submit(
         for assignment in set_ or []:
             apply_override(doc, *parse_assignment(assignment), from_text=True)
         specs.extend([{**doc, "seed": s} for s in seed] if seed else [doc])
-    prepared = prepare_all(specs, base=base, script=content, where=file if file and file != "-" else "spec")
+    where = file if file and file != "-" else "spec"
+    prepared = prepare_all(specs, base=base, script=content, code=packed, where=where)
     _submit_and_print(queue_url, prepared, as_json)
 
 
