@@ -56,6 +56,8 @@ def test_the_index_follows_the_queue(queue):
     assert api.get("/api/jobs", params={"filter": "state:queued"}).json()["total"] == 3
     assert api.get("/api/jobs", params={"filter": "NUM_LAYERS=99"}).json()["rows"][0]["name"] == "late"
     assert api.get("/api/jobs", params={"filter": "state:cancelled"}).json()["rows"][0]["id"] == ids[-1]
+    newest = api.get("/api/jobs", params={"desc": "1", "limit": 2}).json()["rows"]
+    assert [r["name"] for r in newest][:1] == ["late"] and newest[1]["id"] == ids[-1]  # still in submission order
 
 
 @pytest.mark.parametrize("params, message", [

@@ -187,12 +187,15 @@ class JobIndex:
                 rows, hyper = dict(self.rows), set(self.hyper)
                 prices: dict[str, float] = price_table()
                 tracks: dict[str, str] = {}
+                jobs = []
                 for job_id in changed:
                     job = self.client.get(job_id)
                     if job is None:  # purged
                         rows.pop(job_id, None)
                     else:
-                        self._put(rows, hyper, job, prices, tracks)
+                        jobs.append(job)
+                for job in sorted(jobs, key=lambda j: (j.submitted_at, j.order)):  # rows stay in submission order
+                    self._put(rows, hyper, job, prices, tracks)
                 self._publish(rows, hyper, seq)
 
     def _reload(self) -> None:
@@ -229,10 +232,15 @@ class JobIndex:
             rows: Iterable[Row] = self.rows.values()  # a published dict: never changed after
             if predicates:
                 rows = [r for r in rows if all(p(r) for p in predicates)]
-            sort_key = _sort_key(column)
-            keyed = [(sort_key(r), r) for r in rows]
-            present = sorted((kr for kr in keyed if kr[0][0] < 2), key=lambda kr: kr[0], reverse=desc)
-            ordered = [r for _, r in present] + [r for k, r in keyed if k[0] == 2]  # missing values last
+            if column == "submitted_at":  # the rows are kept in submission order: no sort
+                ordered = list(rows)
+                if desc:
+                    ordered.reverse()
+            else:
+                sort_key = _sort_key(column)
+                keyed = [(sort_key(r), r) for r in rows]
+                present = sorted((kr for kr in keyed if kr[0][0] < 2), key=lambda kr: kr[0], reverse=desc)
+                ordered = [r for _, r in present] + [r for k, r in keyed if k[0] == 2]  # missing values last
             if len(self._query_cache) > 32:
                 self._query_cache.clear()
             self._query_cache[key] = ordered
