@@ -38,6 +38,7 @@ OPTIONAL = {
     "mcp": ("golfq.cli.mcp", "app"),
     "modal": ("golfq.cli.modal", "modal_cli"),
     "skill": ("golfq.cli.skill", "skill_app"),
+    "ui": ("golfq.cli.ui.command", "app"),
 }
 
 

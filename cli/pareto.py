@@ -19,6 +19,7 @@ from golfq.cli.console import (
 from golfq.core.errors import GolfqError
 from golfq.core.pareto import Front, FrontPoint
 from golfq.core.pools import resolve_track
+from golfq.ops.plot import point_names
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -73,12 +74,12 @@ def front_table(front: Front, feasible: bool) -> Table:
     return table
 
 
-def draw(fronts: list[Front], plot: Path, feasible: bool) -> None:
+def draw(fronts: list[Front], plot: Path, feasible: bool, names: dict[str, str] | None = None) -> None:
     """The plot, or one line saying why not (matplotlib missing, an unwritable path, an unknown format)."""
     try:
         from golfq.ops.plot import plot_fronts
 
-        plot_fronts(fronts, plot, feasible)
+        plot_fronts(fronts, plot, feasible, names)
     except ImportError:
         raise GolfqError("pareto --plot needs matplotlib (pip install 'golfq[plot]')") from None
     except (OSError, ValueError) as error:  # matplotlib raises ValueError for an unknown file type
@@ -122,8 +123,9 @@ def pareto(
         fronts = [broker.front(t) for t in tracks]
         if ranking:
             fronts = [as_ranking(front, broker.ranking(front.track)) for front in fronts]
+        names = point_names(broker, fronts) if plot is not None else {}
     if plot is not None:  # drawn first, so a bad path or format prints no table or JSON before its error
-        draw(fronts, plot, feasible)
+        draw(fronts, plot, feasible, names)
     if as_json:
         emit_json({"feasible_only": feasible, "tracks": [front_doc(front, feasible) for front in fronts]})
         return

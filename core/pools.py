@@ -42,6 +42,12 @@ def track_of(pool: str) -> str:
     return found.track if found else pool
 
 
+def track_time_limit(track: str) -> float | None:
+    """The training-time rule of a track (the strictest of its pools'), or None where time is not judged."""
+    limits = [p.time_limit_seconds for p in known_pools().values() if p.track == track and p.time_limit_seconds]
+    return min(limits) if limits else None
+
+
 def resolve_track(name: str | None, present: list[str]) -> str:
     """A track from a track name, a pool name, or None when exactly one track has results.
 
