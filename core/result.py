@@ -47,6 +47,7 @@ class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     artifact_path: str | None = None
     error: str | None = None
     failure: FailureKind | None = None
+    resumed: bool = False  # went on from a checkpoint: train_seconds sums its segments; a record needs one run
 
     @property
     def succeeded(self) -> bool:
