@@ -39,6 +39,8 @@ RESERVED_ENV = {
     "WORLD_SIZE": None,
     "LOCAL_RANK": None,
     "CUDA_VISIBLE_DEVICES": None,
+    "CHECKPOINT_DIR": None,  # the job's checkpoint folder (golfq.workers.checkpoints)
+    "RESUME": None,
 }
 
 NonNegInt = Annotated[int, msgspec.Meta(ge=0, le=1000)]

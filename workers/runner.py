@@ -24,7 +24,7 @@ from typing import Any
 
 from golfq.core import cost
 from golfq.core.broker import Broker
-from golfq.core.job import Lease
+from golfq.core.job import CompleteOutcome, JobState, Lease
 from golfq.core.pools import known_pools
 from golfq.core.result import FailureKind, Result
 from golfq.core.settings import settings
@@ -38,6 +38,7 @@ from golfq.workers.attempt import (
     process_count,
     training_command,
 )
+from golfq.workers.checkpoints import CheckpointFolder
 from golfq.workers.curves import CurveWatch, References
 from golfq.workers.metrics import Metrics, parse_log_file, usable_score
 from golfq.workers.process import DEFAULT_LOG_MAX_BYTES, GroupProcess
@@ -77,7 +78,8 @@ class _Outcome:
 
 
 def _supervise(proc: GroupProcess, broker: Broker, lease: Lease, *, hard_timeout: float, heartbeat_seconds: float,
-               lease_seconds: float, stop: threading.Event | None, watch: CurveWatch) -> str:
+               lease_seconds: float, stop: threading.Event | None, watch: CurveWatch,
+               checkpoints: CheckpointFolder) -> str:
     next_beat = proc.started + heartbeat_seconds
     deadline = proc.started + hard_timeout
     while True:
@@ -92,6 +94,7 @@ def _supervise(proc: GroupProcess, broker: Broker, lease: Lease, *, hard_timeout
             return _Outcome.TIMEOUT
         if now >= next_beat:
             next_beat = now + heartbeat_seconds
+            checkpoints.poll()
             try:
                 if not broker.heartbeat(lease, lease_seconds):
                     return _Outcome.LEASE_LOST
@@ -137,7 +140,7 @@ def _exit_cause(returncode: int) -> tuple[FailureKind, str]:
     return FailureKind.INFRA, f"killed by signal {sig} ({name})"
 
 
-def _report(call: Callable[[], object], what: str) -> None:
+def _report(call: Callable[[], object], what: str) -> object:
     """Deliver a result, holding it through a queue outage: retried every few seconds until delivered.
 
     A worker that gives up throws away a finished training run, so it waits for the store;
@@ -147,7 +150,7 @@ def _report(call: Callable[[], object], what: str) -> None:
     held_since: float | None = None
     while True:
         try:
-            call()
+            outcome = call()
         except Exception as error:
             if time.monotonic() >= give_up:
                 raise
@@ -159,14 +162,14 @@ def _report(call: Callable[[], object], what: str) -> None:
             continue
         if held_since is not None:
             log.warning("%s: delivered after holding it %.0f s", what, time.monotonic() - held_since)
-        return
+        return outcome
 
 
 def _build_result(lease: Lease, *, metrics: Metrics, failure: FailureKind | None, error: str | None,
                   started_at: float, wall_seconds: float, nproc: int, log_path: Path, tail: str,
-                  worker_id: str, artifact_dir: Path, stopped: bool = False) -> Result:
+                  worker_id: str, artifact_dir: Path, stopped: bool = False, resumed: bool = False) -> Result:
     pool = known_pools().get(lease.spec.pool)
-    fields = metrics.fields()
+    fields = {"resumed": resumed, **metrics.fields()}  # the script's own word on resuming, when it says
     if stopped:  # ended before its evaluation: the curve's figures stay (steps, pre-quant val_bpb), no score
         fields.pop("val_bpb", None)
         fields.pop("val_loss", None)
@@ -226,14 +229,16 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
               heartbeat_seconds: float = 10, lease_seconds: float = 60, worker_id: str = "",
               stop: threading.Event | None = None, kill_grace: float = KILL_GRACE_SECONDS,
               log_max_bytes: int = DEFAULT_LOG_MAX_BYTES, python: str = sys.executable,
-              progress_seconds: float | None = None, references: References | None = None) -> Result:
+              progress_seconds: float | None = None, references: References | None = None,
+              on_checkpoint: Callable[[], None] | None = None) -> Result:
     """Run one attempt end to end, report it to the broker, and return its Result.
 
     `stop`, when set, kills the process and releases the lease (an infra failure,
     so the job is queued again at once rather than after the lease expires).
     `progress_seconds` (default: settings) is the live curve's interval: one point each.
     A stopping rule that fires sends SIGTERM, waits kill_grace, then SIGKILL, and
-    reports the attempt `stopped` (not a failure).
+    reports the attempt `stopped` (not a failure). `on_checkpoint` runs after the process saved a
+    checkpoint in the job's folder (golfq.workers.checkpoints; on Modal: the Volume's commit).
     """
     spec = lease.spec
     workdir = attempt_dir(Path(work_root).absolute(), lease.job_id, lease.attempt)
@@ -246,6 +251,11 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
                            worker_id)
     except OSError as error:
         return _fail_early(broker, lease, f"could not prepare {workdir}: {error}", FailureKind.INFRA, worker_id)
+    try:
+        checkpoints = CheckpointFolder(Path(work_root).absolute(), lease, on_checkpoint)
+    except OSError as error:
+        return _fail_early(broker, lease, f"could not prepare the checkpoint folder: {error}", FailureKind.INFRA,
+                           worker_id)
     nproc = process_count(spec, gpus)
     command = training_command(script, nproc, python)
     log_path = workdir / LOG_NAME
@@ -254,16 +264,21 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
     watch = CurveWatch(broker, lease, interval=progress_seconds or settings().progress_seconds, references=references)
     started_at, started = time.time(), time.monotonic()
     try:
-        proc = GroupProcess(command, cwd=workdir, env=attempt_env(lease, workdir, gpus), log_path=log_path,
+        proc = GroupProcess(command, cwd=workdir, env={**attempt_env(lease, workdir, gpus), **checkpoints.env()},
+                            log_path=log_path,
                             log_max_bytes=log_max_bytes, orphan_grace=kill_grace, on_output=watch.feed)
     except OSError as error:
         return _fail_early(broker, lease, f"could not start {command[0]}: {error}", FailureKind.INFRA, worker_id)
     hard_timeout = spec.budget.hard_timeout
     try:
         outcome = _supervise(proc, broker, lease, hard_timeout=hard_timeout, heartbeat_seconds=heartbeat_seconds,
-                             lease_seconds=lease_seconds, stop=stop, watch=watch)
+                             lease_seconds=lease_seconds, stop=stop, watch=watch, checkpoints=checkpoints)
         if outcome != _Outcome.EXITED:
             proc.stop(kill_grace)  # SIGTERM first: a stopped script may save what it has
+    except BaseException:
+        proc.stop(kill_grace)  # the worker itself is going (Modal's preemption interrupt): let the run save first
+        checkpoints.poll()
+        raise
     finally:
         proc.finish(min(kill_grace, 2.0))
     watch.close()
@@ -281,13 +296,15 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
     result = _build_result(lease, metrics=metrics, failure=failure, error=why, started_at=started_at,
                            wall_seconds=wall_seconds, nproc=nproc, log_path=log_path, tail=tail,
                            worker_id=worker_id, artifact_dir=workdir / "artifacts",
-                           stopped=outcome == _Outcome.STOPPED)
+                           stopped=outcome == _Outcome.STOPPED, resumed=checkpoints.handed)
     if outcome == _Outcome.STOPPED:
-        _report(lambda: broker.stop(lease, why or "stopped", result), f"stop {lease.job_id}")
+        ended = _report(lambda: broker.stop(lease, why or "stopped", result), f"stop {lease.job_id}")
     elif failure is None:
-        _report(lambda: broker.complete(lease, result), f"complete {lease.job_id}")
+        counted = _report(lambda: broker.complete(lease, result), f"complete {lease.job_id}")
+        ended = JobState.SUCCEEDED if counted in (CompleteOutcome.COUNTED, CompleteOutcome.DUPLICATE) else None
     else:
-        _report(lambda: broker.fail(lease, why or "failed", failure, result), f"fail {lease.job_id}")
+        ended = _report(lambda: broker.fail(lease, why or "failed", failure, result), f"fail {lease.job_id}")
+    checkpoints.settle(ended if isinstance(ended, JobState) else None)
     return result
 
 
