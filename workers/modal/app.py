@@ -116,6 +116,12 @@ def open_job_broker():
 CONTAINER = ContainerLife(time.time(), os.environ.get("MODAL_TASK_ID", "local"))
 
 
+def commit_artifacts() -> None:
+    """Publish what this container wrote to the artifacts Volume (after every checkpoint, and at the end)."""
+    if not modal.is_local():
+        artifacts_volume.commit()
+
+
 def run_job(payload: bytes) -> str:
     """One spawned call: the lease the dispatcher claimed, run end to end by the shared runner."""
     from golfq.workers.modal.call import serve_call
@@ -128,17 +134,21 @@ def run_job(payload: bytes) -> str:
 
     def run() -> str:
         return run_claimed(broker, lease, work_root=work_root, heartbeat_seconds=CONFIG.heartbeat_seconds,
-                           lease_seconds=CONFIG.lease_seconds,
+                           lease_seconds=CONFIG.lease_seconds, on_checkpoint=commit_artifacts,
                            worker_id=f"modal/{lease.pool}/{CONTAINER.container}").status
 
     # Modal's re-run of this input (after a preemption) brings the same input id; a duplicated spawn does not.
     token = (None if modal.is_local() else modal.current_input_id()) or "local"
+    if not modal.is_local():
+        try:  # a warm container sees the checkpoints other containers committed
+            artifacts_volume.reload()
+        except Exception as error:  # noqa: BLE001 - a stale view only means going on from an older checkpoint
+            print(f"golfq: artifacts Volume not reloaded: {error}", file=sys.stderr)
     try:
         outcome = serve_call(broker, lease, token=token, life=CONTAINER, lease_seconds=CONFIG.lease_seconds, run=run)
     finally:
         broker.close()
-    if not modal.is_local():
-        artifacts_volume.commit()  # logs and artifacts outlive the container
+        commit_artifacts()  # logs, artifacts and checkpoints outlive the container, even one going down
     # The result's commit kicked the dispatcher (unless one was listening): the freed slot is filled now.
     return outcome
 

@@ -1,0 +1,79 @@
+"""Checkpoints on Modal, in the fakes: a script that reads CHECKPOINT_DIR and RESUME goes on from its checkpoint
+when Modal runs a preempted input again, and the checkpoint reaches the Volume before the container goes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from golfq.core.job import JobState
+from golfq.core.spec import Budget, ExperimentSpec
+from golfq.workers.checkpoints import checkpoint_dir
+from golfq.workers.modal import app as modal_app
+from golfq.workers.modal.config import load_config
+from golfq.workers.modal.dispatch import Dispatcher
+from tests.test_modal_app import cloud  # noqa: F401 - the fixture
+from tests.test_modal_dispatch import FakeSpawner
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*executing locally:UserWarning")
+
+# Ten steps; it saves after each. On its first run it is preempted after step 5: Modal interrupts the
+# container (SIGINT to the function's process), which stops the script.
+SCRIPT = """\
+import json, os, pathlib, signal, time
+state = pathlib.Path(os.environ["CHECKPOINT_DIR"]) / "state.json"
+start = json.loads(state.read_text())["step"] if os.environ["RESUME"] == "1" and state.exists() else 0
+with open(os.environ["RUNS_FILE"], "a") as handle:
+    handle.write(f"start {start} resume {os.environ['RESUME']}\\n")
+for step in range(start, 10):
+    state.write_text(json.dumps({"step": step + 1}))
+    if step + 1 == 5 and start == 0:
+        os.kill(int(os.environ["CONTAINER_PID"]), signal.SIGINT)
+        time.sleep(60)
+print("final_int8_zlib_roundtrip_exact val_loss:2.0000 val_bpb:1.2500")
+print("Total submission size int8+zlib: 1234567 bytes")
+"""
+
+
+class RecordingVolume:
+    """The artifacts Volume: what the checkpoint folder held at each commit."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.commits, self.reloads = folder, [], 0
+
+    def commit(self) -> None:
+        state = self.folder / "state.json"
+        self.commits.append(state.read_text() if state.exists() else None)
+
+    def reload(self) -> None:
+        self.reloads += 1
+
+
+def test_a_script_goes_on_from_its_checkpoint_when_modal_reruns_a_preempted_input(cloud, tmp_path,  # noqa: F811
+                                                                                  monkeypatch):
+    ref = cloud.put_script(SCRIPT.encode())
+    spec = ExperimentSpec(pool="cpu", trainer=ref, budget=Budget(train_seconds=30),
+                          env={"RUNS_FILE": str(tmp_path / "runs.txt"), "CONTAINER_PID": str(os.getpid())})
+    job = cloud.submit([spec])[0]
+    spawner = FakeSpawner()
+    Dispatcher(cloud, spawner, load_config()).run_once()
+    payload = spawner.calls[0][1]
+    volume = RecordingVolume(checkpoint_dir(tmp_path / "artifacts" / "runs", job.id))
+    monkeypatch.setattr(modal_app, "artifacts_volume", volume)
+    monkeypatch.setattr(modal_app.modal, "is_local", lambda: False)  # commit and reload as in a container
+
+    with pytest.raises(KeyboardInterrupt):  # the first container goes down mid-run, reporting nothing
+        modal_app.run_cpu.local(payload)
+    assert cloud.get(job.id).state is JobState.LEASED
+    assert '{"step": 5}' in volume.commits  # its checkpoint reached the Volume before it went
+
+    assert "succeeded" in modal_app.run_cpu.local(payload)  # Modal's re-run: the same input, the same attempt
+    runs = (tmp_path / "runs.txt").read_text().splitlines()
+    assert runs == ["start 0 resume 0", "start 5 resume 1"]
+    done = cloud.get(job.id)
+    assert (done.state, done.attempt, done.result.attempt) == (JobState.SUCCEEDED, 1, 1)
+    assert done.result.resumed is True  # its training time is a sum of segments: no record timing
+    assert not volume.folder.exists() and volume.commits[-1] is None  # cleaned when the job ended, and committed
+    assert volume.reloads == 2
