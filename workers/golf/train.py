@@ -80,7 +80,7 @@ class Hyperparameters(GPTConfig, OptimizerConfig):
     embed_dtype: str = "auto"  # bf16 (the reference) | fp32; auto: bf16 on CUDA, fp32 on CPU (no bf16 autocast there)
     sdpa_backend: str = "flash"  # flash: only the flash kernel on CUDA, as the reference; auto: let torch choose
     checkpoint_dir: str = ""  # empty: no checkpoints, no SIGTERM handler (the baseline as it is)
-    checkpoint_seconds: float = 300.0  # save every this many seconds (0: every step); bench/checkpoint.py
+    checkpoint_seconds: float = 400.0  # save every this many seconds (0: every step); bench/checkpoint.py
     resume: bool = False  # go on from the newest checkpoint in CHECKPOINT_DIR, if there is one
 
     @classmethod
