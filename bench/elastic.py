@@ -36,7 +36,7 @@ DISPATCH_EVERY, DISPATCH_LISTEN, DISPATCH_COLD = 60.0, 20.0, 2.0  # the app's sc
 POLL_SECONDS = 30.0  # how often the agent looks at its wave
 PREEMPT_PER_GPU_HOUR = (0.001, 0.005)  # "preemptions are rare" (Modal's guide): the rate and five times it
 CHECKPOINT_SECONDS = 400.0  # the trainer's default (bench/checkpoint.py)
-SAVE_SECONDS = 1.0  # one save of the baseline's state: bench/checkpoint.py's 0.73 s, rounded up (the commit runs beside)
+SAVE_SECONDS = 1.0  # one save of the baseline's state: bench/checkpoint.py's 0.73 s, rounded up
 GIVE_UP_SECONDS = 7 * 86400.0  # a replay that has not finished in a virtual week is stuck: fail it
 
 

@@ -41,7 +41,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     failures: dict[str, int] = {}  # FailureKind value -> failures counted against its budget
     result: Result | None = None  # the counted result of the latest finished attempt
     error: str | None = None
-    resume: bool = False  # the next attempt goes on from the job's checkpoint (after an infra failure, requeue --resume)
+    resume: bool = False  # the next attempt goes on from the job's checkpoint (infra failure, requeue --resume)
 
     @property
     def pool(self) -> str:
