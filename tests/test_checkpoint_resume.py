@@ -18,9 +18,10 @@ from golfq.workers.checkpoints import checkpoint_dir
 from golfq.workers.runner import run_lease
 from tests.golfq_helpers import FINAL_LINES, cli  # noqa: F401 (fixtures)
 
-# Ten steps, a checkpoint after each. FAIL_AT makes the first run exit 1 there; HANG_AT makes it wait to be killed.
+# Ten steps, a checkpoint after each. FAIL_AT makes the first run exit 1 there; HANG_AT makes it wait to be killed,
+# after interrupting CONTAINER_PID if given (as Modal interrupts a preempted container).
 SCRIPT = FINAL_LINES + """
-import json, pathlib, time
+import json, pathlib, signal, time
 state = pathlib.Path(os.environ["CHECKPOINT_DIR"]) / "state.json"
 start = json.loads(state.read_text())["step"] if os.environ["RESUME"] == "1" and state.exists() else 0
 with open(os.environ["RUNS_FILE"], "a") as handle:
@@ -30,6 +31,8 @@ for step in range(start, 10):
     if start == 0 and str(step + 1) == os.environ.get("FAIL_AT"):
         raise SystemExit(1)
     if start == 0 and str(step + 1) == os.environ.get("HANG_AT"):
+        if "CONTAINER_PID" in os.environ:
+            os.kill(int(os.environ["CONTAINER_PID"]), signal.SIGINT)
         print("hanging", flush=True)
         time.sleep(120)
 """

@@ -1,5 +1,6 @@
 """Checkpoints on Modal, in the fakes: a script that reads CHECKPOINT_DIR and RESUME goes on from its checkpoint
-when Modal runs a preempted input again, and the checkpoint reaches the Volume before the container goes."""
+when Modal runs a preempted input again (the first run is interrupted after step 5, as Modal interrupts a
+preempted container), and the checkpoint reaches the Volume before the container goes."""
 
 from __future__ import annotations
 
@@ -14,28 +15,11 @@ from golfq.workers.checkpoints import checkpoint_dir
 from golfq.workers.modal import app as modal_app
 from golfq.workers.modal.config import load_config
 from golfq.workers.modal.dispatch import Dispatcher
+from tests.test_checkpoint_resume import SCRIPT
 from tests.test_modal_app import cloud  # noqa: F401 - the fixture
 from tests.test_modal_dispatch import FakeSpawner
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*executing locally:UserWarning")
-
-# Ten steps; it saves after each. On its first run it is preempted after step 5: Modal interrupts the
-# container (SIGINT to the function's process), which stops the script.
-SCRIPT = """\
-import json, os, pathlib, signal, time
-state = pathlib.Path(os.environ["CHECKPOINT_DIR"]) / "state.json"
-start = json.loads(state.read_text())["step"] if os.environ["RESUME"] == "1" and state.exists() else 0
-with open(os.environ["RUNS_FILE"], "a") as handle:
-    handle.write(f"start {start} resume {os.environ['RESUME']}\\n")
-for step in range(start, 10):
-    state.write_text(json.dumps({"step": step + 1}))
-    if step + 1 == 5 and start == 0:
-        os.kill(int(os.environ["CONTAINER_PID"]), signal.SIGINT)
-        time.sleep(60)
-print("final_int8_zlib_roundtrip_exact val_loss:2.0000 val_bpb:1.2500")
-print("Total submission size int8+zlib: 1234567 bytes")
-"""
-
 
 class RecordingVolume:
     """The artifacts Volume: what the checkpoint folder held at each commit."""
@@ -55,7 +39,8 @@ def test_a_script_goes_on_from_its_checkpoint_when_modal_reruns_a_preempted_inpu
                                                                                   monkeypatch):
     ref = cloud.put_script(SCRIPT.encode())
     spec = ExperimentSpec(pool="cpu", trainer=ref, budget=Budget(train_seconds=30),
-                          env={"RUNS_FILE": str(tmp_path / "runs.txt"), "CONTAINER_PID": str(os.getpid())})
+                          env={"RUNS_FILE": str(tmp_path / "runs.txt"), "HANG_AT": "5",
+                               "CONTAINER_PID": str(os.getpid())})
     job = cloud.submit([spec])[0]
     spawner = FakeSpawner()
     Dispatcher(cloud, spawner, load_config()).run_once()
