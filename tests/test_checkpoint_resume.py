@@ -127,3 +127,20 @@ def _wait_then_set(path: Path, content: str, event: threading.Event) -> None:
     while time.monotonic() < deadline and not (path.exists() and path.read_text() == content):
         time.sleep(0.05)
     event.set()
+
+
+def test_the_worker_setting_sets_the_interval_and_a_spec_cannot_set_the_folder(monkeypatch, tmp_path):
+    from golfq.core.errors import GolfqError
+    from golfq.core.job import Lease
+    from golfq.workers.attempt import attempt_env
+
+    monkeypatch.setenv("GOLFQ_CHECKPOINT_SECONDS", "120")
+    spec = parse_spec({"pool": "cpu"})
+    lease = Lease(job_id=spec.id, attempt=1, worker_id="w", pool="cpu", deadline=0.0, spec=spec)
+    assert attempt_env(lease, tmp_path, None, base={})["CHECKPOINT_SECONDS"] == "120"
+    own = parse_spec({"pool": "cpu", "env": {"CHECKPOINT_SECONDS": "30"}})
+    assert attempt_env(Lease(job_id=own.id, attempt=1, worker_id="w", pool="cpu", deadline=0.0, spec=own), tmp_path,
+                       None, base={})["CHECKPOINT_SECONDS"] == "30"
+    for reserved in ("CHECKPOINT_DIR", "RESUME"):
+        with pytest.raises(GolfqError, match=f"env.{reserved}: reserved"):
+            parse_spec({"pool": "cpu", "env": {reserved: "x"}})
