@@ -22,9 +22,10 @@ def _weights(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(checkpoint_dir / latest / "rank0.pt", weights_only=True)["model"]
 
 
-def _interrupt(env: dict[str, str], sig: int, at_step: int) -> tuple[int, str]:
+def _interrupt(env: dict[str, str], sig: int, at_step: int, nproc: int = 1) -> tuple[int, str]:
     """Start the trainer, send `sig` once it has logged `at_step`, return its exit code and output."""
-    proc = subprocess.Popen([sys.executable, "-m", "golfq.workers.golf.train"], env=env, cwd=REPO_ROOT,
+    torchrun = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"] if nproc > 1 else []
+    proc = subprocess.Popen([sys.executable, *torchrun, "-m", "golfq.workers.golf.train"], env=env, cwd=REPO_ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     lines = []
@@ -93,3 +94,21 @@ def test_no_checkpoint_dir_leaves_the_baseline_untouched(stdlib_data, tmp_path, 
     assert record["val_bpb"] == uninterrupted[0]["val_bpb"]
     assert not any(line.startswith("checkpoint:") for line in lines)
     assert json.loads(json.dumps(record))["resumed"] is False
+
+
+def test_two_ranks_save_the_same_step_on_sigterm_and_resume_exactly(stdlib_data, tmp_path):
+    """Under torchrun: SIGTERM reaches both ranks, they agree on the step, each saves its own optimizer state
+    (Muon's momentum is sharded), and the resumed pair ends where an uninterrupted pair does."""
+    straight = tiny_env(stdlib_data, tmp_path / "a1", CHECKPOINT_DIR=tmp_path / "c1", CHECKPOINT_SECONDS=3600)
+    _, reference = run_trainer(straight, nproc=2)
+    env = tiny_env(stdlib_data, tmp_path / "a2", CHECKPOINT_DIR=tmp_path / "c2", CHECKPOINT_SECONDS=3600)
+    code, output = _interrupt(env, signal.SIGTERM, at_step=5, nproc=2)
+    assert code != 0 and "checkpoint: SIGTERM, exiting at step_" in output, output[-2000:]
+    saved = (tmp_path / "c2" / (tmp_path / "c2" / "LATEST").read_text().strip())
+    assert sorted(p.name for p in saved.iterdir()) == ["rank0.pt", "rank1.pt"]
+    _, resumed = run_trainer({**env, "RESUME": "1"}, nproc=2)
+    assert resumed["resumed"] and resumed["steps"] == reference["steps"] == ITERATIONS
+    assert resumed["val_bpb"] == reference["val_bpb"]
+    assert resumed["pre_quant_val_bpb"] == reference["pre_quant_val_bpb"]
+    final, expected = _weights(tmp_path / "c2"), _weights(tmp_path / "c1")
+    assert all(torch.equal(final[name], expected[name]) for name in expected)
