@@ -46,6 +46,12 @@ class CheckpointClock:
     def saved(self) -> None:
         self.last = time.monotonic()
 
+    def release(self) -> None:
+        """Training is over and saved: SIGTERM ends the process at once again (and one that came, now)."""
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if self.terminated:
+            raise SystemExit(128 + signal.SIGTERM)
+
 
 def rng_states() -> dict:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()

@@ -7,7 +7,7 @@ Every hyperparameter comes from the environment under the challenge's names.
 golfq adds VAL_MAX_TOKENS (cap the validation tokens, for CPU runs),
 ARTIFACT_DIR (where the artifact goes), QUANT_BITS (8|6), COMPRESSOR
 (zlib|zstd|lzma), GRAD_ACCUM_STEPS, TORCH_COMPILE, DEVICE (cpu|cuda), the
-checkpoint settings CHECKPOINT_DIR, CHECKPOINT_SECONDS and RESUME (golfq/checkpoint.py), and
+checkpoint settings CHECKPOINT_DIR, CHECKPOINT_SECONDS and RESUME (checkpoint.py), and
 switches away from the reference's choices: INT8_SCALE_FLOOR=0, EMBED_DTYPE=fp32,
 SOFTCAP_FP32=1, SDPA_BACKEND=auto. Rank 0 prints the challenge's log lines and,
 last, one `GOLFQ_RESULT {json}` line.
@@ -251,8 +251,8 @@ def main() -> None:
             optimizer.zero_grad(set_to_none=True)
         return train_loss / grad_accum_steps
 
+    checkpoints = CheckpointClock(hp.checkpoint_seconds) if hp.checkpoint_dir else None  # from now SIGTERM saves
     # Compile warm-up: run real steps so kernels are built, then put everything back as it was.
-    checkpoints = CheckpointClock(hp.checkpoint_seconds) if hp.checkpoint_dir else None  # SIGTERM now saves
     if hp.warmup_steps > 0:
         model_state = copy.deepcopy(model.state_dict())
         optimizer_states = [copy.deepcopy(o.state_dict()) for o in optimizers]
@@ -331,7 +331,8 @@ def main() -> None:
             synchronize()
             started = time.perf_counter()
     if checkpoints is not None:
-        save(step)  # the trained weights: a run killed during export resumes there
+        save(step)  # the trained weights: a run stopped during export resumes there
+        checkpoints.release()
     pre_quant_val_loss, pre_quant_val_bpb = val_loss, val_bpb
     allocated_mib, reserved_mib = peak_memory_mib(device)
     log(f"peak memory allocated: {allocated_mib} MiB reserved: {reserved_mib} MiB")
