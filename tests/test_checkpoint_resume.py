@@ -32,7 +32,7 @@ for step in range(start, 10):
         raise SystemExit(1)
     if start == 0 and str(step + 1) == os.environ.get("HANG_AT"):
         if "CONTAINER_PID" in os.environ:
-            os.kill(int(os.environ["CONTAINER_PID"]), signal.SIGINT)
+            os.kill(int(os.environ["CONTAINER_PID"]), getattr(signal, os.environ.get("INTERRUPT", "SIGINT")))
         print("hanging", flush=True)
         time.sleep(120)
 """

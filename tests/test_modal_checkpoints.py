@@ -5,6 +5,7 @@ preempted container), and the checkpoint reaches the Volume before the container
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -35,12 +36,13 @@ class RecordingVolume:
         self.reloads += 1
 
 
+@pytest.mark.parametrize("interrupt", ["SIGINT", "SIGTERM"])
 def test_a_script_goes_on_from_its_checkpoint_when_modal_reruns_a_preempted_input(cloud, tmp_path,  # noqa: F811
-                                                                                  monkeypatch):
+                                                                                  monkeypatch, interrupt):
     ref = cloud.put_script(SCRIPT.encode())
     spec = ExperimentSpec(pool="cpu", trainer=ref, budget=Budget(train_seconds=30),
                           env={"RUNS_FILE": str(tmp_path / "runs.txt"), "HANG_AT": "5",
-                               "CONTAINER_PID": str(os.getpid())})
+                               "CONTAINER_PID": str(os.getpid()), "INTERRUPT": interrupt})
     job = cloud.submit([spec])[0]
     spawner = FakeSpawner()
     Dispatcher(cloud, spawner, load_config()).run_once()
@@ -49,6 +51,7 @@ def test_a_script_goes_on_from_its_checkpoint_when_modal_reruns_a_preempted_inpu
     monkeypatch.setattr(modal_app, "artifacts_volume", volume)
     monkeypatch.setattr(modal_app.modal, "is_local", lambda: False)  # commit and reload as in a container
 
+    before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt):  # the first container goes down mid-run, reporting nothing
         modal_app.run_cpu.local(payload)
     assert cloud.get(job.id).state is JobState.LEASED
@@ -62,3 +65,4 @@ def test_a_script_goes_on_from_its_checkpoint_when_modal_reruns_a_preempted_inpu
     assert done.result.resumed is True  # its training time is a sum of segments: no record timing
     assert not volume.folder.exists() and volume.commits[-1] is None  # cleaned when the job ended, and committed
     assert volume.reloads == 2
+    assert signal.getsignal(signal.SIGTERM) is before  # the container's own handler is back after each call

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -122,6 +124,21 @@ def commit_artifacts() -> None:
         artifacts_volume.commit()
 
 
+def enter_container():
+    """In a container: see what other containers committed to the Volume, and take SIGTERM (a shutdown, as
+    with a preemption) the way SIGINT goes, so the training process gets its grace to save and the Volume its
+    commit. Returns the SIGTERM handler to put back, if one was replaced."""
+    if modal.is_local():
+        return None
+    try:
+        artifacts_volume.reload()
+    except Exception as error:  # noqa: BLE001 - a stale view only means going on from an older checkpoint
+        print(f"golfq: artifacts Volume not reloaded: {error}", file=sys.stderr)
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def run_job(payload: bytes) -> str:
     """One spawned call: the lease the dispatcher claimed, run end to end by the shared runner."""
     from golfq.workers.modal.call import serve_call
@@ -139,16 +156,14 @@ def run_job(payload: bytes) -> str:
 
     # Modal's re-run of this input (after a preemption) brings the same input id; a duplicated spawn does not.
     token = (None if modal.is_local() else modal.current_input_id()) or "local"
-    if not modal.is_local():
-        try:  # a warm container sees the checkpoints other containers committed
-            artifacts_volume.reload()
-        except Exception as error:  # noqa: BLE001 - a stale view only means going on from an older checkpoint
-            print(f"golfq: artifacts Volume not reloaded: {error}", file=sys.stderr)
+    sigterm = enter_container()
     try:
         outcome = serve_call(broker, lease, token=token, life=CONTAINER, lease_seconds=CONFIG.lease_seconds, run=run)
     finally:
         broker.close()
         commit_artifacts()  # logs, artifacts and checkpoints outlive the container, even one going down
+        if sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
     # The result's commit kicked the dispatcher (unless one was listening): the freed slot is filled now.
     return outcome
 
