@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.golf.conftest import REPO_ROOT, run_trainer, tiny_env
+from tests.golf.conftest import REPO_ROOT, TINY_RUN, run_trainer, tiny_env
 
 ITERATIONS = 12
 
@@ -112,3 +112,53 @@ def test_two_ranks_save_the_same_step_on_sigterm_and_resume_exactly(stdlib_data,
     assert resumed["pre_quant_val_bpb"] == reference["pre_quant_val_bpb"]
     final, expected = _weights(tmp_path / "c2"), _weights(tmp_path / "c1")
     assert all(torch.equal(final[name], expected[name]) for name in expected)
+
+
+def test_a_worker_stopped_mid_run_hands_the_next_attempt_its_checkpoint(stdlib_data, tmp_path, monkeypatch):
+    """Runner and trainer together: the worker shuts down mid-run (SIGTERM, the trainer saves, an infra
+    failure), the next attempt gets RESUME=1 and ends where a run that was never stopped ends."""
+    import threading
+    import time
+
+    from golfq.core.backends import open_broker
+    from golfq.core.spec import Budget, DataRef, ExperimentSpec
+    from golfq.workers.runner import run_lease
+
+    monkeypatch.setenv("GOLFQ_DATA_DIR", str(stdlib_data.data_path.parent.parent))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    env = {k: str(v) for k, v in TINY_RUN.items() if k != "MAX_WALLCLOCK_SECONDS"}
+    data = DataRef(dataset=stdlib_data.dataset, tokenizer=stdlib_data.tokenizer)
+    broker = open_broker(f"sqlite:///{tmp_path / 'golfq.db'}")
+
+    def attempt(stop_at_step: int | None = None):
+        stop = threading.Event()
+        lease = broker.claim("cpu", "w", lease_seconds=60)
+        if stop_at_step is not None:
+            log = tmp_path / "runs" / f"{lease.job_id}-{lease.attempt}" / "train.log"
+            marker = f"step:{stop_at_step}/{ITERATIONS} train_loss"
+
+            def watch() -> None:
+                while not stop.is_set() and not (log.exists() and marker in log.read_text()):
+                    time.sleep(0.05)
+                stop.set()
+
+            threading.Thread(target=watch, daemon=True).start()
+        result = run_lease(broker, lease, work_root=tmp_path / "runs", worker_id="w", stop=stop, kill_grace=30)
+        stop.set()
+        return result
+
+    try:
+        for run in ("straight", "stopped"):  # the same training under two ids (RUN is not the trainer's)
+            broker.submit([ExperimentSpec(pool="cpu", env={**env, "RUN": run}, budget=Budget(train_seconds=120),
+                                          data=data)])
+        straight = attempt()
+        stopped = attempt(stop_at_step=5)
+        assert stopped.failure is not None and stopped.failure.value == "infra"
+        assert "checkpoint: SIGTERM, exiting at step_" in Path(stopped.log_path).read_text()
+        resumed = attempt()
+        assert resumed.status == "succeeded" and resumed.resumed and resumed.attempt == 2
+        assert "resumed_from:step_" in Path(resumed.log_path).read_text()
+        assert not straight.resumed and resumed.steps == straight.steps == ITERATIONS
+        assert resumed.val_bpb == straight.val_bpb and resumed.pre_quant_val_bpb == straight.pre_quant_val_bpb
+    finally:
+        broker.close()
