@@ -101,6 +101,8 @@ def load_checkpoint(directory: str, rank: int, device: torch.device) -> dict | N
     if not (root / LATEST_NAME).is_file():
         return None
     folder = root / (root / LATEST_NAME).read_text().strip()
+    if not ((folder / f"rank{rank}.pt").is_file() and (folder / "rank0.pt").is_file()):
+        return None  # removed under us (a superseded attempt's cleanup): start afresh rather than fail
     state = torch.load(folder / f"rank{rank}.pt", map_location=device, weights_only=True)
     if rank != 0:
         state["model"] = torch.load(folder / "rank0.pt", map_location=device, weights_only=True)["model"]
