@@ -144,19 +144,23 @@ def requeue(
         bool,
         typer.Option("--stopped", help="Every job a stopping rule ended (runs to its end)."),
     ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Go on from each job's last checkpoint (CHECKPOINT_DIR) instead of from zero."),
+    ] = False,
     queue_url: QueueOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Queue finished jobs again with fresh retry budgets (IDs may be RQ job ids, <id>-<attempt>).
 
-    Example: golfq ops requeue --dead
+    Example: golfq ops requeue --dead;  golfq ops requeue --resume ID  (continue a failed or stopped run)
     """
     states = [s for s, on in ((JobState.DEAD, dead), (JobState.FAILED, failed), (JobState.STOPPED, stopped)) if on]
     if not ids and not states:
         raise GolfqError("requeue: give job IDs, --dead, --failed or --stopped")
     with queue(queue_url) as broker:
         named = resolve_job_ids(broker, ids or [])
-        changed = broker.requeue(named, states)
+        changed = broker.requeue(named, states, resume=resume)
     _report("requeued", changed, named, as_json)
 
 

@@ -365,9 +365,11 @@ class Broker(abc.ABC):
         """Cancel queued or leased jobs; return those that changed."""
         return self._transition_each(ids, (), lifecycle.cancel)
 
-    def requeue(self, ids: Sequence[str] = (), states: Sequence[JobState] = ()) -> builtins.list[str]:
-        """Queue again the named jobs and/or every job in the given terminal states."""
-        return self._transition_each(ids, states, lifecycle.requeue)
+    def requeue(self, ids: Sequence[str] = (), states: Sequence[JobState] = (),
+                resume: bool = False) -> builtins.list[str]:
+        """Queue again the named jobs and/or every job in the given terminal states; `resume`: from their last
+        checkpoints."""
+        return self._transition_each(ids, states, functools.partial(lifecycle.requeue, resume=resume))
 
     def drain(self, pool: str) -> None:
         """Stop new claims in the pool; leased jobs run to the end."""

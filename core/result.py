@@ -66,6 +66,7 @@ class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     failure: FailureKind | None = None
     environment: str | None = None  # the code folder's environment hash (golfq.core.environment)
     environment_notes: tuple[str, ...] = ()  # what the worker kept that the environment asked otherwise
+    resumed: bool = False  # went on from a checkpoint: train_seconds sums its segments; a record needs one run
 
     @property
     def succeeded(self) -> bool:

@@ -30,6 +30,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     work_dir: Path = Path(".golfq") / "runs"  # GOLFQ_WORK_DIR: where local attempts run and keep logs
     detect_seconds: float = DEFAULT_DETECT_SECONDS  # GOLFQ_DETECT_SECONDS: a dead Redis worker is noticed within this
     progress_seconds: float = DEFAULT_PROGRESS_SECONDS  # GOLFQ_PROGRESS_SECONDS: a live curve keeps one point per this
+    # GOLFQ_CHECKPOINT_SECONDS: a run saves a checkpoint every this many seconds (CHECKPOINT_SECONDS); None: its default
+    checkpoint_seconds: float | None = None
     debug: bool = False  # GOLFQ_DEBUG: tracebacks instead of one-line internal errors
     modal_app: str = "golfq"  # GOLFQ_MODAL_APP
     modal_env: str | None = None  # GOLFQ_MODAL_ENV
@@ -99,6 +101,8 @@ def from_env(env: Mapping[str, str]) -> Settings:
         fields["detect_seconds"] = _seconds("GOLFQ_DETECT_SECONDS", value)
     if value := env.get("GOLFQ_PROGRESS_SECONDS"):
         fields["progress_seconds"] = _seconds("GOLFQ_PROGRESS_SECONDS", value, least=0.1)
+    if value := env.get("GOLFQ_CHECKPOINT_SECONDS"):
+        fields["checkpoint_seconds"] = _seconds("GOLFQ_CHECKPOINT_SECONDS", value, least=0.0)
     if value := env.get("GOLFQ_DEBUG"):
         fields["debug"] = _flag(value)
     if value := env.get("GOLFQ_MODAL_APP"):

@@ -44,6 +44,8 @@ RESERVED_ENV = {
     "WORLD_SIZE": None,
     "LOCAL_RANK": None,
     "CUDA_VISIBLE_DEVICES": None,
+    "CHECKPOINT_DIR": None,  # the job's checkpoint folder (golfq.workers.checkpoints)
+    "RESUME": None,
 }
 
 # The default hard kill: training, then room for a full evaluation under the track's rule, then the

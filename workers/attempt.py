@@ -55,6 +55,8 @@ def attempt_env(lease: Lease, workdir: Path, gpus: str | None,
     spec = lease.spec
     data_path, tokenizer_path = spec.data.paths(settings().data_dir)
     env = dict(os.environ if base is None else base)
+    if (every := settings().checkpoint_seconds) is not None:  # the worker's setting; a spec's own wins
+        env["CHECKPOINT_SECONDS"] = _number(every)
     env.update(spec.env)
     env.update({
         "SEED": str(spec.seed),

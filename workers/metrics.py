@@ -64,6 +64,7 @@ class _Record(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     gpu_count: int | None = None
     artifact_path: str | None = None
     score_source: str | None = None  # the trainer's own name for its score line
+    resumed: bool | None = None  # the run went on from a checkpoint (its training time is a sum over segments)
 
 
 class Metrics(_Record, frozen=True, kw_only=True, omit_defaults=True):

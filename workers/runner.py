@@ -24,7 +24,7 @@ from typing import Any
 
 from golfq.core import cost
 from golfq.core.broker import Broker
-from golfq.core.job import Lease
+from golfq.core.job import CompleteOutcome, JobState, Lease
 from golfq.core.pools import known_pools
 from golfq.core.result import FailureKind, Phases, Result
 from golfq.core.settings import settings
@@ -39,6 +39,7 @@ from golfq.workers.attempt import (
     training_command,
 )
 from golfq.workers.buildonce import BuildError
+from golfq.workers.checkpoints import CheckpointFolder
 from golfq.workers.codedir import Provisioned, provision, unpack
 from golfq.workers.curves import CurveWatch, References
 from golfq.workers.metrics import Metrics, parse_log_file, usable_score
@@ -81,7 +82,7 @@ class _Outcome:
 
 def _supervise(proc: GroupProcess, broker: Broker, lease: Lease, *, hard_timeout: float, heartbeat_seconds: float,
                lease_seconds: float, stop: threading.Event | None, watch: CurveWatch, clock: Callable[[], float],
-               started: float) -> str:
+               started: float, checkpoints: CheckpointFolder) -> str:
     next_beat = started + heartbeat_seconds
     deadline = started + hard_timeout
     while True:
@@ -96,6 +97,7 @@ def _supervise(proc: GroupProcess, broker: Broker, lease: Lease, *, hard_timeout
             return _Outcome.TIMEOUT
         if now >= next_beat:
             next_beat = now + heartbeat_seconds
+            checkpoints.poll()
             try:
                 if not broker.heartbeat(lease, lease_seconds):
                     return _Outcome.LEASE_LOST
@@ -141,7 +143,7 @@ def _exit_cause(returncode: int) -> tuple[FailureKind, str]:
     return FailureKind.INFRA, f"killed by signal {sig} ({name})"
 
 
-def _report(call: Callable[[], object], what: str) -> None:
+def _report(call: Callable[[], object], what: str) -> object:
     """Deliver a result, holding it through a queue outage: retried every few seconds until delivered.
 
     A worker that gives up throws away a finished training run, so it waits for the store;
@@ -151,7 +153,7 @@ def _report(call: Callable[[], object], what: str) -> None:
     held_since: float | None = None
     while True:
         try:
-            call()
+            outcome = call()
         except Exception as error:
             if time.monotonic() >= give_up:
                 raise
@@ -163,15 +165,15 @@ def _report(call: Callable[[], object], what: str) -> None:
             continue
         if held_since is not None:
             log.warning("%s: delivered after holding it %.0f s", what, time.monotonic() - held_since)
-        return
+        return outcome
 
 
 def _build_result(lease: Lease, *, metrics: Metrics, failure: FailureKind | None, error: str | None,
                   started_at: float, wall_seconds: float, nproc: int, log_path: Path, tail: str,
                   worker_id: str, artifact_dir: Path, phases: Phases | None = None, stopped: bool = False,
-                  provisioned: Provisioned | None = None) -> Result:
+                  provisioned: Provisioned | None = None, resumed: bool = False) -> Result:
     pool = known_pools().get(lease.spec.pool)
-    fields = metrics.fields()
+    fields = {"resumed": resumed, **metrics.fields()}  # the script's own word on resuming, when it says
     if stopped:  # ended before its evaluation: the curve's figures stay (steps, pre-quant val_bpb), no score
         fields.pop("val_bpb", None)
         fields.pop("val_loss", None)
@@ -270,14 +272,15 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
               stop: threading.Event | None = None, kill_grace: float = KILL_GRACE_SECONDS,
               log_max_bytes: int = DEFAULT_LOG_MAX_BYTES, python: str = sys.executable,
               progress_seconds: float | None = None, references: References | None = None,
-              clock: Callable[[], float] = time.monotonic) -> Result:
+              clock: Callable[[], float] = time.monotonic, on_checkpoint: Callable[[], None] | None = None) -> Result:
     """Run one attempt end to end, report it to the broker, and return its Result.
 
     `stop`, when set, kills the process and releases the lease (an infra failure,
     so the job is queued again at once rather than after the lease expires).
     `progress_seconds` (default: settings) is the live curve's interval: one point each.
     A stopping rule that fires sends SIGTERM, waits kill_grace, then SIGKILL, and
-    reports the attempt `stopped` (not a failure).
+    reports the attempt `stopped` (not a failure). `on_checkpoint` runs after the process saved a
+    checkpoint in the job's folder (golfq.workers.checkpoints; on Modal: the Volume's commit).
     `clock` times the hard timeout, heartbeats and the phases (tests run it faster than real time).
     """
     spec = lease.spec
@@ -294,6 +297,11 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
         return _fail_early(broker, lease, f"could not prepare {workdir}: {error}", FailureKind.INFRA, worker_id)
     except ValueError as error:  # a pack that is not one (golfq.workers.codedir.unpack)
         return _fail_early(broker, lease, f"trainer {spec.trainer}: {error}", FailureKind.USER, worker_id)
+    try:
+        checkpoints = CheckpointFolder(Path(work_root).absolute(), lease, on_checkpoint)
+    except OSError as error:
+        return _fail_early(broker, lease, f"could not prepare the checkpoint folder: {error}", FailureKind.INFRA,
+                           worker_id)
     log_path = workdir / LOG_NAME
     provisioned = Provisioned(python=python)
     if spec.is_code_folder:
@@ -318,16 +326,22 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
 
     started_at, started = time.time(), clock()
     try:
-        proc = GroupProcess(command, cwd=workdir, env=attempt_env(lease, workdir, gpus, extra=provisioned.env),
+        proc = GroupProcess(command, cwd=workdir,
+                            env={**attempt_env(lease, workdir, gpus, extra=provisioned.env), **checkpoints.env()},
                             log_path=log_path, log_max_bytes=log_max_bytes, orphan_grace=kill_grace, on_output=tap)
     except OSError as error:
         return _fail_early(broker, lease, f"could not start {command[0]}: {error}", FailureKind.INFRA, worker_id)
     hard_timeout = spec.budget.hard_timeout
     try:
         outcome = _supervise(proc, broker, lease, hard_timeout=hard_timeout, heartbeat_seconds=heartbeat_seconds,
-                             lease_seconds=lease_seconds, stop=stop, watch=watch, clock=clock, started=started)
+                             lease_seconds=lease_seconds, stop=stop, watch=watch, clock=clock, started=started,
+                             checkpoints=checkpoints)
         if outcome != _Outcome.EXITED:
             proc.stop(kill_grace)  # SIGTERM first: a stopped script may save what it has
+    except BaseException:
+        proc.stop(kill_grace)  # the worker itself is going (Modal's preemption interrupt): let the run save first
+        checkpoints.poll()
+        raise
     finally:
         proc.finish(min(kill_grace, 2.0))
     watch.close()
@@ -348,13 +362,15 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
                            worker_id=worker_id, artifact_dir=workdir / "artifacts",
                            phases=marks.phases(attempt_start=attempt_start, process_start=started, process_end=ended,
                                                metrics=metrics),
-                           stopped=outcome == _Outcome.STOPPED, provisioned=provisioned)
+                           stopped=outcome == _Outcome.STOPPED, provisioned=provisioned, resumed=checkpoints.handed)
     if outcome == _Outcome.STOPPED:
-        _report(lambda: broker.stop(lease, why or "stopped", result), f"stop {lease.job_id}")
+        end_state = _report(lambda: broker.stop(lease, why or "stopped", result), f"stop {lease.job_id}")
     elif failure is None:
-        _report(lambda: broker.complete(lease, result), f"complete {lease.job_id}")
+        counted = _report(lambda: broker.complete(lease, result), f"complete {lease.job_id}")
+        end_state = JobState.SUCCEEDED if counted in (CompleteOutcome.COUNTED, CompleteOutcome.DUPLICATE) else None
     else:
-        _report(lambda: broker.fail(lease, why or "failed", failure, result), f"fail {lease.job_id}")
+        end_state = _report(lambda: broker.fail(lease, why or "failed", failure, result), f"fail {lease.job_id}")
+    checkpoints.settle(end_state if isinstance(end_state, JobState) else None)
     return result
 
 

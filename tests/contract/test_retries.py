@@ -91,3 +91,25 @@ def test_cancel_queued_and_leased_but_not_finished(broker):
     events = all_events(broker)
     assert kinds(events, queued.id) == [EventKind.SUBMITTED, EventKind.CANCELLED]
     assert kinds(events, leased.id)[-1] is EventKind.CANCELLED
+
+
+def test_the_next_lease_resumes_after_an_infra_failure_or_requeue_resume_only(broker, clock):
+    job = broker.submit([spec(retries=Retries(infra=1, user=1))])[0]
+    lease = broker.claim("cpu", "w", lease_seconds=10)
+    assert not lease.resume
+    clock.advance(11)
+    broker.reap()  # the worker vanished: an infra failure, so the run so far stands
+    lease = broker.claim("cpu", "w", lease_seconds=10)
+    assert lease.resume and lease.attempt == 2
+    broker.fail(lease, "exit 1", FailureKind.USER)  # the experiment's own failure: start afresh
+    lease = broker.claim("cpu", "w", lease_seconds=10)
+    assert not lease.resume
+    broker.fail(lease, "exit 1", FailureKind.USER)
+    assert broker.get(job.id).state is JobState.FAILED
+    assert broker.requeue([job.id], resume=True) == [job.id]
+    assert broker.claim("cpu", "w", lease_seconds=10).resume
+    clock.advance(11)
+    broker.reap()
+    broker.cancel([job.id])
+    assert broker.requeue([job.id]) == [job.id]  # a plain requeue starts from zero
+    assert not broker.claim("cpu", "w", lease_seconds=10).resume

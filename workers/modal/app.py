@@ -19,9 +19,11 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -123,6 +125,27 @@ def open_job_broker():
 CONTAINER = ContainerLife(time.time(), os.environ.get("MODAL_TASK_ID", "local"))
 
 
+def commit_artifacts() -> None:
+    """Publish what this container wrote to the artifacts Volume (after every checkpoint, and at the end)."""
+    if not modal.is_local():
+        artifacts_volume.commit()
+
+
+def enter_container():
+    """In a container: see what other containers committed to the Volume, and take SIGTERM (a shutdown, as
+    with a preemption) the way SIGINT goes, so the training process gets its grace to save and the Volume its
+    commit. Returns the SIGTERM handler to put back, if one was replaced."""
+    if modal.is_local():
+        return None
+    try:
+        artifacts_volume.reload()
+    except Exception as error:  # noqa: BLE001 - a stale view only means going on from an older checkpoint
+        print(f"golfq: artifacts Volume not reloaded: {error}", file=sys.stderr)
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def run_job(payload: bytes) -> str:
     """One spawned call: the lease the dispatcher claimed, run end to end by the shared runner."""
     from golfq.workers.modal.call import serve_call
@@ -135,20 +158,22 @@ def run_job(payload: bytes) -> str:
 
     def run() -> str:
         return run_claimed(broker, lease, work_root=work_root, heartbeat_seconds=CONFIG.heartbeat_seconds,
-                           lease_seconds=CONFIG.lease_seconds,
+                           lease_seconds=CONFIG.lease_seconds, on_checkpoint=commit_artifacts,
                            worker_id=f"modal/{lease.pool}/{CONTAINER.container}").status
 
     # Modal's re-run of this input (after a preemption) brings the same input id; a duplicated spawn does not.
     # A Sandbox (a code folder's own image) has no input: its task id is its own, and it is never re-run.
     token = (None if modal.is_local() else modal.current_input_id() or os.environ.get("MODAL_TASK_ID")) or "local"
+    sigterm = enter_container()
     try:
         outcome = serve_call(broker, lease, token=token, life=CONTAINER, lease_seconds=CONFIG.lease_seconds, run=run)
     finally:
         broker.close()
-    if not modal.is_local():
-        artifacts_volume.commit()  # logs and artifacts outlive the container
-        if lease.spec.data.make is not None:
+        commit_artifacts()  # logs, artifacts and checkpoints outlive the container, even one going down
+        if lease.spec.data.make is not None and not modal.is_local():
             data_volume.commit()  # what its data command made serves the next jobs
+        if sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
     # The result's commit kicked the dispatcher (unless one was listening): the freed slot is filled now.
     return outcome
 

@@ -183,8 +183,9 @@ class RedisBroker(Broker):
     def unstrand(self, pool: str, tok: str) -> bool:
         return self.rq.unstrand(pool, tok)
 
-    def requeue(self, ids: Sequence[str] = (), states: Sequence[JobState] = ()) -> builtins.list[str]:
-        return super().requeue([self._job_id_of(i) for i in ids], states)
+    def requeue(self, ids: Sequence[str] = (), states: Sequence[JobState] = (),
+                resume: bool = False) -> builtins.list[str]:
+        return super().requeue([self._job_id_of(i) for i in ids], states, resume)
 
     @staticmethod
     def _job_id_of(name: str) -> str:
