@@ -134,7 +134,9 @@ def _root(
 
 
 def _say(message: str) -> None:
-    sys.stderr.write(f"golfq: {' '.join(str(message).split())}\n")
+    from golfq.cli.console import shown  # a message may quote user text: a name, a key, a value
+
+    sys.stderr.write(f"golfq: {shown(' '.join(str(message).split()))}\n")
 
 
 def _usage_message(error: click.exceptions.UsageError) -> str:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from golfq.cli.console import JsonOption, QueueOption, emit_json, note, queue
+from golfq.cli.console import JsonOption, QueueOption, emit_json, note, queue, shown
 from golfq.core.job import Job
 from golfq.core.settings import settings
 from golfq.core.spec import BUILTIN
@@ -70,7 +70,7 @@ def _print_submitted(job: Job, new: bool, as_json: bool) -> None:
                    "seed": job.spec.seed})
     else:
         verb = "queued" if new else f"exists ({job.state.value})"
-        print(f"{job.id}  {verb:<20} pool={job.pool} seed={job.spec.seed}  {job.spec.name}".rstrip())
+        print(f"{job.id}  {verb:<20} pool={job.pool} seed={job.spec.seed}  {shown(job.spec.name)}".rstrip())
 
 
 @app.command()
@@ -147,7 +147,7 @@ def sweep(
         if as_json:
             emit_json({"id": spec.id, "spec": spec})
         else:
-            env = " ".join(f"{k}={v}" for k, v in sorted(spec.env.items()))
+            env = shown(" ".join(f"{k}={v}" for k, v in sorted(spec.env.items())))
             print(f"{spec.id}  pool={spec.pool} seed={spec.seed} train={spec.budget.train_seconds:g}s  {env}".rstrip())
     if not as_json:
         note(f"{len(prepared)} spec(s); nothing queued (--dry-run)")
