@@ -309,6 +309,16 @@ class Broker(abc.ABC):
 
         return self._write(step)
 
+    def release(self, lease: Lease, reason: str, result: Result | None = None) -> JobState:
+        """Give a held attempt back on a worker's graceful stop: queued again, no failure counted."""
+        def step(tx: Txn) -> JobState:
+            job = tx.require(lease.job_id)
+            released, events = lifecycle.release(job, lease, reason, tx.now, result)
+            tx.save(job, released, events)
+            return released.state
+
+        return self._write(step)
+
     def stop(self, lease: Lease, reason: str, result: Result | None = None) -> JobState:
         """End the attempt early for a stopping rule (state `stopped`); a late call is superseded."""
         def step(tx: Txn) -> JobState:
