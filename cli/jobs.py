@@ -155,6 +155,19 @@ def _remote_log(broker: object, job: Job) -> str | None:
     return read_log(job) if callable(read_log) else None
 
 
+def log_text(broker: object, job: Job, runs: Path) -> tuple[str, str] | None:
+    """(text, where it came from) of a job's latest log: this machine's file, the backend's copy, or the tail
+    stored with its result; None when there is none yet."""
+    path = job_log(job, runs)
+    if path is not None:
+        return path.read_text(encoding="utf-8", errors="replace"), str(path)
+    if (remote := _remote_log(broker, job)) is not None:
+        return remote, "backend"
+    if job.result is not None and job.result.log_tail:
+        return job.result.log_tail + "\n", f"the tail stored with attempt {job.result.attempt}"
+    return None
+
+
 def _write(text: str, as_json: bool) -> None:
     if not text:
         return
@@ -283,8 +296,8 @@ class _Reporter:
             self.progress.start()
 
     def done(self, job: Job, result: Result) -> None:
-        if self.as_json:
-            emit_json(result)
+        if self.as_json:  # `id` and the job's end state as every verb says them; the Result's spec_id stays too
+            emit_json({"id": job.id, "state": job.state.value, **msgspec.to_builtins(result)})
             return
         line = result_line(job.id, job.spec.name, result, job.state.value)
         if self.progress is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import builtins
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -32,7 +33,7 @@ from golfq.core.result import FailureKind, ProgressPoint, Result
 from golfq.core.significance import CHALLENGE_RULE, RecordRule
 from golfq.core.spec import ExperimentSpec
 from golfq.producer.grid import Sweep, expand
-from golfq.producer.loop import FINAL_EVENTS, CompareReport, NextResult, compare_refs, wait_next
+from golfq.producer.loop import FINAL_EVENTS, CompareReport, NextResult, compare_refs, unserved_pools, wait_next
 from golfq.producer.specfile import Prepared, prepare, read_script
 
 log = logging.getLogger("golfq.client")
@@ -301,18 +302,12 @@ class Unserved:
         if time.monotonic() < self.next_check:
             return
         self.next_check = time.monotonic() + self.CHECK_SECONDS
-        waiting: dict[str, int] = {}
-        for job_id in pending:
-            pool = self.pools[job_id]
-            waiting[pool] = waiting.get(pool, 0) + 1
-        queued = self.broker.stats().pools
-        for pool, count in sorted(waiting.items()):
-            if pool in queued and queued[pool].queued and self.broker.serving(pool) == 0:
-                if pool not in self.said:
-                    self.said.add(pool)
-                    self.say(pool, count)
-            else:
-                self.said.discard(pool)
+        idle = unserved_pools(self.broker, Counter(self.pools[job_id] for job_id in pending))
+        for pool, count in idle.items():
+            if pool not in self.said:
+                self.said.add(pool)
+                self.say(pool, count)
+        self.said &= set(idle)
 
 
 def _as_dict(spec: SpecLike) -> dict[str, Any]:

@@ -73,6 +73,7 @@ def test_status_logs_wait_events_pareto(cli, tmp_path, broker):
     code, out, err = cli("wait", good, bad, "--json")
     assert code == 1  # one failed
     assert {d["status"] for d in json_lines(out)} == {"succeeded", "failed"}
+    assert {(d["id"], d["state"]) for d in json_lines(out)} == {(good, "succeeded"), (bad, "failed")}
     code, out, _ = cli("events", "--json")
     kinds = [d["kind"] for d in json_lines(out)]
     assert kinds.count("submitted") == 2 and "succeeded" in kinds
