@@ -24,6 +24,7 @@ import msgspec
 
 from golfq.core.backends import open_broker
 from golfq.core.broker import Broker, iter_events
+from golfq.core.errors import EXIT_JOB_FAILED, GolfqError, NotFoundError
 from golfq.core.events import Event
 from golfq.core.job import Job, JobState
 from golfq.core.pareto import FrontPoint
@@ -34,18 +35,19 @@ from golfq.core.significance import CHALLENGE_RULE, RecordRule
 from golfq.core.spec import ExperimentSpec
 from golfq.producer.grid import Sweep, expand
 from golfq.producer.loop import FINAL_EVENTS, CompareReport, NextResult, compare_refs, unserved_pools, wait_next
-from golfq.producer.specfile import Prepared, prepare, read_script
+from golfq.producer.specfile import InputError, Prepared, prepare, read_script
 
 log = logging.getLogger("golfq.client")
 
 SpecLike = ExperimentSpec | Mapping[str, Any]
 
 
-class WaitTimeout(TimeoutError):
+class WaitTimeout(GolfqError, TimeoutError):
     """wait() ran out of time; .results holds what finished, .pending the ids still running."""
 
     def __init__(self, results: list[Result], pending: list[str], timeout: float) -> None:
-        super().__init__(f"{len(pending)} job(s) still unfinished after {timeout:g} s: {', '.join(pending[:5])}")
+        super().__init__(f"{len(pending)} job(s) still unfinished after {timeout:g} s: {', '.join(pending[:5])}",
+                         exit_code=EXIT_JOB_FAILED)
         self.results, self.pending = results, pending
 
 
@@ -165,6 +167,9 @@ class Client:
              tag: str | None = None, limit: int | None = None) -> builtins.list[Job]:
         """Jobs matching every filter, in submission order. >>> q.list("failed", pool="h100")"""
         states = [state] if isinstance(state, (str, JobState)) else builtins.list(state or [])
+        unknown = [s for s in states if s not in {j.value for j in JobState} | set(JobState)]
+        if unknown:
+            raise InputError(f"state {unknown[0]!r}: unknown (one of {', '.join(j.value for j in JobState)})")
         return self.broker.list(states=[JobState(s) for s in states], pool=pool, tag=tag, limit=limit)
 
     def curve(self, job_id: str, attempt: int | None = None) -> builtins.list[ProgressPoint]:
@@ -217,7 +222,7 @@ class Client:
         for job_id in ids:
             job = self.broker.get(job_id)
             if job is None:
-                raise KeyError(f"job {job_id}: not found in {self.url}")
+                raise NotFoundError(f"job {job_id}: not found in {self.url}")
             unserved.pools[job_id] = job.pool
             self._check(job, done, pending, on_done)
         while pending:
@@ -313,6 +318,10 @@ class Unserved:
 def _as_dict(spec: SpecLike) -> dict[str, Any]:
     if isinstance(spec, ExperimentSpec):
         return msgspec.to_builtins(spec)
+    if not isinstance(spec, Mapping):
+        hint = " (spec text: read it with golfq.producer.specfile.read_documents)" if isinstance(
+            spec, (str, bytes)) else ""
+        raise InputError(f"spec: expected a dict or an ExperimentSpec, got {type(spec).__name__}{hint}")
     return dict(spec)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 import msgspec
 
 from golfq.core.broker import Broker, iter_events
-from golfq.core.errors import GolfqError
+from golfq.core.errors import GolfqError, NotFoundError
 from golfq.core.events import Event, EventKind
 from golfq.core.job import Job
 from golfq.core.pareto import FrontPoint
@@ -146,5 +146,5 @@ def find_job(broker: Broker, job_id: str) -> Job:
     """The job, or a GolfqError that names it and the queue."""
     job = broker.get(job_id)
     if job is None:
-        raise GolfqError(f"job {job_id}: not found in {broker.url}")
+        raise NotFoundError(f"job {job_id}: not found in {broker.url}")
     return job
