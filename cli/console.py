@@ -166,8 +166,9 @@ def fitted_table(cols: Sequence[Col], rows: Sequence[Sequence[str]], wide: bool 
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))  # two spaces between columns
     for i in shown_cols:
         col = cols[i]
-        table.add_column(col.header, justify="right" if col.right else "left", no_wrap=True, overflow="ellipsis", min_width=natural[i]
-                         if not col.flex else None, max_width=min(natural[i], room) if col.flex and not wide else None)
+        table.add_column(col.header, justify="right" if col.right else "left", no_wrap=True, overflow="ellipsis",
+                         min_width=None if col.flex else natural[i],
+                         max_width=min(natural[i], room) if col.flex and not wide else None)
     for row in rows:
         table.add_row(*(row[i] for i in shown_cols))
     return table
