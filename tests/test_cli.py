@@ -98,7 +98,7 @@ def test_pareto_plot(cli, tmp_path):
 
 
 def test_wait_timeout_exits_1(cli, broker):
-    code, out, _ = cli("submit", "--pool", "cpu", "--json")
+    code, out, _ = cli("submit", "--pool", "cpu", "--baseline", "--json")
     code, out, err = cli("wait", json.loads(out)["id"], "--timeout", "0.2")
     assert code == 1 and "still unfinished" in err and len(err.strip().splitlines()) == 1
 
@@ -142,7 +142,8 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "--set typo in a field": (["submit", "--set", "budget.train_secs=5"], "spec: budget.train_secs: unknown field"),
         "--set lowercase hyperparameter": (["submit", "--set", "num_layers=5"], "num_layers: unknown field (hyper"),
         "bad stdin": (["submit", "-"], "stdin: invalid JSON"),
-        "unknown scheme": (["submit", "--queue", "nowhere://x"], "unknown scheme"),
+        "unknown scheme": (["submit", "--baseline", "--queue", "nowhere://x"], "unknown scheme"),
+        "bare submit": (["submit", "--pool", "cpu"], "submit: say what to run"),
         "unopenable queue": (["ops", "drain", "cpu", "--queue", "sqlite:////proc/golfq/q.db"], "cannot create"),
         "grid not a list": (["sweep", "grid.toml"], "grid.NUM_LAYERS: expected a non-empty list"),
         "status unknown job": (["status", job], "not found"),
