@@ -85,6 +85,14 @@ def front_table(front: Front, feasible: bool, wide: bool = False) -> Table:
     return fitted_table(FRONT_COLUMNS, rows, wide)
 
 
+def plot_path(plot: Path) -> Path:
+    """The file --plot names: a folder is refused (never written beside it as FOLDER.png), and a name without
+    an extension gets .png, which is what matplotlib writes, so the path reported is the one written."""
+    if plot.is_dir():
+        raise GolfqError(f"pareto --plot {plot}: is a folder; name a file, such as {plot / 'front.png'}")
+    return plot if plot.suffix else plot.with_name(plot.name + ".png")
+
+
 def draw(fronts: list[Front], plot: Path, feasible: bool) -> None:
     """The plot, or one line saying why not (matplotlib missing, an unwritable path, an unknown format)."""
     try:
@@ -136,6 +144,7 @@ def pareto(
         if ranking:
             fronts = [as_ranking(front, broker.ranking(front.track)) for front in fronts]
     if plot is not None:  # drawn first, so a bad path or format prints no table or JSON before its error
+        plot = plot_path(plot)
         draw(fronts, plot, feasible)
     if as_json:
         emit_json({"feasible_only": feasible, "tracks": [front_doc(front, feasible) for front in fronts]})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 import sys
 import tomllib
@@ -148,10 +149,22 @@ def apply_override(doc: dict, key: str, value: Any, *, from_text: bool = False) 
         try:
             value = json.loads(value)
         except ValueError:
-            pass  # a bare word stays a string
+            if _is_float(value):  # inf, nan: JSON has no word for them
+                value = float(value)
+            # else a bare word stays a string
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InputError(f"{key}: {value} is not a finite number")
     if key == "tags" and isinstance(value, str):
         value = [t for t in value.split(",") if t]
     set_path(doc, key, value)
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_assignment(text: str) -> tuple[str, str]:

@@ -211,9 +211,14 @@ class SqliteStore:
         if self.path.stat().st_size == 0:
             raise self._fail(f"{self.path} is empty (0 bytes): not a queue, or one that was truncated; restore it "
                              f"from a backup (golfq ops export/import), or delete it to start a new queue")
-        with open(self.path, "rb") as handle:
-            if handle.read(16) != b"SQLite format 3\x00":
-                raise self._fail(f"{self.path} is not a golfq queue (not an SQLite database)")
+        try:
+            with open(self.path, "rb") as handle:
+                header = handle.read(16)
+        except OSError as error:  # chmod 000, a file another user owns
+            raise self._fail(f"cannot read {self.path}: {error.strerror or error}; check its permissions "
+                             f"(ls -l {self.path}) or choose another queue with --queue") from None
+        if header != b"SQLite format 3\x00":
+            raise self._fail(f"{self.path} is not a golfq queue (not an SQLite database)")
 
     def _readable(self) -> sqlite3.Connection:
         """This thread's connection for reads: the file read-only, or an empty schema before it exists."""
