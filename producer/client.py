@@ -26,6 +26,7 @@ from golfq.core.backends import open_broker
 from golfq.core.broker import Broker, iter_events
 from golfq.core.errors import EXIT_JOB_FAILED, GolfqError, NotFoundError
 from golfq.core.events import Event
+from golfq.core.hyperparameters import check_builtin_env
 from golfq.core.job import Job, JobState
 from golfq.core.pareto import FrontPoint
 from golfq.core.pools import resolve_track
@@ -137,7 +138,7 @@ class Client:
         >>> q.submit_many([{"seed": s} for s in (1, 2, 3)])
         """
         content = _script_bytes(script)
-        prepared = [Prepared(s, content) if isinstance(s, ExperimentSpec) and content is None
+        prepared = [Prepared(check_builtin_env(s), content) if isinstance(s, ExperimentSpec) and content is None
                     else prepare(_as_dict(s), script=content, where=f"spec #{i + 1}") for i, s in enumerate(specs)]
         return self._enqueue(prepared)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from golfq.core.errors import GolfqError
+from golfq.core.hyperparameters import check_builtin_env
 from golfq.core.spec import (
     ExperimentSpec,
     SpecError,
@@ -241,7 +242,7 @@ def prepare(doc: Mapping[str, Any], *, base: Path | None = None, script: bytes |
         if script is not None:
             check_script(script)
             fields["trainer"] = script_ref(script)
-        return Prepared(check_pool(parse_spec(fields)), script)
+        return Prepared(check_builtin_env(check_pool(parse_spec(fields))), script)
     except (SpecError, InputError) as error:
         raise InputError(f"{where}: {error}") from None
 
