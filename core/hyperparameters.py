@@ -42,7 +42,8 @@ BUILTIN_HYPERPARAMETERS: dict[str, Param] = {
     # training and evaluation (Hyperparameters)
     "VAL_BATCH_SIZE": Param(int, 1, BIG), "VAL_LOSS_EVERY": COUNT, "TRAIN_LOG_EVERY": COUNT, "ITERATIONS": COUNT,
     "WARMDOWN_ITERS": COUNT, "WARMUP_STEPS": COUNT, "TRAIN_BATCH_TOKENS": Param(int, 1, BIG),
-    "TRAIN_SEQ_LEN": Param(int, 1, 1 << 24), "GRAD_CLIP_NORM": Param(float, 0, 1e6), "VAL_MAX_TOKENS": Param(int, 0, BIG),
+    "TRAIN_SEQ_LEN": Param(int, 1, 1 << 24), "GRAD_CLIP_NORM": Param(float, 0, 1e6),
+    "VAL_MAX_TOKENS": Param(int, 0, BIG),
     "QUANT_BITS": Param(int, 6, 8, ("6", "8")), "INT8_SCALE_FLOOR": FLAG,
     "COMPRESSOR": Param(str, choices=("zlib", "zstd", "lzma")), "GRAD_ACCUM_STEPS": Param(int, 0, 1024),
     "TORCH_COMPILE": FLAG, "DEVICE": Param(str, choices=("", "cpu", "cuda")),
