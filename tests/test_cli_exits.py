@@ -20,15 +20,9 @@ def one_line(err: str) -> str:
 def test_an_unreadable_queue_file_is_the_users_to_fix(cli, broker, monkeypatch):
     cli("submit", "--baseline")  # the file exists and is a queue
     path = broker.url.removeprefix("sqlite:///")
-    # Tests run as root, which chmod 000 does not stop: the read fails the way it would for another user.
-    real_open = open
-
-    def denied(file, *args, **kwargs):
-        if str(file) == path:
-            raise PermissionError(13, "Permission denied", str(file))
-        return real_open(file, *args, **kwargs)
-
-    monkeypatch.setattr(store, "open", denied, raising=False)
+    # Tests run as root, which chmod 000 does not stop: the check fails the way it would for another user.
+    real_access = os.access
+    monkeypatch.setattr(store.os, "access", lambda p, mode: str(p) != path and real_access(p, mode))
     code, out, err = cli("status")
     assert code == 2 and out == ""
     line = one_line(err)

@@ -141,7 +141,7 @@ def test_ctrl_c_twice_releases_the_job_without_counting_a_failure(broker, tmp_pa
     [job] = broker.submit([parse_spec({"pool": "cpu", "trainer": ref, "budget": {"retries": {"infra": 0}}})])
     url = queue_url(tmp_path)
 
-    def seen() -> dict:  # read by another process, as an operator would (see the note in the report)
+    def seen() -> dict:  # read by another process, as an operator would
         out = subprocess.run(golfq_command("status", job.id, "--queue", url, "--json"), env=subprocess_env(),
                              capture_output=True, text=True, check=True).stdout
         return json.loads(out)
