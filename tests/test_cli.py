@@ -221,7 +221,7 @@ def test_submission_refuses_mixed_configs_unfinished_jobs_and_a_used_folder(cli,
     first, other = ran_jobs(cli, tmp_path, {"FAKE_BPB": "1.3"}, {"FAKE_BPB": "1.4"})
     code, _, err = cli("submission", first, other, "--out", str(tmp_path / "a"))
     assert code == 2 and "different configurations" in err and err.count("\n") == 1
-    code, out, _ = cli("submit", "--pool", "cpu", "--set", "X=1", "--json")
+    code, out, _ = cli("submit", "--pool", "cpu", "--set", "NUM_LAYERS=3", "--json")
     queued = json.loads(out)["id"]
     code, _, err = cli("submission", first, queued, "--out", str(tmp_path / "a"))
     assert code == 2 and f"job {queued} is queued" in err
