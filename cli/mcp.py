@@ -87,7 +87,7 @@ def _scripts_of(doc: Any) -> list[Any]:
     """Every script path a spec or sweep document names (top level, base, points)."""
     if not isinstance(doc, dict):
         return []
-    points = doc.get("points") if isinstance(doc.get("points"), list) else []
+    points: list[Any] = doc["points"] if isinstance(doc.get("points"), list) else []
     return [d.get("script") for d in [doc, doc.get("base"), *points] if isinstance(d, dict)]
 
 

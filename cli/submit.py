@@ -9,7 +9,7 @@ import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -104,7 +104,8 @@ def _stdin_holds_input() -> bool:
     if not select.select([fd], [], [], PIPE_GRACE_SECONDS)[0]:
         note("golfq: submit: stdin is a pipe with nothing in it yet; not read (pass - to read a spec from it)")
         return False
-    return bool(sys.stdin.buffer.peek(1))  # readable and empty: the writer closed it without a word
+    buffer: Any = sys.stdin.buffer  # a BufferedReader, which can look ahead without consuming
+    return bool(buffer.peek(1))  # readable and empty: the writer closed it without a word
 
 
 @app.command()
