@@ -218,8 +218,11 @@ def build_server(client: Client, base_dir: Path, runs: Path | None = None) -> Fa
         found, cursor = [], after
         for event in iter_events(client.broker, after_seq=after, page=limit):
             cursor = event.seq
-            if job_id is None or event.job_id == job_id:
-                found.append({k: v for k, v in msgspec.to_builtins(event).items() if k != "spec"})
+            if job_id is None or event.job_id == job_id:  # specs and log tails are left to status and logs
+                doc = {k: v for k, v in msgspec.to_builtins(event).items() if k != "spec"}
+                if isinstance(doc.get("result"), dict):
+                    doc["result"].pop("log_tail", None)
+                found.append(doc)
             if len(found) >= limit:
                 break
         return {"events": found, "cursor": cursor}

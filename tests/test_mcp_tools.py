@@ -95,6 +95,7 @@ def test_logs_requeue_events_and_workers(broker, tmp_path):
         page = await call(session, "events", job_id=failed)
         assert [e["kind"] for e in page["events"]] == ["submitted", "claimed", "failed", "requeued"]
         assert all("spec" not in e for e in page["events"]) and page["cursor"] == page["events"][-1]["seq"]
+        assert "log_tail" not in page["events"][2]["result"]  # the tail is the logs tool's
         first = await call(session, "events", after=0, limit=2)
         assert len(first["events"]) == 2 and first["cursor"] == 2
 
