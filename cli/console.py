@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 QueueOption = Annotated[
     str | None,
-    typer.Option("--queue", "-q", metavar="URL", show_default=False,
+    typer.Option("--queue", metavar="URL", show_default=False,
                  help="Queue URL: sqlite:///PATH, redis://HOST:PORT/DB or modal://APP "
                       f"(default: $GOLFQ_QUEUE, else {DEFAULT_QUEUE})"),
 ]
@@ -63,26 +63,42 @@ def queue(url: str | None) -> Iterator[Broker]:
             broker.close()
 
 
-# JSON output rounds by what a number is: measured seconds to the millisecond, bytes to whole bytes
-# (a mean over seeds is a float), scores and losses to 8 decimals; anything else is left as it is.
+# JSON output rounds by what a number is: timestamps and measured seconds to the millisecond, bytes to
+# whole bytes (a mean over seeds is a float), scores and losses (and their differences) to 8 decimals,
+# milliseconds to the microsecond, dollars to 6 decimals; any other float to 8 significant digits, which
+# turns float noise such as -0.06666667000000004 into -0.06666667, or to the millisecond from 1e5 up, so
+# no integer digit of a large number (a timestamp under another name) is lost. Stored records keep every digit.
 _ROUNDING: list[tuple[re.Pattern[str], int | None]] = [
     (re.compile(r"_bytes$"), None),
-    (re.compile(r"(^|_)seconds$"), 3),
-    (re.compile(r"(bpb|loss)(_std)?$"), 8),
+    (re.compile(r"((^|_)(seconds|at|ts|since|now)|deadline)$"), 3),
+    (re.compile(r"(bpb|loss|gain)(_std)?$"), 8),
+    (re.compile(r"_ms$"), 3),
     (re.compile(r"^cost_usd$"), 6),
 ]
+SIGNIFICANT_DIGITS = 8
+# A spec is shown as written: it is the user's input, and what `ops replay` submits again from
+# `events --json`, so a rounded float would give it another id.
+VERBATIM = frozenset({"spec"})
+
+
+def tidy_number(value: float, key: str = "") -> float:
+    """One float as JSON output shows it (see _ROUNDING)."""
+    if not math.isfinite(value):
+        return value
+    for pattern, digits in _ROUNDING:
+        if pattern.search(key):
+            return round(value) if digits is None else round(value, digits)
+    return round(value, 3) if abs(value) >= 1e5 else float(f"{value:.{SIGNIFICANT_DIGITS}g}")
 
 
 def tidy_numbers(value: Any, key: str = "") -> Any:
-    """A builtins tree with each float rounded by its key (see _ROUNDING)."""
+    """A builtins tree with each float rounded by its key (tidy_number): every --json output and MCP reply."""
     if isinstance(value, dict):
-        return {k: tidy_numbers(v, k) for k, v in value.items()}
+        return {k: v if k in VERBATIM else tidy_numbers(v, k) for k, v in value.items()}
     if isinstance(value, list):
         return [tidy_numbers(v, key) for v in value]
-    if isinstance(value, float) and math.isfinite(value):
-        for pattern, digits in _ROUNDING:
-            if pattern.search(key):
-                return round(value) if digits is None else round(value, digits)
+    if isinstance(value, float):
+        return tidy_number(value, key)
     return value
 
 

@@ -40,7 +40,7 @@ from golfq.core.broker import iter_events
 from golfq.core.errors import EXIT_JOB_FAILED, GolfqError
 from golfq.core.events import Event
 from golfq.core.job import Job, JobState
-from golfq.core.result import ProgressPoint, Result
+from golfq.core.result import Phases, ProgressPoint, Result
 from golfq.producer.client import Client, WaitTimeout
 from golfq.producer.loop import find_job
 
@@ -76,11 +76,19 @@ def _job_table(jobs: list[Job], wide: bool) -> Table:
     return fitted_table(JOB_COLUMNS, rows, wide)
 
 
+def phase_line(phases: Phases | None) -> str:
+    """`setup 2.0 s, startup 1.5 min, train 10.0 min, ...`: the phases the log marked, in order."""
+    if phases is None:
+        return ""
+    marked = [(name, getattr(phases, name)) for name in Phases.__struct_fields__]
+    return ", ".join(f"{name} {fmt_seconds(value)}" for name, value in marked if value is not None)
+
+
 def _print_job(job: Job, curve: list[ProgressPoint]) -> None:
     spec, r = job.spec, job.result
     lines = [("id", job.id), ("state", job.state.value), ("pool", spec.pool), ("name", shown(spec.name)),
              ("attempt", str(job.attempt)), ("worker", shown(job.worker_id)), ("seed", str(spec.seed)),
-             ("trainer", spec.trainer),
+             ("trainer", spec.trainer + (f" (runs {shown(spec.entry)})" if spec.is_code_folder else "")),
              ("budget", f"{spec.budget.train_seconds:g} s train, {spec.budget.hard_timeout:g} s hard timeout"),
              ("env", shown(" ".join(f"{k}={v}" for k, v in sorted(spec.env.items())))),
              ("tags", shown(", ".join(spec.tags))),
@@ -89,8 +97,10 @@ def _print_job(job: Job, curve: list[ProgressPoint]) -> None:
     if r is not None:
         lines += [("val_bpb", fmt_float(r.val_bpb, 8)), ("val_loss", fmt_float(r.val_loss, 8)),
                   ("artifact", f"{r.artifact_bytes:,} bytes" if r.artifact_bytes is not None else "-"),
-                  ("train time", fmt_seconds(r.train_seconds)), ("wall time", fmt_seconds(r.total_seconds)),
-                  ("cost", f"${r.cost_usd:.4f}" if r.cost_usd is not None else "-"), ("log", shown(r.log_path))]
+                  ("train time", fmt_seconds(r.train_seconds)), ("eval time", fmt_seconds(r.eval_seconds)),
+                  ("wall time", fmt_seconds(r.total_seconds)), ("phases", phase_line(r.phases)),
+                  ("cost", f"${r.cost_usd:.4f}" if r.cost_usd is not None else "-"), ("log", shown(r.log_path)),
+                  ("code env", shown(r.environment)), *[("env note", shown(note)) for note in r.environment_notes]]
     for key, value in lines:
         if value:
             print(f"{key:>10}  {value}")

@@ -10,6 +10,7 @@ their module cannot be imported, so a missing extra never breaks the other verbs
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 import sys
 from typing import Annotated, Any
@@ -18,7 +19,7 @@ import typer
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from golfq import __version__
-from golfq.cli import jobs, loop, ops, pareto, submission, submit, worker
+from golfq.cli import jobs, loop, ops, pareto, record, submission, submit, worker
 from golfq.core.errors import EXIT_BAD_INPUT, GolfqError, SettingsError
 from golfq.core.settings import settings
 
@@ -29,6 +30,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 Abort = getattr(click.exceptions, "Abort", KeyboardInterrupt)  # typer's vendored click has no Abort
 
 EXIT_INTERNAL, EXIT_INTERRUPTED = 3, 130
+HELP_OPTIONS = ["-h", "--help"]
 # name -> (module, attribute): a Typer app, or a Typer whose one command is the verb.
 OPTIONAL = {
     "data": ("golfq.cli.data", "data_app"),
@@ -61,13 +63,30 @@ class _PlainArgument(TyperArgument):
         return name if self.required else f"[{name}]"
 
 
+def _reflow(command: click.Command) -> None:
+    """Docstrings wrap at the code's line length, and typer's rich help keeps those breaks (ragged
+    paragraphs): each paragraph becomes one line, for the terminal to wrap. An `Example: ...` becomes a
+    paragraph of its own at the end, so a group's command list (each command's first paragraph) has none."""
+    paragraphs, examples = [], []
+    for paragraph in inspect.cleandoc(command.help or "").split("\n\n"):
+        text, marker, example = " ".join(paragraph.split()).partition("Example: ")
+        paragraphs += [text.strip()] if text.strip() else []
+        examples += [marker + example] if marker else []
+    if paragraphs or examples:
+        command.help = "\n\n".join(paragraphs + examples)
+        command.short_help = paragraphs[0] if paragraphs else None
+
+
 def _plain_help(command: click.Command) -> click.Command:
     """Typer 0.29 prints a Python type beside every parameter (`--json <bool>`) and braces required
-    arguments in usage (`{GRID.toml}`); golfq's help shows parameters the plain way, the help option too."""
+    arguments in usage (`{GRID.toml}`); golfq's help shows parameters the plain way, the help option too.
+    `-h` is `--help` everywhere, as in gh, kubectl, rq and pip."""
+    command.context_settings["help_option_names"] = HELP_OPTIONS
+    _reflow(command)
     commands = getattr(command, "commands", {})
     for sub in commands.values():
         _plain_help(sub)
-    help_option = command.get_help_option(click.Context(command))
+    help_option = command.get_help_option(click.Context(command, help_option_names=HELP_OPTIONS))
     for param in [*command.params, *([help_option] if help_option else [])]:
         if type(param) is TyperOption:
             param.__class__ = _PlainOption
@@ -111,12 +130,13 @@ class _Root(TyperGroup):
 
 
 app = typer.Typer(
-    name="golfq", cls=_Root, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    name="golfq", cls=_Root, no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
     help="golfq: an elastic experiment queue. Enqueue specs, run workers, read the Pareto front.",
 )
 for verbs in (submit.app, jobs.app, pareto.app, loop.app, submission.app, worker.app):
     app.registered_commands.extend(verbs.registered_commands)
 app.add_typer(ops.ops_app, name="ops")
+app.add_typer(record.record_app, name="record")
 
 
 def _print_version(value: bool) -> None:
@@ -131,6 +151,24 @@ def _root(
                                           help="Print golfq's version and exit.")] = False,
 ) -> None:
     pass
+
+
+SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
+
+
+@app.command()
+def completion(shell: Annotated[str, typer.Argument(metavar="|".join(SHELLS[:-1]))]) -> None:
+    """Print the tab-completion script for a shell: bash, zsh, fish or powershell.
+
+    `golfq --install-completion` installs it for the shell golfq runs in; this prints it for any.
+
+    Example: golfq completion bash >> ~/.bashrc
+    """
+    if shell not in SHELLS:
+        raise GolfqError(f"completion: unknown shell {shell!r} (one of {', '.join(SHELLS)})")
+    from typer._completion_shared import get_completion_script  # typer's own scripts, as --install-completion writes
+
+    print(get_completion_script(prog_name="golfq", complete_var="_GOLFQ_COMPLETE", shell=shell).rstrip("\n"))
 
 
 def _say(message: str) -> None:

@@ -102,7 +102,8 @@ def build_server(client: Client, base_dir: Path, runs: Path | None = None) -> Fa
     def submit(spec: dict[str, Any], seeds: list[int] | None = None) -> dict[str, Any]:
         """Queue one experiment spec, one job per seed. Fields as in a spec file: pool (cpu, h100, h100x8),
         UPPER_CASE hyperparameters (or env), budget {train_seconds}, seed, parent, tags, name,
-        promote {to, top, seeds}, script (a path on the server's machine). Returns the jobs, with new=false
+        promote {to, top, seeds}, script (a path on the server's machine) or code (a folder there, run in its
+        own environment; entry names its script), data.make {command, inputs, paths}. Returns the jobs, with new=false
         for jobs that already existed (same spec, same id)."""
         for path in _scripts_of(spec):
             _confined(path, base_dir)

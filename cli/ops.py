@@ -86,7 +86,7 @@ def cost(
     if as_json:
         emit_json(rows)
         return
-    width = max([len(by), *(len(r.key) for r in rows)])
+    width = max([len(by), len("total"), *(len(r.key) for r in rows)])
     print(f"{by:<{width}}  {'attempts':>8}  {'GPU-hours':>10}  {'USD':>10}")
     for row in rows:
         print(f"{row.key:<{width}}  {row.attempts:>8}  {row.gpu_seconds / 3600:>10.3f}  {row.cost_usd:>10.2f}")

@@ -18,6 +18,7 @@ from golfq.core.job import Job
 from golfq.core.settings import settings
 from golfq.core.spec import BUILTIN, ExperimentSpec
 from golfq.producer.client import Client
+from golfq.producer.codefolder import pack_folder
 from golfq.producer.grid import Sweep, expand
 from golfq.producer.specfile import (
     InputError,
@@ -53,7 +54,7 @@ def _warn_missing_data(url: str, prepared: Sequence[Prepared]) -> None:
         return
     from golfq.workers.golf.prepare import dataset_paths
 
-    for data in dict.fromkeys(p.spec.data for p in prepared if p.spec.trainer == BUILTIN):
+    for data in dict.fromkeys(p.spec.data for p in prepared if p.spec.trainer == BUILTIN):  # own code: own data
         data_path, tokenizer_path = dataset_paths(data.dataset, data.tokenizer, settings().data_dir)
         missing = next((p for p in (data_path, tokenizer_path) if not p.exists()), None)
         if missing is not None:
@@ -70,10 +71,10 @@ def _submit_and_print(queue_url: str | None, prepared: list[Prepared], as_json: 
 
 
 def _runs(spec: ExperimentSpec) -> str:
-    """What a job runs, in a few words: the trainer, its hyperparameters (or its defaults), the budget."""
-    trainer = "built-in trainer" if spec.trainer == BUILTIN else f"script {spec.trainer.removeprefix('sha256:')[:12]}"
+    """What a job runs, in a few words: the trainer (builtin, script or code) and its env, or `defaults`."""
+    trainer = "builtin" if spec.trainer == BUILTIN else "code" if spec.is_code_folder else "script"
     env = " ".join(f"{k}={v}" for k, v in sorted(spec.env.items())) or "defaults"
-    return shown(f"{trainer} ({env}), {spec.budget.train_seconds:g} s")
+    return shown(f"{trainer} {env}")
 
 
 def _print_submitted(job: Job, new: bool, as_json: bool) -> None:
@@ -125,6 +126,10 @@ def submit(
         Path | None,
         typer.Option(metavar="FILE", help="A train_gpt.py-style script to run instead of the built-in trainer."),
     ] = None,
+    code: Annotated[
+        Path | None,
+        typer.Option(metavar="DIR", help="A code folder to run (train_gpt.py, its helpers, requirements.txt)."),
+    ] = None,
     baseline: Annotated[bool, typer.Option(
         "--baseline", help="Run the built-in trainer with its defaults (the challenge's baseline).")] = False,
     budget: Annotated[
@@ -140,7 +145,7 @@ def submit(
 ) -> None:
     """Queue one spec (or several: a JSON array or JSON lines). Nothing is queued unless every spec is valid.
 
-    Say what to run: a spec FILE (or one piped on stdin), --set, --script, or --baseline for the built-in
+    Say what to run: a spec FILE (or one piped on stdin), --set, --script, --code, or --baseline for the built-in
     trainer's defaults. Each queued job is printed with what it runs.
 
     Example: echo '{"pool": "cpu", "NUM_LAYERS": 4}' | golfq submit - --seed 1 --seed 2
@@ -149,10 +154,12 @@ def submit(
         file = "-"
     docs, base = read_documents(file) if file else ([{}], Path.cwd())
     content = read_script(script) if script is not None else None
+    packed = pack_folder(code) if code is not None else None
     specs = []
     for doc in docs:
-        if content is not None:
+        if content is not None or packed is not None:
             doc.pop("script", None)
+            doc.pop("code", None)
         for key, value in (("pool", pool), ("priority", priority), ("parent", parent), ("name", name),
                            ("budget.train_seconds", budget)):
             if value is not None:
@@ -162,10 +169,11 @@ def submit(
         for assignment in set_ or []:
             apply_override(doc, *parse_assignment(assignment), from_text=True)
         specs.extend([{**doc, "seed": s} for s in seed] if seed else [doc])
-    prepared = prepare_all(specs, base=base, script=content, where=file if file and file != "-" else "spec")
-    if file is None and not (set_ or script or baseline):  # checked after the options, so theirs come first
+    where = file if file and file != "-" else "spec"
+    prepared = prepare_all(specs, base=base, script=content, code=packed, where=where)
+    if file is None and not (set_ or script or code or baseline):  # checked after the options: theirs come first
         raise InputError("submit: say what to run: a spec FILE (- reads stdin), --set KEY=VALUE, --script FILE, "
-                         "or --baseline for the built-in trainer's defaults")
+                         "--code DIR, or --baseline for the built-in trainer's defaults")
     _submit_and_print(queue_url, prepared, as_json)
 
 

@@ -161,11 +161,11 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     def put_script(self, content: bytes) -> str:
-        """Store a training script once under its sha256; return its 'sha256:...' ref."""
+        """Store a training script or a packed code folder once under its sha256; return its 'sha256:...' ref."""
 
     @abc.abstractmethod
     def get_script(self, ref: str) -> bytes:
-        """Raise KeyError for an unknown ref."""
+        """The blob a ref (or a trainer, 'code:' prefix and all) names; KeyError for an unknown ref."""
 
     @abc.abstractmethod
     def purge(self, before: float) -> int:

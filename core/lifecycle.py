@@ -2,7 +2,7 @@
 
 Every backend calls these inside its own atomic read-modify-write (a SQLite
 transaction, a Redis WATCH/MULTI, the Modal dispatcher's single writer), so the
-rules in DESIGN.md's "Job semantics" are written exactly once. Events come back
+rules in docs/design.md's "Job semantics" are written exactly once. Events come back
 with seq=0; the backend numbers them as it appends them.
 """
 

@@ -34,6 +34,7 @@ from golfq.core.promotion import Promoted, promote
 from golfq.core.result import FailureKind, ProgressPoint, Result
 from golfq.core.significance import CHALLENGE_RULE, RecordRule
 from golfq.core.spec import ExperimentSpec
+from golfq.producer.codefolder import pack_folder
 from golfq.producer.grid import Sweep, expand
 from golfq.producer.loop import FINAL_EVENTS, CompareReport, NextResult, compare_refs, unserved_pools, wait_next
 from golfq.producer.specfile import InputError, Prepared, prepare, read_script
@@ -125,21 +126,27 @@ class Client:
         return [job for job, _ in self.submit_prepared(prepared)]
 
     def submit(self, spec: SpecLike | None = None, /, *, script: bytes | str | Path | None = None,
-               **fields: Any) -> Job:
+               code: str | Path | None = None, **fields: Any) -> Job:
         """Queue one spec (a spec, a dict, or keyword fields); the same spec twice returns the existing job.
+        `code` is a folder to run (its train_gpt.py, or the spec's `entry`, in its own environment).
 
         >>> q.submit({"pool": "cpu", "env": {"NUM_LAYERS": "4"}}, script="train_gpt.py")
+        >>> q.submit({"pool": "h100x8"}, code="records/2026-04-29_my_run")
         """
-        return self.submit_many([_merge(spec, fields)], script=script)[0]
+        return self.submit_many([_merge(spec, fields)], script=script, code=code)[0]
 
-    def submit_many(self, specs: Iterable[SpecLike], *, script: bytes | str | Path | None = None) -> list[Job]:
+    def submit_many(self, specs: Iterable[SpecLike], *, script: bytes | str | Path | None = None,
+                    code: str | Path | None = None) -> list[Job]:
         """Queue several specs at once; all are validated before any is queued.
 
         >>> q.submit_many([{"seed": s} for s in (1, 2, 3)])
         """
         content = _script_bytes(script)
-        prepared = [Prepared(check_builtin_env(s), content) if isinstance(s, ExperimentSpec) and content is None
-                    else prepare(_as_dict(s), script=content, where=f"spec #{i + 1}") for i, s in enumerate(specs)]
+        packed = pack_folder(code) if code is not None else None
+        prepared = [Prepared(check_builtin_env(s), content)
+                    if isinstance(s, ExperimentSpec) and content is None and packed is None
+                    else prepare(_as_dict(s), script=content, code=packed, where=f"spec #{i + 1}")
+                    for i, s in enumerate(specs)]
         return self._enqueue(prepared)
 
     def sweep(self, grid: Mapping[str, Sequence[Any]] | Sweep | None = None, *, base: SpecLike | None = None,

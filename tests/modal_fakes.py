@@ -1,7 +1,7 @@
 """In-memory stand-ins for modal.Dict, modal.Queue and a Volume, behaving like the cloud.
 
 Modal has no local emulator, so the Modal backend is tested against these. They copy
-the semantics listed in shared/reference/modal.md, errors included, and every call
+the semantics listed in docs/modal-semantics.md, errors included, and every call
 goes through a tests.modal_net.Network, so they can also be slow (per-call latency,
 bandwidth), lossy (lost requests, lost responses retried by the client as modal's
 does) and, with a VirtualClock, run hours of a fleet in virtual time:

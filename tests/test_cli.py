@@ -202,8 +202,9 @@ def test_submission_writes_a_record_folder_from_seeds_of_one_config(cli, tmp_pat
     assert code == 0, err
     written = json.loads(out)
     record = tmp_path / "record"
-    assert sorted(p.name for p in record.iterdir()) == ["README.md", "submission.json", "train_gpt.py",
-                                                        "train_seed1.log", "train_seed2.log"]
+    assert sorted(p.name for p in record.iterdir()) == ["README.md", "requirements.txt", "submission.json",
+                                                        "train_gpt.py", "train_seed1.log", "train_seed2.log"]
+    assert "github_id" in err and "author" not in err.replace("records name their author", "")
     assert (record / "train_gpt.py").read_bytes() == script.read_bytes()  # a user's script goes verbatim
     doc = json.loads((record / "submission.json").read_text())
     assert doc == written["submission"]

@@ -101,8 +101,8 @@ def test_data_prepare_on_modal_reads_the_app_from_settings(cli, monkeypatch):
 
     calls = []
 
-    def fake_prepare_on_modal(source, vocab, train_shards, *, app, env):  # the real one needs Modal's cloud
-        calls.append((source, vocab, train_shards, app, env))
+    def fake_prepare_on_modal(source, vocab, train_shards, *, app, env, variant):  # the real one needs Modal's cloud
+        calls.append((source, vocab, train_shards, app, env, variant))
         return "fineweb10B_sp4096 on lab-data"
 
     monkeypatch.setattr(golfq.cli.modal, "prepare_on_modal", fake_prepare_on_modal)
@@ -111,7 +111,9 @@ def test_data_prepare_on_modal_reads_the_app_from_settings(cli, monkeypatch):
     assert (code, out) == (0, "fineweb10B_sp4096 on lab-data\n")
     monkeypatch.setenv("GOLFQ_MODAL_APP", "from-env")
     assert cli("data", "prepare", "--on", "modal")[0] == 0
-    assert calls == [("fineweb", 4096, 10, "lab", "dev"), ("stdlib", 1024, 80, "from-env", None)]
+    assert cli("data", "prepare", "--source", "fineweb", "--variant", "sp8192", "--on", "modal")[0] == 0
+    assert calls == [("fineweb", 4096, 10, "lab", "dev", None), ("stdlib", 1024, 80, "from-env", None, None),
+                     ("fineweb", 1024, 80, "from-env", None, "sp8192")]
 
 
 def test_data_prepare_prints_the_paths_it_wrote(cli, tmp_path):

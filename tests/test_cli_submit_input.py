@@ -56,6 +56,6 @@ def test_an_idle_pipe_is_not_waited_on_and_says_so(tmp_path):
 def test_the_baseline_is_queued_only_when_asked_and_each_line_says_what_runs(cli):
     code, out, err = cli("submit", "--pool", "cpu", "--baseline")
     assert code == 0, err
-    assert "built-in trainer (defaults), 600 s" in out
+    assert "pool=cpu seed=1337  builtin defaults" in out
     code, out, err = cli("submit", "--pool", "cpu", "--set", "NUM_LAYERS=4", "--set", "budget.train_seconds=60")
-    assert code == 0 and "queued" in out and "built-in trainer (NUM_LAYERS=4), 60 s" in out
+    assert code == 0 and "queued" in out and "builtin NUM_LAYERS=4" in out

@@ -53,7 +53,7 @@ from golfq.core.job import Job, JobState, Lease, PoolStats, Stats
 from golfq.core.pareto import Observation
 from golfq.core.result import ProgressPoint
 from golfq.core.settings import settings
-from golfq.core.spec import ExperimentSpec, script_ref
+from golfq.core.spec import ExperimentSpec, blob_ref, stored_ref
 
 log = logging.getLogger("golfq.modal")
 
@@ -225,14 +225,15 @@ class ModalBroker(Broker):
         return super().submit_new(specs)
 
     def put_script(self, content: bytes) -> str:
-        ref = script_ref(bytes(content))
+        ref = stored_ref(bytes(content))
         self.blobs.put(f"scripts/{ref.removeprefix('sha256:')}.py", bytes(content))
         return ref
 
     def get_script(self, ref: str) -> bytes:
+        ref = blob_ref(ref)
         path = f"scripts/{ref.removeprefix('sha256:')}.py"
         content = self.blobs.get(path)  # KeyError when it was never stored
-        if script_ref(content) != ref:
+        if stored_ref(content) != ref:
             raise BrokerError(f"script {ref}: the copy at {path} does not match its hash")
         return content
 

@@ -33,7 +33,7 @@ from golfq.core.events import Event, decode_event
 from golfq.core.job import Job, JobState, Lease, PoolStats, Stats
 from golfq.core.pareto import Observation
 from golfq.core.result import FailureKind, ProgressPoint
-from golfq.core.spec import script_ref
+from golfq.core.spec import blob_ref, stored_ref
 
 Clock = Callable[[], float]
 T = TypeVar("T")
@@ -195,12 +195,12 @@ class RedisBroker(Broker):
     # -- scripts and purge ---------------------------------------------------------------------
 
     def put_script(self, content: bytes) -> str:
-        ref = script_ref(content)
+        ref = stored_ref(content)
         self.redis.hsetnx(self.keys.scripts, ref, content)
         return ref
 
     def get_script(self, ref: str) -> bytes:
-        content = self.redis.hget(self.keys.scripts, ref)
+        content = self.redis.hget(self.keys.scripts, blob_ref(ref))
         if content is None:
             raise KeyError(ref)
         return bytes(content)
