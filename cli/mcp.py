@@ -77,18 +77,19 @@ def _tool(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _confined(path: Any, base_dir: Path) -> None:
-    """A spec's script path must lie under the server's --dir: an agent names files there, not anywhere."""
+    """A spec's script or code folder must lie under the server's --dir: an agent names files there, not
+    anywhere on the machine."""
     if isinstance(path, str) and not (base_dir / path).resolve().is_relative_to(base_dir):
-        raise InputError(f"script {path}: outside the server's directory {base_dir} (start `golfq mcp --dir DIR` "
+        raise InputError(f"{path}: outside the server's directory {base_dir} (start `golfq mcp --dir DIR` "
                          "to serve another)")
 
 
 def _scripts_of(doc: Any) -> list[Any]:
-    """Every script path a spec or sweep document names (top level, base, points)."""
+    """Every script path and code folder a spec or sweep document names (top level, base, points)."""
     if not isinstance(doc, dict):
         return []
     points: list[Any] = doc["points"] if isinstance(doc.get("points"), list) else []
-    return [d.get("script") for d in [doc, doc.get("base"), *points] if isinstance(d, dict)]
+    return [d.get(key) for d in [doc, doc.get("base"), *points] if isinstance(d, dict) for key in ("script", "code")]
 
 
 def build_server(client: Client, base_dir: Path, runs: Path | None = None) -> FastMCP:

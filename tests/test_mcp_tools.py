@@ -127,6 +127,8 @@ def test_a_script_outside_the_servers_dir_is_refused(broker, tmp_path):
                                                                      spec={"pool": "cpu", "script": path})
             sweep = {"base": {"pool": "cpu"}, "points": [{"script": path}]}
             assert "outside" in await refused(session, "sweep", sweep=sweep)
+        assert "outside the server's directory" in await refused(session, "submit",
+                                                                 spec={"pool": "cpu", "code": str(tmp_path)})
         assert len(broker.list()) == 1
 
     run(broker, tmp_path, script)
