@@ -173,7 +173,21 @@ def completion(shell: Annotated[str, typer.Argument(metavar="|".join(SHELLS[:-1]
 
 
 def _say(message: str) -> None:
-    sys.stderr.write(f"golfq: {' '.join(str(message).split())}\n")
+    from golfq.cli.console import shown  # a message may quote user text: a name, a key, a value
+
+    sys.stderr.write(f"golfq: {shown(' '.join(str(message).split()))}\n")
+
+
+def users_to_fix(error: Exception) -> str | None:
+    """One line for an error from below golfq that the user fixes (credentials, permissions), else None."""
+    modal_errors = sys.modules.get("modal.exception")  # only when a modal:// queue loaded Modal's client
+    if modal_errors is not None and isinstance(error, modal_errors.AuthError):
+        return ("Modal has no valid credentials here: run `modal token new` (or set MODAL_TOKEN_ID and "
+                f"MODAL_TOKEN_SECRET), then try again ({' '.join(str(error).split())[:160]})")
+    if isinstance(error, PermissionError):
+        where = error.filename or "a file golfq needs"
+        return f"permission denied: {where}; check its permissions (ls -l), or run as a user who may read it"
+    return None
 
 
 def _usage_message(error: click.exceptions.UsageError) -> str:
@@ -207,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0  # `golfq events | head`: the reader left; nothing to report
     except Exception as error:
+        if (fix := users_to_fix(error)) is not None:
+            _say(fix)
+            return EXIT_BAD_INPUT
         if _debug():
             raise
         _say(f"internal error: {type(error).__name__}: {error} (GOLFQ_DEBUG=1 shows the traceback)")

@@ -11,10 +11,14 @@ from typing import Annotated
 import typer
 
 from golfq.cli.console import (
+    KEEP,
+    Col,
     JsonOption,
     QueueOption,
+    WideOption,
     emit,
     emit_json,
+    fitted_table,
     print_table,
     queue,
 )
@@ -33,6 +37,7 @@ ops_app = typer.Typer(
 )
 
 PoolArgument = Annotated[str, typer.Argument(metavar="POOL")]
+STATE_KEEP = {"cancelled": 20, "stopped": 25, "dead": 50}  # at 80 columns these counts go before the rest
 
 
 # -- stats and cost -------------------------------------------------------------------------------
@@ -43,7 +48,7 @@ def _usage_doc(rows: Sequence[CostRow]) -> dict[str, dict[str, float]]:
 
 
 @ops_app.command()
-def stats(queue_url: QueueOption = None, as_json: JsonOption = False) -> None:
+def stats(wide: WideOption = False, queue_url: QueueOption = None, as_json: JsonOption = False) -> None:
     """Jobs per pool and state, draining flags, GPU-hours and cost. Example: golfq ops stats --json"""
     with queue(queue_url) as broker:
         snapshot = broker.stats()
@@ -51,19 +56,19 @@ def stats(queue_url: QueueOption = None, as_json: JsonOption = False) -> None:
     if as_json:
         emit_json({"stats": snapshot, "usage": _usage_doc(list(spent.values()))})
         return
-    from rich.table import Table
-
-    table = Table()
     states = [s.value for s in JobState]
-    for column in ["pool", *states, "draining", "attempts", "GPU-h", "cost"]:
-        table.add_column(column, justify="left" if column == "pool" else "right")
+    columns = [Col("pool"), *(Col(s, right=True, keep=STATE_KEEP.get(s, KEEP)) for s in states),
+               Col("draining", 10), Col("attempts", 40, right=True), Col("GPU-h", 45, right=True),
+               Col("cost", right=True)]
+    rows = []
     for name in sorted(set(snapshot.pools) | set(spent)):
         pool = snapshot.pools.get(name)
         use = spent.get(name, CostRow(name, 0, 0.0, 0.0))
         counts = [str(getattr(pool, s)) if pool else "0" for s in states]
-        table.add_row(name, *counts, "yes" if pool and pool.draining else "", str(use.attempts),
-                      f"{use.gpu_seconds / 3600:.2f}", f"${use.cost_usd:.2f}")
-    print_table(f"{broker.url}  (backend {snapshot.backend}, last event #{snapshot.last_seq})", table)
+        rows.append((name, *counts, "yes" if pool and pool.draining else "", str(use.attempts),
+                     f"{use.gpu_seconds / 3600:.2f}", f"${use.cost_usd:.2f}"))
+    print_table(f"{broker.url}  (backend {snapshot.backend}, last event #{snapshot.last_seq})",
+                fitted_table(columns, rows, wide), wide)
     for key, value in sorted(snapshot.extra.items()):
         print(f"{key}: {value}")
 

@@ -299,25 +299,28 @@ class Broker(abc.ABC):
             apply_rule(self, lease.spec)  # after the commit, so the rule sees this result on the front
         return outcome
 
-    def fail(self, lease: Lease, error: str, kind: FailureKind, result: Result | None = None) -> JobState:
-        """Record a failed attempt; the job is queued again or ends, by its retry budget."""
+    def _end_attempt(self, job_id: str, rule: Step) -> JobState:
+        """Apply one of lifecycle's end-of-attempt rules to a held job in one atomic step; the job's new state."""
         def step(tx: Txn) -> JobState:
-            job = tx.require(lease.job_id)
-            failed, events = lifecycle.fail(job, lease, error, FailureKind(kind), tx.now, result)
-            tx.save(job, failed, events)
-            return failed.state
+            job = tx.require(job_id)
+            ended, events = rule(job, tx.now)
+            tx.save(job, ended, events)
+            return ended.state
 
         return self._write(step)
+
+    def fail(self, lease: Lease, error: str, kind: FailureKind, result: Result | None = None) -> JobState:
+        """Record a failed attempt; the job is queued again or ends, by its retry budget."""
+        return self._end_attempt(lease.job_id, lambda job, now: lifecycle.fail(job, lease, error, FailureKind(kind),
+                                                                               now, result))
+
+    def release(self, lease: Lease, reason: str, result: Result | None = None) -> JobState:
+        """Give a held attempt back on a worker's graceful stop: queued again, no failure counted."""
+        return self._end_attempt(lease.job_id, lambda job, now: lifecycle.release(job, lease, reason, now, result))
 
     def stop(self, lease: Lease, reason: str, result: Result | None = None) -> JobState:
         """End the attempt early for a stopping rule (state `stopped`); a late call is superseded."""
-        def step(tx: Txn) -> JobState:
-            job = tx.require(lease.job_id)
-            stopped, events = lifecycle.stop(job, lease, reason, tx.now, result)
-            tx.save(job, stopped, events)
-            return stopped.state
-
-        return self._write(step)
+        return self._end_attempt(lease.job_id, lambda job, now: lifecycle.stop(job, lease, reason, now, result))
 
     def curve(self, job_id: str, attempt: int | None = None) -> builtins.list[ProgressPoint]:
         """One attempt's live curve (default: the job's latest attempt), oldest point first."""

@@ -118,6 +118,19 @@ def stop(job: Job, lease: Lease, reason: str, now: float, result: Result | None 
     return job, [_event(EventKind.STOPPED, job, now, worker_id=lease.worker_id, error=reason, result=result)]
 
 
+def release(job: Job, lease: Lease, reason: str, now: float, result: Result | None = None) -> Transition:
+    """A worker's graceful stop (SIGINT/SIGTERM) gave the attempt back: queued again at once and no failure
+    counted, since an operator stopping a worker is no fault of the job. The attempt number has moved on,
+    so the released attempt stays fenced off; its result (GPU time spent) goes with the event. The run saved
+    its checkpoint on the way down (SIGTERM), so the next attempt goes on from it."""
+    if not holds(job, lease):
+        late = _event(EventKind.SUPERSEDED, job, now, worker_id=lease.worker_id, error=reason, result=result)
+        return job, [msgspec.structs.replace(late, attempt=lease.attempt)]
+    job = _replace(job, state=JobState.QUEUED, error=reason, worker_id="", lease_deadline=None, resume=True,
+                   updated_at=now)
+    return job, [_event(EventKind.REQUEUED, job, now, worker_id=lease.worker_id, error=reason, result=result)]
+
+
 REQUEUEABLE = (JobState.FAILED, JobState.DEAD, JobState.CANCELLED, JobState.STOPPED)
 
 

@@ -35,7 +35,7 @@ class Phases(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     spec_id: str
     attempt: int
-    status: str  # "succeeded" | "failed"
+    status: str  # "succeeded" | "failed" | "stopped" (a stopping rule) | "released" (the worker was stopped)
     val_bpb: float | None = None  # the score: post-quantization roundtrip
     score_source: str | None = None  # its log line: the label, `step:N/M` (pre-quantization) or GOLFQ_RESULT
     val_loss: float | None = None

@@ -177,7 +177,8 @@ class ExperimentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
             raise ValueError("data.make: a data command runs from a code folder (code = DIR)")
         for key, value in self.env.items():
             if not _ENV_KEY.match(key):
-                raise ValueError(f"env.{key}: keys must be UPPER_SNAKE_CASE")
+                named = key if key.isprintable() and key.strip() == key and key else repr(key)
+                raise ValueError(f"env.{named}: keys must be UPPER_SNAKE_CASE")
             if not isinstance(value, str):
                 raise ValueError(f"env.{key}: values must be strings, got {type(value).__name__}")
             if "\x00" in value:
@@ -279,7 +280,7 @@ def _one_line(error: Exception) -> str:
         lowercase = not path and unknown.group(1).upper() != unknown.group(1)
         hint = " (hyperparameters are UPPER_CASE env keys)" if lowercase else ""
         return f"{key}: unknown field{hint}"
-    if re.match(r"^[\w.\[\]']+: ", message):  # our own checks already name the field
+    if re.match(r"^[\w.\[\]'\\]+: ", message):  # our own checks already name the field (a repr'd key too)
         return message
     return f"{path or 'spec'}: {message}"
 

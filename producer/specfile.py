@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 import sys
 import tomllib
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from golfq.core.errors import GolfqError
+from golfq.core.hyperparameters import check_builtin_env
 from golfq.core.spec import (
     DEFAULT_ENTRY,
     ExperimentSpec,
@@ -153,10 +155,22 @@ def apply_override(doc: dict, key: str, value: Any, *, from_text: bool = False) 
         try:
             value = json.loads(value)
         except ValueError:
-            pass  # a bare word stays a string
+            if _is_float(value):  # inf, nan: JSON has no word for them
+                value = float(value)
+            # else a bare word stays a string
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InputError(f"{key}: {value} is not a finite number")
     if key == "tags" and isinstance(value, str):
         value = [t for t in value.split(",") if t]
     set_path(doc, key, value)
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_assignment(text: str) -> tuple[str, str]:
@@ -244,7 +258,7 @@ def prepare(doc: Mapping[str, Any], *, base: Path | None = None, script: bytes |
             if isinstance(entry, str) and entry not in code.files:
                 raise InputError(f"entry: {entry} is not a file of the code folder")
             script = code.data
-        return Prepared(check_pool(parse_spec(fields)), script)
+        return Prepared(check_builtin_env(check_pool(parse_spec(fields))), script)
     except (SpecError, InputError) as error:
         raise InputError(f"{where}: {error}") from None
 

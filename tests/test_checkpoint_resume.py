@@ -99,7 +99,7 @@ def test_a_plain_requeue_of_a_failed_job_starts_from_zero(url, tmp_path, cli):
         broker.close()
 
 
-def test_an_infra_retry_goes_on_from_the_last_checkpoint(url, tmp_path):
+def test_a_released_run_goes_on_from_the_last_checkpoint(url, tmp_path):
     broker = open_broker(url)
     try:
         job_id = _submit(broker, tmp_path, HANG_AT="4")
@@ -107,7 +107,7 @@ def test_an_infra_retry_goes_on_from_the_last_checkpoint(url, tmp_path):
         folder = checkpoint_dir(tmp_path / "runs", job_id)
         threading.Thread(target=lambda: _wait_then_set(folder / "state.json", '{"step": 4}', stop)).start()
         first = _run_next(broker, tmp_path, stop=stop, kill_grace=1.0)  # the worker shuts down mid-run
-        assert first.failure is FailureKind.INFRA and broker.get(job_id).state is JobState.QUEUED
+        assert first.status == "released" and broker.get(job_id).state is JobState.QUEUED
         second = _run_next(broker, tmp_path)
         assert second.status == "succeeded" and second.resumed and second.attempt == 2
         assert _runs(tmp_path) == ["start 0 resume 0", "start 4 resume 1"]

@@ -40,7 +40,7 @@ def test_usage_errors_point_at_the_verbs_help(cli):
 
 
 def test_a_failed_job_and_a_timeout_exit_1_with_one_line(cli):
-    code, out, _ = cli("submit", "--pool", "cpu", "--json")
+    code, out, _ = cli("submit", "--pool", "cpu", "--baseline", "--json")
     job_id = out.split('"id":"')[1].split('"')[0]
     code, _, err = cli("wait", job_id, "--timeout", "0")
     assert code == 1 and one_line(err).startswith("golfq: wait: 1 job(s) still unfinished")
@@ -66,7 +66,7 @@ def test_an_internal_error_is_one_line_and_exit_3_unless_debugging(cli, monkeypa
 
 def test_a_bad_setting_is_one_line(cli, monkeypatch):
     monkeypatch.setenv("GOLFQ_POOLS", "a100")
-    code, out, err = cli("submit", "--pool", "cpu")
+    code, out, err = cli("submit", "--pool", "cpu", "--baseline")
     assert (code, out) == (2, "") and "GOLFQ_POOLS entry 'a100'" in one_line(err)
 
 

@@ -136,7 +136,7 @@ def test_a_lower_case_env_key_is_named_once(cli, tmp_path, broker, how):
 
 
 def test_submit_warns_when_a_local_queue_lacks_the_builtin_trainers_data(cli, tmp_path, broker):
-    code, out, err = cli("submit", "--pool", "cpu", "--json")
+    code, out, err = cli("submit", "--pool", "cpu", "--baseline", "--json")
     assert code == 0 and json.loads(out)["new"] is True and len(broker.list()) == 1  # accepted all the same
     [warning] = err.splitlines()
     missing = tmp_path / "data" / "datasets" / "fineweb10B_sp1024"

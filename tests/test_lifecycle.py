@@ -159,6 +159,19 @@ def test_a_stop_ends_the_attempt_in_its_own_state_keeping_the_result():
     assert same is stopped and kinds(events) == [EventKind.SUPERSEDED]
 
 
+def test_a_release_queues_the_job_again_without_counting_a_failure():
+    job, lease = claimed(queued(Retries(infra=0)))
+    spent = result(lease, "released", gpu_seconds=12.0)
+    released, events = lifecycle.release(job, lease, "worker stopped", T0 + 5, spent)
+    assert released.state is JobState.QUEUED and released.failures == {} and released.worker_id == ""
+    assert released.attempt == 1 and released.lease_deadline is None and released.error == "worker stopped"
+    assert kinds(events) == [EventKind.REQUEUED] and events[0].result == spent and events[0].failure is None
+    again, lease2 = claimed(released, T0 + 6)
+    assert lease2.attempt == 2
+    same, late = lifecycle.release(again, lease, "late", T0 + 7)  # the old attempt: fenced off
+    assert same is again and kinds(late) == [EventKind.SUPERSEDED] and late[0].attempt == 1
+
+
 def test_pool_events_name_the_pool_alone():
     event = lifecycle.pool_event(EventKind.DRAINED, "h100", T0)
     assert (event.kind, event.pool, event.job_id, event.seq) == (EventKind.DRAINED, "h100", "", 0)

@@ -74,6 +74,9 @@ def _last_line(tail: str) -> str:
     return ""
 
 
+RELEASED_REASON = "released: the worker was stopped before the job finished; queued again, not counted as a failure"
+
+
 class _Outcome:
     """How the process ended, as the supervision loop saw it."""
 
@@ -111,8 +114,6 @@ def _classify(outcome: str, returncode: int | None, metrics: Metrics, hard_timeo
         return FailureKind.TIMEOUT, f"killed at the hard timeout of {hard_timeout:g} s"
     if outcome == _Outcome.LEASE_LOST:
         return FailureKind.INFRA, "lease lost (cancelled or reaped); training process killed"
-    if outcome == _Outcome.RELEASED:
-        return FailureKind.INFRA, "worker shut down before the job finished; lease released"
     if returncode:
         last = _last_line(tail)
         kind, how = _exit_cause(returncode)
@@ -171,7 +172,7 @@ def _report(call: Callable[[], object], what: str) -> object:
 def _build_result(lease: Lease, *, metrics: Metrics, failure: FailureKind | None, error: str | None,
                   started_at: float, wall_seconds: float, nproc: int, log_path: Path, tail: str,
                   worker_id: str, artifact_dir: Path, phases: Phases | None = None, stopped: bool = False,
-                  provisioned: Provisioned | None = None, resumed: bool = False) -> Result:
+                  released: bool = False, provisioned: Provisioned | None = None, resumed: bool = False) -> Result:
     pool = known_pools().get(lease.spec.pool)
     fields = {"resumed": resumed, **metrics.fields()}  # the script's own word on resuming, when it says
     if stopped:  # ended before its evaluation: the curve's figures stay (steps, pre-quant val_bpb), no score
@@ -181,7 +182,7 @@ def _build_result(lease: Lease, *, metrics: Metrics, failure: FailureKind | None
     gpu_count = fields.pop("gpu_count", None)
     gpu_count = gpu_count if gpu_count else (nproc if pool and pool.gpus else 0)
     gpu_name = fields.pop("gpu_name", None) or (pool.gpu_type if pool and pool.gpu_type else None)
-    if "train_seconds" not in fields and failure is None:
+    if "train_seconds" not in fields and failure is None and not released:
         fields["train_seconds"] = round(wall_seconds, 3)  # no timing line: the whole run is an upper bound
     artifact_path = fields.pop("artifact_path", None)
     if artifact_path is None and artifact_dir.is_dir() and any(artifact_dir.iterdir()):
@@ -189,7 +190,7 @@ def _build_result(lease: Lease, *, metrics: Metrics, failure: FailureKind | None
     return Result(
         spec_id=lease.job_id,
         attempt=lease.attempt,
-        status="stopped" if stopped else "failed" if failure else "succeeded",
+        status="stopped" if stopped else "released" if released else "failed" if failure else "succeeded",
         **fields,
         score_source=metrics.score_label if metrics.val_bpb is not None else None,
         total_seconds=round(wall_seconds, 3),
@@ -275,8 +276,8 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
               clock: Callable[[], float] = time.monotonic, on_checkpoint: Callable[[], None] | None = None) -> Result:
     """Run one attempt end to end, report it to the broker, and return its Result.
 
-    `stop`, when set, kills the process and releases the lease (an infra failure,
-    so the job is queued again at once rather than after the lease expires).
+    `stop`, when set, kills the process and releases the lease (Broker.release: no failure counted,
+    and the job is queued again at once rather than after the lease expires).
     `progress_seconds` (default: settings) is the live curve's interval: one point each.
     A stopping rule that fires sends SIGTERM, waits kill_grace, then SIGKILL, and
     reports the attempt `stopped` (not a failure). `on_checkpoint` runs after the process saved a
@@ -355,6 +356,8 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
     tail = _tail(log_path)
     if outcome == _Outcome.STOPPED:
         failure, why = None, watch.stop_reason
+    elif outcome == _Outcome.RELEASED:
+        failure, why = None, RELEASED_REASON
     else:
         failure, why = _classify(outcome, returncode, metrics, hard_timeout, tail)
     result = _build_result(lease, metrics=metrics, failure=failure, error=why, started_at=started_at,
@@ -362,9 +365,12 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
                            worker_id=worker_id, artifact_dir=workdir / "artifacts",
                            phases=marks.phases(attempt_start=attempt_start, process_start=started, process_end=ended,
                                                metrics=metrics),
-                           stopped=outcome == _Outcome.STOPPED, provisioned=provisioned, resumed=checkpoints.handed)
+                           stopped=outcome == _Outcome.STOPPED, released=outcome == _Outcome.RELEASED,
+                           provisioned=provisioned, resumed=checkpoints.handed)
     if outcome == _Outcome.STOPPED:
         end_state = _report(lambda: broker.stop(lease, why or "stopped", result), f"stop {lease.job_id}")
+    elif outcome == _Outcome.RELEASED:
+        end_state = _report(lambda: broker.release(lease, RELEASED_REASON, result), f"release {lease.job_id}")
     elif failure is None:
         counted = _report(lambda: broker.complete(lease, result), f"complete {lease.job_id}")
         end_state = JobState.SUCCEEDED if counted in (CompleteOutcome.COUNTED, CompleteOutcome.DUPLICATE) else None
