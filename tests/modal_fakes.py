@@ -172,10 +172,11 @@ class FakeDict:
         self._call(op)
 
     def items(self) -> Iterator[tuple[Any, Any]]:
+        """One call when asked (a list iterator, so it also crosses a process boundary)."""
         def op() -> list[tuple[Any, Any]]:
             with self._lock:
                 return [(k, e[0]) for k in list(self._data) if (e := self._live(k)) is not None]
-        yield from self._call(op)
+        return iter(self._call(op))
 
     def keys(self) -> Iterator[Any]:
         for key, _ in self.items():
@@ -356,11 +357,14 @@ class FakeQueue:
     def clear(self, *, partition: str | None = None, all: bool = False) -> None:
         if partition is not None and all:
             raise InvalidError("Partition must be null when requesting to clear all.")
-        with self._cond:
-            if all:
-                self._parts.clear()
-            else:
-                self._parts.pop(self._key(partition), None)
+
+        def op() -> None:
+            with self._cond:
+                if all:
+                    self._parts.clear()
+                else:
+                    self._parts.pop(self._key(partition), None)
+        self.net.call(op)
 
     def iterate(self, *, partition: str | None = None, item_poll_timeout: float = 0.0) -> Iterator[Any]:
         with self._cond:
@@ -410,6 +414,13 @@ class MemoryBlobStore:
             with self._lock:
                 self.files.pop(self._path(path), None)
         self.net.call(op)
+
+    def list(self, folder: str) -> list[str]:
+        def op() -> list[str]:
+            prefix = self._path(folder) + "/"
+            with self._lock:
+                return sorted(p for p in self.files if p.startswith(prefix) and "/" not in p[len(prefix):])
+        return self.net.call(op)
 
 
 class FakeModal:

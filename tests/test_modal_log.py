@@ -165,7 +165,7 @@ def test_a_heartbeat_for_a_purged_job_is_refused_not_raised():
     assert broker.heartbeat(lease) is False
 
 
-def test_a_pointer_to_a_lost_snapshot_falls_back_to_the_volumes_copy_of_the_same_generation():
+def test_a_pointer_to_a_lost_snapshot_restores_a_new_generation_from_the_volume():
     clock = ManualClock()
     fake = FakeModal(clock=clock)
     broker = fake.broker(clock=clock)
@@ -174,7 +174,7 @@ def test_a_pointer_to_a_lost_snapshot_falls_back_to_the_volumes_copy_of_the_same
     broker.submit([spec(seed=2)])
     fake.dicts["/golfq-test-state"].pop(f"snap/{ptr.gen}/{ptr.pos}/0")  # gone from the Dict, not the Volume
     fresh = fake.broker(clock=clock)
-    assert fresh.view().gen == ptr.gen and len(fresh.list()) == 2  # same generation: nothing forked
+    assert fresh.view().gen == ptr.gen + 1 and len(fresh.list()) == 2  # the Dict's entries salvaged
 
 
 def test_each_restore_starts_a_generation_past_every_earlier_one():

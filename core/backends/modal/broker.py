@@ -31,6 +31,8 @@ import msgspec
 
 from golfq.core import lifecycle
 from golfq.core.backends.modal.curves import append_points, read_points
+from golfq.core.backends.modal.effects import DISPATCH_PARTITION, Effects
+from golfq.core.backends.modal.group import GroupCommit
 from golfq.core.backends.modal.log import Log
 from golfq.core.backends.modal.records import EVENTS_PER_PAGE, OBSERVATIONS_PER_PAGE, Call, Pointer, hb_key
 from golfq.core.backends.modal.state import State
@@ -48,7 +50,7 @@ from golfq.core.backends.modal.store import (
 from golfq.core.backends.modal.txn import StateTxn
 from golfq.core.backends.modal.usage import waiting_for_capacity
 from golfq.core.broker import Broker, BrokerError, Txn
-from golfq.core.events import Event, EventKind
+from golfq.core.events import Event
 from golfq.core.job import Job, JobState, Lease, PoolStats, Stats
 from golfq.core.pareto import Observation
 from golfq.core.result import ProgressPoint
@@ -58,12 +60,10 @@ from golfq.core.spec import ExperimentSpec, script_ref
 log = logging.getLogger("golfq.modal")
 
 T = TypeVar("T")
-WAKE_TTL_SECONDS = 24 * 3600
-DISPATCH_PARTITION = "golfq-dispatch"  # the dispatcher's own wake-ups; pools have one partition each
-LISTENING_KEY = "dispatch/listening"  # until when a dispatcher is listening (a hint: no kick needed)
+__all__ = ["DISPATCH_PARTITION", "ModalBroker"]
 VIEW_SECONDS = 60.0  # a view older than this re-reads snap/ptr before it is trusted again
 RELOAD_GAP = 64  # entries behind the newest snapshot past which loading it beats folding them
-MAX_CONFLICTS = 50
+MAX_CONFLICTS = 500
 Factory = Callable[[str, "str | None"], Any]
 # The dispatcher's verdict on a spawned call whose lease ran out: a new deadline, or None to reap it.
 Probe = Callable[[Job, Call, float, "float | None"], "float | None"]
@@ -86,7 +86,9 @@ class ModalBroker(Broker):
         self.blobs = blob_store if blob_store is not None else self._volume_store()
         self.kick = kick if kick is not None or not real else self._kick_dispatcher
         self.writer = writer or f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.log = Log(self.store, self.blobs, self.writer, clock)
+        self.log = Log(self.store, self.blobs, self.writer, clock, self.pause)
+        self.group = GroupCommit(self, dict_factory(f"{self.app}-requests", self.environment))
+        self.effects = Effects(self.leases, self.wake, clock, self.kick, self.checkpoint, self._publish)
         self.probe: Probe | None = None  # set by the dispatcher, the one process that can ask Modal about calls
         self.commits = self.conflicts = 0
         self._state: State | None = None
@@ -111,6 +113,10 @@ class ModalBroker(Broker):
 
         modal.Function.from_name(self.app, "dispatch", environment_name=self.environment).spawn()
 
+    def pause(self, seconds: float) -> None:
+        """Wait between tries (in the clock's own time when it has one: the stand-ins' virtual clock)."""
+        getattr(self.clock, "sleep", time.sleep)(seconds)
+
     # -- the view and the write path -----------------------------------------------------------
 
     def view(self) -> State:
@@ -128,9 +134,9 @@ class ModalBroker(Broker):
                 if ptr is None or ptr.gen != self._state.gen or ptr.pos > self._state.pos + RELOAD_GAP:
                     self._state = self.log.load()
                 else:
-                    self.log.catch_up(self._state)
+                    self._state = self.log.advance(self._state)
             else:
-                self.log.catch_up(self._state)
+                self._state = self.log.advance(self._state)
         except BrokerError:
             self._state = None  # a broken chain: start again from the newest snapshot
             raise
@@ -142,7 +148,7 @@ class ModalBroker(Broker):
         with self._mutex:
             for _ in range(MAX_CONFLICTS):
                 state = self._sync()
-                tx = StateTxn(state, self.clock(), self._judge)
+                tx = self._txn(state)
                 out = step(tx)
                 if tx.empty:
                     return out
@@ -151,6 +157,13 @@ class ModalBroker(Broker):
                     return out
                 self.conflicts += 1
         raise BrokerError(f"{self.url}: lost the race for the log's next slot {MAX_CONFLICTS} times in a row")
+
+    def _txn(self, state: State) -> StateTxn:
+        return StateTxn(state, self.clock(), self._judge)
+
+    def _request(self, op: str, **args: Any) -> Any:
+        """The lease cycle's steps commit by group commit (group.py): no race for each slot under a wave."""
+        return self.group.request(op, args)
 
     def transact(self, step: Callable[[StateTxn], T]) -> T:
         """Run a Modal-specific step (the dispatcher's) through the shared write path."""
@@ -180,39 +193,22 @@ class ModalBroker(Broker):
         return False
 
     def _after_commit(self, txn: Txn) -> None:
-        """Tell runners their lease is gone, and wake claimers and the dispatcher. Best effort: a lost
-        wake-up only delays work until the next scheduled dispatch, and the dispatcher re-marks revocations."""
+        """Revocation markers, wake-ups, the dispatcher's kick, a snapshot now and then (effects.py): hints
+        that never raise, since the step has committed."""
         assert isinstance(txn, StateTxn)
-        self.mark_revoked([(old.id, old.attempt) for old, new in txn.saved if old is not None
-                           and old.state is JobState.LEASED
-                           and not (new.state is JobState.LEASED and new.attempt == old.attempt)])
-        fresh = {e.pool for e in txn.events if e.kind in (EventKind.SUBMITTED, EventKind.REQUEUED)}
-        ended = any(old is not None and old.state is JobState.LEASED and new.state is not JobState.LEASED
-                    for old, new in txn.saved)
-        for partition in sorted(fresh) + ([DISPATCH_PARTITION] if fresh or ended else []):
-            try:
-                self.wake.put(txn.state.pos, block=False, partition=partition, partition_ttl=WAKE_TTL_SECONDS)
-            except Exception as error:  # noqa: BLE001 - queue.Full or a blip: a hint only
-                log.info("wake-up for %s not queued: %s", partition, error)
-        if (fresh or ended) and self.kick is not None and not self.dispatcher_listening():
-            try:
-                self.kick()
-            except Exception as error:  # noqa: BLE001 - not deployed, or a blip
-                log.warning("could not kick the dispatcher of %s (%s); journalling to the Volume here", self.app,
-                            error)
-                self.checkpoint()  # nobody else will: the app is not running
+        self.effects.after(txn)
+
+    def _publish(self) -> None:
+        self.log.publish(self.view())
 
     def mark_revoked(self, attempts: Sequence[tuple[str, int]]) -> None:
-        """Tell these attempts' runners, at their next beat, that their lease is gone (one request)."""
-        if attempts:
-            self.leases.update({f"revoked/{job_id}/{attempt}": b"1" for job_id, attempt in attempts})
+        self.effects.mark_revoked(attempts)
 
     def dispatcher_listening(self) -> bool:
-        until = decode(self.leases.get(LISTENING_KEY), float)
-        return until is not None and until > self.clock()
+        return self.effects.no_kick_until() > self.clock()
 
     def set_listening(self, until: float) -> None:
-        self.leases.put(LISTENING_KEY, encode(until))
+        self.effects.hold(until)
 
     # -- submit and scripts --------------------------------------------------------------------
 
@@ -269,21 +265,23 @@ class ModalBroker(Broker):
               billing_since: float | None = None, cold: bool = True) -> bool:
         """The attempt's runner has started: lease_seconds from now, and (for a spawned call) since when its
         container bills for it (boot, or the end of its previous input). False when the lease is gone."""
-        from golfq.core.backends.modal.usage import record_start
-
-        def step(tx: StateTxn) -> bool:
-            job = tx.load(lease.job_id)
-            extended = lifecycle.heartbeat(job, lease, lease_seconds, tx.now) if job is not None else None
-            if job is None or extended is None:
-                return False
-            tx.save(job, extended, ())
-            record_start(tx, lease, container, tx.now if billing_since is None else billing_since, cold)
-            return True
-
-        started = self.transact(step)
+        started = self._request("start", lease=lease, lease_seconds=lease_seconds, container=container,
+                                billing_since=billing_since, cold=cold)
         if started:
             self._started.add((lease.job_id, lease.attempt))
-        return started
+        return bool(started)
+
+    def _start_in(self, tx: StateTxn, lease: Lease, lease_seconds: float, container: str,
+                  billing_since: float | None, cold: bool) -> bool:
+        from golfq.core.backends.modal.usage import record_start
+
+        job = tx.load(lease.job_id)
+        extended = lifecycle.heartbeat(job, lease, lease_seconds, tx.now) if job is not None else None
+        if job is None or extended is None:
+            return False
+        tx.save(job, extended, ())
+        record_start(tx, lease, container, tx.now if billing_since is None else billing_since, cold)
+        return True
 
     def forget_attempts(self, keys: Sequence[str]) -> None:
         """Delete the per-attempt keys of calls long over (heartbeat, run token, revocation marker), so the

@@ -87,6 +87,7 @@ class DictLike(Protocol):
     def put(self, key: Any, value: Any, *, skip_if_exists: bool = False) -> bool: ...
     def update(self, other: Any = None, /, **kwargs: Any) -> None: ...
     def pop(self, key: Any, default: Any = ...) -> Any: ...
+    def items(self) -> Any: ...
 
 
 def update_in_batches(store: DictLike, items: Iterable[tuple[str, bytes]]) -> int:
@@ -115,6 +116,8 @@ class BlobStore(Protocol):
     def get(self, path: str) -> bytes:
         """KeyError when there is no such file."""
     def delete(self, path: str) -> None: ...
+    def list(self, folder: str) -> list[str]:
+        """Paths of the files directly in a folder (empty when there is none), read from the source."""
 
 
 def volume_path(path: str) -> str:
@@ -156,6 +159,14 @@ class VolumeBlobStore:
             return b"".join(self.volume.read_file(volume_path(path)))
         except FileNotFoundError:
             raise KeyError(f"{path}: not on the volume") from None
+
+    def list(self, folder: str) -> list[str]:
+        try:  # through the API, never the mount: a container's mounted copy may be stale
+            return [entry.path for entry in self.volume.listdir(volume_path(folder))]
+        except Exception as error:  # Modal raises its NotFoundError for a folder not yet made
+            if not isinstance(error, FileNotFoundError) and type(error).__name__ != "NotFoundError":
+                raise
+            return []
 
     def delete(self, path: str) -> None:
         try:
