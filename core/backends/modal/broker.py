@@ -64,6 +64,8 @@ __all__ = ["DISPATCH_PARTITION", "ModalBroker"]
 VIEW_SECONDS = 60.0  # a view older than this re-reads snap/ptr before it is trusted again
 RELOAD_GAP = 64  # entries behind the newest snapshot past which loading it beats folding them
 MAX_CONFLICTS = 500
+STARTED_CALL_GRACE = 1800.0  # a silent started call may be Modal re-running it after a preemption (the longest
+# start-up lease): the dispatcher asks Modal; any other reaper waits this long past the last beat
 Factory = Callable[[str, "str | None"], Any]
 # The dispatcher's verdict on a spawned call whose lease ran out: a new deadline, or None to reap it.
 Probe = Callable[[Job, Call, float, "float | None"], "float | None"]
@@ -184,8 +186,10 @@ class ModalBroker(Broker):
         call = tx.call(job.id, job.attempt)
         if call is None:
             return True
-        if self.probe is None:
-            return call.ran_at is not None  # a spawned call that has not started is the dispatcher's to judge
+        if self.probe is None:  # not the dispatcher: it cannot ask Modal whether the call is being re-run
+            if call.ran_at is None:
+                return False  # a spawned call that has not started is the dispatcher's to judge
+            return tx.now > max(beat or 0.0, job.lease_deadline or 0.0) + STARTED_CALL_GRACE
         alive_until = self.probe(job, call, tx.now, beat)
         if alive_until is None:
             return True

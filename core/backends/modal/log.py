@@ -46,6 +46,7 @@ log = logging.getLogger("golfq.modal")
 
 PTR = "snap/ptr"
 APPEND_TRIES = 40  # each a put and a read-back, each retried by the client: minutes of outage before giving up
+READ_TRIES = 8
 FOLD_BEFORE_LOOKING = 64  # entries folded one by one before a newer snapshot is looked for
 VOLUME_LATEST = "snapshots/LATEST"  # written for people; readers list snapshots/ (this file can move backwards)
 MAX_GENERATIONS_TRIED = 8
@@ -102,7 +103,19 @@ class Log:
         return None
 
     def pointer(self) -> Pointer | None:
-        return decode(self.store.get(PTR), Pointer)
+        return decode(self.read(PTR), Pointer)
+
+    def read(self, key: str) -> bytes | None:
+        """A Dict read, tried again while Modal answers with errors (a read changes nothing): a writer waiting
+        for its outcome must not give up on a blip."""
+        for tries in range(READ_TRIES):
+            try:
+                return self.store.get(key)
+            except Exception:  # noqa: BLE001 - the client's own retries ran out; tried again below
+                if tries == READ_TRIES - 1:
+                    raise
+                self.pause(min(0.5 * 2 ** tries, 5.0))
+        return None
 
     def read_snapshot(self, ptr: Pointer) -> State | None:
         parts = []
@@ -123,7 +136,7 @@ class Log:
         """The newest state from this one: folds entries one by one, and past FOLD_BEFORE_LOOKING of them
         loads a newer snapshot if there is one (committers publish one every few dozen entries)."""
         folded = 0
-        while (data := self.store.get(log_key(state.gen, state.pos + 1))) is not None:
+        while (data := self.read(log_key(state.gen, state.pos + 1))) is not None:
             self._fold(state, decode(data, Entry))
             folded += 1
             if folded % FOLD_BEFORE_LOOKING == 0:
