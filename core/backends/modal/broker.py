@@ -126,8 +126,12 @@ class ModalBroker(Broker):
         with self._mutex:
             return self._sync()
 
-    def _sync(self) -> State:
+    def _sync(self, optimistic: bool = False) -> State:
+        """Catch up with the log; `optimistic` trusts a recent view as it is, for a step about to commit
+        (a commit lands only on the state it read, so a stale view costs a lost slot, never a wrong write)."""
         now = self.clock()
+        if optimistic and self._state is not None and abs(now - self._viewed) <= VIEW_SECONDS:
+            return self._state
         try:
             if self._state is None:
                 self._state = self.log.load()
@@ -245,7 +249,12 @@ class ModalBroker(Broker):
             pass
 
     def _worth_claiming(self, pool: str) -> bool:
-        """A look at this process's folded view, so an idle claimer commits nothing."""
+        """A look at this process's folded view, so an idle claimer commits nothing. A recent view that shows
+        queued work is trusted without a read: the claim's commit finds out if it is gone."""
+        with self._mutex:
+            recent = self._sync(optimistic=True)
+        if recent.queued.get(pool) and pool not in recent.draining:
+            return True
         state = self.view()
         now = self.clock()
         if state.queued.get(pool) and pool not in state.draining:

@@ -55,6 +55,7 @@ class Effects:
                  and not (new.state is JobState.LEASED and new.attempt == old.attempt)]
         fresh = {e.pool for e in txn.events if e.kind in (EventKind.SUBMITTED, EventKind.REQUEUED)}
         self._guarded("revocation markers", lambda: self.mark_revoked([a for a in ended if a not in txn.own_ends]))
+        ended = [a for a in ended if txn.call(*a) is not None]  # the dispatcher charges spawned calls only
         for partition in sorted(fresh) + ([DISPATCH_PARTITION] if fresh or ended else []):
             self._guarded(f"wake-up for {partition}", functools.partial(self._wake, partition, txn.state.pos))
         if fresh or ended:

@@ -44,6 +44,7 @@ log = logging.getLogger("golfq.modal")
 MAX_PER_ENTRY = 256  # requests carried out by one entry (it stays far below the value limit)
 ORPHAN_SECONDS = 120.0  # a carried-out request whose writer never deleted its key is deleted by a committer
 MAX_ROUNDS = 10_000
+DIRECT_TRIES = 2  # tries for the next slot alone before the request is left for a group commit
 
 
 class ClaimArgs(msgspec.Struct, frozen=True):
@@ -128,17 +129,25 @@ class GroupCommit:
         broker = self.broker
         rid = uuid.uuid4().hex
         with broker._mutex:
-            state = broker._sync()
-            tx = broker._txn(state)
-            value = getattr(broker, f"_{op}_in")(tx, **args)
-            if tx.empty:
-                return value  # nothing to write (no job to claim): no commit
-            note_end(tx, op, args)
-            if broker.log.append(state, tx.entry(rid, broker.writer)):
-                broker.commits += 1
-                broker._after_commit(tx)
-                return value
-            broker.conflicts += 1
+            state = broker._sync(optimistic=True)  # the put tells whether the slot is free: no read first
+            synced = False
+            tries = 0
+            while tries < DIRECT_TRIES:
+                tx = broker._txn(state)
+                value = getattr(broker, f"_{op}_in")(tx, **args)
+                if tx.empty:
+                    if not synced:  # an answer without a commit must come from the newest state
+                        state, synced = broker._sync(), True
+                        continue
+                    return value  # nothing to write (no job to claim): no commit
+                tries += 1
+                note_end(tx, op, args)
+                if broker.log.append(state, tx.entry(rid, broker.writer)):
+                    broker.commits += 1
+                    broker._after_commit(tx)
+                    return value
+                broker.conflicts += 1
+                state, synced = broker._sync(), True
             self.grouped += 1
             request = make_request(rid, op, args, broker.clock(), broker.writer)
             self._put(request)
