@@ -54,6 +54,8 @@ def _wire_size(value: Any) -> int:
 
 
 def _reply_size(value: Any) -> int:
+    if isinstance(value, (list, tuple)):  # several values in one reply (gathered gets, items())
+        return sum(_reply_size(v) for v in value)
     return _wire_size(value) if isinstance(value, (bytes, bytearray, str)) else 0
 
 
@@ -107,6 +109,20 @@ class FakeDict:
                 self._check(key)
                 value = self._touch(key)
                 return default if value is _NO_DEFAULT else copy.copy(value)
+        return self._call(op)
+
+    def get_concurrently(self, keys: list[Any]) -> list[Any]:
+        """Several gets in flight at once (modal's `.aio` gets, gathered): one round trip for all of them,
+        each still a call; a lost response retries them all (reads change nothing but expiry)."""
+        def op() -> list[Any]:
+            with self._lock:
+                out = []
+                for key in keys:
+                    self._check(key)
+                    value = self._touch(key)
+                    out.append(None if value is _NO_DEFAULT else copy.copy(value))
+                return out
+        self.calls += len(keys) - 1
         return self._call(op)
 
     def contains(self, key: Any) -> bool:

@@ -44,7 +44,8 @@ log = logging.getLogger("golfq.modal")
 MAX_PER_ENTRY = 256  # requests carried out by one entry (it stays far below the value limit)
 ORPHAN_SECONDS = 120.0  # a carried-out request whose writer never deleted its key is deleted by a committer
 MAX_ROUNDS = 10_000
-DIRECT_TRIES = 2  # tries for the next slot alone before the request is left for a group commit
+RELIST_EVERY = 4  # group rounds between listings of the pending requests
+DIRECT_TRIES = 3  # tries for the next slot alone before the request is left for a group commit
 
 
 class ClaimArgs(msgspec.Struct, frozen=True):
@@ -147,7 +148,7 @@ class GroupCommit:
                     broker._after_commit(tx)
                     return value
                 broker.conflicts += 1
-                state, synced = broker._sync(), True
+                synced = True  # the lost put read the slots after it: the state is at the head it saw
             self.grouped += 1
             request = make_request(rid, op, args, broker.clock(), broker.writer)
             self._put(request)
@@ -177,44 +178,47 @@ class GroupCommit:
 
     def _until_done(self, own: Request) -> Outcome:
         broker = self.broker
-        for _ in range(MAX_ROUNDS):
-            state = broker._sync()
+        listed: list[Request] = []
+        lost = False
+        for rounds in range(MAX_ROUNDS):
+            state = broker._sync(optimistic=lost)  # after a lost put, the state is at the head it read
             if own.rid in state.done:
                 return state.done[own.rid][1]
             tx = broker._txn(state)
-            pending = self._pending(state, own, tx.now)
+            if rounds % RELIST_EVERY == 0:  # the requests left since are carried by their own writers meanwhile
+                listed = self._listed(state, tx.now)
+            pending = [own, *(r for r in listed if r.rid != own.rid and r.rid not in state.done)][:MAX_PER_ENTRY]
             outcomes = {request.rid: self._carry_out(tx, request) for request in pending}
             if len(pending) == 1 and tx.empty:
                 return outcomes[own.rid]  # our step alone, and it writes nothing (no job to claim): no commit
             tx.outcomes.update(outcomes)
-            if broker.log.append(state, tx.entry(uuid.uuid4().hex, broker.writer)):
+            lost = not broker.log.append(state, tx.entry(uuid.uuid4().hex, broker.writer))
+            if lost:
+                broker.conflicts += 1
+            else:
                 broker.commits += 1
                 broker._after_commit(tx)
-            else:
-                broker.conflicts += 1
         raise BrokerError(f"{broker.url}: request {own.rid} has no outcome after {MAX_ROUNDS} commits")
 
-    def _pending(self, state: State, own: Request, now: float) -> list[Request]:
-        """Every request waiting for a commit (own first), oldest first; deletes orphans."""
-        found: dict[str, Request] = {own.rid: own}
+    def _listed(self, state: State, now: float) -> list[Request]:
+        """Every request waiting for a commit, oldest first (one call); deletes orphans."""
         try:
             listed = list(self.requests.items())
         except Exception as error:  # noqa: BLE001 - carry out our own alone this time
             log.info("could not list pending requests: %s", error)
-            listed = []
+            return []
+        found: dict[str, Request] = {}
         for _, data in listed:
             request = decode(bytes(data), Request)
-            if request is None or request.rid in found:
+            if request is None or request.rid in found or request.op not in OPS:
                 continue
             done = state.done.get(request.rid)
             if done is not None or request.ts < now - DONE_KEEP_SECONDS:
                 if done is None or done[0] < now - ORPHAN_SECONDS:
                     self._forget(request.rid)  # its writer is gone: it was carried out, or is too old to
                 continue
-            if request.op in OPS:
-                found[request.rid] = request
-        others = sorted((r for r in found.values() if r is not own), key=lambda r: (r.ts, r.rid))
-        return [own, *others][:MAX_PER_ENTRY]
+            found[request.rid] = request
+        return sorted(found.values(), key=lambda r: (r.ts, r.rid))
 
     def _carry_out(self, tx: StateTxn, request: Request) -> Outcome:
         """Run one request's step in tx; an error undoes its writes and becomes its outcome."""

@@ -38,6 +38,7 @@ from golfq.core.backends.modal.store import (
     check_size,
     decode,
     encode,
+    read_many,
     update_in_batches,
 )
 from golfq.core.broker import BrokerError
@@ -47,6 +48,9 @@ log = logging.getLogger("golfq.modal")
 PTR = "snap/ptr"
 APPEND_TRIES = 40  # each a put and a read-back, each retried by the client: minutes of outage before giving up
 READ_TRIES = 8
+# Log slots read at once (one round trip): catching up starts with the next one alone (usually nothing is
+# new) and then reads ahead; a lost put reads its slot and the ones after it (someone won: more may follow).
+READ_AHEAD_FIRST, READ_AHEAD_MAX, READ_BACK = 1, 16, 4
 FOLD_BEFORE_LOOKING = 64  # entries folded one by one before a newer snapshot is looked for
 VOLUME_LATEST = "snapshots/LATEST"  # written for people; readers list snapshots/ (this file can move backwards)
 MAX_GENERATIONS_TRIED = 8
@@ -106,25 +110,25 @@ class Log:
         return decode(self.read(PTR), Pointer)
 
     def read(self, key: str) -> bytes | None:
-        """A Dict read, tried again while Modal answers with errors (a read changes nothing): a writer waiting
-        for its outcome must not give up on a blip."""
+        return self.read_many([key])[0]
+
+    def read_many(self, keys: list[str]) -> list[bytes | None]:
+        """Dict reads in flight together (store.read_many), tried again while Modal answers with errors (a read
+        changes nothing): a writer waiting for its outcome must not give up on a blip."""
         for tries in range(READ_TRIES):
             try:
-                return self.store.get(key)
+                return read_many(self.store, keys)
             except Exception:  # noqa: BLE001 - the client's own retries ran out; tried again below
                 if tries == READ_TRIES - 1:
                     raise
                 self.pause(min(0.5 * 2 ** tries, 5.0))
-        return None
+        return [None] * len(keys)
 
     def read_snapshot(self, ptr: Pointer) -> State | None:
-        parts = []
-        for index in range(ptr.chunks):
-            part = self.store.get(f"{snap_key(ptr.gen, ptr.pos)}/{index}")
-            if part is None:
-                return None  # replaced and collected meanwhile
-            parts.append(bytes(part))
-        snap = decode(b"".join(parts), Snapshot)
+        parts = self.read_many([f"{snap_key(ptr.gen, ptr.pos)}/{index}" for index in range(ptr.chunks)])
+        if any(part is None for part in parts):
+            return None  # replaced and collected meanwhile
+        snap = decode(b"".join(bytes(part) for part in parts if part is not None), Snapshot)
         return None if snap is None else State(snap)
 
     def catch_up(self, state: State) -> None:
@@ -135,15 +139,22 @@ class Log:
     def advance(self, state: State) -> State:
         """The newest state from this one: folds entries one by one, and past FOLD_BEFORE_LOOKING of them
         loads a newer snapshot if there is one (committers publish one every few dozen entries)."""
-        folded = 0
-        while (data := self.read(log_key(state.gen, state.pos + 1))) is not None:
-            self._fold(state, decode(data, Entry))
-            folded += 1
-            if folded % FOLD_BEFORE_LOOKING == 0:
-                ptr = self.pointer()
-                if ptr is not None and ptr.gen == state.gen and ptr.pos > state.pos:
-                    state = self.read_snapshot(ptr) or state
-        return state
+        folded, ahead = 0, READ_AHEAD_FIRST
+        while True:
+            found = self.read_many([log_key(state.gen, state.pos + i) for i in range(1, ahead + 1)])
+            for data in found:
+                if data is None:
+                    return state  # the first empty slot is the end of the log
+                self._fold(state, decode(data, Entry))
+                folded += 1
+                if folded % FOLD_BEFORE_LOOKING == 0:
+                    ptr = self.pointer()
+                    if ptr is not None and ptr.gen == state.gen and ptr.pos > state.pos:
+                        newer = self.read_snapshot(ptr)
+                        if newer is not None:
+                            state = newer
+                            break  # the rest of this batch is behind the snapshot
+            ahead = READ_AHEAD_MAX
 
     def _fold(self, state: State, entry: Entry | None) -> None:
         if entry is None or entry.prev != state.rid:
@@ -166,8 +177,9 @@ class Log:
                     return True
             except Exception as error:  # noqa: BLE001 - the client's retries ran out: the outcome is unknown
                 problem = error
-            try:
-                found = self.store.get(key)
+            try:  # the slot, and the slots after it in the same round trip: a loser learns the whole head
+                found, *after = read_many(self.store, [log_key(state.gen, state.pos + i)
+                                                       for i in range(1, READ_BACK + 1)])
             except Exception as error:  # noqa: BLE001 - read back again on the next try
                 problem = error
                 self.pause(min(0.5 * 2 ** min(tries, 4), 5.0))
@@ -177,11 +189,13 @@ class Log:
                     self.pause(min(0.5 * 2 ** min(tries, 4), 5.0))  # Modal is having a bad minute
                 continue
             theirs = decode(found, Entry)
-            if theirs is not None and theirs.rid == entry.rid:
-                state.apply(entry)  # ours: only the response was lost
-                return True
-            self._fold(state, theirs)
-            return False
+            ours = theirs is not None and theirs.rid == entry.rid
+            self._fold(state, entry if ours else theirs)  # ours: only the response was lost
+            for data in after:
+                if data is None:
+                    break
+                self._fold(state, decode(data, Entry))
+            return ours
         raise BrokerError(f"could not learn whether {key} was committed after {APPEND_TRIES} tries ({problem}); "
                           "re-open the queue and look before doing it again")
 

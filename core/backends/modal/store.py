@@ -7,6 +7,7 @@ versions, and a 10,000-spec batch stays far below Modal's value limits.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import zlib
@@ -88,6 +89,30 @@ class DictLike(Protocol):
     def update(self, other: Any = None, /, **kwargs: Any) -> None: ...
     def pop(self, key: Any, default: Any = ...) -> Any: ...
     def items(self) -> Any: ...
+
+
+def read_many(store: DictLike, keys: list[str]) -> list[Any]:
+    """Several Dict reads in flight at once (modal's `.aio` calls, gathered): about one round trip, not one
+    each. Sequential where that cannot be done (no `.aio`, or already inside an event loop)."""
+    concurrent = getattr(store, "get_concurrently", None)  # the stand-ins model it as one round trip
+    if concurrent is not None:
+        return list(concurrent(keys))
+    aio = getattr(store.get, "aio", None)
+    if aio is None or len(keys) == 1 or _in_event_loop():
+        return [store.get(key) for key in keys]
+
+    async def gather() -> list[Any]:
+        return list(await asyncio.gather(*(aio(key) for key in keys)))
+
+    return asyncio.run(gather())
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def update_in_batches(store: DictLike, items: Iterable[tuple[str, bytes]]) -> int:
