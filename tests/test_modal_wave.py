@@ -15,6 +15,7 @@ import pytest
 from golfq.core.backends.modal.effects import DISPATCH_PARTITION
 from golfq.core.backends.modal.group import request_key
 from golfq.core.backends.modal.records import Call
+from golfq.core.backends.modal.store import encode
 from golfq.core.job import CompleteOutcome, JobState
 from tests.contract.conftest import ManualClock
 from tests.contract.helpers import all_events, spec, success
@@ -83,7 +84,6 @@ def test_a_request_listed_by_several_committers_is_carried_out_once():
     owner.submit([spec(seed=1), spec(seed=2)])
     lease = owner.claim("cpu", "w")
     from golfq.core.backends.modal.group import make_request
-    from golfq.core.backends.modal.store import encode
 
     # The owner left its request and died before reading the outcome: two others commit after it.
     request = make_request("r-dead", "complete", {"lease": lease, "result": success(lease)}, clock(), "owner")
@@ -157,6 +157,28 @@ def test_a_commit_whose_outcome_stays_unknown_for_long_is_still_read_back():
     job = broker.submit([spec(seed=1)])[0]
     assert failing == [0]
     assert fake.broker(clock=clock).get(job.id) is not None
+
+
+def test_the_first_commit_of_a_spawned_call_outlasts_a_bad_minute_of_modal():
+    clock = VirtualClock()
+    net = Network(0.03, clock=clock)
+    fake = FakeModal(clock=clock, net=net)
+    broker, runner = fake.broker(clock=clock), fake.broker(clock=clock, writer="container")
+    broker.submit([spec(seed=1)])
+    lease = broker.claim("cpu", "modal/cpu", lease_seconds=600)
+    runner.view()
+    store = fake.dicts["/golfq-test-state"]
+    put, failing = store.put, [6]
+
+    def put_unanswered(key, value, *, skip_if_exists=False):
+        if key.startswith("log/") and failing[0]:
+            failing[0] -= 1
+            net.plan(*(["request"] * 4))  # never reached Modal, after the client's own retries: tried again
+        return put(key, value, skip_if_exists=skip_if_exists)
+
+    store.put = put_unanswered  # type: ignore[method-assign]
+    assert runner.start(lease, 120, container="ta-1", billing_since=clock()) is True
+    assert fake.broker(clock=clock).get(lease.job_id).lease_deadline == pytest.approx(clock() + 120, abs=5)
 
 
 def test_wake_partitions_nobody_reads_never_fill_up():
@@ -249,8 +271,9 @@ def test_a_lost_snapshot_with_expired_entries_never_recreates_an_expired_slot():
     broker.checkpoint()  # Dict and Volume at entry 1
     for i in range(2, 5):
         broker.submit([spec(seed=i)])  # entries 2..4
-    ptr = broker.log.publish(broker.view())  # a snapshot at 4 in the Dict only
     store = fake.dicts["/golfq-test-state"]
+    ptr = broker.log.write_snapshot(broker.view())  # a snapshot at 4, published in the Dict only
+    store.put("snap/ptr", encode(ptr))
     store.pop(f"snap/{ptr.gen}/{ptr.pos}/0")
     store.pop(f"log/{ptr.gen}/2")  # expired
     fresh = fake.broker(clock=clock)
