@@ -138,22 +138,29 @@ def test_a_commit_whose_side_effects_fail_still_reports_success():
     assert broker.complete(other, success(other)) is CompleteOutcome.COUNTED
 
 
+def _unanswered_log_puts(fake: FakeModal, net: Network, count: int) -> list[int]:
+    """The next `count` log puts never reach Modal, each after the client's own retries: the writer cannot
+    tell whether they landed. Returns the count still to fail."""
+    store = fake.dicts["/golfq-test-state"]
+    put, failing = store.put, [count]
+
+    def put_unanswered(key, value, *, skip_if_exists=False):
+        if key.startswith("log/") and failing[0]:
+            failing[0] -= 1
+            net.plan(*(["request"] * 4))
+        return put(key, value, skip_if_exists=skip_if_exists)
+
+    store.put = put_unanswered  # type: ignore[method-assign]
+    return failing
+
+
 def test_a_commit_whose_outcome_stays_unknown_for_long_is_still_read_back():
     clock = VirtualClock()
     net = Network(0.03, clock=clock)
     fake = FakeModal(clock=clock, net=net)
     broker = fake.broker(clock=clock)
     broker.view()
-    store = fake.dicts["/golfq-test-state"]
-    put, failing = store.put, [7]
-
-    def put_unanswered(key, value, *, skip_if_exists=False):
-        if key.startswith("log/") and failing[0]:
-            failing[0] -= 1
-            net.plan(*(["request"] * 4))  # no answer, after the client's own retries: the outcome is unknown
-        return put(key, value, skip_if_exists=skip_if_exists)
-
-    store.put = put_unanswered  # type: ignore[method-assign]
+    failing = _unanswered_log_puts(fake, net, 7)  # the old backend gave up after 5
     job = broker.submit([spec(seed=1)])[0]
     assert failing == [0]
     assert fake.broker(clock=clock).get(job.id) is not None
@@ -167,16 +174,7 @@ def test_the_first_commit_of_a_spawned_call_outlasts_a_bad_minute_of_modal():
     broker.submit([spec(seed=1)])
     lease = broker.claim("cpu", "modal/cpu", lease_seconds=600)
     runner.view()
-    store = fake.dicts["/golfq-test-state"]
-    put, failing = store.put, [6]
-
-    def put_unanswered(key, value, *, skip_if_exists=False):
-        if key.startswith("log/") and failing[0]:
-            failing[0] -= 1
-            net.plan(*(["request"] * 4))  # never reached Modal, after the client's own retries: tried again
-        return put(key, value, skip_if_exists=skip_if_exists)
-
-    store.put = put_unanswered  # type: ignore[method-assign]
+    failing = _unanswered_log_puts(fake, net, 6)
     began = clock()
     assert runner.start(lease, 120, container="ta-1", billing_since=began) is True
     assert failing == [0] and clock() - began > 10  # it kept reading back through the outage

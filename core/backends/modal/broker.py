@@ -34,7 +34,8 @@ from golfq.core.backends.modal.curves import append_points, read_points
 from golfq.core.backends.modal.effects import DISPATCH_PARTITION, Effects
 from golfq.core.backends.modal.group import GroupCommit
 from golfq.core.backends.modal.log import Log
-from golfq.core.backends.modal.records import EVENTS_PER_PAGE, OBSERVATIONS_PER_PAGE, Call, Pointer, hb_key
+from golfq.core.backends.modal.pages import events_after, observations_after
+from golfq.core.backends.modal.records import Call, Pointer, hb_key
 from golfq.core.backends.modal.state import State
 from golfq.core.backends.modal.store import (
     MAX_VALUE_BYTES,
@@ -373,33 +374,10 @@ class ModalBroker(Broker):
                      extra={"log_position": state.pos, "generation": state.gen, "waiting_for_capacity": waiting})
 
     def events(self, after_seq: int = 0, limit: int = 1000) -> builtins.list[Event]:
-        state = self.view()
-        last = min(state.seq, after_seq + max(limit, 0))
-        out: builtins.list[Event] = []
-        cursor = max(after_seq, 0)
-        while cursor < min(last, state.events_paged):
-            page = cursor // EVENTS_PER_PAGE
-            stored = self.log.read_page("events", state.page_gens[page], page,
-                                        lambda b: decode(b, list[Event]) or [])
-            out += [e for e in stored if cursor < e.seq <= last]
-            cursor = (page + 1) * EVENTS_PER_PAGE
-        out += [e for e in state.events if cursor < e.seq <= last]
-        return out
+        return events_after(self.log, self.view(), after_seq, limit)
 
     def _observations(self, after: int) -> builtins.list[tuple[int, Observation]]:
-        state = self.view()
-        out: builtins.list[tuple[int, Observation]] = []
-        cursor = after
-        while cursor < state.obs_paged:
-            page = cursor // OBSERVATIONS_PER_PAGE
-            stored = self.log.read_page("obs", state.obs_page_gens[page], page,
-                                        lambda b: decode(b, list[Observation]) or [])
-            first = page * OBSERVATIONS_PER_PAGE
-            out += [(first + i + 1, obs) for i, obs in enumerate(stored) if first + i >= cursor]
-            cursor = first + OBSERVATIONS_PER_PAGE
-        first = state.obs_paged
-        out += [(first + i + 1, obs) for i, obs in enumerate(state.observations) if first + i >= cursor]
-        return out
+        return observations_after(self.log, self.view(), after)
 
     def read_log(self, job: Job) -> str | None:
         """The latest attempt's training log from the artifacts Volume (what `golfq logs` shows)."""
