@@ -111,6 +111,22 @@ class FakeDict:
                 return default if value is _NO_DEFAULT else copy.copy(value)
         return self._call(op)
 
+    def put_listing(self, key: Any, value: Any, listed: FakeDict, *, skip_if_exists: bool = False) -> tuple:
+        """A put and another Dict's items() in flight together (modal's `.aio` calls gathered): one round
+        trip, two calls; a lost response retries both (the put then answers False, as a retried put does)."""
+        self._check(key, value)
+
+        def op() -> tuple[bool, list[tuple[Any, Any]]]:
+            with self._lock:
+                written = not (skip_if_exists and self._live(key) is not None)
+                if written:
+                    self._data[key] = (copy.copy(value), self.clock())
+            with listed._lock:
+                items = [(k, e[0]) for k in list(listed._data) if (e := listed._live(k)) is not None]
+            return written, items
+        listed.calls += 1
+        return self._call(op, _wire_size(value))
+
     def get_concurrently(self, keys: list[Any]) -> list[Any]:
         """Several gets in flight at once (modal's `.aio` gets, gathered): one round trip for all of them,
         each still a call; a lost response retries them all (reads change nothing but expiry)."""

@@ -142,15 +142,23 @@ def _unanswered_log_puts(fake: FakeModal, net: Network, count: int) -> list[int]
     """The next `count` log puts never reach Modal, each after the client's own retries: the writer cannot
     tell whether they landed. Returns the count still to fail."""
     store = fake.dicts["/golfq-test-state"]
-    put, failing = store.put, [count]
+    put, put_listing, failing = store.put, store.put_listing, [count]
 
-    def put_unanswered(key, value, *, skip_if_exists=False):
+    def unanswered(key: str) -> None:
         if key.startswith("log/") and failing[0]:
             failing[0] -= 1
             net.plan(*(["request"] * 4))
+
+    def put_unanswered(key, value, *, skip_if_exists=False):
+        unanswered(key)
         return put(key, value, skip_if_exists=skip_if_exists)
 
+    def put_listing_unanswered(key, value, listed, *, skip_if_exists=False):
+        unanswered(key)
+        return put_listing(key, value, listed, skip_if_exists=skip_if_exists)
+
     store.put = put_unanswered  # type: ignore[method-assign]
+    store.put_listing = put_listing_unanswered  # type: ignore[method-assign]
     return failing
 
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from golfq.core.backends.modal.records import Outcome, Request
+from golfq.core.backends.modal.records import Entry, Outcome, Request
 from golfq.core.backends.modal.state import DONE_KEEP_SECONDS, State
 from golfq.core.backends.modal.store import DictLike, decode, encode
 from golfq.core.backends.modal.txn import StateTxn
@@ -44,7 +44,7 @@ log = logging.getLogger("golfq.modal")
 MAX_PER_ENTRY = 256  # requests carried out by one entry (it stays far below the value limit)
 ORPHAN_SECONDS = 120.0  # a carried-out request whose writer never deleted its key is deleted by a committer
 MAX_ROUNDS = 10_000
-RELIST_EVERY = 4  # group rounds between listings of the pending requests
+COMMIT_EVERY = 3  # a waiting writer tries a commit of its own every this many rounds, and reads between
 DIRECT_TRIES = 3  # tries for the next slot alone before the request is left for a group commit
 
 
@@ -125,6 +125,8 @@ class GroupCommit:
     def __init__(self, broker: ModalBroker, requests: DictLike) -> None:
         self.broker, self.requests = broker, requests
         self.grouped = 0  # requests this process left for a group commit (they lost a slot first)
+        self.carried = 0  # others' requests that this process's entries carried out
+        self._seen: list[Request] = []  # pending requests listed with this process's last put
 
     def request(self, op: str, args: dict[str, Any]) -> Any:
         broker = self.broker
@@ -143,7 +145,9 @@ class GroupCommit:
                     return value  # nothing to write (no job to claim): no commit
                 tries += 1
                 note_end(tx, op, args)
-                if broker.log.append(state, tx.entry(rid, broker.writer)):
+                self._carry(tx, state, self._seen)
+                committed = self._append(state, tx.entry(rid, broker.writer))
+                if committed:
                     broker.commits += 1
                     broker._after_commit(tx)
                     return value
@@ -157,6 +161,21 @@ class GroupCommit:
             finally:
                 self._forget(rid)
         return outcome_value(op, outcome)
+
+    def _carry(self, tx: StateTxn, state: State, requests: list[Request], own: Request | None = None) -> None:
+        """Carry out, in this entry, the pending requests that the state has no outcome for yet."""
+        for request in requests[:MAX_PER_ENTRY]:
+            if request.rid not in state.done and request.rid not in tx.outcomes and request is not own:
+                tx.outcomes[request.rid] = self._carry_out(tx, request)
+
+    def _append(self, state: State, entry: Entry) -> bool:
+        """Commit the entry, listing the pending requests in the same round trip (for the next entry)."""
+        committed = self.broker.log.append(state, entry, self.requests)
+        if self.broker.log.listed is not None:
+            self._seen = self._decoded(self.broker.log.listed, state, self.broker.clock())
+        if committed:
+            self.carried += len(entry.outcomes)
+        return committed
 
     def _put(self, request: Request) -> None:
         key, data = request_key(request.rid), encode(request)
@@ -178,21 +197,22 @@ class GroupCommit:
 
     def _until_done(self, own: Request) -> Outcome:
         broker = self.broker
-        listed: list[Request] = []
         lost = False
         for rounds in range(MAX_ROUNDS):
             state = broker._sync(optimistic=lost)  # after a lost put, the state is at the head it read
             if own.rid in state.done:
                 return state.done[own.rid][1]
+            if rounds % COMMIT_EVERY:  # in between, only read: whoever wins the next slot carries it out
+                lost = False
+                continue
             tx = broker._txn(state)
-            if rounds % RELIST_EVERY == 0:  # the requests left since are carried by their own writers meanwhile
-                listed = self._listed(state, tx.now)
-            pending = [own, *(r for r in listed if r.rid != own.rid and r.rid not in state.done)][:MAX_PER_ENTRY]
-            outcomes = {request.rid: self._carry_out(tx, request) for request in pending}
-            if len(pending) == 1 and tx.empty:
-                return outcomes[own.rid]  # our step alone, and it writes nothing (no job to claim): no commit
-            tx.outcomes.update(outcomes)
-            lost = not broker.log.append(state, tx.entry(uuid.uuid4().hex, broker.writer))
+            if rounds == 0 and not self._seen:
+                self._seen = self._listed(state, tx.now)
+            tx.outcomes[own.rid] = self._carry_out(tx, own)
+            if tx.empty_but_outcomes and not [r for r in self._seen if r.rid not in state.done and r.rid != own.rid]:
+                return tx.outcomes[own.rid]  # our step alone, and it writes nothing (no job to claim): no commit
+            self._carry(tx, state, self._seen, own)
+            lost = not self._append(state, tx.entry(uuid.uuid4().hex, broker.writer))
             if lost:
                 broker.conflicts += 1
             else:
@@ -201,12 +221,16 @@ class GroupCommit:
         raise BrokerError(f"{broker.url}: request {own.rid} has no outcome after {MAX_ROUNDS} commits")
 
     def _listed(self, state: State, now: float) -> list[Request]:
-        """Every request waiting for a commit, oldest first (one call); deletes orphans."""
+        """Every request waiting for a commit, oldest first (one call)."""
         try:
             listed = list(self.requests.items())
         except Exception as error:  # noqa: BLE001 - carry out our own alone this time
             log.info("could not list pending requests: %s", error)
             return []
+        return self._decoded(listed, state, now)
+
+    def _decoded(self, listed: list, state: State, now: float) -> list[Request]:
+        """The listed requests still waiting, oldest first; deletes orphans."""
         found: dict[str, Request] = {}
         for _, data in listed:
             request = decode(bytes(data), Request)

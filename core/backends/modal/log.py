@@ -38,6 +38,7 @@ from golfq.core.backends.modal.store import (
     check_size,
     decode,
     encode,
+    put_listing,
     read_many,
     update_in_batches,
 )
@@ -65,6 +66,7 @@ class Log:
                  pause: Callable[[float], None] | None = None) -> None:
         self.store, self.blobs, self.writer, self.clock = store, blobs, writer, clock
         self.pause = pause or (lambda seconds: None)
+        self.listed: list | None = None  # what the last append's listing found
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -164,15 +166,21 @@ class Log:
 
     # -- committing ----------------------------------------------------------------------------
 
-    def append(self, state: State, entry: Entry) -> bool:
+    def append(self, state: State, entry: Entry, listing: DictLike | None = None) -> bool:
         """Commit entry as slot state.pos+1: True if it is there now (state advanced by it), False if
-        another writer's entry is (state advanced by theirs: run the step again)."""
+        another writer's entry is (state advanced by theirs: run the step again). With `listing`, its items
+        are read in the same round trip as the first put, into `self.listed` (None when they were not)."""
         key = log_key(state.gen, state.pos + 1)
         data = check_size(key, encode(entry))
         problem: Exception | None = None
+        self.listed = None
         for tries in range(APPEND_TRIES):
             try:
-                if self.store.put(key, data, skip_if_exists=True):
+                if listing is not None and tries == 0:
+                    written, self.listed = put_listing(self.store, key, data, listing)
+                else:
+                    written = self.store.put(key, data, skip_if_exists=True)
+                if written:
                     state.apply(entry)
                     return True
             except Exception as error:  # noqa: BLE001 - the client's retries ran out: the outcome is unknown

@@ -107,6 +107,26 @@ def read_many(store: DictLike, keys: list[str]) -> list[Any]:
     return asyncio.run(gather())
 
 
+def put_listing(store: DictLike, key: str, data: bytes, listed: DictLike) -> tuple[bool, list[Any] | None]:
+    """put(skip_if_exists=True), and `listed`'s items in the same round trip (modal's `.aio` calls
+    gathered); the items are None where that cannot be done (no `.aio`, or inside an event loop)."""
+    together = getattr(store, "put_listing", None)  # the stand-ins model it as one round trip
+    if together is not None:
+        written, items = together(key, data, listed, skip_if_exists=True)
+        return written, list(items)
+    put, items = getattr(store.put, "aio", None), getattr(listed.items, "aio", None)
+    if put is None or items is None or _in_event_loop():
+        return store.put(key, data, skip_if_exists=True), None
+
+    async def both() -> tuple[bool, list[Any]]:
+        async def listing() -> list[Any]:
+            return [pair async for pair in items()]
+        written, found = await asyncio.gather(put(key, data, skip_if_exists=True), listing())
+        return written, found
+
+    return asyncio.run(both())
+
+
 def _in_event_loop() -> bool:
     try:
         asyncio.get_running_loop()

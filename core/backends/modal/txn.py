@@ -153,6 +153,12 @@ class StateTxn(Txn):
     # -- the entry -----------------------------------------------------------------------------
 
     @property
+    def empty_but_outcomes(self) -> bool:
+        """Nothing written but request outcomes."""
+        return not (self._jobs or self.events or self._obs or self._order or self._draining or self._calls
+                    or self._usage or self._paged)
+
+    @property
     def empty(self) -> bool:
         return not (self._jobs or self.events or self._obs or self._order or self._draining or self._calls
                     or self._usage or self._paged or self.outcomes)
