@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only or ["writers", "wave", "behind"]:
         if name == "writers":
             print("## 4 writers x 200 jobs, claim + complete until empty (virtual seconds)")
-            print("| latency | all done in | counted | other outcomes | succeeded | stuck | round trips/job | entries |")
+            print("| latency | done in | counted | other outcomes | succeeded | stuck | round trips/job | entries |")
             print("|---|---|---|---|---|---|---|---|")
             for latency in (0.03, 0.1):
                 r = writers(latency)

@@ -1,14 +1,14 @@
 """Group commit: the lease cycle's steps under a wave, without a race for every log slot.
 
 A claim, start, complete, fail or stop first tries the log's next slot alone (one
-put when nobody else is writing). If another writer took the slot, the step is not
-run again in a race: its writer leaves it as a Request under `req/RID` in the
-`APP-requests` Dict (one put, idempotent: the key is its own) and from then on
-commits *every* pending request it can see, its own included, as one entry. Whoever
-wins the next slot carries out all the requests it listed, in one step, and records
-each one's outcome in the entry by rid; every other writer folds that entry and finds
-its outcome there. So N writers finishing in the same instant need about two slots,
-not N, and no writer gives up.
+put, no read first). A writer that lost the slot three times leaves its step as a
+Request under `req/RID` in the `APP-requests` Dict (one put, idempotent: the key is
+its own) and waits, reading the log, now and then trying a commit itself. Every
+lease-cycle put lists the pending requests in the same round trip, and the writer's
+next entry carries them out, in one step, recording each one's outcome by rid; their
+writers fold that entry and find their outcome there. So the writer that keeps
+winning slots does the losers' work, and N writers finishing in the same instant
+need a few slots, not N, and none gives up.
 
 - **Once, exactly.** A request is carried out only by an entry built on a state in
   which its rid has no outcome yet, and an entry lands only on the state it read: no
