@@ -202,6 +202,9 @@ class GroupCommit:
             state = broker._sync(optimistic=lost)  # after a lost put, the state is at the head it read
             if own.rid in state.done:
                 return state.done[own.rid][1]
+            if broker.clock() - own.ts > DONE_KEEP_SECONDS / 2:  # its outcome could be pruned: never run it twice
+                raise BrokerError(f"{broker.url}: request {own.rid} ({own.op}) has waited too long; whether it "
+                                  "was carried out is unknown: look before doing it again")
             if rounds % COMMIT_EVERY:  # in between, only read: whoever wins the next slot carries it out
                 lost = False
                 continue
