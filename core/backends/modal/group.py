@@ -151,8 +151,7 @@ class GroupCommit:
                     broker.commits += 1
                     broker._after_commit(tx)
                     return value
-                broker.conflicts += 1
-                synced = True  # the lost put read the slots after it: the state is at the head it saw
+                broker.conflicts += 1  # the lost put read the slots after it: the next try is at the head it saw
             self.grouped += 1
             request = make_request(rid, op, args, broker.clock(), broker.writer)
             self._put(request)
