@@ -77,6 +77,32 @@ def test_lost_responses_in_a_wave_lose_nothing_and_count_nothing_twice():
     assert fake.net.responses_lost > 0
 
 
+def test_writers_that_never_pause_carry_each_others_requests():
+    clock = VirtualClock()
+    net = Network(0.1, lost_responses=0.02, seed=3, clock=clock)
+    fake = FakeModal(clock=clock, net=net)
+    fake.broker(clock=clock, writer="submit").submit([spec(seed=i) for i in range(90)])
+    brokers = [fake.broker(clock=clock, writer=f"w{i}") for i in range(3)]
+    counted: collections.Counter[str] = collections.Counter()
+    lock = threading.Lock()
+
+    def worker(broker) -> None:
+        while (lease := broker.claim("cpu", broker.writer, lease_seconds=3600)) is not None:
+            outcome = broker.complete(lease, success(lease))
+            with lock:
+                counted[outcome.value] += 1
+
+    clock.join()
+    threads = [clock.start(worker, b, name=b.writer) for b in brokers]
+    clock.leave()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert counted == {CompleteOutcome.COUNTED.value: 90}
+    assert sum(b.group.carried for b in brokers) > 0  # the winners' entries did the losers' steps
+    events = all_events(fake.broker(writer="reader"))
+    assert collections.Counter(e.kind.value for e in events) == {"submitted": 90, "claimed": 90, "succeeded": 90}
+
+
 def test_a_request_listed_by_several_committers_is_carried_out_once():
     clock = ManualClock()
     fake = FakeModal(clock=clock)
