@@ -125,7 +125,7 @@ class GroupCommit:
     def __init__(self, broker: ModalBroker, requests: DictLike) -> None:
         self.broker, self.requests = broker, requests
         self.grouped = 0  # requests this process left for a group commit (they lost a slot first)
-        self.carried = 0  # others' requests that this process's entries carried out
+        self.carried = 0  # requests carried out by this process's entries (others', and its own in group rounds)
         self._seen: list[Request] = []  # pending requests listed with this process's last put
 
     def request(self, op: str, args: dict[str, Any]) -> Any:
