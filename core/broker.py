@@ -27,7 +27,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from golfq.core import lifecycle
 from golfq.core.errors import GolfqError
@@ -184,6 +184,11 @@ class Broker(abc.ABC):
     def _after_commit(self, txn: Txn) -> None:  # noqa: B027 (a hook: most backends need nothing here)
         """Side effects outside the store, once a step has committed."""
 
+    def _request(self, op: str, **args: Any) -> Any:
+        """One of the lease cycle's steps (claim, complete, fail, stop) by name: `_OP_in(txn, **args)` as
+        one atomic write. A backend whose writers contend may carry the request to whoever commits next."""
+        return self._write(functools.partial(getattr(self, f"_{op}_in"), **args))
+
     def _write(self, step: Callable[[Txn], T]) -> T:
         txn_seen: builtins.list[Txn] = []
 
@@ -252,7 +257,7 @@ class Broker(abc.ABC):
         while True:
             lease = None
             if self._worth_claiming(pool):
-                lease = self._write(lambda tx: self._claim_in(tx, pool, worker_id, lease_seconds))
+                lease = self._request("claim", pool=pool, worker_id=worker_id, lease_seconds=lease_seconds)
             left = give_up - time.monotonic()
             if lease is not None or left <= 0:
                 return lease
@@ -284,43 +289,41 @@ class Broker(abc.ABC):
 
     def complete(self, lease: Lease, result: Result) -> CompleteOutcome:
         """Record the attempt's result; idempotent per (job, attempt)."""
-        def step(tx: Txn) -> CompleteOutcome:
-            job = tx.require(lease.job_id)
-            done, events, outcome = lifecycle.complete(job, lease, result, tx.now)
-            tx.save(job, done, events)
-            if outcome is CompleteOutcome.COUNTED and done.state is JobState.SUCCEEDED:
-                obs = observation(done.id, done.spec, result)
-                if obs is not None:
-                    tx.observe(obs)
-            return outcome
-
-        outcome = self._write(step)
+        outcome = self._request("complete", lease=lease, result=result)
         if outcome is CompleteOutcome.COUNTED and result.succeeded and lease.spec.promote is not None:
             apply_rule(self, lease.spec)  # after the commit, so the rule sees this result on the front
         return outcome
 
-    def _end_attempt(self, job_id: str, rule: Step) -> JobState:
-        """Apply one of lifecycle's end-of-attempt rules to a held job in one atomic step; the job's new state."""
-        def step(tx: Txn) -> JobState:
-            job = tx.require(job_id)
-            ended, events = rule(job, tx.now)
-            tx.save(job, ended, events)
-            return ended.state
-
-        return self._write(step)
+    def _complete_in(self, tx: Txn, lease: Lease, result: Result) -> CompleteOutcome:
+        job = tx.require(lease.job_id)
+        done, events, outcome = lifecycle.complete(job, lease, result, tx.now)
+        tx.save(job, done, events)
+        if outcome is CompleteOutcome.COUNTED and done.state is JobState.SUCCEEDED:
+            obs = observation(done.id, done.spec, result)
+            if obs is not None:
+                tx.observe(obs)
+        return outcome
 
     def fail(self, lease: Lease, error: str, kind: FailureKind, result: Result | None = None) -> JobState:
         """Record a failed attempt; the job is queued again or ends, by its retry budget."""
-        return self._end_attempt(lease.job_id, lambda job, now: lifecycle.fail(job, lease, error, FailureKind(kind),
-                                                                               now, result))
+        return self._request("fail", lease=lease, error=error, kind=FailureKind(kind), result=result)
+
+    def _fail_in(self, tx: Txn, lease: Lease, error: str, kind: FailureKind, result: Result | None) -> JobState:
+        return _end_attempt_in(tx, lease, lambda job, now: lifecycle.fail(job, lease, error, kind, now, result))
 
     def release(self, lease: Lease, reason: str, result: Result | None = None) -> JobState:
         """Give a held attempt back on a worker's graceful stop: queued again, no failure counted."""
-        return self._end_attempt(lease.job_id, lambda job, now: lifecycle.release(job, lease, reason, now, result))
+        return self._request("release", lease=lease, reason=reason, result=result)
+
+    def _release_in(self, tx: Txn, lease: Lease, reason: str, result: Result | None) -> JobState:
+        return _end_attempt_in(tx, lease, lambda job, now: lifecycle.release(job, lease, reason, now, result))
 
     def stop(self, lease: Lease, reason: str, result: Result | None = None) -> JobState:
         """End the attempt early for a stopping rule (state `stopped`); a late call is superseded."""
-        return self._end_attempt(lease.job_id, lambda job, now: lifecycle.stop(job, lease, reason, now, result))
+        return self._request("stop", lease=lease, reason=reason, result=result)
+
+    def _stop_in(self, tx: Txn, lease: Lease, reason: str, result: Result | None) -> JobState:
+        return _end_attempt_in(tx, lease, lambda job, now: lifecycle.stop(job, lease, reason, now, result))
 
     def curve(self, job_id: str, attempt: int | None = None) -> builtins.list[ProgressPoint]:
         """One attempt's live curve (default: the job's latest attempt), oldest point first."""
@@ -424,3 +427,11 @@ def iter_events(broker: Broker, after_seq: int = 0, page: int = 1000) -> Iterato
         if len(batch) < page:
             return
         after_seq = batch[-1].seq
+
+
+def _end_attempt_in(tx: Txn, lease: Lease, rule: Step) -> JobState:
+    """One of lifecycle's end-of-attempt rules applied to the leased job in a step; the job's new state."""
+    job = tx.require(lease.job_id)
+    ended, events = rule(job, tx.now)
+    tx.save(job, ended, events)
+    return ended.state

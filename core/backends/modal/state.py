@@ -10,11 +10,20 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator
 
-from golfq.core.backends.modal.records import EVENTS_PER_PAGE, OBSERVATIONS_PER_PAGE, Call, Entry, Snapshot, Usage
+from golfq.core.backends.modal.records import (
+    EVENTS_PER_PAGE,
+    OBSERVATIONS_PER_PAGE,
+    Call,
+    Entry,
+    Outcome,
+    Snapshot,
+    Usage,
+)
 from golfq.core.events import Event
 from golfq.core.job import Job, JobState
 from golfq.core.pareto import Observation
 
+DONE_KEEP_SECONDS = 3600.0  # how long a request's outcome stays in the state for its writer to read
 QueueKey = tuple[int, int, str]  # (-priority, order, job id): the claim order inside a pool
 
 
@@ -39,6 +48,7 @@ class State:
         self.obs_page_gens: list[int] = list(snap.obs_page_gens)
         self.calls: dict[str, Call] = dict(snap.calls)
         self.usage: dict[str, Usage] = dict(snap.usage)
+        self.done: dict[str, tuple[float, Outcome]] = {rid: (ts, out) for rid, ts, out in snap.done}
         self.jobs: dict[str, Job] = {}
         self.queued: dict[str, list[QueueKey]] = {}
         self.leased: dict[str, dict[str, None]] = {}  # pool -> leased job ids, in the order they were leased
@@ -75,6 +85,10 @@ class State:
         self.pos += 1
         self.rid = entry.rid
         self.ts = max(self.ts, entry.ts)
+        if entry.outcomes:
+            self.done.update((rid, (self.ts, out)) for rid, out in entry.outcomes.items())
+            while self.done and (first := next(iter(self.done.items())))[1][0] < self.ts - DONE_KEEP_SECONDS:
+                del self.done[first[0]]
 
     def _page(self, events_upto: int, obs_upto: int) -> None:
         """Events and observations up to these positions now live on pages written by this generation."""
@@ -122,4 +136,5 @@ class State:
             pools=sorted(self.pools), draining=sorted(self.draining), events=list(self.events),
             events_paged=self.events_paged, observations=list(self.observations), obs_paged=self.obs_paged,
             page_gens=list(self.page_gens), obs_page_gens=list(self.obs_page_gens),
-            calls=dict(sorted(self.calls.items())), usage=dict(sorted(self.usage.items())))
+            calls=dict(sorted(self.calls.items())), usage=dict(sorted(self.usage.items())),
+            done=[(rid, ts, out) for rid, (ts, out) in self.done.items()])

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
 
-from golfq.core.backends.modal.records import Call, Entry, Usage, call_key
+from golfq.core.backends.modal.records import Call, Entry, Outcome, Usage, call_key
 from golfq.core.backends.modal.state import State, queue_key
 from golfq.core.broker import Txn
 from golfq.core.events import Event
@@ -39,6 +39,18 @@ class StateTxn(Txn):
         self._calls: dict[str, Call | None] = {}
         self._usage: dict[str, Usage] = {}
         self._paged: tuple[int, int] | None = None
+        self.outcomes: dict[str, Outcome] = {}  # the requests this step carried out (group commit)
+        self.own_ends: set[tuple[str, int]] = set()  # attempts ended by their own runner: no revocation marker
+
+    def mark(self) -> tuple:
+        """Where the step's writes stand, so a request that raises can be undone (rollback)."""
+        return (dict(self._jobs), len(self.events), len(self.reaped), len(self.saved), self._order,
+                dict(self._draining), len(self._obs), dict(self._calls), dict(self._usage))
+
+    def rollback(self, mark: tuple) -> None:
+        jobs, events, reaped, saved, self._order, self._draining, obs, self._calls, self._usage = mark
+        self._jobs = jobs
+        del self.events[events:], self.reaped[reaped:], self.saved[saved:], self._obs[obs:]
 
     # -- the contract's Txn --------------------------------------------------------------------
 
@@ -141,9 +153,15 @@ class StateTxn(Txn):
     # -- the entry -----------------------------------------------------------------------------
 
     @property
-    def empty(self) -> bool:
+    def empty_but_outcomes(self) -> bool:
+        """Nothing written but request outcomes."""
         return not (self._jobs or self.events or self._obs or self._order or self._draining or self._calls
                     or self._usage or self._paged)
+
+    @property
+    def empty(self) -> bool:
+        return not (self._jobs or self.events or self._obs or self._order or self._draining or self._calls
+                    or self._usage or self._paged or self.outcomes)
 
     def entry(self, rid: str, writer: str) -> Entry:
         """The step's writes as the next log entry; event numbers and times follow log order."""
@@ -154,4 +172,5 @@ class StateTxn(Txn):
         deleted = [job_id for job_id, job in self._jobs.items() if job is None]
         return Entry(rid=rid, prev=self.state.rid, ts=ts, writer=writer, jobs=jobs, deleted=deleted, events=events,
                      observations=list(self._obs), order=self._order, draining=dict(self._draining),
-                     calls=dict(self._calls), usage=dict(self._usage), paged=self._paged)
+                     calls=dict(self._calls), usage=dict(self._usage), paged=self._paged,
+                     outcomes=dict(self.outcomes))
