@@ -34,7 +34,9 @@ from tests.modal_net import Network, VirtualClock
 URL = "modal://golfq-bench"
 DISPATCH_EVERY, DISPATCH_LISTEN, DISPATCH_COLD = 60.0, 20.0, 2.0  # the app's schedule, listen window, CPU boot
 POLL_SECONDS = 30.0  # how often the agent looks at its wave
-PREEMPT_PER_GPU_HOUR = 0.001  # "preemptions are rare" (Modal's guide); a restart loses the whole run: no checkpoints
+PREEMPT_PER_GPU_HOUR = (0.001, 0.005)  # "preemptions are rare" (Modal's guide): the rate and five times it
+CHECKPOINT_SECONDS = 400.0  # the trainer's default (bench/checkpoint.py)
+SAVE_SECONDS = 1.0  # one save of the baseline's state: bench/checkpoint.py's 0.73 s, rounded up
 GIVE_UP_SECONDS = 7 * 86400.0  # a replay that has not finished in a virtual week is stuck: fail it
 
 
@@ -52,7 +54,8 @@ class Replay:
     """One replay of the workload on golfq + simulated Modal."""
 
     def __init__(self, waves: list[Wave], *, cold_start: float = 60.0, latency: float = 0.03, seed: int = 1,
-                 preempt_per_gpu_hour: float = PREEMPT_PER_GPU_HOUR, duplicate_spawn: float = 0.02) -> None:
+                 preempt_per_gpu_hour: float = PREEMPT_PER_GPU_HOUR[0], duplicate_spawn: float = 0.02,
+                 checkpoint_seconds: float | None = CHECKPOINT_SECONDS, save_seconds: float = SAVE_SECONDS) -> None:
         self.waves = waves
         self.clock = VirtualClock()
         net = Network(latency, bandwidth=50 * MiB, lost_responses=0.01, lost_requests=0.005, seed=seed,
@@ -61,7 +64,8 @@ class Replay:
         self.config = bench_config()
         self.cloud = SimCloud(self.clock, self.fake, self.config, URL, cold_start=cold_start, gpu_capacity=96,
                               placement_delay={1: 5.0, 8: 60.0}, preempt_per_gpu_hour=preempt_per_gpu_hour,
-                              duplicate_spawn=duplicate_spawn, seed=seed)
+                              duplicate_spawn=duplicate_spawn, seed=seed, checkpoint_seconds=checkpoint_seconds,
+                              save_seconds=save_seconds)
         self.kicks = 0
         self.submitted: dict[str, float] = {}
         self.waves_at: list[float] = []
@@ -148,7 +152,8 @@ class Replay:
             "charged_gpu_hours": sum(u.gpu_seconds for u in state.usage.values()) / 3600,
             "claim_to_spawn": sorted(f.claim_to_spawn), "submit_to_spawn": sorted(waits),
             "containers": f.containers, "preemptions": f.preemptions, "duplicate_spawns": f.duplicate_spawns,
-            "big_preemptions": f.big_preemptions,
+            "big_preemptions": f.big_preemptions, "resumed": f.resumed, "saves": f.saves,
+            "lost_gpu_hours": f.lost_gpu_seconds / 3600,
             "duplicates_trained": sum(1 for inputs in f.trained.values() if len(inputs) > 1),
             "calls": self.fake.net.calls,
             "lost": self.fake.net.responses_lost + self.fake.net.requests_lost, "log_entries": state.pos,
@@ -169,34 +174,50 @@ def _row(o: Outcome) -> str:
             f"{'$' + format(o.cost_usd, ',.0f'):>9} {o.utilisation:>6.0%}")
 
 
-def stages(quick: bool) -> None:
+def stages(quick: bool, rates: tuple[float, ...] = PREEMPT_PER_GPU_HOUR,
+           checkpoint_seconds: float | None = CHECKPOINT_SECONDS) -> None:
+    """The five stages at each preemption rate, five replays each, beside the same replays without preemption
+    (and without checkpoints: nothing to save when nothing is lost)."""
     waves = seed_workload()
-    runs = [Replay(waves, seed=seed).run() for seed in ((1,) if quick else (1, 2, 3, 4, 5))]
-    result = sorted(runs, key=lambda r: r["outcome"].makespan)[len(runs) // 2]  # the median replay
-    calm = Replay(waves, seed=1, preempt_per_gpu_hour=0.0).run()
-    golfq: Outcome = result["outcome"]
-    unpreempted = dataclasses.replace(calm["outcome"], setup="golfq on Modal, no preemption")
+    seeds = (1,) if quick else (1, 2, 3, 4, 5)
+    training = training_gpu_hours(waves)
+    calm = {seed: Replay(waves, seed=seed, preempt_per_gpu_hour=0.0, checkpoint_seconds=None).run() for seed in seeds}
     box = fixed_boxes(waves, 1, one_at_a_time=True, setup="one 8xH100 box, one run at a time")
     packed = fixed_boxes(waves, 1, setup="one 8xH100 box, 1-GPU runs packed 8 at a time")
     cluster = fixed_boxes(waves, 5, setup="fixed 5x8xH100 cluster")
-    hit = sum(1 for r in runs if r["big_preemptions"])
-    print(f"\n## the seed's five stages: {sum(len(w) for w in waves)} runs, {training_gpu_hours(waves):.1f} GPU-h of "
-          f"training; cold start 60 s, 30 ms a call, preemption {PREEMPT_PER_GPU_HOUR} per GPU-hour")
-    print(f"golfq replays: {', '.join(hours(r['outcome'].makespan) for r in runs)} (median first below); an 8xH100 "
-          f"run was preempted and restarted from zero in {hit} of {len(runs)}; {result['real_seconds']:.0f} s each")
+    saving = (f"a checkpoint every {checkpoint_seconds:g} s of training ({SAVE_SECONDS:g} s a save, billed)"
+              if checkpoint_seconds else "no checkpoints: a preempted run restarts from zero")
+    print(f"\n## the seed's five stages: {sum(len(w) for w in waves)} runs, {training:.1f} GPU-h of training; "
+          f"cold start 60 s, 30 ms a call; {saving}")
     print(f"{'setup':<48} {'makespan':>9} {'billed GPU-h':>12} {'training GPU-h':>14} {'cost':>9} {'util':>6}")
-    for o in (golfq, unpreempted, box, packed, cluster):
+    calm_median = sorted((r["outcome"] for r in calm.values()), key=lambda o: o.makespan)[len(calm) // 2]
+    for o in (dataclasses.replace(calm_median, setup="golfq on Modal, no preemption (median)"), box, packed, cluster):
         print(_row(o))
-    print(f"one box, one run at a time / golfq: {box.makespan / golfq.makespan:.1f}x (median), "
-          f"{box.makespan / unpreempted.makespan:.1f}x without preemption (target >= 5x); the packed box / golfq "
-          f"{packed.makespan / golfq.makespan:.1f}x; billed / training "
-          f"{golfq.billed_gpu_hours / golfq.training_gpu_hours:.3f} (target <= 1.15)")
-    print(f"golfq's own charge {result['charged_gpu_hours']:.1f} GPU-h of {golfq.billed_gpu_hours:.1f} billed; "
-          f"{result['jobs']} jobs: {result['succeeded_once']} succeeded once, {result['counted_twice']} counted twice, "
-          f"{result['stuck']} stuck; {result['containers']} containers, {result['preemptions']} preemptions, "
-          f"{result['duplicate_spawns']} duplicated spawns ({result['duplicates_trained']} trained twice)")
+    for rate in rates:
+        runs = {seed: Replay(waves, seed=seed, preempt_per_gpu_hour=rate, checkpoint_seconds=checkpoint_seconds).run()
+                for seed in seeds}
+        print(f"\n### preemption {rate} per GPU-hour: each replay beside the same replay (seed) without preemption")
+        print("| seed | makespan | without preemption | ratio | one box / golfq | billed GPU-h | billed / training "
+              "| billed / training run | preempted (8xH100) | resumed | training lost GPU-h | twice / stuck |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        fast = near = thrifty = strict = 0
+        for seed, r in runs.items():
+            o, c = r["outcome"], calm[seed]["outcome"]
+            speedup, ratio, billed = box.makespan / o.makespan, o.makespan / c.makespan, o.billed_gpu_hours / training
+            fast, near = fast + (speedup >= 5.0), near + (ratio <= 1.05)
+            thrifty += o.billed_gpu_hours <= 1.05 * o.training_gpu_hours
+            strict += billed <= 1.05
+            print(f"| {seed} | {hours(o.makespan)} | {hours(c.makespan)} | {ratio:.3f} | {speedup:.2f}x | "
+                  f"{o.billed_gpu_hours:.1f} | {billed:.3f} | {o.billed_gpu_hours / o.training_gpu_hours:.3f} | "
+                  f"{r['preemptions']} ({r['big_preemptions']}) | "
+                  f"{r['resumed']} | {r['lost_gpu_hours']:.2f} | {r['counted_twice']} / {r['stuck']} |")
+        print(f"at least 5x one box: {fast} of {len(runs)}; makespan within 5% of the replay without preemption: "
+              f"{near} of {len(runs)}; billed at most 1.05x the training run (redone work included): {thrifty} of "
+              f"{len(runs)}, at most 1.05x the workload's {training:.1f} GPU-h: {strict} of {len(runs)}")
+    result = calm[seeds[0]]
     c2s, s2s = result["claim_to_spawn"], result["submit_to_spawn"]
-    print(f"claim -> spawn p50 {pct(c2s, .5):.2f} s, p99 {pct(c2s, .99):.2f} s, max {c2s[-1]:.2f} s (target < 2 s); "
+    print(f"\nseed {seeds[0]} without preemption: {result['jobs']} jobs: {result['succeeded_once']} succeeded once; "
+          f"claim -> spawn p50 {pct(c2s, .5):.2f} s, p99 {pct(c2s, .99):.2f} s, max {c2s[-1]:.2f} s (target < 2 s); "
           f"submit -> spawn p50 {pct(s2s, .5):.1f} s, p99 {pct(s2s, .99):.1f} s; {result['calls']:,} calls, "
           f"{result['lost']} lost and retried, {result['log_entries']:,} log entries")
 
@@ -208,7 +229,7 @@ def sweep(quick: bool) -> None:
     grid = [(60.0, 0.03, 0.0)] if quick else (  # cold start and latency alone, then preemption
         [(cold, 0.03, 0.0) for cold in (30.0, 60.0, 120.0, 180.0)]
         + [(60.0, latency, 0.0) for latency in (0.02, 0.05, 0.1)]
-        + [(60.0, 0.03, PREEMPT_PER_GPU_HOUR), (60.0, 0.03, 0.005)])
+        + [(60.0, 0.03, rate) for rate in PREEMPT_PER_GPU_HOUR])
     print("\n## sensitivity: golfq on Modal, one replay each (seed 1)")
     print(f"{'cold start':>10} {'latency':>8} {'preempt/GPU-h':>13} {'makespan':>9} {'vs box':>7} {'billed GPU-h':>12} "
           f"{'billed/train':>12} {'cost':>8} {'util':>5} {'claim->spawn p99':>16} {'preempted':>9}")
@@ -356,12 +377,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", choices=["stages", "sweep", "submit", "writers", "idle"])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--preempt", type=float, action="append", metavar="RATE",
+                        help=f"stages: preemptions per GPU-hour, repeatable (default {PREEMPT_PER_GPU_HOUR})")
+    parser.add_argument("--checkpoint-seconds", type=float, default=CHECKPOINT_SECONDS, metavar="S",
+                        help="stages: a run saves every S seconds of training; 0: no checkpoints (restart from zero)")
     args = parser.parse_args(argv)
     logging.getLogger("golfq").setLevel(logging.ERROR)  # restores and lost wake-ups are expected here
     print(f"# golfq bench/elastic.py  python {platform.python_version()}  {time.strftime('%Y-%m-%d %H:%M')}  "
           "(figures in virtual time)")
     for name in args.only or ["submit", "writers", "idle", "stages", "sweep"]:
-        globals()[name](args.quick)
+        if name == "stages":
+            stages(args.quick, tuple(args.preempt or PREEMPT_PER_GPU_HOUR), args.checkpoint_seconds or None)
+        else:
+            globals()[name](args.quick)
     return 0
 
 

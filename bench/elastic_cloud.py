@@ -10,6 +10,12 @@ or a new one may start (under the function's max_containers and the GPUs the reg
 has free); a new container is billed from the moment it is placed, through its cold
 start, until it has idled `scaledown_window` seconds; a preempted container's input is
 run again by Modal (same input id) on a new container after 10 s, while retries last.
+
+Checkpoints as golfq keeps them (golfq.workers.checkpoints): with `checkpoint_seconds` set, a
+run saves its progress on the job's Volume folder every that many seconds of training, each
+save costing `save_seconds` of billed time that is not training; a re-run of the same attempt
+(Modal's, after a preemption) or an attempt whose lease says resume goes on from the last
+save, any other attempt starts from zero. Without, every restart starts from zero.
 """
 
 from __future__ import annotations
@@ -66,6 +72,9 @@ class Container:
 class Figures:
     billed_gpu_seconds: float = 0.0
     training_gpu_seconds: float = 0.0  # every attempt's run, preempted ones included
+    lost_gpu_seconds: float = 0.0  # training done again: since the last checkpoint (or all of it) when preempted
+    saves: int = 0
+    resumed: int = 0  # attempts or re-runs that went on from a checkpoint
     containers: int = 0
     preemptions: int = 0
     big_preemptions: int = 0  # of 8-GPU containers
@@ -80,12 +89,16 @@ class SimCloud:
 
     def __init__(self, clock: VirtualClock, fake: FakeModal, config: ModalConfig, url: str, *, cold_start: float,
                  gpu_capacity: int = 96, placement_delay: dict[int, float] | None = None,
-                 preempt_per_gpu_hour: float = 0.0, duplicate_spawn: float = 0.0, seed: int = 0) -> None:
+                 preempt_per_gpu_hour: float = 0.0, duplicate_spawn: float = 0.0, seed: int = 0,
+                 checkpoint_seconds: float | None = None, save_seconds: float = 0.0) -> None:
         self.clock, self.fake, self.config, self.url = clock, fake, config, url
         self.cold_start, self.gpu_capacity = cold_start, gpu_capacity
         self.placement_delay = placement_delay or {}
         self.preempt_rate, self.duplicate_spawn = preempt_per_gpu_hour, duplicate_spawn
         self.rng = random.Random(seed)
+        self.checkpoint_seconds, self.save_seconds = checkpoint_seconds, save_seconds
+        self.saved: dict[str, float] = {}  # job id -> seconds of training its checkpoint holds (the Volume)
+        self.owner: dict[str, int] = {}  # job id -> the attempt that last used its checkpoint folder
         self.functions = {pool.function: (name, pool) for name, pool in config.pools.items()}
         self.calls: dict[str, list[Input]] = {}
         self.pending: list[Input] = []
@@ -232,25 +245,47 @@ class SimCloud:
             self._retry(inp)
             raise
 
+    def _resume_point(self, lease: Lease) -> float:
+        """Seconds of training the attempt starts from, by the rule of golfq.workers.checkpoints."""
+        if self.checkpoint_seconds is None:
+            return 0.0
+        if not (lease.resume or self.owner.get(lease.job_id) == lease.attempt):
+            self.saved.pop(lease.job_id, None)
+        self.owner[lease.job_id] = lease.attempt
+        return self.saved.get(lease.job_id, 0.0)
+
     def _train(self, c: Container, broker: ModalBroker, lease: Lease, inp: Input) -> str:
         self.figures.trained.setdefault((lease.job_id, lease.attempt), set()).add(inp.input_id)
         length = float(lease.spec.env["SIM_SECONDS"])
-        started = self.clock()
-        gpus = c.gpus
-        while (left := started + length - self.clock()) > 0:
-            step = min(self.config.heartbeat_seconds, left, max(c.preempt_at - self.clock(), 0.0))
+        done = start = self._resume_point(lease)
+        self.figures.resumed += start > 0
+        gpus, started = c.gpus, self.clock()
+        next_save = done + (self.checkpoint_seconds or math.inf)
+        next_beat = self.clock() + self.config.heartbeat_seconds
+        while done < length:
+            step = max(min(next_beat - self.clock(), length - done, next_save - done, c.preempt_at - self.clock()), 0.0)
             self.clock.sleep(step)
+            done += step
+            self.figures.training_gpu_seconds += gpus * step
             if self.clock() >= c.preempt_at:
-                self.figures.training_gpu_seconds += gpus * (self.clock() - started)
+                self.figures.lost_gpu_seconds += gpus * (done - self.saved.get(lease.job_id, 0.0))
                 raise Preempted()
-            if inp.cancelled or (self.clock() < started + length and not broker.heartbeat(lease,
-                                                                                      self.config.lease_seconds)):
-                self.figures.training_gpu_seconds += gpus * (self.clock() - started)
-                broker.fail(lease, "lease lost (cancelled or reaped); training process killed", FailureKind.INFRA)
-                return "lease lost"
-        self.figures.training_gpu_seconds += gpus * length
+            if done >= next_save and done < length:
+                self.clock.sleep(self.save_seconds)  # billed, not training
+                if self.clock() >= c.preempt_at:  # gone mid-save: the previous checkpoint stands
+                    self.figures.lost_gpu_seconds += gpus * (done - self.saved.get(lease.job_id, 0.0))
+                    raise Preempted()
+                self.saved[lease.job_id] = done
+                self.figures.saves += 1
+                next_save = done + (self.checkpoint_seconds or math.inf)
+            if self.clock() >= next_beat and done < length:
+                next_beat = self.clock() + self.config.heartbeat_seconds
+                if inp.cancelled or not broker.heartbeat(lease, self.config.lease_seconds):
+                    broker.fail(lease, "lease lost (cancelled or reaped); training process killed", FailureKind.INFRA)
+                    return "lease lost"
+        self.saved.pop(lease.job_id, None)  # the job succeeded: its checkpoints go
         result = Result(spec_id=lease.job_id, attempt=lease.attempt, status="succeeded", val_bpb=1.2,
                         artifact_bytes=15_000_000, train_seconds=length, gpu_count=gpus, gpu_seconds=gpus * length,
-                        started_at=started, finished_at=self.clock())
+                        started_at=started, finished_at=self.clock(), resumed=start > 0)
         broker.complete(lease, result)
         return "succeeded"

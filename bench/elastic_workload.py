@@ -1,10 +1,12 @@
 """The seed run's five stages as a workload, and the fixed-hardware baselines that run it.
 
-Shaped like the autoresearch run golfq was seeded from (shared/reference/modal.md, §6):
-4 smoke runs on one GPU; 68 single-GPU exploration runs in waves of 41, 23 and 4 (about
-14 GPU-hours); 5 validation runs on 8xH100 (about 20 hours one after another); serial
-debugging runs on one GPU; then 2 and then 5 final 8xH100 runs. A wave is submitted when
-the one before it has finished and the agent has thought for a while, on every setup.
+Shaped like the autoresearch run golfq was seeded from (Modal's blog post "Autoscaling
+Autoresearch: Give your agents elastic GPUs on Modal", 2026-04-14: 113 experiments, 238
+GPU-hours in 15 hours): 4 smoke runs on one GPU; 68 single-GPU exploration runs in waves of 41,
+23 and 4 (about 14 GPU-hours); 5 validation runs on 8xH100 (about 20 hours one after
+another); serial debugging runs on one GPU; then 2 and then 5 final 8xH100 runs. A wave is
+submitted when the one before it has finished and the agent has thought for a while, on
+every setup.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ skips its evaluation, which is not counted).
 
 Families: synthetic power-law curves with known finals (spread out; crossing, where the runs
 that end best start worst; with diverging runs; several seeds of each config) and the step
-curves of four record logs (tests/fixtures/progress/, cut from shared/reference/logs/).
+curves of four record logs (tests/fixtures/progress/, cut from tests/fixtures/logs/).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ BUDGET = 600.0
 EVERY = 10.0  # a worker's default progress interval
 ORDERS = 20
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "progress"
-# The record logs' final scores (shared/reference/logs/README.md) and their tokenizers.
+# The record logs' final scores (tests/fixtures/logs/README.md) and their tokenizers.
 RECORDS = {"baseline-2026-03-17.log": (1.22436570, "sp1024"), "xsa-int6-2026-03-20.log": (1.12707468, "sp1024"),
            "legal-ttt-2026-03-23-seed1337.log": (1.11922988, "sp1024"),
            "phased-ttt-2026-04-14-seed0.log": (1.07134229, "sp8192")}

@@ -21,13 +21,14 @@ REMOTE_SOURCES = ("stdlib", "fineweb")  # a local path means nothing inside Moda
 
 
 def prepare_here(source: str, vocab: int, out: Path | None = None, *, repo_dir: Path | None = None,
-                 train_shards: int = 80, what: str = "data prepare") -> PreparedData:
+                 train_shards: int = 80, variant: str | None = None, what: str = "data prepare") -> PreparedData:
     """Prepare data on this machine; the trainer's own errors (it cannot import golfq.core) become one line."""
     from golfq.workers.golf.prepare import PrepareError, prepare
     from golfq.workers.golf.shards import ShardError
 
     try:
-        return prepare(source, vocab, out or settings().data_dir, repo_dir=repo_dir, train_shards=train_shards)
+        return prepare(source, vocab, out or settings().data_dir, repo_dir=repo_dir, train_shards=train_shards,
+                       variant=variant)
     except (PrepareError, ShardError, OSError) as error:
         raise GolfqError(f"{what}: {str(error).strip() or type(error).__name__}") from None
 
@@ -58,6 +59,12 @@ def prepare_command(
         int,
         typer.Option(metavar="N", help="fineweb only: how many 100M-token train shards to fetch."),
     ] = 80,
+    variant: Annotated[
+        str | None,
+        typer.Option(metavar="NAME", show_default=False,
+                     help="fineweb only: a published tokenizer variant (sp1024, byte260, sp4096, sp8192, "
+                          "sp8192_lossless_caps_caseops_v1_reserved; default sp<vocab>)."),
+    ] = None,
     on: Annotated[
         str,
         typer.Option("--on", metavar="local|modal",
@@ -89,9 +96,9 @@ def prepare_command(
         from golfq.cli.modal import prepare_on_modal
 
         print(prepare_on_modal(source, vocab, train_shards, app=app_name or settings().modal_app,
-                               env=env or settings().modal_env))
+                               env=env or settings().modal_env, variant=variant))
         return
-    prepared = prepare_here(source, vocab, out, repo_dir=repo_dir, train_shards=train_shards)
+    prepared = prepare_here(source, vocab, out, repo_dir=repo_dir, train_shards=train_shards, variant=variant)
     stats = prepared.manifest.get("stats", {})
     state = "reused" if prepared.reused else "prepared"
     print(f"{state} {prepared.dataset}: {stats.get('files_train')} train / {stats.get('files_val')} val shards")

@@ -41,7 +41,7 @@ from golfq.core.job import Job, JobState
 from golfq.core.pareto import Front, fold, observation
 from golfq.core.pools import get_pool
 from golfq.core.settings import settings
-from golfq.core.spec import Budget, DataRef, ExperimentSpec
+from golfq.core.spec import Budget, DataRef, ExperimentSpec, config_key
 from golfq.producer.client import final_result
 from golfq.workers.fleet import Fleet, FleetConfig
 from golfq.workers.runner import LOG_NAME, attempt_dir
@@ -251,7 +251,7 @@ def demo_front(jobs: Sequence[Job]) -> Front:
     return fold(observations, get_pool(POOL).track)
 
 
-def _draw(front: Front, plot: Path) -> tuple[str | None, str | None]:
+def _draw(front: Front, plot: Path, names: dict[str, str]) -> tuple[str | None, str | None]:
     """(where the plot went, or None; why it was skipped, or None)."""
     try:
         import matplotlib  # noqa: F401
@@ -261,7 +261,7 @@ def _draw(front: Front, plot: Path) -> tuple[str | None, str | None]:
 
     try:
         plot.parent.mkdir(parents=True, exist_ok=True)
-        plot_fronts([front], plot)
+        plot_fronts([front], plot, names=names)
     except OSError as error:
         return None, f"plot skipped: {plot}: {error}"
     return str(plot), None
@@ -319,7 +319,7 @@ def demo(
                    else _PlainDisplay(sys.stderr if as_json else sys.stdout))
         final = _run_fleet(url, ids, concurrency, display)
     front = demo_front(final)
-    drawn, skipped = _draw(front, plot)
+    drawn, skipped = _draw(front, plot, {config_key(j.spec): j.spec.name for j in final})
     failed = [j for j in final if j.state is not JobState.SUCCEEDED]
     seconds = time.monotonic() - began
     if as_json:

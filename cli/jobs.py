@@ -12,11 +12,14 @@ import typer
 
 from golfq.cli.budget import budget_lines
 from golfq.cli.console import (
+    Col,
     JsonOption,
     QueueOption,
+    WideOption,
     WorkDirOption,
     console,
     emit_json,
+    fitted_table,
     fmt_bytes,
     fmt_float,
     fmt_seconds,
@@ -24,6 +27,7 @@ from golfq.cli.console import (
     print_table,
     queue,
     result_line,
+    shown,
     stdout_is_terminal,
     work_dir,
 )
@@ -37,7 +41,7 @@ from golfq.core.broker import iter_events
 from golfq.core.errors import EXIT_JOB_FAILED, GolfqError
 from golfq.core.events import Event
 from golfq.core.job import Job, JobState
-from golfq.core.result import ProgressPoint, Result
+from golfq.core.result import Phases, ProgressPoint, Result
 from golfq.producer.client import Client, WaitTimeout
 from golfq.producer.loop import find_job
 
@@ -58,34 +62,46 @@ def job_row(job: Job) -> dict:
             "train_seconds": r.train_seconds if r else None, "error": job.error}
 
 
-def _job_table(jobs: list[Job]) -> Table:
-    from rich.table import Table
+JOB_COLUMNS = (Col("id"), Col("state"), Col("pool", 40), Col("try", 10, right=True), Col("val_bpb", right=True),
+               Col("size", 30, right=True), Col("train", 20, right=True), Col("name / error", 50, flex=True))
 
-    table = Table()
-    for column in ("id", "state", "pool", "try", "val_bpb", "size", "train", "name / error"):
-        table.add_column(column, justify="right" if column in ("try", "val_bpb", "size", "train") else "left")
+
+def _job_table(jobs: list[Job], wide: bool) -> Table:
+    rows = []
     for job in jobs:
         r = job.result
-        table.add_row(job.id, job.state.value, job.pool, str(job.attempt), fmt_float(r.val_bpb if r else None),
-                      fmt_bytes(r.artifact_bytes if r else None), fmt_seconds(r.train_seconds if r else None),
-                      (job.error or job.spec.name or "")[:60])
-    return table
+        text = shown(job.error or job.spec.name)
+        rows.append((job.id, job.state.value, job.pool, str(job.attempt), fmt_float(r.val_bpb if r else None),
+                     fmt_bytes(r.artifact_bytes if r else None), fmt_seconds(r.train_seconds if r else None),
+                     text if wide else text[:60]))
+    return fitted_table(JOB_COLUMNS, rows, wide)
+
+
+def phase_line(phases: Phases | None) -> str:
+    """`setup 2.0 s, startup 1.5 min, train 10.0 min, ...`: the phases the log marked, in order."""
+    if phases is None:
+        return ""
+    marked = [(name, getattr(phases, name)) for name in Phases.__struct_fields__]
+    return ", ".join(f"{name} {fmt_seconds(value)}" for name, value in marked if value is not None)
 
 
 def _print_job(job: Job, curve: list[ProgressPoint]) -> None:
     spec, r = job.spec, job.result
-    lines = [("id", job.id), ("state", job.state.value), ("pool", spec.pool), ("name", spec.name),
-             ("attempt", str(job.attempt)), ("worker", job.worker_id), ("seed", str(spec.seed)),
-             ("trainer", spec.trainer),
+    lines = [("id", job.id), ("state", job.state.value), ("pool", spec.pool), ("name", shown(spec.name)),
+             ("attempt", str(job.attempt)), ("worker", shown(job.worker_id)), ("seed", str(spec.seed)),
+             ("trainer", spec.trainer + (f" (runs {shown(spec.entry)})" if spec.is_code_folder else "")),
              ("budget", f"{spec.budget.train_seconds:g} s train, {spec.budget.hard_timeout:g} s hard timeout"),
-             ("env", " ".join(f"{k}={v}" for k, v in sorted(spec.env.items()))),
-             ("tags", ", ".join(spec.tags)), ("failures", ", ".join(f"{k}={n}" for k, n in job.failures.items())),
-             ("error", job.error or "")]
+             ("env", shown(" ".join(f"{k}={v}" for k, v in sorted(spec.env.items())))),
+             ("tags", shown(", ".join(spec.tags))),
+             ("failures", ", ".join(f"{k}={n}" for k, n in job.failures.items())),
+             ("error", shown(job.error))]
     if r is not None:
         lines += [("val_bpb", fmt_float(r.val_bpb, 8)), ("val_loss", fmt_float(r.val_loss, 8)),
                   ("artifact", f"{r.artifact_bytes:,} bytes" if r.artifact_bytes is not None else "-"),
-                  ("train time", fmt_seconds(r.train_seconds)), ("wall time", fmt_seconds(r.total_seconds)),
-                  ("cost", f"${r.cost_usd:.4f}" if r.cost_usd is not None else "-"), ("log", r.log_path or "")]
+                  ("train time", fmt_seconds(r.train_seconds)), ("eval time", fmt_seconds(r.eval_seconds)),
+                  ("wall time", fmt_seconds(r.total_seconds)), ("phases", phase_line(r.phases)),
+                  ("cost", f"${r.cost_usd:.4f}" if r.cost_usd is not None else "-"), ("log", shown(r.log_path)),
+                  ("code env", shown(r.environment)), *[("env note", shown(note)) for note in r.environment_notes]]
     for key, value in lines:
         if value:
             print(f"{key:>10}  {value}")
@@ -100,6 +116,7 @@ def _print_job(job: Job, curve: list[ProgressPoint]) -> None:
 def status(
     job_id: Annotated[str | None, typer.Argument(metavar="ID", help="One job's details.")] = None,
     limit: Annotated[int, typer.Option(metavar="N", help="Most recent jobs to list.")] = 20,
+    wide: WideOption = False,
     queue_url: QueueOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -120,18 +137,15 @@ def status(
     if as_json:
         emit_json({"stats": stats, "jobs": [job_row(j) for j in recent], "budget": spend})
         return
-    from rich.table import Table
-
-    table = Table()
     states = [s.value for s in JobState]
-    for column in ["pool", *states, "draining"]:
-        table.add_column(column, justify="left" if column == "pool" else "right")
-    for name, pool in stats.pools.items():
-        table.add_row(name, *(str(getattr(pool, s)) for s in states), "yes" if pool.draining else "")
-    print_table(f"{broker.url}  (backend {stats.backend}, last event #{stats.last_seq})", table)
+    columns = [Col("pool"), *(Col(s, right=True) for s in states), Col("draining", 10)]
+    rows = [(name, *(str(getattr(pool, s)) for s in states), "yes" if pool.draining else "")
+            for name, pool in stats.pools.items()]
+    print_table(f"{broker.url}  (backend {stats.backend}, last event #{stats.last_seq})",
+                fitted_table(columns, rows, wide), wide)
     if recent:
-        print_table(f"last {len(recent)} of {len(jobs)} jobs", _job_table(recent))
-    for line in budget_lines(spend):  # the caps, and why a pool's next job waits
+        print_table(f"last {len(recent)} of {len(jobs)} jobs", _job_table(recent, wide), wide)
+    for line in budget_lines(spend):  # the caps, and each pool's first job a cap holds, with why
         print(line)
 
 
@@ -153,6 +167,19 @@ def _remote_log(broker: object, job: Job) -> str | None:
     """A backend that keeps logs off this machine offers read_log(job) (the Modal backend does)."""
     read_log = getattr(broker, "read_log", None)
     return read_log(job) if callable(read_log) else None
+
+
+def log_text(broker: object, job: Job, runs: Path) -> tuple[str, str] | None:
+    """(text, where it came from) of a job's latest log: this machine's file, the backend's copy, or the tail
+    stored with its result; None when there is none yet."""
+    path = job_log(job, runs)
+    if path is not None:
+        return path.read_text(encoding="utf-8", errors="replace"), str(path)
+    if (remote := _remote_log(broker, job)) is not None:
+        return remote, "backend"
+    if job.result is not None and job.result.log_tail:
+        return job.result.log_tail + "\n", f"the tail stored with attempt {job.result.attempt}"
+    return None
 
 
 def _write(text: str, as_json: bool) -> None:
@@ -217,13 +244,13 @@ def _event_line(e: Event) -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.ts))
     detail = []
     if e.worker_id:
-        detail.append(f"worker={e.worker_id}")
+        detail.append(f"worker={shown(e.worker_id)}")
     if e.failure:
         detail.append(f"failure={e.failure.value}")
     if e.result is not None and e.result.val_bpb is not None:
         detail.append(f"val_bpb={e.result.val_bpb:.4f}")
     if e.error:
-        detail.append(f"error={e.error[:80]}")
+        detail.append(f"error={shown(e.error[:80])}")
     job = f"{e.job_id}#{e.attempt}" if e.job_id else f"pool {e.pool}"
     return f"{e.seq:>6}  {stamp}  {e.kind.value:<10}  {job:<20}  {' '.join(detail)}".rstrip()
 
@@ -283,8 +310,8 @@ class _Reporter:
             self.progress.start()
 
     def done(self, job: Job, result: Result) -> None:
-        if self.as_json:
-            emit_json(result)
+        if self.as_json:  # `id` and the job's end state as every verb says them; the Result's spec_id stays too
+            emit_json({"id": job.id, "state": job.state.value, **msgspec.to_builtins(result)})
             return
         line = result_line(job.id, job.spec.name, result, job.state.value)
         if self.progress is not None:

@@ -10,6 +10,7 @@ their module cannot be imported, so a missing extra never breaks the other verbs
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 import sys
 from typing import Annotated, Any
@@ -18,7 +19,7 @@ import typer
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from golfq import __version__
-from golfq.cli import jobs, loop, ops, pareto, submission, submit, worker
+from golfq.cli import jobs, loop, ops, pareto, record, submission, submit, worker
 from golfq.core.errors import EXIT_BAD_INPUT, GolfqError, SettingsError
 from golfq.core.settings import settings
 
@@ -29,6 +30,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 Abort = getattr(click.exceptions, "Abort", KeyboardInterrupt)  # typer's vendored click has no Abort
 
 EXIT_INTERNAL, EXIT_INTERRUPTED = 3, 130
+HELP_OPTIONS = ["-h", "--help"]
 # name -> (module, attribute): a Typer app, or a Typer whose one command is the verb.
 OPTIONAL = {
     "data": ("golfq.cli.data", "data_app"),
@@ -36,6 +38,7 @@ OPTIONAL = {
     "mcp": ("golfq.cli.mcp", "app"),
     "modal": ("golfq.cli.modal", "modal_cli"),
     "skill": ("golfq.cli.skill", "skill_app"),
+    "ui": ("golfq.cli.ui.command", "app"),
 }
 
 
@@ -61,13 +64,30 @@ class _PlainArgument(TyperArgument):
         return name if self.required else f"[{name}]"
 
 
+def _reflow(command: click.Command) -> None:
+    """Docstrings wrap at the code's line length, and typer's rich help keeps those breaks (ragged
+    paragraphs): each paragraph becomes one line, for the terminal to wrap. An `Example: ...` becomes a
+    paragraph of its own at the end, so a group's command list (each command's first paragraph) has none."""
+    paragraphs, examples = [], []
+    for paragraph in inspect.cleandoc(command.help or "").split("\n\n"):
+        text, marker, example = " ".join(paragraph.split()).partition("Example: ")
+        paragraphs += [text.strip()] if text.strip() else []
+        examples += [marker + example] if marker else []
+    if paragraphs or examples:
+        command.help = "\n\n".join(paragraphs + examples)
+        command.short_help = paragraphs[0] if paragraphs else None
+
+
 def _plain_help(command: click.Command) -> click.Command:
     """Typer 0.29 prints a Python type beside every parameter (`--json <bool>`) and braces required
-    arguments in usage (`{GRID.toml}`); golfq's help shows parameters the plain way, the help option too."""
+    arguments in usage (`{GRID.toml}`); golfq's help shows parameters the plain way, the help option too.
+    `-h` is `--help` everywhere, as in gh, kubectl, rq and pip."""
+    command.context_settings["help_option_names"] = HELP_OPTIONS
+    _reflow(command)
     commands = getattr(command, "commands", {})
     for sub in commands.values():
         _plain_help(sub)
-    help_option = command.get_help_option(click.Context(command))
+    help_option = command.get_help_option(click.Context(command, help_option_names=HELP_OPTIONS))
     for param in [*command.params, *([help_option] if help_option else [])]:
         if type(param) is TyperOption:
             param.__class__ = _PlainOption
@@ -111,12 +131,13 @@ class _Root(TyperGroup):
 
 
 app = typer.Typer(
-    name="golfq", cls=_Root, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    name="golfq", cls=_Root, no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
     help="golfq: an elastic experiment queue. Enqueue specs, run workers, read the Pareto front.",
 )
 for verbs in (submit.app, jobs.app, pareto.app, loop.app, submission.app, worker.app):
     app.registered_commands.extend(verbs.registered_commands)
 app.add_typer(ops.ops_app, name="ops")
+app.add_typer(record.record_app, name="record")
 
 
 def _print_version(value: bool) -> None:
@@ -133,8 +154,40 @@ def _root(
     pass
 
 
+SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
+
+
+@app.command()
+def completion(shell: Annotated[str, typer.Argument(metavar="|".join(SHELLS[:-1]))]) -> None:
+    """Print the tab-completion script for a shell: bash, zsh, fish or powershell.
+
+    `golfq --install-completion` installs it for the shell golfq runs in; this prints it for any.
+
+    Example: golfq completion bash >> ~/.bashrc
+    """
+    if shell not in SHELLS:
+        raise GolfqError(f"completion: unknown shell {shell!r} (one of {', '.join(SHELLS)})")
+    from typer._completion_shared import get_completion_script  # typer's own scripts, as --install-completion writes
+
+    print(get_completion_script(prog_name="golfq", complete_var="_GOLFQ_COMPLETE", shell=shell).rstrip("\n"))
+
+
 def _say(message: str) -> None:
-    sys.stderr.write(f"golfq: {' '.join(str(message).split())}\n")
+    from golfq.cli.console import shown  # a message may quote user text: a name, a key, a value
+
+    sys.stderr.write(f"golfq: {shown(' '.join(str(message).split()))}\n")
+
+
+def users_to_fix(error: Exception) -> str | None:
+    """One line for an error from below golfq that the user fixes (credentials, permissions), else None."""
+    modal_errors = sys.modules.get("modal.exception")  # only when a modal:// queue loaded Modal's client
+    if modal_errors is not None and isinstance(error, modal_errors.AuthError):
+        return ("Modal has no valid credentials here: run `modal token new` (or set MODAL_TOKEN_ID and "
+                f"MODAL_TOKEN_SECRET), then try again ({' '.join(str(error).split())[:160]})")
+    if isinstance(error, PermissionError):
+        where = error.filename or "a file golfq needs"
+        return f"permission denied: {where}; check its permissions (ls -l), or run as a user who may read it"
+    return None
 
 
 def _usage_message(error: click.exceptions.UsageError) -> str:
@@ -168,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0  # `golfq events | head`: the reader left; nothing to report
     except Exception as error:
+        if (fix := users_to_fix(error)) is not None:
+            _say(fix)
+            return EXIT_BAD_INPUT
         if _debug():
             raise
         _say(f"internal error: {type(error).__name__}: {error} (GOLFQ_DEBUG=1 shows the traceback)")

@@ -171,13 +171,15 @@ def status(app: AppOption = None, env: EnvOption = None) -> None:
 
 
 def prepare_on_modal(source: str = "fineweb", vocab: int = 1024, train_shards: int = 80, *, app: str | None = None,
-                     env: str | None = None) -> str:
+                     env: str | None = None, variant: str | None = None) -> str:
     """Run the deployed app's prepare_data function; what `golfq data prepare --on modal` calls."""
     app, env = _app_and_env(app, env)
     with talking_to(app):
         import modal
 
-        return modal.Function.from_name(app, "prepare_data", environment_name=env).remote(source, vocab, train_shards)
+        function = modal.Function.from_name(app, "prepare_data", environment_name=env)
+        # an app deployed before variants existed takes no variant argument: name it only when asked
+        return function.remote(source, vocab, train_shards, **({"variant": variant} if variant else {}))
 
 
 @modal_cli.command()
@@ -212,7 +214,10 @@ def sandbox_options(job: Job, app: str) -> dict[str, Any]:
                GOLFQ_DATA_DIR="/data", GOLFQ_QUEUE=f"modal://{app}")
     script = None if job.spec.trainer == "builtin" else workdir / SCRIPT_NAME
     setup = f"mkdir -p {workdir}/artifacts"
-    if script is not None:
+    if job.spec.is_code_folder:  # the pack is a plain tar of regular files (golfq.producer.codefolder)
+        script = workdir / job.spec.entry
+        setup += f" && tar -xf /artifacts/scripts/{job.spec.script_sha256}.py -C {workdir}"
+    elif script is not None:
         setup += f" && cp /artifacts/scripts/{job.spec.script_sha256}.py {script}"
     command = training_command(script, max(1, get_pool(job.pool).gpus), python="python")
     return {"gpu": gpu, "env": env, "setup": setup, "command": command, "timeout_seconds": pool.timeout_seconds}

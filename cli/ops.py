@@ -12,10 +12,14 @@ import typer
 
 from golfq.cli.budget import budget_app
 from golfq.cli.console import (
+    KEEP,
+    Col,
     JsonOption,
     QueueOption,
+    WideOption,
     emit,
     emit_json,
+    fitted_table,
     print_table,
     queue,
 )
@@ -35,6 +39,7 @@ ops_app = typer.Typer(
 ops_app.add_typer(budget_app, name="budget")
 
 PoolArgument = Annotated[str, typer.Argument(metavar="POOL")]
+STATE_KEEP = {"cancelled": 20, "stopped": 25, "dead": 50}  # at 80 columns these counts go before the rest
 
 
 # -- stats and cost -------------------------------------------------------------------------------
@@ -45,7 +50,7 @@ def _usage_doc(rows: Sequence[CostRow]) -> dict[str, dict[str, float]]:
 
 
 @ops_app.command()
-def stats(queue_url: QueueOption = None, as_json: JsonOption = False) -> None:
+def stats(wide: WideOption = False, queue_url: QueueOption = None, as_json: JsonOption = False) -> None:
     """Jobs per pool and state, draining flags, GPU-hours and cost. Example: golfq ops stats --json"""
     with queue(queue_url) as broker:
         snapshot = broker.stats()
@@ -53,19 +58,19 @@ def stats(queue_url: QueueOption = None, as_json: JsonOption = False) -> None:
     if as_json:
         emit_json({"stats": snapshot, "usage": _usage_doc(list(spent.values()))})
         return
-    from rich.table import Table
-
-    table = Table()
     states = [s.value for s in JobState]
-    for column in ["pool", *states, "draining", "attempts", "GPU-h", "cost"]:
-        table.add_column(column, justify="left" if column == "pool" else "right")
+    columns = [Col("pool"), *(Col(s, right=True, keep=STATE_KEEP.get(s, KEEP)) for s in states),
+               Col("draining", 10), Col("attempts", 40, right=True), Col("GPU-h", 45, right=True),
+               Col("cost", right=True)]
+    rows = []
     for name in sorted(set(snapshot.pools) | set(spent)):
         pool = snapshot.pools.get(name)
         use = spent.get(name, CostRow(name, 0, 0.0, 0.0))
         counts = [str(getattr(pool, s)) if pool else "0" for s in states]
-        table.add_row(name, *counts, "yes" if pool and pool.draining else "", str(use.attempts),
-                      f"{use.gpu_seconds / 3600:.2f}", f"${use.cost_usd:.2f}")
-    print_table(f"{broker.url}  (backend {snapshot.backend}, last event #{snapshot.last_seq})", table)
+        rows.append((name, *counts, "yes" if pool and pool.draining else "", str(use.attempts),
+                     f"{use.gpu_seconds / 3600:.2f}", f"${use.cost_usd:.2f}"))
+    print_table(f"{broker.url}  (backend {snapshot.backend}, last event #{snapshot.last_seq})",
+                fitted_table(columns, rows, wide), wide)
     for key, value in sorted(snapshot.extra.items()):
         print(f"{key}: {value}")
 
@@ -83,7 +88,7 @@ def cost(
     if as_json:
         emit_json(rows)
         return
-    width = max([len(by), *(len(r.key) for r in rows)])
+    width = max([len(by), len("total"), *(len(r.key) for r in rows)])
     print(f"{by:<{width}}  {'attempts':>8}  {'GPU-hours':>10}  {'USD':>10}")
     for row in rows:
         print(f"{row.key:<{width}}  {row.attempts:>8}  {row.gpu_seconds / 3600:>10.3f}  {row.cost_usd:>10.2f}")
@@ -146,19 +151,23 @@ def requeue(
         bool,
         typer.Option("--stopped", help="Every job a stopping rule ended (runs to its end)."),
     ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Go on from each job's last checkpoint (CHECKPOINT_DIR) instead of from zero."),
+    ] = False,
     queue_url: QueueOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Queue finished jobs again with fresh retry budgets (IDs may be RQ job ids, <id>-<attempt>).
 
-    Example: golfq ops requeue --dead
+    Example: golfq ops requeue --dead;  golfq ops requeue --resume ID  (continue a failed or stopped run)
     """
     states = [s for s, on in ((JobState.DEAD, dead), (JobState.FAILED, failed), (JobState.STOPPED, stopped)) if on]
     if not ids and not states:
         raise GolfqError("requeue: give job IDs, --dead, --failed or --stopped")
     with queue(queue_url) as broker:
         named = resolve_job_ids(broker, ids or [])
-        changed = broker.requeue(named, states)
+        changed = broker.requeue(named, states, resume=resume)
     _report("requeued", changed, named, as_json)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -29,7 +30,7 @@ def submission(
     queue_url: QueueOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Write a record-ready folder (train_gpt.py, submission.json, logs, README) from finished jobs.
+    """Write a record-ready folder (train_gpt.py, requirements.txt, submission.json, logs, README) from finished jobs.
 
     Example: golfq submission 3ijlhcjuqo22wavv k2mzq7d4xw3bnyqe --out records/2026-05-01_MyRun
     """
@@ -40,8 +41,11 @@ def submission(
         written = write_submission(broker, job_ids, out, log_of=lambda job: job_log(job, runs),
                                    builtin_source=bundle_source, name=name, author=author, github_id=github_id,
                                    blurb=blurb)
+    for warning in written.warnings:
+        sys.stderr.write(f"golfq: warning: {warning}\n")
     if as_json:
-        emit_json({"out": str(written.out), "files": [str(p) for p in written.files], "submission": written.document})
+        emit_json({"out": str(written.out), "files": [str(p) for p in written.files], "submission": written.document,
+                   "warnings": written.warnings})
         return
     doc = written.document
     print(f"wrote {written.out}: val_bpb {doc['val_bpb']} over {len(doc['seeds'])} seed(s), "

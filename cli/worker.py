@@ -20,6 +20,7 @@ from golfq.cli.console import (
     note,
     queue,
     result_line,
+    shown,
     work_dir,
 )
 from golfq.core.errors import GolfqError
@@ -53,7 +54,8 @@ def _announce(as_json: bool) -> tuple[Callable[[Lease, str | None], None], Calla
                 emit_json({"event": "started", "id": lease.job_id, "attempt": lease.attempt, "gpus": gpus})
             else:
                 on = f" on GPU {gpus}" if gpus else ""
-                print(f"{lease.job_id}  started (attempt {lease.attempt}){on}  {lease.spec.name}".rstrip(), flush=True)
+                line = f"{lease.job_id}  started (attempt {lease.attempt}){on}  {shown(lease.spec.name)}"
+                print(line.rstrip(), flush=True)
 
     def finished(lease: Lease, result: Result) -> None:
         with lock:

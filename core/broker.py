@@ -27,7 +27,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from golfq.core import budget, lifecycle
 from golfq.core.budget import BudgetView, Hold
@@ -54,6 +54,7 @@ class Txn(abc.ABC):
     now: float  # read once, under the backend's lock, so times follow commit order
     events: builtins.list[Event]  # appended (and numbered) by the backend in the same commit
     reaped: builtins.list[Lease]  # attempts this step reaped (a backend may tell its runners after the commit)
+    settled = 0  # events[:settled] are in the spend ledger already (golfq.core.budget.settle)
 
     @abc.abstractmethod
     def load_many(self, ids: Sequence[str]) -> dict[str, Job]: ...
@@ -181,11 +182,11 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     def put_script(self, content: bytes) -> str:
-        """Store a training script once under its sha256; return its 'sha256:...' ref."""
+        """Store a training script or a packed code folder once under its sha256; return its 'sha256:...' ref."""
 
     @abc.abstractmethod
     def get_script(self, ref: str) -> bytes:
-        """Raise KeyError for an unknown ref."""
+        """The blob a ref (or a trainer, 'code:' prefix and all) names; KeyError for an unknown ref."""
 
     @abc.abstractmethod
     def purge(self, before: float) -> int:
@@ -203,6 +204,11 @@ class Broker(abc.ABC):
 
     def _after_commit(self, txn: Txn) -> None:  # noqa: B027 (a hook: most backends need nothing here)
         """Side effects outside the store, once a step has committed."""
+
+    def _request(self, op: str, **args: Any) -> Any:
+        """One of the lease cycle's steps (claim, complete, fail, stop) by name: `_OP_in(txn, **args)` as
+        one atomic write. A backend whose writers contend may carry the request to whoever commits next."""
+        return self._write(functools.partial(getattr(self, f"_{op}_in"), **args))
 
     def _write(self, step: Callable[[Txn], T]) -> T:
         txn_seen: builtins.list[Txn] = []
@@ -282,7 +288,7 @@ class Broker(abc.ABC):
         while True:
             lease = None
             if self._worth_claiming(pool):
-                lease = self._write(lambda tx: self._claim_in(tx, pool, worker_id, lease_seconds))
+                lease = self._request("claim", pool=pool, worker_id=worker_id, lease_seconds=lease_seconds)
             left = give_up - time.monotonic()
             if lease is not None or left <= 0:
                 return lease
@@ -314,40 +320,41 @@ class Broker(abc.ABC):
 
     def complete(self, lease: Lease, result: Result) -> CompleteOutcome:
         """Record the attempt's result; idempotent per (job, attempt)."""
-        def step(tx: Txn) -> CompleteOutcome:
-            job = tx.require(lease.job_id)
-            done, events, outcome = lifecycle.complete(job, lease, result, tx.now)
-            tx.save(job, done, events)
-            if outcome is CompleteOutcome.COUNTED and done.state is JobState.SUCCEEDED:
-                obs = observation(done.id, done.spec, result)
-                if obs is not None:
-                    tx.observe(obs)
-            return outcome
-
-        outcome = self._write(step)
+        outcome = self._request("complete", lease=lease, result=result)
         if outcome is CompleteOutcome.COUNTED and result.succeeded and lease.spec.promote is not None:
             apply_rule(self, lease.spec)  # after the commit, so the rule sees this result on the front
         return outcome
 
+    def _complete_in(self, tx: Txn, lease: Lease, result: Result) -> CompleteOutcome:
+        job = tx.require(lease.job_id)
+        done, events, outcome = lifecycle.complete(job, lease, result, tx.now)
+        tx.save(job, done, events)
+        if outcome is CompleteOutcome.COUNTED and done.state is JobState.SUCCEEDED:
+            obs = observation(done.id, done.spec, result)
+            if obs is not None:
+                tx.observe(obs)
+        return outcome
+
     def fail(self, lease: Lease, error: str, kind: FailureKind, result: Result | None = None) -> JobState:
         """Record a failed attempt; the job is queued again or ends, by its retry budget."""
-        def step(tx: Txn) -> JobState:
-            job = tx.require(lease.job_id)
-            failed, events = lifecycle.fail(job, lease, error, FailureKind(kind), tx.now, result)
-            tx.save(job, failed, events)
-            return failed.state
+        return self._request("fail", lease=lease, error=error, kind=FailureKind(kind), result=result)
 
-        return self._write(step)
+    def _fail_in(self, tx: Txn, lease: Lease, error: str, kind: FailureKind, result: Result | None) -> JobState:
+        return _end_attempt_in(tx, lease, lambda job, now: lifecycle.fail(job, lease, error, kind, now, result))
+
+    def release(self, lease: Lease, reason: str, result: Result | None = None) -> JobState:
+        """Give a held attempt back on a worker's graceful stop: queued again, no failure counted."""
+        return self._request("release", lease=lease, reason=reason, result=result)
+
+    def _release_in(self, tx: Txn, lease: Lease, reason: str, result: Result | None) -> JobState:
+        return _end_attempt_in(tx, lease, lambda job, now: lifecycle.release(job, lease, reason, now, result))
 
     def stop(self, lease: Lease, reason: str, result: Result | None = None) -> JobState:
         """End the attempt early for a stopping rule (state `stopped`); a late call is superseded."""
-        def step(tx: Txn) -> JobState:
-            job = tx.require(lease.job_id)
-            stopped, events = lifecycle.stop(job, lease, reason, tx.now, result)
-            tx.save(job, stopped, events)
-            return stopped.state
+        return self._request("stop", lease=lease, reason=reason, result=result)
 
-        return self._write(step)
+    def _stop_in(self, tx: Txn, lease: Lease, reason: str, result: Result | None) -> JobState:
+        return _end_attempt_in(tx, lease, lambda job, now: lifecycle.stop(job, lease, reason, now, result))
 
     def curve(self, job_id: str, attempt: int | None = None) -> builtins.list[ProgressPoint]:
         """One attempt's live curve (default: the job's latest attempt), oldest point first."""
@@ -395,9 +402,11 @@ class Broker(abc.ABC):
         """Cancel queued or leased jobs; return those that changed."""
         return self._transition_each(ids, (), lifecycle.cancel)
 
-    def requeue(self, ids: Sequence[str] = (), states: Sequence[JobState] = ()) -> builtins.list[str]:
-        """Queue again the named jobs and/or every job in the given terminal states."""
-        return self._transition_each(ids, states, lifecycle.requeue)
+    def requeue(self, ids: Sequence[str] = (), states: Sequence[JobState] = (),
+                resume: bool = False) -> builtins.list[str]:
+        """Queue again the named jobs and/or every job in the given terminal states; `resume`: from their last
+        checkpoints."""
+        return self._transition_each(ids, states, functools.partial(lifecycle.requeue, resume=resume))
 
     def drain(self, pool: str) -> None:
         """Stop new claims in the pool; leased jobs run to the end."""
@@ -464,3 +473,11 @@ def iter_events(broker: Broker, after_seq: int = 0, page: int = 1000) -> Iterato
         if len(batch) < page:
             return
         after_seq = batch[-1].seq
+
+
+def _end_attempt_in(tx: Txn, lease: Lease, rule: Step) -> JobState:
+    """One of lifecycle's end-of-attempt rules applied to the leased job in a step; the job's new state."""
+    job = tx.require(lease.job_id)
+    ended, events = rule(job, tx.now)
+    tx.save(job, ended, events)
+    return ended.state

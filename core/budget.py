@@ -219,7 +219,9 @@ _NOT_AN_END = {EventKind.SUBMITTED, EventKind.CLAIMED, EventKind.DEAD, EventKind
 def settle(tx: Txn, events: Iterable[Event] | None = None) -> None:
     """Write what a step's events mean for the ledger, in the same step."""
     holds: dict[str, Hold] | None = None  # read once, only when an event needs it (Redis watches it)
-    for event in tx.events if events is None else events:
+    if events is None:  # the step's events not settled yet: a step may be settled more than once
+        events, tx.settled = tx.events[tx.settled:], len(tx.events)
+    for event in events:
         key = attempt_key(event.job_id, event.attempt)
         free = not hourly_usd(event.pool)  # a free pool's attempts (CPU) hold nothing: no reads, no writes
         if event.kind is EventKind.CLAIMED:

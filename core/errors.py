@@ -17,5 +17,13 @@ class GolfqError(Exception):
             self.exit_code = exit_code
 
 
+class NotFoundError(GolfqError, LookupError):
+    """A job (or a config) the queue does not hold."""
+
+
+class TrackError(GolfqError, ValueError):
+    """A track or pool name that names no track, or none given where several have results."""
+
+
 class SettingsError(GolfqError, ValueError):
     """A GOLFQ_* environment variable holds something golfq cannot use."""

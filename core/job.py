@@ -41,6 +41,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     failures: dict[str, int] = {}  # FailureKind value -> failures counted against its budget
     result: Result | None = None  # the counted result of the latest finished attempt
     error: str | None = None
+    resume: bool = False  # the next attempt goes on from the job's checkpoint (infra failure, requeue --resume)
 
     @property
     def pool(self) -> str:
@@ -54,6 +55,7 @@ class Lease(msgspec.Struct, frozen=True, kw_only=True):
     pool: str
     deadline: float
     spec: ExperimentSpec
+    resume: bool = False  # go on from the job's checkpoint rather than start afresh (Job.resume at the claim)
 
 
 class CompleteOutcome(str, enum.Enum):

@@ -2,7 +2,7 @@
 
 Every backend calls these inside its own atomic read-modify-write (a SQLite
 transaction, a Redis WATCH/MULTI, the Modal dispatcher's single writer), so the
-rules in DESIGN.md's "Job semantics" are written exactly once. Events come back
+rules in docs/design.md's "Job semantics" are written exactly once. Events come back
 with seq=0; the backend numbers them as it appends them.
 """
 
@@ -40,7 +40,7 @@ def claim(job: Job, worker_id: str, lease_seconds: float, now: float) -> tuple[J
     job = _replace(job, state=JobState.LEASED, attempt=job.attempt + 1, worker_id=worker_id,
                    lease_deadline=deadline, updated_at=now)
     lease = Lease(job_id=job.id, attempt=job.attempt, worker_id=worker_id, pool=job.pool, deadline=deadline,
-                  spec=job.spec)
+                  spec=job.spec, resume=job.resume)
     return job, lease, [_event(EventKind.CLAIMED, job, now, worker_id=worker_id)]
 
 
@@ -62,7 +62,8 @@ def complete(job: Job, lease: Lease, result: Result, now: float) -> tuple[Job, l
     if not result.succeeded:
         job, events = fail(job, lease, result.error or "failed", result.failure or FailureKind.USER, now, result)
         return job, events, CompleteOutcome.COUNTED
-    job = _replace(job, state=JobState.SUCCEEDED, result=result, lease_deadline=None, error=None, updated_at=now)
+    job = _replace(job, state=JobState.SUCCEEDED, result=result, lease_deadline=None, error=None, resume=False,
+                   updated_at=now)
     events = [_event(EventKind.SUCCEEDED, job, now, worker_id=lease.worker_id, result=result)]
     return job, events, CompleteOutcome.COUNTED
 
@@ -88,8 +89,9 @@ def _count_failure(job: Job, error: str, kind: FailureKind, now: float, result: 
     budget = getattr(job.spec.budget.retries, kind.value, 0)
     retry = failures[kind.value] <= budget
     next_state = JobState.QUEUED if retry else (JobState.FAILED if kind is FailureKind.USER else JobState.DEAD)
+    # An infra failure (preempted, lease lost, worker gone) says nothing against the run so far: go on from it.
     failed = _replace(job, failures=failures, error=error, result=result or job.result, lease_deadline=None,
-                      updated_at=now)
+                      resume=kind is FailureKind.INFRA, updated_at=now)
     events = [_event(EventKind.FAILED, failed, now, worker_id=job.worker_id, failure=kind, error=error, result=result)]
     failed = _replace(failed, state=next_state, worker_id="")
     if next_state is JobState.QUEUED:
@@ -116,15 +118,29 @@ def stop(job: Job, lease: Lease, reason: str, now: float, result: Result | None 
     return job, [_event(EventKind.STOPPED, job, now, worker_id=lease.worker_id, error=reason, result=result)]
 
 
+def release(job: Job, lease: Lease, reason: str, now: float, result: Result | None = None) -> Transition:
+    """A worker's graceful stop (SIGINT/SIGTERM) gave the attempt back: queued again at once and no failure
+    counted, since an operator stopping a worker is no fault of the job. The attempt number has moved on,
+    so the released attempt stays fenced off; its result (GPU time spent) goes with the event. The run saved
+    its checkpoint on the way down (SIGTERM), so the next attempt goes on from it."""
+    if not holds(job, lease):
+        late = _event(EventKind.SUPERSEDED, job, now, worker_id=lease.worker_id, error=reason, result=result)
+        return job, [msgspec.structs.replace(late, attempt=lease.attempt)]
+    job = _replace(job, state=JobState.QUEUED, error=reason, worker_id="", lease_deadline=None, resume=True,
+                   updated_at=now)
+    return job, [_event(EventKind.REQUEUED, job, now, worker_id=lease.worker_id, error=reason, result=result)]
+
+
 REQUEUEABLE = (JobState.FAILED, JobState.DEAD, JobState.CANCELLED, JobState.STOPPED)
 
 
-def requeue(job: Job, now: float) -> Transition:
-    """Queue a finished job again with fresh retry budgets (ops requeue and replay)."""
+def requeue(job: Job, now: float, resume: bool = False) -> Transition:
+    """Queue a finished job again with fresh retry budgets (ops requeue and replay); `resume`: its next attempt
+    goes on from the job's last checkpoint, else it starts afresh."""
     if job.state not in REQUEUEABLE:
         return job, []
     job = _replace(job, state=JobState.QUEUED, failures={}, error=None, worker_id="", lease_deadline=None,
-                   updated_at=now)
+                   resume=resume, updated_at=now)
     return job, [_event(EventKind.REQUEUED, job, now)]
 
 

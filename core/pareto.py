@@ -66,7 +66,7 @@ class FrontPoint(msgspec.Struct, frozen=True, kw_only=True):
     incumbent: str | None = None  # the config this point is tested against (see the module docstring)
     gain: float | None = None  # the incumbent's mean val_bpb minus this point's: positive is better
     p_value: float | None = None  # the record rule's one-sided p (H0: gain <= threshold); None: n/a
-    significant: bool | None = None  # p_value < alpha; None with one seed on either side
+    significant: bool | None = None  # feasible and p_value < alpha; None with one seed on either side
 
     def sample(self) -> Sample:
         ratio = self.val_bpb / self.val_loss if self.val_loss else None
@@ -171,6 +171,8 @@ class _Group:
         if incumbent is None:
             return point
         p_value, significant = record_test(sample, incumbent.sample(), rule)
+        if significant and not feasible:  # over 16 MB or the time rule: never a record, whatever its score
+            significant = False
         return msgspec.structs.replace(point, incumbent=incumbent.config, gain=incumbent.val_bpb - sample.mean,
                                        p_value=p_value, significant=significant)
 

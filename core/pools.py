@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from golfq.core.errors import TrackError
 from golfq.core.settings import settings
 
 
@@ -42,18 +43,24 @@ def track_of(pool: str) -> str:
     return found.track if found else pool
 
 
+def track_time_limit(track: str) -> float | None:
+    """The training-time rule of a track (the strictest of its pools'), or None where time is not judged."""
+    limits = [p.time_limit_seconds for p in known_pools().values() if p.track == track and p.time_limit_seconds]
+    return min(limits) if limits else None
+
+
 def resolve_track(name: str | None, present: list[str]) -> str:
     """A track from a track name, a pool name, or None when exactly one track has results.
 
-    ValueError (one line) when None is ambiguous or the name is neither a track nor a pool.
+    TrackError (one line) when None is ambiguous or the name is neither a track nor a pool.
     """
     if name is None:
         if len(present) == 1:
             return present[0]
-        raise ValueError(f"several tracks, name one: {', '.join(present)}" if present else "no results yet")
+        raise TrackError(f"several tracks, name one: {', '.join(present)}" if present else "no results yet")
     pools = known_pools()
     if name in present or name in {p.track for p in pools.values()}:
         return name
     if name in pools:
         return pools[name].track
-    raise ValueError(f"track {name!r}: unknown (tracks with results: {', '.join(present) or 'none'})")
+    raise TrackError(f"track {name!r}: unknown (tracks with results: {', '.join(present) or 'none'})")

@@ -19,7 +19,7 @@ import msgspec
 
 from golfq.core.pareto import FrontPoint
 from golfq.core.pools import Pool, get_pool, track_of
-from golfq.core.spec import Budget, ExperimentSpec, SpecError, config_key, parse_spec
+from golfq.core.spec import RUN_OVERHEAD_SECONDS, Budget, ExperimentSpec, SpecError, config_key, parse_spec
 
 if TYPE_CHECKING:
     from golfq.core.broker import Broker
@@ -28,7 +28,6 @@ log = logging.getLogger("golfq.promotion")
 
 # The challenge's default seed, then the two that records most often report beside it; then 0, 1, 2, ...
 PROMOTION_SEEDS = (1337, 42, 2025)
-STARTUP_SECONDS = 300.0  # the hard timeout's room beyond training and evaluation: start-up, compile, export
 PROMOTED_TAG = "promoted"
 
 
@@ -68,8 +67,8 @@ def target_budget(source: Budget, source_track: str, target: Pool) -> Budget:
     limit = target.time_limit_seconds
     if limit is None or target.track == source_track:
         return source
-    return Budget(train_seconds=limit, timeout_seconds=limit + (target.eval_limit_seconds or limit) + STARTUP_SECONDS,
-                  retries=source.retries)
+    timeout = limit + (target.eval_limit_seconds or limit) + RUN_OVERHEAD_SECONDS
+    return Budget(train_seconds=limit, timeout_seconds=timeout, retries=source.retries)
 
 
 def promoted_specs(spec: ExperimentSpec, parent: str, to: str, seeds: Sequence[int],

@@ -16,10 +16,26 @@ class FailureKind(str, enum.Enum):
     INVALID = "invalid"  # refused at submit; never queued
 
 
+class Phases(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """An attempt's wall time by phase, in seconds, as the worker's clock saw the log arrive.
+
+    Each is None where the log gave no mark for it. `eval` is the script's own logged evaluation
+    time; the others are measured between marks: the process start, the first training step line,
+    the end of training (`stopping_early`, else the last step line), the start of the scored
+    evaluation (its line's arrival less its logged time) and the process exit."""
+
+    setup: float | None = None  # the worker before the process starts: directory, script, environment
+    startup: float | None = None  # process start to the first step line: imports, data, compile warm-up
+    train: float | None = None  # first step line to the end of training
+    export: float | None = None  # end of training to the scored evaluation: quantize, compress, diagnostics, compile
+    eval: float | None = None  # the scored evaluation, as logged
+    finish: float | None = None  # the score line to the process exit
+
+
 class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     spec_id: str
     attempt: int
-    status: str  # "succeeded" | "failed"
+    status: str  # "succeeded" | "failed" | "stopped" (a stopping rule) | "released" (the worker was stopped)
     val_bpb: float | None = None  # the score: post-quantization roundtrip
     score_source: str | None = None  # its log line: the label, `step:N/M` (pre-quantization) or GOLFQ_RESULT
     val_loss: float | None = None
@@ -30,7 +46,8 @@ class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     code_bytes: int | None = None
     train_seconds: float | None = None
     eval_seconds: float | None = None
-    total_seconds: float | None = None
+    total_seconds: float | None = None  # the process's wall time
+    phases: Phases | None = None
     steps: int | None = None
     tokens_seen: int | None = None
     step_ms: float | None = None
@@ -47,6 +64,9 @@ class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     artifact_path: str | None = None
     error: str | None = None
     failure: FailureKind | None = None
+    environment: str | None = None  # the code folder's environment hash (golfq.core.environment)
+    environment_notes: tuple[str, ...] = ()  # what the worker kept that the environment asked otherwise
+    resumed: bool = False  # went on from a checkpoint: train_seconds sums its segments; a record needs one run
 
     @property
     def succeeded(self) -> bool:

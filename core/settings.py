@@ -30,12 +30,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     work_dir: Path = Path(".golfq") / "runs"  # GOLFQ_WORK_DIR: where local attempts run and keep logs
     detect_seconds: float = DEFAULT_DETECT_SECONDS  # GOLFQ_DETECT_SECONDS: a dead Redis worker is noticed within this
     progress_seconds: float = DEFAULT_PROGRESS_SECONDS  # GOLFQ_PROGRESS_SECONDS: a live curve keeps one point per this
+    # GOLFQ_CHECKPOINT_SECONDS: a run saves a checkpoint every this many seconds (CHECKPOINT_SECONDS); None: its default
+    checkpoint_seconds: float | None = None
     debug: bool = False  # GOLFQ_DEBUG: tracebacks instead of one-line internal errors
     modal_app: str = "golfq"  # GOLFQ_MODAL_APP
     modal_env: str | None = None  # GOLFQ_MODAL_ENV
     modal_config: Path | None = None  # GOLFQ_MODAL_CONFIG: a TOML/JSON file of pool settings
     modal_config_json: str | None = None  # GOLFQ_MODAL_CONFIG_JSON: what `golfq modal deploy` baked in
     artifacts_mount: Path | None = None  # GOLFQ_ARTIFACTS_MOUNT: the artifacts Volume inside a Modal container
+    env_dir: Path | None = None  # GOLFQ_ENV_DIR: code folders' virtualenvs (default: envs/ under the work root)
+    env_find_links: tuple[str, ...] = ()  # GOLFQ_ENV_FIND_LINKS: folders or URLs of wheels, comma-separated
+    env_no_index: bool = False  # GOLFQ_ENV_NO_INDEX: install only from find-links (offline workers, tests)
+    env_provided: str | None = None  # GOLFQ_ENV_PROVIDED: the environment a Modal image was built for
 
 
 def _items(text: str) -> list[str]:
@@ -74,6 +80,10 @@ def _seconds(name: str, text: str, least: float = 1.0) -> float:
     return value
 
 
+def _flag(text: str) -> bool:
+    return text.strip().lower() not in ("0", "false", "no", "")
+
+
 def from_env(env: Mapping[str, str]) -> Settings:
     """Settings from an environment mapping; SettingsError names the variable at fault."""
     fields: dict[str, object] = {}
@@ -91,8 +101,10 @@ def from_env(env: Mapping[str, str]) -> Settings:
         fields["detect_seconds"] = _seconds("GOLFQ_DETECT_SECONDS", value)
     if value := env.get("GOLFQ_PROGRESS_SECONDS"):
         fields["progress_seconds"] = _seconds("GOLFQ_PROGRESS_SECONDS", value, least=0.1)
+    if value := env.get("GOLFQ_CHECKPOINT_SECONDS"):
+        fields["checkpoint_seconds"] = _seconds("GOLFQ_CHECKPOINT_SECONDS", value, least=0.0)
     if value := env.get("GOLFQ_DEBUG"):
-        fields["debug"] = value.strip().lower() not in ("0", "false", "no", "")
+        fields["debug"] = _flag(value)
     if value := env.get("GOLFQ_MODAL_APP"):
         fields["modal_app"] = value
     if value := env.get("GOLFQ_MODAL_ENV"):
@@ -103,6 +115,14 @@ def from_env(env: Mapping[str, str]) -> Settings:
         fields["modal_config_json"] = value
     if value := env.get("GOLFQ_ARTIFACTS_MOUNT"):
         fields["artifacts_mount"] = Path(value)
+    if value := env.get("GOLFQ_ENV_DIR"):
+        fields["env_dir"] = Path(value).expanduser()
+    if value := env.get("GOLFQ_ENV_FIND_LINKS"):
+        fields["env_find_links"] = tuple(_items(value))
+    if value := env.get("GOLFQ_ENV_PROVIDED"):
+        fields["env_provided"] = value
+    if value := env.get("GOLFQ_ENV_NO_INDEX"):
+        fields["env_no_index"] = _flag(value)
     return Settings(**fields)  # type: ignore[arg-type]  # fields holds exactly Settings' names
 
 

@@ -21,12 +21,17 @@ from golfq.core.pools import known_pools
 from golfq.core.stopping import StopRule
 
 MAX_SCRIPT_BYTES = 1 << 20
+# A packed code folder: why 4 MiB is in docs/architecture.md ("Code folders, environments and made data").
+MAX_CODE_BYTES = 4 << 20
+CODE_PREFIX = "code:"
+DEFAULT_ENTRY = "train_gpt.py"
 SPEC_VERSION = 1
 BUILTIN = "builtin"
 
 _ENV_KEY = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_SCRIPT_REF = re.compile(r"^sha256:[0-9a-f]{64}$")
+_SCRIPT_REF = re.compile(r"^(code:)?sha256:[0-9a-f]{64}$")
+_ENTRY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*\.py$")
 _SPEC_ID = re.compile(r"^[a-z2-7]{16}$")
 # golfq sets these itself from typed fields; allowing them in env would make two
 # specs with the same outcome hash differently, or silently override the budget.
@@ -39,7 +44,15 @@ RESERVED_ENV = {
     "WORLD_SIZE": None,
     "LOCAL_RANK": None,
     "CUDA_VISIBLE_DEVICES": None,
+    "CHECKPOINT_DIR": None,  # the job's checkpoint folder (golfq.workers.checkpoints)
+    "RESUME": None,
 }
+
+# The default hard kill: training, then room for a full evaluation under the track's rule, then the
+# phases a record runs outside both clocks (start-up, compile warm-ups, quantization and compression,
+# diagnostic evaluations). Derived from the record logs' own phase timings in docs/architecture.md.
+EVAL_ROOM_SECONDS = 600.0
+RUN_OVERHEAD_SECONDS = 600.0
 
 NonNegInt = Annotated[int, msgspec.Meta(ge=0, le=1000)]
 Positive = Annotated[float, msgspec.Meta(gt=0, le=7 * 24 * 3600)]
@@ -60,21 +73,53 @@ class Retries(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class Budget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     train_seconds: Positive = 600.0  # becomes MAX_WALLCLOCK_SECONDS
-    timeout_seconds: Positive | None = None  # hard kill; default leaves room for eval and start-up
+    timeout_seconds: Positive | None = None  # hard kill; default: training + EVAL_ROOM + RUN_OVERHEAD
     retries: Retries = Retries()
 
     @property
     def hard_timeout(self) -> float:
         if self.timeout_seconds is not None:
             return self.timeout_seconds
-        return self.train_seconds + max(300.0, self.train_seconds)
+        return self.train_seconds + EVAL_ROOM_SECONDS + RUN_OVERHEAD_SECONDS
+
+
+class MadeData(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Data a command of the code folder makes, once per (command, inputs, code) under the data root.
+
+    The command runs in the code folder (and its environment) with GOLFQ_DATA_OUT naming the folder
+    to fill, GOLFQ_DATA_ROOT the data root, and `inputs` as environment variables; `paths` maps the
+    variables the training script reads (DATA_PATH, TOKENIZER_PATH, ...) to paths inside that folder."""
+
+    command: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    inputs: dict[str, str] = {}
+    paths: dict[str, str] = {}
+
+    def __post_init__(self) -> None:
+        for field, table in (("inputs", self.inputs), ("paths", self.paths)):
+            for key, value in table.items():
+                if not _ENV_KEY.match(key):
+                    raise ValueError(f"data.make.{field}.{key}: keys must be UPPER_SNAKE_CASE")
+                if not isinstance(value, str) or "\x00" in value or len(value) > 4096:
+                    raise ValueError(f"data.make.{field}.{key}: expected a string of at most 4096 characters")
+        for key, value in self.paths.items():
+            parts = value.split("/")
+            if value.startswith("/") or ".." in parts or not value:
+                raise ValueError(f"data.make.paths.{key}: {value!r} is not a relative path inside the output")
+            if key not in ("DATA_PATH", "TOKENIZER_PATH") and key in RESERVED_ENV:
+                raise ValueError(f"data.make.paths.{key}: reserved, golfq sets it for each process")
+
+    def key(self, code: str) -> str:
+        """The output's name under made/: a hash of the command, its inputs and the code it runs from."""
+        body = msgspec.json.encode({"command": self.command, "inputs": self.inputs, "code": code}, order="sorted")
+        return hashlib.sha256(body).hexdigest()[:32]
 
 
 class DataRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Names under the data root: datasets/<dataset>/ and tokenizers/<tokenizer>.model."""
+    """Names under the data root: datasets/<dataset>/ and tokenizers/<tokenizer>.model, or data a command makes."""
 
     dataset: str = "fineweb10B_sp1024"
     tokenizer: str = "fineweb_1024_bpe"
+    make: MadeData | None = None
 
     def paths(self, root: Path) -> tuple[Path, Path]:
         """(DATA_PATH, TOKENIZER_PATH) under a data root, in the challenge's layout."""
@@ -103,7 +148,8 @@ class Promote(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class ExperimentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     name: ShortText = ""
     pool: str = "cpu"
-    trainer: str = BUILTIN  # "builtin" or "sha256:<hex>" of a script stored in the broker
+    trainer: str = BUILTIN  # "builtin", "sha256:<hex>" of a script or "code:sha256:<hex>" of a packed folder
+    entry: str = DEFAULT_ENTRY  # the script a code folder runs
     env: dict[str, str] = {}
     seed: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 1337
     data: DataRef = DataRef()
@@ -121,10 +167,18 @@ class ExperimentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
         if not _NAME.match(self.pool) or len(self.pool) > 64:
             raise ValueError(f"pool: {self.pool!r} is not a plain name ([A-Za-z0-9_.-])")
         if self.trainer != BUILTIN and not _SCRIPT_REF.match(self.trainer):
-            raise ValueError(f"trainer: {self.trainer!r} is neither 'builtin' nor 'sha256:<64 hex>'")
+            raise ValueError(f"trainer: {self.trainer!r} is neither 'builtin', 'sha256:<64 hex>' nor "
+                             f"'code:sha256:<64 hex>'")
+        if not _ENTRY.match(self.entry) or ".." in self.entry.split("/") or len(self.entry) > 200:
+            raise ValueError(f"entry: {self.entry!r} is not a relative path to a .py file inside the code folder")
+        if self.entry != DEFAULT_ENTRY and not self.is_code_folder:
+            raise ValueError("entry: only a code folder (code = DIR) names its entry point")
+        if self.data.make is not None and not self.is_code_folder:
+            raise ValueError("data.make: a data command runs from a code folder (code = DIR)")
         for key, value in self.env.items():
             if not _ENV_KEY.match(key):
-                raise ValueError(f"env.{key}: keys must be UPPER_SNAKE_CASE")
+                named = key if key.isprintable() and key.strip() == key and key else repr(key)
+                raise ValueError(f"env.{named}: keys must be UPPER_SNAKE_CASE")
             if not isinstance(value, str):
                 raise ValueError(f"env.{key}: values must be strings, got {type(value).__name__}")
             if "\x00" in value:
@@ -148,7 +202,11 @@ class ExperimentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
 
     @property
     def script_sha256(self) -> str | None:
-        return None if self.trainer == BUILTIN else self.trainer.removeprefix("sha256:")
+        return None if self.trainer == BUILTIN else blob_ref(self.trainer).removeprefix("sha256:")
+
+    @property
+    def is_code_folder(self) -> bool:
+        return self.trainer.startswith(CODE_PREFIX)
 
 
 def check_pool(spec: ExperimentSpec, pools: Mapping[str, object] | None = None) -> ExperimentSpec:
@@ -166,7 +224,7 @@ def check_pool(spec: ExperimentSpec, pools: Mapping[str, object] | None = None) 
 
 def canonical_bytes(spec: ExperimentSpec) -> bytes:
     """The fields that change the outcome, encoded with sorted keys."""
-    outcome = {
+    outcome: dict[str, Any] = {
         "v": SPEC_VERSION,
         "pool": spec.pool,
         "trainer": spec.trainer,
@@ -176,6 +234,11 @@ def canonical_bytes(spec: ExperimentSpec) -> bytes:
         "budget": {"train_seconds": float(spec.budget.train_seconds),
                    "timeout_seconds": float(spec.budget.hard_timeout)},
     }
+    # Added only when used, so the ids of builtin and one-script specs stay what they were.
+    if spec.is_code_folder:
+        outcome["entry"] = spec.entry
+    if spec.data.make is not None:
+        outcome["data"]["make"] = spec.data.make
     return msgspec.json.encode(outcome, order="sorted")
 
 
@@ -189,10 +252,21 @@ def config_key(spec: ExperimentSpec) -> str:
     return spec_id(msgspec.structs.replace(spec, seed=0))
 
 
-def script_ref(content: bytes) -> str:
-    if len(content) > MAX_SCRIPT_BYTES:
-        raise SpecError(f"script: {len(content):,} bytes is over the {MAX_SCRIPT_BYTES:,}-byte limit")
+def script_ref(content: bytes, limit: int = MAX_SCRIPT_BYTES, what: str = "script") -> str:
+    """The blob store's key for a script (or, with limit=MAX_CODE_BYTES, a packed code folder)."""
+    if len(content) > limit:
+        raise SpecError(f"{what}: {len(content):,} bytes is over the {limit:,}-byte limit")
     return "sha256:" + hashlib.sha256(content).hexdigest()
+
+
+def blob_ref(trainer: str) -> str:
+    """The stored blob a trainer names: a packed folder is stored like a script, by its sha256."""
+    return trainer.removeprefix(CODE_PREFIX)
+
+
+def stored_ref(content: bytes) -> str:
+    """What a backend checks before it stores a blob: the larger of the two caps."""
+    return script_ref(content, MAX_CODE_BYTES, "code")
 
 
 def _one_line(error: Exception) -> str:
@@ -206,7 +280,7 @@ def _one_line(error: Exception) -> str:
         lowercase = not path and unknown.group(1).upper() != unknown.group(1)
         hint = " (hyperparameters are UPPER_CASE env keys)" if lowercase else ""
         return f"{key}: unknown field{hint}"
-    if re.match(r"^[\w.\[\]']+: ", message):  # our own checks already name the field
+    if re.match(r"^[\w.\[\]'\\]+: ", message):  # our own checks already name the field (a repr'd key too)
         return message
     return f"{path or 'spec'}: {message}"
 

@@ -21,7 +21,7 @@ import msgspec
 from golfq.core.broker import Broker, iter_events
 from golfq.core.events import Event
 from golfq.core.job import Job, JobState
-from golfq.core.spec import BUILTIN, script_ref
+from golfq.core.spec import BUILTIN, blob_ref, stored_ref
 from golfq.ops import OpsError
 from golfq.producer.client import Client
 from golfq.producer.specfile import Prepared
@@ -137,7 +137,7 @@ def _scripts(records: Sequence[Record], path: Path) -> dict[str, bytes]:
                 content = base64.b64decode(record.content_b64, validate=True)
             except ValueError:
                 raise OpsError(f"{path}: script {record.ref}: content is not base64") from None
-            if script_ref(content) != record.ref:
+            if stored_ref(content) != blob_ref(record.ref):  # a script, or a packed code folder ("code:" ref)
                 raise OpsError(f"{path}: script {record.ref}: content does not match its sha256")
             scripts[record.ref] = content
     return scripts

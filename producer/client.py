@@ -15,6 +15,7 @@ from __future__ import annotations
 import builtins
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -24,7 +25,9 @@ import msgspec
 from golfq.core.backends import open_broker
 from golfq.core.broker import Broker, iter_events
 from golfq.core.budget import BudgetView, parse_cap, scope
+from golfq.core.errors import EXIT_JOB_FAILED, GolfqError, NotFoundError
 from golfq.core.events import Event
+from golfq.core.hyperparameters import check_builtin_env
 from golfq.core.job import Job, JobState
 from golfq.core.pareto import FrontPoint
 from golfq.core.pools import resolve_track
@@ -32,20 +35,22 @@ from golfq.core.promotion import Promoted, promote
 from golfq.core.result import FailureKind, ProgressPoint, Result
 from golfq.core.significance import CHALLENGE_RULE, RecordRule
 from golfq.core.spec import ExperimentSpec
+from golfq.producer.codefolder import pack_folder
 from golfq.producer.grid import Sweep, expand
-from golfq.producer.loop import FINAL_EVENTS, CompareReport, NextResult, compare_refs, wait_next
-from golfq.producer.specfile import Prepared, prepare, read_script
+from golfq.producer.loop import FINAL_EVENTS, CompareReport, NextResult, compare_refs, unserved_pools, wait_next
+from golfq.producer.specfile import InputError, Prepared, prepare, read_script
 
 log = logging.getLogger("golfq.client")
 
 SpecLike = ExperimentSpec | Mapping[str, Any]
 
 
-class WaitTimeout(TimeoutError):
+class WaitTimeout(GolfqError, TimeoutError):
     """wait() ran out of time; .results holds what finished, .pending the ids still running."""
 
     def __init__(self, results: list[Result], pending: list[str], timeout: float) -> None:
-        super().__init__(f"{len(pending)} job(s) still unfinished after {timeout:g} s: {', '.join(pending[:5])}")
+        super().__init__(f"{len(pending)} job(s) still unfinished after {timeout:g} s: {', '.join(pending[:5])}",
+                         exit_code=EXIT_JOB_FAILED)
         self.results, self.pending = results, pending
 
 
@@ -122,21 +127,27 @@ class Client:
         return [job for job, _ in self.submit_prepared(prepared)]
 
     def submit(self, spec: SpecLike | None = None, /, *, script: bytes | str | Path | None = None,
-               **fields: Any) -> Job:
+               code: str | Path | None = None, **fields: Any) -> Job:
         """Queue one spec (a spec, a dict, or keyword fields); the same spec twice returns the existing job.
+        `code` is a folder to run (its train_gpt.py, or the spec's `entry`, in its own environment).
 
         >>> q.submit({"pool": "cpu", "env": {"NUM_LAYERS": "4"}}, script="train_gpt.py")
+        >>> q.submit({"pool": "h100x8"}, code="records/2026-04-29_my_run")
         """
-        return self.submit_many([_merge(spec, fields)], script=script)[0]
+        return self.submit_many([_merge(spec, fields)], script=script, code=code)[0]
 
-    def submit_many(self, specs: Iterable[SpecLike], *, script: bytes | str | Path | None = None) -> list[Job]:
+    def submit_many(self, specs: Iterable[SpecLike], *, script: bytes | str | Path | None = None,
+                    code: str | Path | None = None) -> list[Job]:
         """Queue several specs at once; all are validated before any is queued.
 
         >>> q.submit_many([{"seed": s} for s in (1, 2, 3)])
         """
         content = _script_bytes(script)
-        prepared = [Prepared(s, content) if isinstance(s, ExperimentSpec) and content is None
-                    else prepare(_as_dict(s), script=content, where=f"spec #{i + 1}") for i, s in enumerate(specs)]
+        packed = pack_folder(code) if code is not None else None
+        prepared = [Prepared(check_builtin_env(s), content)
+                    if isinstance(s, ExperimentSpec) and content is None and packed is None
+                    else prepare(_as_dict(s), script=content, code=packed, where=f"spec #{i + 1}")
+                    for i, s in enumerate(specs)]
         return self._enqueue(prepared)
 
     def sweep(self, grid: Mapping[str, Sequence[Any]] | Sweep | None = None, *, base: SpecLike | None = None,
@@ -165,6 +176,9 @@ class Client:
              tag: str | None = None, limit: int | None = None) -> builtins.list[Job]:
         """Jobs matching every filter, in submission order. >>> q.list("failed", pool="h100")"""
         states = [state] if isinstance(state, (str, JobState)) else builtins.list(state or [])
+        unknown = [s for s in states if s not in {j.value for j in JobState} | set(JobState)]
+        if unknown:
+            raise InputError(f"state {unknown[0]!r}: unknown (one of {', '.join(j.value for j in JobState)})")
         return self.broker.list(states=[JobState(s) for s in states], pool=pool, tag=tag, limit=limit)
 
     def curve(self, job_id: str, attempt: int | None = None) -> builtins.list[ProgressPoint]:
@@ -227,7 +241,7 @@ class Client:
         for job_id in ids:
             job = self.broker.get(job_id)
             if job is None:
-                raise KeyError(f"job {job_id}: not found in {self.url}")
+                raise NotFoundError(f"job {job_id}: not found in {self.url}")
             unserved.pools[job_id] = job.pool
             self._check(job, done, pending, on_done)
         while pending:
@@ -312,23 +326,21 @@ class Unserved:
         if time.monotonic() < self.next_check:
             return
         self.next_check = time.monotonic() + self.CHECK_SECONDS
-        waiting: dict[str, int] = {}
-        for job_id in pending:
-            pool = self.pools[job_id]
-            waiting[pool] = waiting.get(pool, 0) + 1
-        queued = self.broker.stats().pools
-        for pool, count in sorted(waiting.items()):
-            if pool in queued and queued[pool].queued and self.broker.serving(pool) == 0:
-                if pool not in self.said:
-                    self.said.add(pool)
-                    self.say(pool, count)
-            else:
-                self.said.discard(pool)
+        idle = unserved_pools(self.broker, Counter(self.pools[job_id] for job_id in pending))
+        for pool, count in idle.items():
+            if pool not in self.said:
+                self.said.add(pool)
+                self.say(pool, count)
+        self.said &= set(idle)
 
 
 def _as_dict(spec: SpecLike) -> dict[str, Any]:
     if isinstance(spec, ExperimentSpec):
         return msgspec.to_builtins(spec)
+    if not isinstance(spec, Mapping):
+        hint = " (spec text: read it with golfq.producer.specfile.read_documents)" if isinstance(
+            spec, (str, bytes)) else ""
+        raise InputError(f"spec: expected a dict or an ExperimentSpec, got {type(spec).__name__}{hint}")
     return dict(spec)
 
 

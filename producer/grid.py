@@ -4,6 +4,7 @@ A GRID.toml looks like
 
     seeds = [1337, 42]              # optional: every point runs once per seed
     script = "train_gpt.py"          # optional, relative to this file
+    code = "my_record"               # or a code folder, relative to this file
     stop = "median"                  # optional: every point's stopping rule (or a table, or base.stop)
 
     [base]                           # what every point shares
@@ -29,16 +30,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from golfq.producer.codefolder import PackedCode, pack_folder
 from golfq.producer.specfile import (
     InputError,
     Prepared,
     apply_override,
+    kind_of,
     normalize,
     prepare,
     read_script,
 )
 
-_DOCUMENT_KEYS = {"base", "grid", "points", "seeds", "script", "stop"}
+_DOCUMENT_KEYS = {"base", "grid", "points", "seeds", "script", "code", "stop"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class Sweep:
     points: Sequence[Mapping[str, Any]] = ()
     seeds: Sequence[int] = ()
     script: bytes | None = None
+    code: PackedCode | None = None
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any], base_dir: Path | None = None, where: str = "grid") -> Sweep:
@@ -69,10 +73,14 @@ class Sweep:
             raise InputError(f"{where}: seeds: expected a list of integers")
         script_path = doc.get("script", base.get("script"))
         script = read_script(script_path, base_dir) if isinstance(script_path, str) else None
-        base = {k: v for k, v in base.items() if k != "script"}
+        folder = doc.get("code", base.get("code"))
+        if folder is not None and not isinstance(folder, str):
+            raise InputError(f"{where}: code: expected a folder path, got {kind_of(folder)}")
+        code = pack_folder(folder, base_dir) if folder is not None else None
+        base = {k: v for k, v in base.items() if k not in ("script", "code")}
         if "stop" in doc:
             base["stop"] = doc["stop"]
-        return cls(base=base, grid=grid, points=points, seeds=seeds, script=script)
+        return cls(base=base, grid=grid, points=points, seeds=seeds, script=script, code=code)
 
 
 def _label(value: Any) -> str:
@@ -112,5 +120,7 @@ def expand(sweep: Sweep, name: str = "") -> list[Prepared]:
             one = dict(doc)
             if seed is not None:
                 one["seed"] = seed
-            prepared.append(prepare(one, script=sweep.script if "trainer" not in overrides else None, where=where))
+            own = "trainer" in overrides
+            prepared.append(prepare(one, script=None if own else sweep.script, code=None if own else sweep.code,
+                                    where=where))
     return prepared

@@ -8,12 +8,13 @@ of that config (its group on its track), since one run alone has no spread to te
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 
 import msgspec
 
 from golfq.core.broker import Broker, iter_events
-from golfq.core.errors import GolfqError
+from golfq.core.errors import GolfqError, NotFoundError
 from golfq.core.events import Event, EventKind
 from golfq.core.job import Job
 from golfq.core.pareto import FrontPoint
@@ -49,6 +50,7 @@ class NextResult(msgspec.Struct, frozen=True, kw_only=True):
     cursor: int = 0
     pending: tuple[str, ...] = ()  # of the ids waited on, those still unfinished
     timed_out: bool = False
+    unserved: dict[str, int] = {}  # pool -> jobs waited for that sit queued there with no worker serving it
 
 
 def group_of(broker: Broker, ref: str) -> tuple[str, FrontPoint]:
@@ -83,14 +85,19 @@ def compare_refs(broker: Broker, a: str, b: str, level: float = 0.95,
 
 def wait_next(broker: Broker, ids: Sequence[str] = (), after: int | None = None, timeout: float = 60.0,
               poll: float = 0.2, result_of: Callable[[Job], Result | None] | None = None) -> NextResult:
-    """Block until one of `ids` (or, with none, any job) finishes after event `after` (default: now).
+    """Block until one of `ids` (or, with none, any job) ends after event `after`; the cursor returned is
+    that ending's event, so passing it back as `after` returns each ending once, in the order they happened.
 
-    With ids, one that has already finished is returned at once. `result_of(job)` gives the
-    Result to report (the client passes its final_result); by default the job's own.
+    Without `after`: with ids of which some have already ended, the log is read from its start, so the
+    earliest ending comes back at once and the others on the next calls; otherwise only endings from now on
+    count. `result_of(job)` gives the Result to report (the client passes its final_result); by default the
+    job's own. `unserved`: the pools where the jobs waited for sit queued with no worker serving them.
     """
     wanted = list(dict.fromkeys(ids))
-    cursor = broker.stats().last_seq if after is None else after  # read before the first look: nothing is missed
-    done = next((job for job in _jobs(broker, wanted) if job.state.terminal), None)
+    ended_already = any(job.state.terminal for job in _jobs(broker, wanted))
+    if after is None:  # the last seq is read before the first look: nothing is missed
+        after = 0 if ended_already else broker.stats().last_seq
+    cursor, done = after, None
     deadline = time.monotonic() + max(timeout, 0.0)
     while done is None:
         for event in iter_events(broker, after_seq=cursor):
@@ -100,14 +107,29 @@ def wait_next(broker: Broker, ids: Sequence[str] = (), after: int | None = None,
                 if job is not None and _ended_by(job, event):
                     done = job
                     break
+        if done is None and after == 0 and ended_already:  # its ending was purged from the log: return it as is
+            done = next(job for job in _jobs(broker, wanted) if job.state.terminal)
         if done is None and time.monotonic() >= deadline:
             break
         if done is None:
             time.sleep(max(0.0, min(poll, deadline - time.monotonic())))
-    pending = tuple(j.id for j in _jobs(broker, wanted) if not j.state.terminal)
+    left = [j for j in _jobs(broker, wanted) if not j.state.terminal]
+    pending = tuple(j.id for j in left)
+    waiting = Counter(j.pool for j in left) if wanted else None
+    unserved = unserved_pools(broker, waiting)
     if done is None:
-        return NextResult(cursor=cursor, pending=pending, timed_out=True)
-    return NextResult(job=done, result=result_of(done) if result_of else done.result, cursor=cursor, pending=pending)
+        return NextResult(cursor=cursor, pending=pending, timed_out=True, unserved=unserved)
+    return NextResult(job=done, result=result_of(done) if result_of else done.result, cursor=cursor, pending=pending,
+                      unserved=unserved)
+
+
+def unserved_pools(broker: Broker, waiting: Mapping[str, int] | None = None) -> dict[str, int]:
+    """Of the pools where jobs wait (`waiting`: pool -> jobs; None: every pool), those with queued jobs and no
+    worker serving them (pool -> jobs): one stats read, and one presence read per such pool."""
+    pools = broker.stats().pools
+    counts = waiting if waiting is not None else {name: p.queued for name, p in pools.items()}
+    return {pool: count for pool, count in sorted(counts.items())
+            if count and pool in pools and pools[pool].queued and broker.serving(pool) == 0}
 
 
 def _ended_by(job: Job, event: Event) -> bool:
@@ -124,5 +146,5 @@ def find_job(broker: Broker, job_id: str) -> Job:
     """The job, or a GolfqError that names it and the queue."""
     job = broker.get(job_id)
     if job is None:
-        raise GolfqError(f"job {job_id}: not found in {broker.url}")
+        raise NotFoundError(f"job {job_id}: not found in {broker.url}")
     return job

@@ -5,6 +5,8 @@ On top of ExperimentSpec's own fields a document may carry
   - numbers and booleans as env values: turned into the strings the trainer reads;
   - `script = "train_gpt.py"`: a path (relative to the document) whose content is
     stored in the queue and becomes the spec's `trainer`;
+  - `code = "records/my_run"`: a folder (relative to the document), packed and stored the same
+    way (golfq.producer.codefolder); `entry` names its script, train_gpt.py by default;
   - `stop = "median"`: a stopping rule by name alone, its settings left to their defaults.
 Every problem is an InputError whose message is one line naming the file and field.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 import sys
 import tomllib
@@ -21,17 +24,21 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from golfq.core.errors import GolfqError
+from golfq.core.hyperparameters import check_builtin_env
 from golfq.core.spec import (
+    DEFAULT_ENTRY,
     ExperimentSpec,
     SpecError,
     check_pool,
     parse_spec,
     script_ref,
 )
+from golfq.producer.codefolder import PackedCode, pack_folder
 
 _ENV_KEY = re.compile(r"^[A-Z][A-Z0-9_]*$")
 # Dotted paths whose values stay strings even when they look like JSON (`--set name=123`).
-STRING_FIELDS = {"name", "pool", "trainer", "parent", "created_by", "data.dataset", "data.tokenizer"}
+STRING_FIELDS = {"name", "pool", "trainer", "parent", "created_by", "data.dataset", "data.tokenizer", "code", "entry",
+                 "data.make.command"}
 
 
 class InputError(GolfqError, ValueError):
@@ -148,10 +155,22 @@ def apply_override(doc: dict, key: str, value: Any, *, from_text: bool = False) 
         try:
             value = json.loads(value)
         except ValueError:
-            pass  # a bare word stays a string
+            if _is_float(value):  # inf, nan: JSON has no word for them
+                value = float(value)
+            # else a bare word stays a string
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InputError(f"{key}: {value} is not a finite number")
     if key == "tags" and isinstance(value, str):
         value = [t for t in value.split(",") if t]
     set_path(doc, key, value)
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_assignment(text: str) -> tuple[str, str]:
@@ -206,7 +225,7 @@ def check_script(content: bytes, where: str = "script") -> None:
 
 
 class Prepared:
-    """A validated spec and the script content it references (stored just before submitting)."""
+    """A validated spec and the script (or packed code folder) it references, stored just before submitting."""
 
     __slots__ = ("script", "spec")
 
@@ -215,20 +234,31 @@ class Prepared:
 
 
 def prepare(doc: Mapping[str, Any], *, base: Path | None = None, script: bytes | None = None,
-            where: str = "spec") -> Prepared:
-    """Validate one document; a `script` key (a path) or the script argument sets the trainer."""
+            code: PackedCode | None = None, where: str = "spec") -> Prepared:
+    """Validate one document; a `script` or `code` key (a path) or argument sets the trainer."""
     fields = normalize(doc)
-    path = fields.pop("script", None)
+    path, folder = fields.pop("script", None), fields.pop("code", None)
+    for key, value in (("script", path), ("code", folder)):
+        if value is not None and not isinstance(value, str):
+            raise InputError(f"{where}: {key}: expected a path, got {kind_of(value)}")
     if path is not None:
-        if not isinstance(path, str):
-            raise InputError(f"{where}: script: expected a file path, got {type(path).__name__}")
         script = read_script(path, base)
+    if folder is not None:
+        code = pack_folder(folder, base)
+    if code is not None and script is not None:
+        raise InputError(f"{where}: code and script: give one (a script is a one-file code folder)")
     try:
         _check_env_values(fields.get("env"))
         if script is not None:
             check_script(script)
             fields["trainer"] = script_ref(script)
-        return Prepared(check_pool(parse_spec(fields)), script)
+        if code is not None:
+            fields["trainer"] = code.trainer
+            entry = fields.get("entry", DEFAULT_ENTRY)
+            if isinstance(entry, str) and entry not in code.files:
+                raise InputError(f"entry: {entry} is not a file of the code folder")
+            script = code.data
+        return Prepared(check_builtin_env(check_pool(parse_spec(fields))), script)
     except (SpecError, InputError) as error:
         raise InputError(f"{where}: {error}") from None
 

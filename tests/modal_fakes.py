@@ -1,7 +1,7 @@
 """In-memory stand-ins for modal.Dict, modal.Queue and a Volume, behaving like the cloud.
 
 Modal has no local emulator, so the Modal backend is tested against these. They copy
-the semantics listed in shared/reference/modal.md, errors included, and every call
+the semantics listed in docs/modal-semantics.md, errors included, and every call
 goes through a tests.modal_net.Network, so they can also be slow (per-call latency,
 bandwidth), lossy (lost requests, lost responses retried by the client as modal's
 does) and, with a VirtualClock, run hours of a fleet in virtual time:
@@ -54,6 +54,8 @@ def _wire_size(value: Any) -> int:
 
 
 def _reply_size(value: Any) -> int:
+    if isinstance(value, (list, tuple)):  # several values in one reply (gathered gets, items())
+        return sum(_reply_size(v) for v in value)
     return _wire_size(value) if isinstance(value, (bytes, bytearray, str)) else 0
 
 
@@ -107,6 +109,36 @@ class FakeDict:
                 self._check(key)
                 value = self._touch(key)
                 return default if value is _NO_DEFAULT else copy.copy(value)
+        return self._call(op)
+
+    def put_listing(self, key: Any, value: Any, listed: FakeDict, *, skip_if_exists: bool = False) -> tuple:
+        """A put and another Dict's items() in flight together (modal's `.aio` calls gathered): one round
+        trip, two calls; a lost response retries both (the put then answers False, as a retried put does)."""
+        self._check(key, value)
+
+        def op() -> tuple[bool, list[tuple[Any, Any]]]:
+            with self._lock:
+                written = not (skip_if_exists and self._live(key) is not None)
+                if written:
+                    self._data[key] = (copy.copy(value), self.clock())
+            with listed._lock:
+                items = [(k, e[0]) for k in list(listed._data) if (e := listed._live(k)) is not None]
+            return written, items
+        listed.calls += 1
+        return self._call(op, _wire_size(value))
+
+    def get_concurrently(self, keys: list[Any]) -> list[Any]:
+        """Several gets in flight at once (modal's `.aio` gets, gathered): one round trip for all of them,
+        each still a call; a lost response retries them all (reads change nothing but expiry)."""
+        def op() -> list[Any]:
+            with self._lock:
+                out = []
+                for key in keys:
+                    self._check(key)
+                    value = self._touch(key)
+                    out.append(None if value is _NO_DEFAULT else copy.copy(value))
+                return out
+        self.calls += len(keys) - 1
         return self._call(op)
 
     def contains(self, key: Any) -> bool:
@@ -172,10 +204,11 @@ class FakeDict:
         self._call(op)
 
     def items(self) -> Iterator[tuple[Any, Any]]:
+        """One call when asked (a list iterator, so it also crosses a process boundary)."""
         def op() -> list[tuple[Any, Any]]:
             with self._lock:
                 return [(k, e[0]) for k in list(self._data) if (e := self._live(k)) is not None]
-        yield from self._call(op)
+        return iter(self._call(op))
 
     def keys(self) -> Iterator[Any]:
         for key, _ in self.items():
@@ -356,11 +389,14 @@ class FakeQueue:
     def clear(self, *, partition: str | None = None, all: bool = False) -> None:
         if partition is not None and all:
             raise InvalidError("Partition must be null when requesting to clear all.")
-        with self._cond:
-            if all:
-                self._parts.clear()
-            else:
-                self._parts.pop(self._key(partition), None)
+
+        def op() -> None:
+            with self._cond:
+                if all:
+                    self._parts.clear()
+                else:
+                    self._parts.pop(self._key(partition), None)
+        self.net.call(op)
 
     def iterate(self, *, partition: str | None = None, item_poll_timeout: float = 0.0) -> Iterator[Any]:
         with self._cond:
@@ -410,6 +446,13 @@ class MemoryBlobStore:
             with self._lock:
                 self.files.pop(self._path(path), None)
         self.net.call(op)
+
+    def list(self, folder: str) -> list[str]:
+        def op() -> list[str]:
+            prefix = self._path(folder) + "/"
+            with self._lock:
+                return sorted(p for p in self.files if p.startswith(prefix) and "/" not in p[len(prefix):])
+        return self.net.call(op)
 
 
 class FakeModal:

@@ -21,9 +21,9 @@ from golfq.core.broker import Broker
 LATENCY = 0.002
 _workspace: Any = None
 
-DICT_METHODS = ("get", "put", "update", "pop", "contains", "len")
-QUEUE_METHODS = ("put", "put_many", "get", "get_many", "len")
-BLOB_METHODS = ("put", "put_many", "get", "delete")
+DICT_METHODS = ("get", "put", "update", "pop", "contains", "len", "items", "get_concurrently")
+QUEUE_METHODS = ("put", "put_many", "get", "get_many", "len", "clear")
+BLOB_METHODS = ("put", "put_many", "get", "delete", "list")
 
 
 def _fake() -> Any:

@@ -73,6 +73,7 @@ def test_status_logs_wait_events_pareto(cli, tmp_path, broker):
     code, out, err = cli("wait", good, bad, "--json")
     assert code == 1  # one failed
     assert {d["status"] for d in json_lines(out)} == {"succeeded", "failed"}
+    assert {(d["id"], d["state"]) for d in json_lines(out)} == {(good, "succeeded"), (bad, "failed")}
     code, out, _ = cli("events", "--json")
     kinds = [d["kind"] for d in json_lines(out)]
     assert kinds.count("submitted") == 2 and "succeeded" in kinds
@@ -97,7 +98,7 @@ def test_pareto_plot(cli, tmp_path):
 
 
 def test_wait_timeout_exits_1(cli, broker):
-    code, out, _ = cli("submit", "--pool", "cpu", "--json")
+    code, out, _ = cli("submit", "--pool", "cpu", "--baseline", "--json")
     code, out, err = cli("wait", json.loads(out)["id"], "--timeout", "0.2")
     assert code == 1 and "still unfinished" in err and len(err.strip().splitlines()) == 1
 
@@ -141,7 +142,8 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "--set typo in a field": (["submit", "--set", "budget.train_secs=5"], "spec: budget.train_secs: unknown field"),
         "--set lowercase hyperparameter": (["submit", "--set", "num_layers=5"], "num_layers: unknown field (hyper"),
         "bad stdin": (["submit", "-"], "stdin: invalid JSON"),
-        "unknown scheme": (["submit", "--queue", "nowhere://x"], "unknown scheme"),
+        "unknown scheme": (["submit", "--baseline", "--queue", "nowhere://x"], "unknown scheme"),
+        "bare submit": (["submit", "--pool", "cpu"], "submit: say what to run"),
         "unopenable queue": (["ops", "drain", "cpu", "--queue", "sqlite:////proc/golfq/q.db"], "cannot create"),
         "grid not a list": (["sweep", "grid.toml"], "grid.NUM_LAYERS: expected a non-empty list"),
         "status unknown job": (["status", job], "not found"),
@@ -200,8 +202,9 @@ def test_submission_writes_a_record_folder_from_seeds_of_one_config(cli, tmp_pat
     assert code == 0, err
     written = json.loads(out)
     record = tmp_path / "record"
-    assert sorted(p.name for p in record.iterdir()) == ["README.md", "submission.json", "train_gpt.py",
-                                                        "train_seed1.log", "train_seed2.log"]
+    assert sorted(p.name for p in record.iterdir()) == ["README.md", "requirements.txt", "submission.json",
+                                                        "train_gpt.py", "train_seed1.log", "train_seed2.log"]
+    assert "github_id" in err and "author" not in err.replace("records name their author", "")
     assert (record / "train_gpt.py").read_bytes() == script.read_bytes()  # a user's script goes verbatim
     doc = json.loads((record / "submission.json").read_text())
     assert doc == written["submission"]
@@ -219,7 +222,7 @@ def test_submission_refuses_mixed_configs_unfinished_jobs_and_a_used_folder(cli,
     first, other = ran_jobs(cli, tmp_path, {"FAKE_BPB": "1.3"}, {"FAKE_BPB": "1.4"})
     code, _, err = cli("submission", first, other, "--out", str(tmp_path / "a"))
     assert code == 2 and "different configurations" in err and err.count("\n") == 1
-    code, out, _ = cli("submit", "--pool", "cpu", "--set", "X=1", "--json")
+    code, out, _ = cli("submit", "--pool", "cpu", "--set", "NUM_LAYERS=3", "--json")
     queued = json.loads(out)["id"]
     code, _, err = cli("submission", first, queued, "--out", str(tmp_path / "a"))
     assert code == 2 and f"job {queued} is queued" in err

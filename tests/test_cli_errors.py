@@ -40,7 +40,7 @@ def test_usage_errors_point_at_the_verbs_help(cli):
 
 
 def test_a_failed_job_and_a_timeout_exit_1_with_one_line(cli):
-    code, out, _ = cli("submit", "--pool", "cpu", "--json")
+    code, out, _ = cli("submit", "--pool", "cpu", "--baseline", "--json")
     job_id = out.split('"id":"')[1].split('"')[0]
     code, _, err = cli("wait", job_id, "--timeout", "0")
     assert code == 1 and one_line(err).startswith("golfq: wait: 1 job(s) still unfinished")
@@ -66,7 +66,7 @@ def test_an_internal_error_is_one_line_and_exit_3_unless_debugging(cli, monkeypa
 
 def test_a_bad_setting_is_one_line(cli, monkeypatch):
     monkeypatch.setenv("GOLFQ_POOLS", "a100")
-    code, out, err = cli("submit", "--pool", "cpu")
+    code, out, err = cli("submit", "--pool", "cpu", "--baseline")
     assert (code, out) == (2, "") and "GOLFQ_POOLS entry 'a100'" in one_line(err)
 
 
@@ -101,8 +101,8 @@ def test_data_prepare_on_modal_reads_the_app_from_settings(cli, monkeypatch):
 
     calls = []
 
-    def fake_prepare_on_modal(source, vocab, train_shards, *, app, env):  # the real one needs Modal's cloud
-        calls.append((source, vocab, train_shards, app, env))
+    def fake_prepare_on_modal(source, vocab, train_shards, *, app, env, variant):  # the real one needs Modal's cloud
+        calls.append((source, vocab, train_shards, app, env, variant))
         return "fineweb10B_sp4096 on lab-data"
 
     monkeypatch.setattr(golfq.cli.modal, "prepare_on_modal", fake_prepare_on_modal)
@@ -111,7 +111,9 @@ def test_data_prepare_on_modal_reads_the_app_from_settings(cli, monkeypatch):
     assert (code, out) == (0, "fineweb10B_sp4096 on lab-data\n")
     monkeypatch.setenv("GOLFQ_MODAL_APP", "from-env")
     assert cli("data", "prepare", "--on", "modal")[0] == 0
-    assert calls == [("fineweb", 4096, 10, "lab", "dev"), ("stdlib", 1024, 80, "from-env", None)]
+    assert cli("data", "prepare", "--source", "fineweb", "--variant", "sp8192", "--on", "modal")[0] == 0
+    assert calls == [("fineweb", 4096, 10, "lab", "dev", None), ("stdlib", 1024, 80, "from-env", None, None),
+                     ("fineweb", 1024, 80, "from-env", None, "sp8192")]
 
 
 def test_data_prepare_prints_the_paths_it_wrote(cli, tmp_path):

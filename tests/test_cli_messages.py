@@ -48,7 +48,7 @@ def test_tidy_numbers_rounds_by_what_a_number_is():
     tidy = tidy_numbers(doc)
     assert tidy["artifact_bytes"] == 1000001 and isinstance(tidy["artifact_bytes"], int)
     assert (tidy["train_seconds"], tidy["val_bpb"], tidy["val_bpb_std"]) == (46.666, 1.23456789, 0.3)
-    assert (tidy["cost_usd"], tidy["submitted_at"]) == (0.123457, 1767312000.123456)  # timestamps stay exact
+    assert (tidy["cost_usd"], tidy["submitted_at"]) == (0.123457, 1767312000.123)  # timestamps to the ms
     assert tidy["points"] == [{"total_seconds": 0.333}] and (tidy["steps"], tidy["name"]) == (7, "seconds")
     assert math.isnan(tidy["nan_bpb"])
 
@@ -136,7 +136,7 @@ def test_a_lower_case_env_key_is_named_once(cli, tmp_path, broker, how):
 
 
 def test_submit_warns_when_a_local_queue_lacks_the_builtin_trainers_data(cli, tmp_path, broker):
-    code, out, err = cli("submit", "--pool", "cpu", "--json")
+    code, out, err = cli("submit", "--pool", "cpu", "--baseline", "--json")
     assert code == 0 and json.loads(out)["new"] is True and len(broker.list()) == 1  # accepted all the same
     [warning] = err.splitlines()
     missing = tmp_path / "data" / "datasets" / "fineweb10B_sp1024"
@@ -170,8 +170,45 @@ def test_plot_outlines_confirmed_points_and_says_so_only_then(tmp_path, monkeypa
         front = Front(track="cpu", points=(point(1.2, confirmed), point(1.3, False)), groups=2, results=4)
         plot_fronts([front], tmp_path / "front.png")
         left = drawn.pop().axes[0]
-        labels = [t.get_text() for t in left.get_legend().get_texts()]
+        legend = left.get_legend()
+        labels = [t.get_text() for t in legend.get_texts()] if legend else []
         assert ("confirmed (3+ seeds)" in labels) is confirmed
         dots = [c for c in left.collections if len(c.get_offsets()) == 2][0]
         outlined = [tuple(e) != (0.0, 0.0, 0.0, 0.0) for e in dots.get_edgecolors()]
         assert outlined == [confirmed, False]
+
+
+def test_plot_fits_the_data_labels_points_and_marks_the_infeasible(tmp_path, monkeypatch):
+    """Points of 0.3-1 MB fill the panel (the 16 MB limit is noted at the edge, not drawn at the far right);
+    each point is labelled; an infeasible point is a red cross of its own; the notes say what the bars are."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from golfq.ops.plot import plot_fronts
+
+    drawn = []
+    monkeypatch.setattr(plt, "close", drawn.append)
+
+    def point(config: str, mb: float, bpb: float, feasible: bool = True) -> FrontPoint:
+        return FrontPoint(config=config, job_ids=("j",), seeds=2, artifact_bytes=mb * 1e6, train_seconds=20 * mb,
+                          val_bpb=bpb, val_bpb_std=0.01, feasible=feasible, confirmed=False)
+
+    small = Front(track="cpu", points=(point("a", 0.3, 2.56), point("b", 0.5, 2.5), point("c", 1.0, 2.46)))
+    plot_fronts([small], tmp_path / "front.png", names={"a": "demo 2x64"})
+    fig = drawn.pop()
+    left = fig.axes[0]
+    assert left.get_xlim()[1] < 1.2
+    texts = [t.get_text() for t in left.texts]
+    assert "demo 2x64" in texts and "b" in texts and any("16,000,000-byte limit" in t for t in texts)
+    assert "lower is better" in left.get_ylabel()
+    assert any("error bars: ±1 std over seeds" in t.get_text() for t in fig.texts)
+
+    near = Front(track="cpu", points=(point("a", 9.0, 1.3), point("big", 18.0, 1.2, feasible=False)))
+    plot_fronts([near], tmp_path / "front.png")
+    left = drawn.pop().axes[0]
+    assert left.get_xlim()[0] < 16.0 < left.get_xlim()[1]
+    crosses = [c for c in left.collections if len(c.get_offsets()) == 1 and c.get_offsets()[0][0] == 18.0]
+    red, green, _, _ = crosses[0].get_facecolors()[0]
+    assert red > 0.7 and green < 0.3  # red crosses, apart from the viridis dots
+    legend = [t.get_text() for t in left.get_legend().get_texts()]
+    assert "infeasible (over a limit)" in legend and "16,000,000-byte limit" in legend

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from golfq.core.errors import GolfqError, NotFoundError
 from golfq.core.events import EventKind
 from golfq.core.job import JobState
 from golfq.core.spec import parse_spec
@@ -97,8 +98,27 @@ def test_wait_raises_on_timeout_and_cancel_ends_the_job(client):
     assert client.cancel([job.id]) == [job.id]
     [result] = client.wait([job.id], timeout=5)
     assert result.status == "failed" and client.get(job.id).state is JobState.CANCELLED
-    with pytest.raises(KeyError):
+    with pytest.raises(NotFoundError, match=r"^job aaaaaaaaaaaaaaaa: not found in sqlite:"):
         client.wait(["aaaaaaaaaaaaaaaa"], timeout=1)
+
+
+@pytest.mark.parametrize("call", [
+    lambda q: q.wait(["aaaaaaaaaaaaaaaa"]),
+    lambda q: q.wait_next(["aaaaaaaaaaaaaaaa"], timeout=0),
+    lambda q: q.front("nope"),
+    lambda q: q.ranking(),
+    lambda q: q.submit('pool = "cpu"\nNUM_LAYERS = 4'),
+    lambda q: q.submit(b"{}"),
+    lambda q: q.submit_many([["pool", "cpu"]]),
+    lambda q: q.list("bogus"),
+    lambda q: q.submit({"pool": "nope"}),
+    lambda q: q.wait([q.submit(pool="cpu", env={"NUM_LAYERS": "2"}).id], timeout=0),
+])
+def test_every_client_problem_is_a_one_line_golfq_error(client, call):
+    with pytest.raises(GolfqError) as caught:
+        call(client)
+    message = str(caught.value)
+    assert message and "\n" not in message and not message.startswith("'")
 
 
 def test_client_imports_without_torch():

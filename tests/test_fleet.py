@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import threading
@@ -87,7 +88,8 @@ def test_grace_expiry_kills_and_releases_running_jobs(broker, tmp_path):
     thread.join(timeout=20)
     assert not thread.is_alive()
     job = broker.get(job_id)
-    assert job.state is JobState.QUEUED and job.failures == {"infra": 1}  # released, not left to expire
+    assert job.state is JobState.QUEUED and job.failures == {}  # released at once, and not counted as a failure
+    assert "released" in job.error and [r.status for r in out["summary"].results] == ["released"]
 
 
 def test_each_slot_gets_its_own_gpus(broker, tmp_path):
@@ -132,3 +134,32 @@ def test_sigterm_to_golfq_worker_finishes_the_running_job(broker, tmp_path):
     assert broker.get(running[0].id).state is JobState.SUCCEEDED
     other = second if running[0].id == first else first
     assert broker.get(other).state is JobState.QUEUED
+
+
+def test_ctrl_c_twice_releases_the_job_without_counting_a_failure(broker, tmp_path):
+    ref = broker.put_script(b"import time\nprint('busy', flush=True)\ntime.sleep(120)\n")
+    [job] = broker.submit([parse_spec({"pool": "cpu", "trainer": ref, "budget": {"retries": {"infra": 0}}})])
+    url = queue_url(tmp_path)
+
+    def seen() -> dict:  # read by another process, as an operator would
+        out = subprocess.run(golfq_command("status", job.id, "--queue", url, "--json"), env=subprocess_env(),
+                             capture_output=True, text=True, check=True).stdout
+        return json.loads(out)
+
+    for attempt in (1, 2):  # with no infra retries, one counted failure would have made the job dead
+        worker = subprocess.Popen(
+            golfq_command("worker", "--pool", "cpu", "--queue", url, "--heartbeat-seconds", "0.5",
+                          "--work-dir", str(tmp_path / "runs")),
+            cwd=tmp_path, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda a=attempt: (doc := seen())["state"] == "leased" and doc["attempt"] == a,
+                     timeout=60, every=0.2)
+            worker.send_signal(signal.SIGINT)  # the operator's Ctrl-C: no new jobs, grace for running ones
+            time.sleep(0.3)
+            worker.send_signal(signal.SIGINT)  # and again: release them now
+            worker.wait(timeout=30)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+        after = seen()
+        assert after["state"] == "queued" and after.get("failures", {}) == {} and "released" in after["error"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import site
 import subprocess
 import sys
 import tomllib
@@ -103,19 +104,25 @@ def test_an_install_claims_golfq_alone_and_every_package_folder():
 @pytest.mark.slow
 def test_a_regular_install_leaves_a_users_own_core_and_ops_alone(tmp_path):
     """A fresh virtualenv, a non-editable install, run from a project with its own core/ and ops/."""
+    # No PYTHONPATH: pip would take a checkout on it (its egg-info) for golfq already installed, and skip it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOLFQ_") and k != "PYTHONPATH"}
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env)
     python = venv / "bin" / "python"
+    # golfq's dependencies from the environment running the tests, whether that is a virtualenv or not:
+    # `--system-site-packages` would reach the base interpreter's, which a virtualenv's packages are not in.
+    target = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    Path(target, "_tests_dependencies.pth").write_text("".join(f"{p}\n" for p in site.getsitepackages()))
     wheels = tmp_path / "wheels"  # built here, installed there: a regular install, as from an index
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
                     str(REPO_ROOT)], check=True, capture_output=True, timeout=300)
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", *map(str, wheels.glob("golfq-*.whl"))],
-                   check=True, capture_output=True, timeout=300)
+                   check=True, capture_output=True, timeout=300, env=env)
     project = tmp_path / "research"
     for name in ("core", "ops"):
         (project / name).mkdir(parents=True)
         (project / name / "__init__.py").write_text(f"OWNER = 'the user: {name}'\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GOLFQ_") and k != "PYTHONPATH"}
     env["GOLFQ_DATA_DIR"] = str(tmp_path / "data")
     probe = ("import core, ops, golfq, golfq.core.broker, golfq.workers.runner; "
              "print(core.OWNER, ops.OWNER, golfq.__file__, sep='|')")

@@ -159,6 +159,33 @@ def test_a_stop_ends_the_attempt_in_its_own_state_keeping_the_result():
     assert same is stopped and kinds(events) == [EventKind.SUPERSEDED]
 
 
+def test_a_release_queues_the_job_again_without_counting_a_failure():
+    job, lease = claimed(queued(Retries(infra=0)))
+    spent = result(lease, "released", gpu_seconds=12.0)
+    released, events = lifecycle.release(job, lease, "worker stopped", T0 + 5, spent)
+    assert released.state is JobState.QUEUED and released.failures == {} and released.worker_id == ""
+    assert released.attempt == 1 and released.lease_deadline is None and released.error == "worker stopped"
+    assert kinds(events) == [EventKind.REQUEUED] and events[0].result == spent and events[0].failure is None
+    again, lease2 = claimed(released, T0 + 6)
+    assert lease2.attempt == 2
+    same, late = lifecycle.release(again, lease, "late", T0 + 7)  # the old attempt: fenced off
+    assert same is again and kinds(late) == [EventKind.SUPERSEDED] and late[0].attempt == 1
+
+
 def test_pool_events_name_the_pool_alone():
     event = lifecycle.pool_event(EventKind.DRAINED, "h100", T0)
     assert (event.kind, event.pool, event.job_id, event.seq) == (EventKind.DRAINED, "h100", "", 0)
+
+
+def test_an_infra_retry_resumes_a_user_retry_does_not_and_requeue_chooses():
+    job, lease = claimed(queued(Retries(infra=2, user=2)))
+    assert not lease.resume
+    preempted, _ = lifecycle.fail(job, lease, "preempted", FailureKind.INFRA, T0 + 2)
+    again, lease, _ = lifecycle.claim(preempted, "w", 60, T0 + 3)
+    assert preempted.resume and lease.resume and lease.attempt == 2
+    crashed, _ = lifecycle.fail(again, lease, "exit 1", FailureKind.USER, T0 + 4)
+    assert crashed.state is JobState.QUEUED and not crashed.resume
+    job, lease = claimed(queued(Retries(user=0)))
+    failed, _ = lifecycle.fail(job, lease, "exit 1", FailureKind.USER, T0 + 2)
+    assert lifecycle.requeue(failed, T0 + 3, resume=True)[0].resume
+    assert not lifecycle.requeue(failed, T0 + 3)[0].resume

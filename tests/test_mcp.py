@@ -15,7 +15,8 @@ from tests.golfq_helpers import queue_url, subprocess_env
 mcp = pytest.importorskip("mcp")
 stdio_client = pytest.importorskip("mcp.client.stdio").stdio_client
 
-TOOLS = {"submit", "sweep", "status", "wait_next", "front", "curve", "compare", "promote", "cancel"}
+TOOLS = {"submit", "sweep", "status", "wait_next", "front", "curve", "compare", "promote", "cancel", "requeue", "logs",
+         "events", "workers"}
 
 
 def run_all(url: str, scores: dict[int, float]) -> None:

@@ -166,3 +166,10 @@ def test_uncompressed_size_line_only_when_nothing_else():
 def test_training_time_units():
     assert parse_log("500/20000 train_loss: 3.2 train_time: 0.8m tok/s: 8318423").train_seconds == pytest.approx(48.0)
     assert parse_log("step:3/9 train_loss:7.6 train_time:246ms step_avg:81.97ms").step_ms == 81.97
+
+
+def test_total_eval_time_is_the_eval_time_when_the_score_line_has_none():
+    lines = ["stopping_early: wallclock_cap train_time: 599592ms step: 4945/20000",
+             "quantized_ttt_phased val_loss:2.31944212 val_bpb:1.05989454", "total_eval_time:508.8s"]
+    assert parse_log("\n".join(lines)).eval_seconds == pytest.approx(508.8)
+    assert parse_log("\n".join(lines[:2])).eval_seconds is None

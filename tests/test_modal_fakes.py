@@ -1,4 +1,4 @@
-"""The in-memory Modal stand-ins copy every semantic the reference lists (shared/reference/modal.md)."""
+"""The in-memory Modal stand-ins copy every semantic the reference lists (docs/modal-semantics.md)."""
 
 from __future__ import annotations
 

@@ -31,7 +31,16 @@ def test_a_commit_whose_response_was_lost_is_read_back_not_made_twice():
         answers.append(put(key, value, skip_if_exists=skip_if_exists))
         return answers[-1]
 
+    def put_listing_and_note(key, value, listed, *, skip_if_exists=False):  # the put, with a listing alongside
+        if key.startswith("log/"):
+            net.plan("response", "ok")
+        written, items = put_listing(key, value, listed, skip_if_exists=skip_if_exists)
+        answers.append(written)
+        return written, items
+
+    put_listing = store.put_listing
     store.put = put_and_note  # type: ignore[method-assign]
+    store.put_listing = put_listing_and_note  # type: ignore[method-assign]
     lease = broker.claim("cpu", "w")
     assert answers == [False] and net.responses_lost == 1 and broker.conflicts == 0 and lease is not None
     assert [e.kind for e in all_events(fake.broker())] == [EventKind.SUBMITTED, EventKind.CLAIMED]  # claimed once
@@ -46,11 +55,11 @@ def test_a_step_is_never_committed_on_a_state_it_did_not_read():
     runs = []
     original = b.log.append
 
-    def a_commits_first(state, entry):
+    def a_commits_first(state, entry, listing=None):
         if not runs:
             runs.append(1)
             a.cancel([spec(seed=1).id])  # ...then a commits before b: b's step read a stale state
-        return original(state, entry)
+        return original(state, entry, listing)
 
     b.log.append = a_commits_first  # type: ignore[method-assign]
     assert b.claim("cpu", "w") is None  # b's step ran again on the newer state: nothing left to claim
@@ -165,7 +174,7 @@ def test_a_heartbeat_for_a_purged_job_is_refused_not_raised():
     assert broker.heartbeat(lease) is False
 
 
-def test_a_pointer_to_a_lost_snapshot_falls_back_to_the_volumes_copy_of_the_same_generation():
+def test_a_pointer_to_a_lost_snapshot_restores_a_new_generation_from_the_volume():
     clock = ManualClock()
     fake = FakeModal(clock=clock)
     broker = fake.broker(clock=clock)
@@ -174,7 +183,7 @@ def test_a_pointer_to_a_lost_snapshot_falls_back_to_the_volumes_copy_of_the_same
     broker.submit([spec(seed=2)])
     fake.dicts["/golfq-test-state"].pop(f"snap/{ptr.gen}/{ptr.pos}/0")  # gone from the Dict, not the Volume
     fresh = fake.broker(clock=clock)
-    assert fresh.view().gen == ptr.gen and len(fresh.list()) == 2  # same generation: nothing forked
+    assert fresh.view().gen == ptr.gen + 1 and len(fresh.list()) == 2  # the Dict's entries salvaged
 
 
 def test_each_restore_starts_a_generation_past_every_earlier_one():

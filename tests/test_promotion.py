@@ -46,7 +46,7 @@ def test_the_parent_is_the_configs_best_seed():
 def test_the_budget_follows_the_target_tracks_time_rules():
     source = Budget(train_seconds=300, timeout_seconds=900, retries=Retries(infra=5))
     to_8x = target_budget(source, "1xH100", get_pool("h100x8"))
-    assert (to_8x.train_seconds, to_8x.timeout_seconds, to_8x.retries) == (600.0, 1500.0, Retries(infra=5))
+    assert (to_8x.train_seconds, to_8x.timeout_seconds, to_8x.retries) == (600.0, 1800.0, Retries(infra=5))
     assert target_budget(source, "8xH100", get_pool("h100x8")) is source  # more seeds on the same track
     assert target_budget(source, "cpu", get_pool("h100")) is source  # no time rule to meet
 

@@ -251,3 +251,23 @@ def test_sigkill_during_a_big_submit_leaves_all_or_nothing(url):
     assert len(jobs) in (0, 20000)
     assert sum(e.kind is EventKind.SUBMITTED for e in all_events(broker, page=50_000)) == len(jobs)
     assert broker.submit([spec(seed=3)])[0].id == spec(seed=3).id  # and the file is usable
+
+
+def test_a_long_lived_reader_sees_what_other_processes_wrote_after_they_closed(tmp_path):
+    """Opening a connection once read the file's header with open()/close(), which drops every POSIX lock this
+    process holds on it: the next process to close the queue then deleted the WAL under this one's connections,
+    which went on reading a stale state (then 'disk I/O error'). The MCP server and `golfq wait` live like this."""
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    reader = open_broker(url)
+    [job] = reader.submit([spec()])
+    assert reader.get(job.id).state is JobState.QUEUED  # the read connection opens after the write one
+    step = ("import sys; from golfq.core.backends import open_broker; b = open_broker(sys.argv[1]); "
+            "lease = b.claim('cpu', 'other'); b.release(lease, 'released') if lease else None; b.close()")
+    from tests.golfq_helpers import subprocess_env
+
+    for attempt in (1, 2, 3):  # each process opens the queue, writes, and closes it: the last to close
+        subprocess.run([sys.executable, "-c", step, url], check=True, env=subprocess_env(), timeout=60)
+        seen = reader.get(job.id)
+        assert (seen.state, seen.attempt) == (JobState.QUEUED, attempt)
+        assert [e.kind for e in reader.events()][-1] is EventKind.REQUEUED
+    reader.close()

@@ -49,11 +49,14 @@ def _number(value: float) -> str:
 
 
 def attempt_env(lease: Lease, workdir: Path, gpus: str | None,
-                base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The child's environment: the worker's, then the spec's hyperparameters, then golfq's own."""
+                base: Mapping[str, str] | None = None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The child's environment: the worker's, then the spec's hyperparameters, then golfq's own, then
+    `extra`: a code folder's virtualenv and the paths its data command made."""
     spec = lease.spec
     data_path, tokenizer_path = spec.data.paths(settings().data_dir)
     env = dict(os.environ if base is None else base)
+    if (every := settings().checkpoint_seconds) is not None:  # the worker's setting; a spec's own wins
+        env["CHECKPOINT_SECONDS"] = _number(every)
     env.update(spec.env)
     env.update({
         "SEED": str(spec.seed),
@@ -66,6 +69,7 @@ def attempt_env(lease: Lease, workdir: Path, gpus: str | None,
         "GOLFQ_ATTEMPT": str(lease.attempt),
         "PYTHONUNBUFFERED": "1",
     })
+    env.update(extra or {})
     pool = known_pools().get(spec.pool)
     if gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpus

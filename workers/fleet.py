@@ -1,8 +1,8 @@
 """The local fleet: N claim loops in one supervisor process, each running one job at a time.
 
 Stopping is graceful: `stop()` ends claiming at once, lets running jobs finish for
-a grace period, then kills them and releases their leases (an infra failure, so
-the jobs are queued again immediately instead of after their leases expire).
+a grace period, then kills them and releases their leases (not counted as a failure: the
+jobs are queued again immediately instead of after their leases expire).
 `burst` exits when the pool is empty; `max_idle` exits after that many seconds
 with nothing running, so a machine's fleet scales to zero by itself.
 """

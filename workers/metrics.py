@@ -33,6 +33,8 @@ _TRAIN_TIME = re.compile(r"\btrain_time:\s*([\d.]+)\s*(ms|s|m)\b")
 _STEP_AVG = re.compile(r"\bstep_avg:\s*([\d.]+)\s*ms\b")
 _STOPPING = re.compile(r"^\s*stopping_early:.*?train_time:\s*([\d.]+)\s*(ms|s|m)\b.*?step:\s*(\d+)\s*/\s*(\d+)")
 _EVAL_TIME = re.compile(r"\beval_time:\s*([\d.]+)\s*(ms|s|m)\b")
+# the records' whole timed evaluation (`total_eval_time:508.8s`): the eval time when the score line has none
+_TOTAL_EVAL = re.compile(r"^\s*total_eval_time:\s*([\d.]+)\s*(ms|s|m)\b")
 _TOTAL_SIZE = re.compile(r"^\s*Total submission size\s*(\S*?)\s*:\s*(\d+)\s+bytes")
 _MODEL_SIZE = re.compile(r"^\s*Serialized model\s*(\S*?)\s*:\s*(\d+)\s+bytes")
 _CODE_SIZE = re.compile(r"^\s*Code size\s*(\([a-z]+\))?\s*:\s*(\d+)\s+bytes")
@@ -62,6 +64,7 @@ class _Record(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     gpu_count: int | None = None
     artifact_path: str | None = None
     score_source: str | None = None  # the trainer's own name for its score line
+    resumed: bool | None = None  # the run went on from a checkpoint (its training time is a sum over segments)
 
 
 class Metrics(_Record, frozen=True, kw_only=True, omit_defaults=True):
@@ -152,6 +155,8 @@ def parse_lines(lines: Iterable[str]) -> Metrics:
         elif m := _STOPPING.match(line):
             found["stopped_train_seconds"] = _seconds(m.group(1), m.group(2))
             found["stopped_steps"] = int(m.group(3))
+        elif m := _TOTAL_EVAL.match(line):
+            found["total_eval_seconds"] = _seconds(m.group(1), m.group(2))
         elif m := _TOTAL_SIZE.match(line):
             total_sizes.append((m.group(1), int(m.group(2))))
         elif m := _MODEL_SIZE.match(line):
@@ -180,6 +185,8 @@ def _assemble(found, scores, total_sizes, model_sizes, code_sizes, batch_tokens,
     elif "step_score" in found:  # no final evaluation: the last step evaluation is all there is
         out["score_label"] = found["step_score"]
         out["val_loss"], out["val_bpb"] = found["pre_quant_val_loss"], found["pre_quant_val_bpb"]
+    if out.get("eval_seconds") is None and "total_eval_seconds" in found:
+        out["eval_seconds"] = found["total_eval_seconds"]
     for key in ("pre_quant_val_bpb", "pre_quant_val_loss", "peak_mem_mib", "gpu_count", "step_ms"):
         out[key] = found.get(key)
     # stopping_early names the wall-clock cap's exact stop; step lines are the fallback.

@@ -24,9 +24,9 @@ from typing import Any
 
 from golfq.core import cost
 from golfq.core.broker import Broker
-from golfq.core.job import Lease
+from golfq.core.job import CompleteOutcome, JobState, Lease
 from golfq.core.pools import known_pools
-from golfq.core.result import FailureKind, Result
+from golfq.core.result import FailureKind, Phases, Result
 from golfq.core.settings import settings
 from golfq.core.spec import BUILTIN
 from golfq.workers.attempt import (
@@ -38,8 +38,12 @@ from golfq.workers.attempt import (
     process_count,
     training_command,
 )
+from golfq.workers.buildonce import BuildError
+from golfq.workers.checkpoints import CheckpointFolder
+from golfq.workers.codedir import Provisioned, provision, unpack
 from golfq.workers.curves import CurveWatch, References
 from golfq.workers.metrics import Metrics, parse_log_file, usable_score
+from golfq.workers.phases import PhaseWatch
 from golfq.workers.process import DEFAULT_LOG_MAX_BYTES, GroupProcess
 
 log = logging.getLogger("golfq.runner")
@@ -70,6 +74,9 @@ def _last_line(tail: str) -> str:
     return ""
 
 
+RELEASED_REASON = "released: the worker was stopped before the job finished; queued again, not counted as a failure"
+
+
 class _Outcome:
     """How the process ended, as the supervision loop saw it."""
 
@@ -77,13 +84,14 @@ class _Outcome:
 
 
 def _supervise(proc: GroupProcess, broker: Broker, lease: Lease, *, hard_timeout: float, heartbeat_seconds: float,
-               lease_seconds: float, stop: threading.Event | None, watch: CurveWatch) -> str:
-    next_beat = proc.started + heartbeat_seconds
-    deadline = proc.started + hard_timeout
+               lease_seconds: float, stop: threading.Event | None, watch: CurveWatch, clock: Callable[[], float],
+               started: float, checkpoints: CheckpointFolder) -> str:
+    next_beat = started + heartbeat_seconds
+    deadline = started + hard_timeout
     while True:
         if proc.wait(timeout=0.05) is not None:
             return _Outcome.EXITED
-        now = time.monotonic()
+        now = clock()
         if stop is not None and stop.is_set():
             return _Outcome.RELEASED
         if watch.poll() is not None:
@@ -92,6 +100,7 @@ def _supervise(proc: GroupProcess, broker: Broker, lease: Lease, *, hard_timeout
             return _Outcome.TIMEOUT
         if now >= next_beat:
             next_beat = now + heartbeat_seconds
+            checkpoints.poll()
             try:
                 if not broker.heartbeat(lease, lease_seconds):
                     return _Outcome.LEASE_LOST
@@ -105,8 +114,6 @@ def _classify(outcome: str, returncode: int | None, metrics: Metrics, hard_timeo
         return FailureKind.TIMEOUT, f"killed at the hard timeout of {hard_timeout:g} s"
     if outcome == _Outcome.LEASE_LOST:
         return FailureKind.INFRA, "lease lost (cancelled or reaped); training process killed"
-    if outcome == _Outcome.RELEASED:
-        return FailureKind.INFRA, "worker shut down before the job finished; lease released"
     if returncode:
         last = _last_line(tail)
         kind, how = _exit_cause(returncode)
@@ -137,7 +144,7 @@ def _exit_cause(returncode: int) -> tuple[FailureKind, str]:
     return FailureKind.INFRA, f"killed by signal {sig} ({name})"
 
 
-def _report(call: Callable[[], object], what: str) -> None:
+def _report(call: Callable[[], object], what: str) -> object:
     """Deliver a result, holding it through a queue outage: retried every few seconds until delivered.
 
     A worker that gives up throws away a finished training run, so it waits for the store;
@@ -147,7 +154,7 @@ def _report(call: Callable[[], object], what: str) -> None:
     held_since: float | None = None
     while True:
         try:
-            call()
+            outcome = call()
         except Exception as error:
             if time.monotonic() >= give_up:
                 raise
@@ -159,14 +166,15 @@ def _report(call: Callable[[], object], what: str) -> None:
             continue
         if held_since is not None:
             log.warning("%s: delivered after holding it %.0f s", what, time.monotonic() - held_since)
-        return
+        return outcome
 
 
 def _build_result(lease: Lease, *, metrics: Metrics, failure: FailureKind | None, error: str | None,
                   started_at: float, wall_seconds: float, nproc: int, log_path: Path, tail: str,
-                  worker_id: str, artifact_dir: Path, stopped: bool = False) -> Result:
+                  worker_id: str, artifact_dir: Path, phases: Phases | None = None, stopped: bool = False,
+                  released: bool = False, provisioned: Provisioned | None = None, resumed: bool = False) -> Result:
     pool = known_pools().get(lease.spec.pool)
-    fields = metrics.fields()
+    fields = {"resumed": resumed, **metrics.fields()}  # the script's own word on resuming, when it says
     if stopped:  # ended before its evaluation: the curve's figures stay (steps, pre-quant val_bpb), no score
         fields.pop("val_bpb", None)
         fields.pop("val_loss", None)
@@ -174,7 +182,7 @@ def _build_result(lease: Lease, *, metrics: Metrics, failure: FailureKind | None
     gpu_count = fields.pop("gpu_count", None)
     gpu_count = gpu_count if gpu_count else (nproc if pool and pool.gpus else 0)
     gpu_name = fields.pop("gpu_name", None) or (pool.gpu_type if pool and pool.gpu_type else None)
-    if "train_seconds" not in fields and failure is None:
+    if "train_seconds" not in fields and failure is None and not released:
         fields["train_seconds"] = round(wall_seconds, 3)  # no timing line: the whole run is an upper bound
     artifact_path = fields.pop("artifact_path", None)
     if artifact_path is None and artifact_dir.is_dir() and any(artifact_dir.iterdir()):
@@ -182,10 +190,11 @@ def _build_result(lease: Lease, *, metrics: Metrics, failure: FailureKind | None
     return Result(
         spec_id=lease.job_id,
         attempt=lease.attempt,
-        status="stopped" if stopped else "failed" if failure else "succeeded",
+        status="stopped" if stopped else "released" if released else "failed" if failure else "succeeded",
         **fields,
         score_source=metrics.score_label if metrics.val_bpb is not None else None,
         total_seconds=round(wall_seconds, 3),
+        phases=phases,
         gpu_name=gpu_name,
         gpu_count=gpu_count if uses_gpus else 0,
         gpu_seconds=round(wall_seconds * gpu_count, 3) if uses_gpus else 0.0,
@@ -198,26 +207,63 @@ def _build_result(lease: Lease, *, metrics: Metrics, failure: FailureKind | None
         artifact_path=artifact_path,
         error=error,
         failure=failure,
+        environment=provisioned.environment if provisioned else None,
+        environment_notes=provisioned.notes if provisioned else (),
     )
 
 
 def _prepare(broker: Broker, lease: Lease, workdir: Path) -> Path | None:
-    """A fresh working directory holding the spec's script; the script's path, or None for the builtin."""
+    """A fresh working directory holding the spec's script or code folder; the script's path, or None for the
+    builtin. A script is a one-file folder: it runs as train_gpt.py."""
     if workdir.exists():
         shutil.rmtree(workdir)
-    (workdir / "artifacts").mkdir(parents=True)
+    workdir.mkdir(parents=True)
     ref = lease.spec.trainer
+    if ref != BUILTIN:
+        blob = broker.get_script(ref)
+        if lease.spec.is_code_folder:
+            unpack(blob, workdir)
+        else:
+            (workdir / SCRIPT_NAME).write_bytes(blob)
+    (workdir / "artifacts").mkdir(exist_ok=True)
     if ref == BUILTIN:
         return None
-    script = workdir / SCRIPT_NAME
-    script.write_bytes(broker.get_script(ref))
-    return script
+    return workdir / (lease.spec.entry if lease.spec.is_code_folder else SCRIPT_NAME)
 
 
-def _fail_early(broker: Broker, lease: Lease, error: str, kind: FailureKind, worker_id: str) -> Result:
+def _while_heartbeating(build: Callable[[], Provisioned], broker: Broker, lease: Lease, heartbeat_seconds: float,
+                        lease_seconds: float) -> Provisioned:
+    """Run a build that may take long (an environment, a data command) and keep the lease alive meanwhile."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = build()
+        except BaseException as error:
+            box["error"] = error
+
+    thread = threading.Thread(target=target, name=f"provision:{lease.job_id}", daemon=True)
+    thread.start()
+    while True:
+        thread.join(heartbeat_seconds)
+        if not thread.is_alive():
+            break
+        try:
+            broker.heartbeat(lease, lease_seconds)
+        except Exception as error:  # a blip: the lease outlives a few missed beats
+            log.warning("heartbeat for %s failed: %s", lease.job_id, error)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _fail_early(broker: Broker, lease: Lease, error: str, kind: FailureKind, worker_id: str,
+                log_path: Path | None = None) -> Result:
     now = time.time()
     result = Result(spec_id=lease.job_id, attempt=lease.attempt, status="failed", error=error, failure=kind,
-                    worker_id=worker_id or lease.worker_id, started_at=now, finished_at=now, total_seconds=0.0)
+                    worker_id=worker_id or lease.worker_id, started_at=now, finished_at=now, total_seconds=0.0,
+                    log_path=str(log_path) if log_path is not None else None,
+                    log_tail=_tail(log_path) if log_path is not None else "")
     _report(lambda: broker.fail(lease, error, kind, result), f"fail {lease.job_id}")
     return result
 
@@ -226,16 +272,20 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
               heartbeat_seconds: float = 10, lease_seconds: float = 60, worker_id: str = "",
               stop: threading.Event | None = None, kill_grace: float = KILL_GRACE_SECONDS,
               log_max_bytes: int = DEFAULT_LOG_MAX_BYTES, python: str = sys.executable,
-              progress_seconds: float | None = None, references: References | None = None) -> Result:
+              progress_seconds: float | None = None, references: References | None = None,
+              clock: Callable[[], float] = time.monotonic, on_checkpoint: Callable[[], None] | None = None) -> Result:
     """Run one attempt end to end, report it to the broker, and return its Result.
 
-    `stop`, when set, kills the process and releases the lease (an infra failure,
-    so the job is queued again at once rather than after the lease expires).
+    `stop`, when set, kills the process and releases the lease (Broker.release: no failure counted,
+    and the job is queued again at once rather than after the lease expires).
     `progress_seconds` (default: settings) is the live curve's interval: one point each.
     A stopping rule that fires sends SIGTERM, waits kill_grace, then SIGKILL, and
-    reports the attempt `stopped` (not a failure).
+    reports the attempt `stopped` (not a failure). `on_checkpoint` runs after the process saved a
+    checkpoint in the job's folder (golfq.workers.checkpoints; on Modal: the Volume's commit).
+    `clock` times the hard timeout, heartbeats and the phases (tests run it faster than real time).
     """
     spec = lease.spec
+    attempt_start = clock()
     workdir = attempt_dir(Path(work_root).absolute(), lease.job_id, lease.attempt)
     if problem := missing_data(spec):
         return _fail_early(broker, lease, problem, FailureKind.USER, worker_id)
@@ -246,28 +296,58 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
                            worker_id)
     except OSError as error:
         return _fail_early(broker, lease, f"could not prepare {workdir}: {error}", FailureKind.INFRA, worker_id)
-    nproc = process_count(spec, gpus)
-    command = training_command(script, nproc, python)
-    log_path = workdir / LOG_NAME
-    log_path.write_text(f"[golfq] job {lease.job_id} attempt {lease.attempt} worker {worker_id or lease.worker_id}: "
-                        f"{' '.join(command)}\n")
-    watch = CurveWatch(broker, lease, interval=progress_seconds or settings().progress_seconds, references=references)
-    started_at, started = time.time(), time.monotonic()
+    except ValueError as error:  # a pack that is not one (golfq.workers.codedir.unpack)
+        return _fail_early(broker, lease, f"trainer {spec.trainer}: {error}", FailureKind.USER, worker_id)
     try:
-        proc = GroupProcess(command, cwd=workdir, env=attempt_env(lease, workdir, gpus), log_path=log_path,
-                            log_max_bytes=log_max_bytes, orphan_grace=kill_grace, on_output=watch.feed)
+        checkpoints = CheckpointFolder(Path(work_root).absolute(), lease, on_checkpoint)
+    except OSError as error:
+        return _fail_early(broker, lease, f"could not prepare the checkpoint folder: {error}", FailureKind.INFRA,
+                           worker_id)
+    log_path = workdir / LOG_NAME
+    provisioned = Provisioned(python=python)
+    if spec.is_code_folder:
+        root = settings().env_dir or Path(work_root).absolute() / "envs"
+        try:
+            provisioned = _while_heartbeating(
+                lambda: provision(spec, workdir, env_root=root, data_root=settings().data_dir, log_path=log_path,
+                                  python=python), broker, lease, heartbeat_seconds, lease_seconds)
+        except BuildError as error:  # the folder's declaration or command failed: the experiment's fault
+            return _fail_early(broker, lease, str(error), FailureKind.USER, worker_id, log_path)
+    nproc = process_count(spec, gpus)
+    command = training_command(script, nproc, provisioned.python)
+    with open(log_path, "a") as handle:
+        handle.write(f"[golfq] job {lease.job_id} attempt {lease.attempt} worker {worker_id or lease.worker_id}: "
+                     f"{' '.join(command)}\n")
+    watch = CurveWatch(broker, lease, interval=progress_seconds or settings().progress_seconds, references=references)
+    marks = PhaseWatch(clock)
+
+    def tap(chunk: bytes) -> None:
+        watch.feed(chunk)
+        marks.feed(chunk)
+
+    started_at, started = time.time(), clock()
+    try:
+        proc = GroupProcess(command, cwd=workdir,
+                            env={**attempt_env(lease, workdir, gpus, extra=provisioned.env), **checkpoints.env()},
+                            log_path=log_path, log_max_bytes=log_max_bytes, orphan_grace=kill_grace, on_output=tap)
     except OSError as error:
         return _fail_early(broker, lease, f"could not start {command[0]}: {error}", FailureKind.INFRA, worker_id)
     hard_timeout = spec.budget.hard_timeout
     try:
         outcome = _supervise(proc, broker, lease, hard_timeout=hard_timeout, heartbeat_seconds=heartbeat_seconds,
-                             lease_seconds=lease_seconds, stop=stop, watch=watch)
+                             lease_seconds=lease_seconds, stop=stop, watch=watch, clock=clock, started=started,
+                             checkpoints=checkpoints)
         if outcome != _Outcome.EXITED:
             proc.stop(kill_grace)  # SIGTERM first: a stopped script may save what it has
+    except BaseException:
+        proc.stop(kill_grace)  # the worker itself is going (Modal's preemption interrupt): let the run save first
+        checkpoints.poll()
+        raise
     finally:
         proc.finish(min(kill_grace, 2.0))
     watch.close()
-    wall_seconds = time.monotonic() - started
+    ended = clock()
+    wall_seconds = ended - started
     returncode = proc.popen.returncode
     with open(log_path, "a") as handle:
         handle.writelines(f"[golfq] {note}\n" for note in watch.notes)
@@ -276,18 +356,27 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
     tail = _tail(log_path)
     if outcome == _Outcome.STOPPED:
         failure, why = None, watch.stop_reason
+    elif outcome == _Outcome.RELEASED:
+        failure, why = None, RELEASED_REASON
     else:
         failure, why = _classify(outcome, returncode, metrics, hard_timeout, tail)
     result = _build_result(lease, metrics=metrics, failure=failure, error=why, started_at=started_at,
                            wall_seconds=wall_seconds, nproc=nproc, log_path=log_path, tail=tail,
                            worker_id=worker_id, artifact_dir=workdir / "artifacts",
-                           stopped=outcome == _Outcome.STOPPED)
+                           phases=marks.phases(attempt_start=attempt_start, process_start=started, process_end=ended,
+                                               metrics=metrics),
+                           stopped=outcome == _Outcome.STOPPED, released=outcome == _Outcome.RELEASED,
+                           provisioned=provisioned, resumed=checkpoints.handed)
     if outcome == _Outcome.STOPPED:
-        _report(lambda: broker.stop(lease, why or "stopped", result), f"stop {lease.job_id}")
+        end_state = _report(lambda: broker.stop(lease, why or "stopped", result), f"stop {lease.job_id}")
+    elif outcome == _Outcome.RELEASED:
+        end_state = _report(lambda: broker.release(lease, RELEASED_REASON, result), f"release {lease.job_id}")
     elif failure is None:
-        _report(lambda: broker.complete(lease, result), f"complete {lease.job_id}")
+        counted = _report(lambda: broker.complete(lease, result), f"complete {lease.job_id}")
+        end_state = JobState.SUCCEEDED if counted in (CompleteOutcome.COUNTED, CompleteOutcome.DUPLICATE) else None
     else:
-        _report(lambda: broker.fail(lease, why or "failed", failure, result), f"fail {lease.job_id}")
+        end_state = _report(lambda: broker.fail(lease, why or "failed", failure, result), f"fail {lease.job_id}")
+    checkpoints.settle(end_state if isinstance(end_state, JobState) else None)
     return result
 
 

@@ -17,6 +17,9 @@ def default_url() -> str:
 
 def open_broker(url: str | None = None, clock: Clock = time.time) -> Broker:
     """Open the backend a queue URL names; BrokerError (one line) for a URL it can't use."""
+    if url is not None and not url.strip():
+        raise BrokerError("queue URL is empty: give sqlite:///PATH, redis://HOST:PORT/DB or modal://APP, or leave "
+                          "--queue out for the default ($GOLFQ_QUEUE)")
     url = url or default_url()
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme == "sqlite":

@@ -13,11 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from golfq.core.budget import BudgetError, parse_cap, scope, worst_case
-from golfq.core.events import Event, EventKind
+from golfq.core.events import EventKind
 from golfq.core.job import JobState
 from golfq.core.result import Result
 from golfq.core.spec import Budget, ExperimentSpec
@@ -181,23 +180,15 @@ def test_a_zero_cap_stops_every_gpu_attempt_and_no_cpu_one(broker):
     assert [w.pool for w in broker.budget().waiting] == ["h100"]
 
 
-def test_an_attempt_given_back_by_a_requeue_event_stops_committing(broker, clock):
-    """An attempt may end in a `requeued` event (a worker's graceful release): its hold goes with it."""
-    from golfq.core import lifecycle
-
-    job = broker.submit([gpu_spec(1)])[0]
+def test_a_released_attempt_stops_committing_and_spends_what_it_ran(broker, clock):
+    """A worker's graceful stop gives the attempt back (a `requeued` event): its hold goes with it."""
+    first, second = broker.submit([gpu_spec(1), gpu_spec(2)])
     lease = broker.claim("h100", "w")
     clock.advance(HOUR / 4)
-
-    def give_back(tx):
-        stored = tx.require(job.id)
-        back, events = lifecycle.requeue(stored, tx.now)  # terminal-only rule: build the release by hand
-        moved = back if back is not stored else msgspec.structs.replace(
-            stored, state=JobState.QUEUED, worker_id="", lease_deadline=None)
-        event = Event(seq=0, ts=tx.now, kind=EventKind.REQUEUED, job_id=job.id, pool="h100",
-                      attempt=lease.attempt, worker_id="w")
-        tx.save(stored, moved, [event, *events])
-
-    broker._write(give_back)
+    broker.release(lease, "worker stopped")  # no result: the time it held the lease is spent
     queue = scope_of(broker, "queue")
     assert (queue.committed, queue.spent) == (0.0, pytest.approx(3.95 / 4))
+    again = broker.claim("h100", "w")
+    broker.release(again, "worker stopped", ran(again, gpu_seconds=360.0))  # with its own figure
+    queue = scope_of(broker, "queue")
+    assert (queue.committed, queue.spent) == (0.0, pytest.approx(3.95 / 4 + 0.395))

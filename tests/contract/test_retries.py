@@ -91,3 +91,44 @@ def test_cancel_queued_and_leased_but_not_finished(broker):
     events = all_events(broker)
     assert kinds(events, queued.id) == [EventKind.SUBMITTED, EventKind.CANCELLED]
     assert kinds(events, leased.id)[-1] is EventKind.CANCELLED
+
+
+def test_the_next_lease_resumes_after_an_infra_failure_or_requeue_resume_only(broker, clock):
+    job = broker.submit([spec(retries=Retries(infra=1, user=1))])[0]
+    lease = broker.claim("cpu", "w", lease_seconds=10)
+    assert not lease.resume
+    clock.advance(11)
+    broker.reap()  # the worker vanished: an infra failure, so the run so far stands
+    lease = broker.claim("cpu", "w", lease_seconds=10)
+    assert lease.resume and lease.attempt == 2
+    broker.fail(lease, "exit 1", FailureKind.USER)  # the experiment's own failure: start afresh
+    lease = broker.claim("cpu", "w", lease_seconds=10)
+    assert not lease.resume
+    broker.fail(lease, "exit 1", FailureKind.USER)
+    assert broker.get(job.id).state is JobState.FAILED
+    assert broker.requeue([job.id], resume=True) == [job.id]
+    assert broker.claim("cpu", "w", lease_seconds=10).resume
+    clock.advance(11)
+    broker.reap()
+    broker.cancel([job.id])
+    assert broker.requeue([job.id]) == [job.id]  # a plain requeue starts from zero
+    assert not broker.claim("cpu", "w", lease_seconds=10).resume
+
+
+def test_a_released_attempt_is_queued_again_and_never_counts_as_a_failure(broker, clock):
+    job = broker.submit([spec(retries=Retries(infra=0))])[0]
+    for attempt in range(1, 6):  # five graceful worker stops: more than any budget
+        lease = broker.claim("cpu", f"w{attempt}")
+        assert (lease.job_id, lease.attempt) == (job.id, attempt)
+        assert lease.resume == (attempt > 1)  # a released run goes on from what it saved on the way down
+        assert broker.release(lease, "released: worker stopped") is JobState.QUEUED
+        again = broker.get(job.id)
+        assert again.state is JobState.QUEUED and again.failures == {} and again.worker_id == ""
+        assert again.error == "released: worker stopped"
+    assert broker.release(lease, "late") is JobState.QUEUED  # the same attempt again: fenced off, no change
+    events = kinds(all_events(broker), job.id)
+    assert EventKind.FAILED not in events and EventKind.DEAD not in events
+    assert events.count(EventKind.REQUEUED) == 5 and events[-1] is EventKind.SUPERSEDED
+    last = broker.claim("cpu", "w")
+    broker.complete(last, success(last))
+    assert broker.get(job.id).state is JobState.SUCCEEDED and broker.get(job.id).attempt == 6

@@ -34,7 +34,8 @@ def test_the_bundle_stands_alone():
     imported |= {(n.module or "").split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom)}
     # only what the challenge's requirements.txt and the stdlib provide
     assert imported <= {"__future__", "collections", "contextlib", "copy", "dataclasses", "glob", "json", "lzma",
-                        "math", "numpy", "os", "pathlib", "random", "resource", "sys", "time", "torch", "zlib"}
+                        "math", "numpy", "os", "pathlib", "random", "resource", "shutil", "signal", "sys", "time",
+                        "torch", "zlib"}
     defined = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
     assert len(defined) == len(set(defined)) and {"main", "GPT", "Muon", "pack_artifact", "evaluate"} <= set(defined)
     assert isinstance(tree.body[-1], ast.If)  # `if __name__ == "__main__":` runs it, last

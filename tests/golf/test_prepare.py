@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
+from golfq.workers.golf.fineweb import FINEWEB_REPO_ID, FINEWEB_VARIANTS, fineweb_variant
 from golfq.workers.golf.prepare import PrepareError, dataset_paths, prepare, stdlib_documents
 from golfq.workers.golf.shards import ShardError, read_shard, shard_files, write_shard
+from tests.golfq_helpers import cli  # noqa: F401 (fixture)
 
 
 def documents_in(data_path: Path, split: str) -> list[list[int]]:
@@ -110,21 +112,30 @@ def test_too_small_corpus_and_unknown_source(tmp_path):
     assert not (tmp_path / "out" / "datasets" / "nope_sp1024").exists()
 
 
-def fake_hub_repo(tmp_path: Path, stdlib_data, train_shards: int = 3) -> Path:
-    """A local directory laid out like the hub dataset willdepueoai/parameter-golf."""
-    repo = tmp_path / "hub"
-    shards = repo / "datasets" / "datasets" / "fineweb10B_sp1024"
+def fake_hub_repo(tmp_path: Path, stdlib_data, train_shards: int = 3, variant: str = "sp1024",
+                  tokenizer: str = "fineweb_1024_bpe", sidecar: bool = False) -> Path:
+    """A local directory laid out like a hub dataset of the challenge (willdepueoai/parameter-golf and the
+    repos the records point cached_challenge_fineweb.py at)."""
+    repo = tmp_path / f"hub_{variant}"
+    shards = repo / "datasets" / "datasets" / f"fineweb10B_{variant}"
     tokens = read_shard(shard_files(stdlib_data.data_path, "train")[0])
     for i in range(train_shards):
         write_shard(shards / f"fineweb_train_{i:06d}.bin", tokens[i * 1000 : (i + 1) * 1000])
     shutil.copy(shard_files(stdlib_data.data_path, "val")[0], shards / "fineweb_val_000000.bin")
+    if sidecar:  # CaseOps: bytes per validation token, beside the tokens
+        (shards / "fineweb_val_bytes_000000.bin").write_bytes(b"\x02\x00" * 64)
     (repo / "datasets" / "tokenizers").mkdir(parents=True)
-    shutil.copy(stdlib_data.tokenizer_path, repo / "datasets" / "tokenizers" / "fineweb_1024_bpe.model")
+    for suffix in (".model", ".vocab"):
+        hub_file = repo / "datasets" / "tokenizers" / (tokenizer + suffix)
+        shutil.copy(stdlib_data.tokenizer_path.with_suffix(suffix), hub_file)
+    entry = {"name": f"fineweb10B_{variant}", "tokenizer_name": f"tok_{variant}",
+             "stats": {"files_train": train_shards, "files_val": 1}}
+    if sidecar:
+        entry["val_bytes_glob"] = "fineweb_val_bytes_*.bin"
     manifest = {
-        "datasets": [{"name": "fineweb10B_sp1024", "tokenizer_name": "sp_bpe_1024",
-                      "stats": {"files_train": train_shards, "files_val": 1}}],
-        "tokenizers": [{"name": "sp_bpe_1024", "model_path": "tokenizers/fineweb_1024_bpe.model",
-                        "vocab_path": "tokenizers/fineweb_1024_bpe.vocab"}],
+        "datasets": [entry],
+        "tokenizers": [{"name": f"tok_{variant}", "model_path": f"tokenizers/{tokenizer}.model",
+                        "vocab_path": f"tokenizers/{tokenizer}.vocab"}],
     }
     (repo / "datasets" / "manifest.json").write_text(json.dumps(manifest))
     return repo
@@ -149,8 +160,8 @@ def test_fineweb_from_a_local_copy_of_the_hub(tmp_path, stdlib_data):
 
 def test_fineweb_errors_name_the_problem(tmp_path, stdlib_data):
     repo = fake_hub_repo(tmp_path, stdlib_data)
-    with pytest.raises(PrepareError, match="fineweb10B_sp2048 is not in"):
-        prepare("fineweb", 2048, tmp_path / "out", repo_dir=repo)
+    with pytest.raises(PrepareError, match="fineweb10B_sp4096 is not in"):
+        prepare("fineweb", 4096, tmp_path / "out", repo_dir=repo)
     broken = repo / "datasets" / "datasets" / "fineweb10B_sp1024" / "fineweb_train_000001.bin"
     broken.write_bytes(broken.read_bytes()[:-1])
     with pytest.raises(ShardError, match="fineweb_train_000001.bin: truncated file"):
@@ -172,3 +183,42 @@ def test_the_data_root_is_the_callers_choice_and_the_layout_is_the_queues(monkey
     # the trainer and the queue write the challenge's layout each (the trainer imports nothing of golfq): the same
     queue_paths = DataRef(dataset="d", tokenizer="t").paths(settings().data_dir)
     assert queue_paths == dataset_paths("d", "t", tmp_path / "elsewhere")
+
+
+def test_the_published_variants_and_their_layout():
+    assert set(FINEWEB_VARIANTS) == {"sp1024", "byte260", "sp4096", "sp8192",
+                                     "sp8192_lossless_caps_caseops_v1_reserved"}
+    for name, variant in FINEWEB_VARIANTS.items():
+        assert variant.dataset == f"fineweb10B_{name}"  # cached_challenge_fineweb.py's dataset_dir_for_variant
+    sp8192 = fineweb_variant("sp8192", 1024)
+    assert (sp8192.repo_id, sp8192.tokenizer, sp8192.vocab) == ("kevclark/parameter-golf", "fineweb_8192_bpe", 8192)
+    assert fineweb_variant(None, 4096).name == "sp4096" and fineweb_variant(None, 1024).repo_id == FINEWEB_REPO_ID
+    caseops = FINEWEB_VARIANTS["sp8192_lossless_caps_caseops_v1_reserved"]
+    # the names the top records' launch lines give DATA_PATH and TOKENIZER_PATH
+    assert caseops.dataset == "fineweb10B_sp8192_lossless_caps_caseops_v1_reserved"
+    assert caseops.tokenizer_file == "fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model"
+
+
+def test_a_caseops_variant_from_a_local_copy_brings_its_byte_sidecar(tmp_path, stdlib_data):
+    name, tokenizer = "sp8192_lossless_caps_caseops_v1_reserved", "fineweb_8192_bpe_lossless_caps_caseops_v1_reserved"
+    repo = fake_hub_repo(tmp_path, stdlib_data, train_shards=2, variant=name, tokenizer=tokenizer, sidecar=True)
+    out = tmp_path / "out"
+    prepared = prepare("fineweb", 1024, out, repo_dir=repo, variant=name)
+    assert prepared.data_path == out / "datasets" / f"fineweb10B_{name}"
+    assert prepared.tokenizer_path == out / "tokenizers" / f"{tokenizer}.model"
+    assert (prepared.tokenizer, prepared.vocab_size) == (tokenizer, 8192)
+    assert (prepared.data_path / "fineweb_val_bytes_000000.bin").read_bytes() == b"\x02\x00" * 64
+    assert (out / "tokenizers" / f"{tokenizer}.vocab").is_file()
+    assert prepared.manifest["variant"] == name and prepared.manifest["stats"]["files_val_bytes"] == 1
+    assert len(shard_files(prepared.data_path, "train")) == 2
+    assert prepare("fineweb", 1024, out, repo_dir=repo, variant=name).reused
+
+
+def test_an_unknown_variant_is_one_line(tmp_path, cli):
+    with pytest.raises(PrepareError, match="unknown fineweb variant 'sp999'"):
+        prepare("fineweb", 1024, tmp_path / "out", variant="sp999")
+    with pytest.raises(PrepareError, match="for --source fineweb"):
+        prepare("stdlib", 1024, tmp_path / "out", variant="sp8192")
+    code, _, err = cli("data", "prepare", "--source", "fineweb", "--variant", "sp999", "--out", str(tmp_path / "o"))
+    assert code == 2 and err.count("\n") == 1 and "published: sp1024, byte260, sp4096, sp8192" in err
+    assert not (tmp_path / "o").exists()

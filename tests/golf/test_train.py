@@ -18,7 +18,7 @@ from tests.golf.conftest import launch_trainer, run_trainer, tiny_env
 RESULT_KEYS = {
     "val_bpb", "val_loss", "score_source", "pre_quant_val_bpb", "pre_quant_val_loss", "artifact_bytes",
     "model_bytes", "code_bytes", "train_seconds", "eval_seconds", "steps", "tokens_seen", "step_ms", "peak_mem_mib",
-    "gpu_name", "gpu_count", "artifact_path",
+    "gpu_name", "gpu_count", "artifact_path", "resumed",
 }
 
 

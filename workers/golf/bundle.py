@@ -18,7 +18,7 @@ from pathlib import Path
 PACKAGE = __name__.rpartition(".")[0]  # the trainer's package, whatever its import root
 GOLF_DIR = Path(__file__).resolve().parent
 # Dependency order: each module uses only names from the ones before it.
-MODULES = ("shards", "loader", "bpb", "optim", "model", "quantize", "train")
+MODULES = ("shards", "loader", "bpb", "optim", "model", "quantize", "checkpoint", "train")
 HEADER = '''"""golfq's built-in Parameter Golf trainer, in one file.
 
     torchrun --standalone --nproc_per_node=8 train_gpt.py

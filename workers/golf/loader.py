@@ -37,6 +37,15 @@ class TokenStream:
             needed -= piece.size
         return np.concatenate(pieces)
 
+    def state(self) -> dict:
+        return {"file_index": self.file_index, "position": self.position}
+
+    def restore(self, state: dict) -> None:
+        """Go back to a saved place: the same shard, the same token within it."""
+        self.file_index, self.position = int(state["file_index"]), int(state["position"])
+        if self.file_index >= 0:
+            self.tokens = read_shard(self.files[self.file_index])
+
 
 class DistributedTokenLoader:
     """Each call takes world_size contiguous spans of the stream; this rank keeps its own span."""

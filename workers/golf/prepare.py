@@ -5,7 +5,8 @@
 
 Sources: `stdlib` (prose shipped with Python, nothing downloaded), a directory of
 .txt files, a JSON-lines file with a `text` field, or `fineweb` (the challenge's
-own pre-tokenized shards from the Hugging Face hub, or a local copy of that repo).
+own pre-tokenized shards from the Hugging Face hub, or a local copy of that repo,
+in one of the published tokenizer variants: FINEWEB_VARIANTS).
 A finished dataset has a manifest.json whose `key` names everything that went
 into it; a second call with the same inputs returns the cached files.
 """
@@ -21,20 +22,25 @@ import json
 import os
 import random
 import re
-import shutil
 import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from golfq.workers.golf.shards import read_token_count, write_shard
+from golfq.workers.golf.fineweb import (
+    MANIFEST_FORMAT,
+    PrepareError,
+    Variant,
+    fetch_fineweb,
+    fineweb_variant,
+    remove_old_shards,
+)
+from golfq.workers.golf.shards import write_shard
 
-MANIFEST_FORMAT = 1
-FINEWEB_REPO_ID = "willdepueoai/parameter-golf"
-FINEWEB_REMOTE_ROOT = "datasets"
+__all__ = ["PrepareError", "PreparedData", "Variant", "dataset_names", "dataset_paths", "prepare"]
+
 SOURCE_CHOICES = "stdlib, fineweb, a directory of .txt files or a .jsonl file"
 SHARD_TOKENS = 10**8
 # The challenge's SentencePiece trainer settings (data/download_hf_docs_and_tokenize.py).
@@ -54,10 +60,6 @@ TOKENIZER_SETTINGS: dict[str, object] = {
 BOS_ID = 1
 # Skipped when collecting stdlib docstrings: tests and vendored third-party code.
 STDLIB_SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__", "_vendor"}
-
-
-class PrepareError(ValueError):
-    """Data preparation cannot go on; the message is one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -179,28 +181,41 @@ def prepare(
     root: str | os.PathLike[str],
     *,
     repo_dir: str | os.PathLike[str] | None = None,
-    repo_id: str = FINEWEB_REPO_ID,
+    repo_id: str | None = None,
     train_shards: int = 80,
+    variant: str | None = None,
     val_fraction: float = 0.1,
     seed: int = 1337,
     shard_tokens: int = SHARD_TOKENS,
     max_docs: int | None = None,
 ) -> PreparedData:
-    """Prepare (or reuse) a tokenized dataset under the data root and return where it is."""
+    """Prepare (or reuse) a tokenized dataset under the data root and return where it is.
+
+    For `fineweb`, `variant` names a published tokenization (FINEWEB_VARIANTS; default sp<vocab>)
+    and `repo_id` overrides the hub repo it comes from."""
     if vocab < 8 or vocab > 2**16:
         raise PrepareError(f"vocab must be between 8 and 65536, got {vocab}")
     if source not in ("stdlib", "fineweb") and not Path(source).expanduser().exists():
         raise PrepareError(f"unknown source {source!r}: expected {SOURCE_CHOICES}")
-    dataset, tokenizer = dataset_names(source, vocab)
-    data_path, tokenizer_path = dataset_paths(dataset, tokenizer, root)
+    if variant is not None and source != "fineweb":
+        raise PrepareError(f"a variant ({variant}) is for --source fineweb, not {source!r}")
+    published = fineweb_variant(variant, vocab) if source == "fineweb" else None
+    if published is not None:
+        vocab, dataset, tokenizer = published.vocab, published.dataset, published.tokenizer
+        data_path = Path(root).expanduser() / "datasets" / dataset
+        tokenizer_path = Path(root).expanduser() / "tokenizers" / published.tokenizer_file
+    else:
+        dataset, tokenizer = dataset_names(source, vocab)
+        data_path, tokenizer_path = dataset_paths(dataset, tokenizer, root)
     data_path.mkdir(parents=True, exist_ok=True)
     with _locked(data_path / ".prepare.lock"):
-        if source == "fineweb":
-            key = _key({"source": "fineweb", "repo": repo_id, "vocab": vocab, "train_shards": train_shards})
+        if published is not None:
+            repo = repo_id or published.repo_id
+            key = _key({"source": "fineweb", "repo": repo, "vocab": vocab, "train_shards": train_shards})
             cached = _cached(data_path, tokenizer_path, key)
             if cached is not None:
                 return PreparedData(data_path, tokenizer_path, dataset, tokenizer, vocab, cached, True)
-            manifest = _fetch_fineweb(data_path, tokenizer_path, vocab, train_shards, repo_id, repo_dir)
+            manifest = fetch_fineweb(data_path, tokenizer_path, published, train_shards, repo, repo_dir)
         else:
             documents = load_documents(source)[:max_docs]
             settings = {"vocab": vocab, "val_fraction": val_fraction, "seed": seed, "shard_tokens": shard_tokens}
@@ -214,6 +229,8 @@ def prepare(
                 documents, data_path, tokenizer_path, vocab, val_fraction, seed, shard_tokens
             )
         manifest.update(key=key, source=source, dataset=dataset, tokenizer=tokenizer, vocab_size=vocab)
+        if published is not None:
+            manifest["variant"] = published.name
         manifest["tokenizer_path"] = os.path.relpath(tokenizer_path, data_path)
         _write_json(data_path / "manifest.json", manifest)
     return PreparedData(data_path, tokenizer_path, dataset, tokenizer, vocab, manifest, False)
@@ -239,7 +256,7 @@ def _tokenize_documents(
     val_docs = [documents[i] for i in order[:num_val]]
     train_docs = [documents[i] for i in order[num_val:]]
 
-    _remove_old_shards(data_path)
+    remove_old_shards(data_path)
     tokenizer_path.parent.mkdir(parents=True, exist_ok=True)
     tmp_prefix = tokenizer_path.with_name(f".{tokenizer_path.stem}.{os.getpid()}")
     spm.set_random_generator_seed(seed)
@@ -288,58 +305,6 @@ def _document_tokens(processor, documents: list[str]) -> Iterator[int]:
             yield from ids
 
 
-def _fetch_fineweb(
-    data_path: Path,
-    tokenizer_path: Path,
-    vocab: int,
-    train_shards: int,
-    repo_id: str,
-    repo_dir: str | os.PathLike[str] | None,
-) -> dict:
-    """Copy the challenge's pre-tokenized shards and tokenizer from the hub (or a local copy of it)."""
-
-    def fetch(relative: str) -> Path:
-        remote = f"{FINEWEB_REMOTE_ROOT}/{relative}"
-        if repo_dir is not None:
-            path = Path(repo_dir).expanduser() / remote
-            if not path.is_file():
-                raise PrepareError(f"{path}: missing from the local copy of {repo_id}")
-            return path
-        try:
-            from huggingface_hub import hf_hub_download
-        except ImportError:
-            raise PrepareError("source fineweb needs huggingface_hub: pip install 'golfq[fineweb]'") from None
-        return Path(hf_hub_download(repo_id=repo_id, filename=remote, repo_type="dataset")).resolve()
-
-    dataset, _ = dataset_names("fineweb", vocab)
-    hub_manifest = json.loads(fetch("manifest.json").read_text(encoding="utf-8"))
-    entry = next((d for d in hub_manifest.get("datasets", []) if d.get("name") == dataset), None)
-    if entry is None:
-        raise PrepareError(f"dataset {dataset} is not in {repo_id}'s manifest.json")
-    stats = entry.get("stats") or {}
-    files_train, files_val = min(train_shards, int(stats.get("files_train", 0))), int(stats.get("files_val", 0))
-    if files_val < 1 or files_train < 1:
-        raise PrepareError(f"{repo_id}'s manifest lists {files_val} val and {files_train} train shards for {dataset}")
-    tokenizer_name = entry.get("tokenizer_name")
-    tokenizer_entry: dict[str, Any] = next(
-        (t for t in hub_manifest.get("tokenizers", []) if t.get("name") == tokenizer_name), {}
-    )
-    model_remote = tokenizer_entry.get("model_path") or f"tokenizers/{tokenizer_path.name}"
-
-    _remove_old_shards(data_path)
-    files: dict[str, int] = {}
-    names = [f"fineweb_val_{i:06d}.bin" for i in range(files_val)]
-    names += [f"fineweb_train_{i:06d}.bin" for i in range(files_train)]
-    for name in names:
-        source = fetch(f"datasets/{dataset}/{name}")
-        read_token_count(source)
-        _link_or_copy(source, data_path / name)
-        files[name] = (data_path / name).stat().st_size
-    tokenizer_path.parent.mkdir(parents=True, exist_ok=True)
-    _link_or_copy(fetch(model_remote), tokenizer_path)
-    return {"format": MANIFEST_FORMAT, "files": files, "stats": {"files_train": files_train, "files_val": files_val}}
-
-
 # ---------------------------------------------------------------- cache helpers
 
 
@@ -356,22 +321,6 @@ def _cached(data_path: Path, tokenizer_path: Path, key: str) -> dict | None:
         if not path.is_file() or path.stat().st_size != size:
             return None
     return manifest
-
-
-def _remove_old_shards(data_path: Path) -> None:
-    (data_path / "manifest.json").unlink(missing_ok=True)
-    for path in data_path.glob("fineweb_*.bin"):
-        path.unlink()
-
-
-def _link_or_copy(source: Path, destination: Path) -> None:
-    tmp = destination.with_name(destination.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(source, tmp)
-    except OSError:
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, destination)
 
 
 def _write_json(path: Path, value: dict) -> None:

@@ -6,7 +6,8 @@
 Every hyperparameter comes from the environment under the challenge's names.
 golfq adds VAL_MAX_TOKENS (cap the validation tokens, for CPU runs),
 ARTIFACT_DIR (where the artifact goes), QUANT_BITS (8|6), COMPRESSOR
-(zlib|zstd|lzma), GRAD_ACCUM_STEPS, TORCH_COMPILE, DEVICE (cpu|cuda), and
+(zlib|zstd|lzma), GRAD_ACCUM_STEPS, TORCH_COMPILE, DEVICE (cpu|cuda), the
+checkpoint settings CHECKPOINT_DIR, CHECKPOINT_SECONDS and RESUME (checkpoint.py), and
 switches away from the reference's choices: INT8_SCALE_FLOOR=0, EMBED_DTYPE=fp32,
 SOFTCAP_FP32=1, SDPA_BACKEND=auto. Rank 0 prints the challenge's log lines and,
 last, one `GOLFQ_RESULT {json}` line.
@@ -21,6 +22,7 @@ import math
 import os
 import random
 import resource
+import signal
 import sys
 import time
 from collections.abc import Mapping
@@ -34,6 +36,7 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from golfq.workers.golf.bpb import build_byte_tables, evaluate, load_validation_tokens
+from golfq.workers.golf.checkpoint import CheckpointClock, load_checkpoint, restore_rng, save_checkpoint
 from golfq.workers.golf.loader import DistributedTokenLoader, LoaderError
 from golfq.workers.golf.model import GPT, GPTConfig, cast_like_reference, count_parameters, pin_flash_attention
 from golfq.workers.golf.optim import OptimizerConfig, build_optimizers, set_schedule
@@ -76,6 +79,9 @@ class Hyperparameters(GPTConfig, OptimizerConfig):
     device: str = ""  # cuda | cpu; empty: cuda when there is one
     embed_dtype: str = "auto"  # bf16 (the reference) | fp32; auto: bf16 on CUDA, fp32 on CPU (no bf16 autocast there)
     sdpa_backend: str = "flash"  # flash: only the flash kernel on CUDA, as the reference; auto: let torch choose
+    checkpoint_dir: str = ""  # empty: no checkpoints, no SIGTERM handler (the baseline as it is)
+    checkpoint_seconds: float = 400.0  # save every this many seconds (0: every step); bench/checkpoint.py
+    resume: bool = False  # go on from the newest checkpoint in CHECKPOINT_DIR, if there is one
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Hyperparameters:
@@ -245,6 +251,7 @@ def main() -> None:
             optimizer.zero_grad(set_to_none=True)
         return train_loss / grad_accum_steps
 
+    checkpoints = CheckpointClock(hp.checkpoint_seconds) if hp.checkpoint_dir else None  # from now SIGTERM saves
     # Compile warm-up: run real steps so kernels are built, then put everything back as it was.
     if hp.warmup_steps > 0:
         model_state = copy.deepcopy(model.state_dict())
@@ -261,10 +268,28 @@ def main() -> None:
     max_wallclock_ms = hp.max_wallclock_seconds * 1000.0 if hp.max_wallclock_seconds > 0 else None
     training_time_ms = 0.0
     stop_after_step: int | None = None
+    step = 0
+    # Resume: weights, optimizer moments, step, time so far (the schedule's position), RNG and stream position.
+    saved = load_checkpoint(hp.checkpoint_dir, rank, device) if hp.resume and hp.checkpoint_dir else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        for optimizer, optimizer_state in zip(optimizers, saved["optimizers"], strict=True):
+            optimizer.load_state_dict(optimizer_state)
+        loader.stream.restore(saved["stream"])
+        restore_rng(saved["rng"])
+        step, training_time_ms = saved["position"]["step"], saved["position"]["training_time_ms"]
+        stop_after_step = saved["position"]["stop_after_step"]
+        log(f"resumed_from:step_{step} of {hp.checkpoint_dir} after {training_time_ms:.0f}ms of training")
+
+    def save(step: int) -> None:
+        position = {"step": step, "training_time_ms": training_time_ms, "stop_after_step": stop_after_step}
+        save_started = time.perf_counter()
+        save_checkpoint(hp.checkpoint_dir, rank, distributed, model, optimizers, position, loader.stream.state())
+        log(f"checkpoint:saved step_{step} in {1000.0 * (time.perf_counter() - save_started):.0f}ms")
+
     val_loss = val_bpb = float("nan")
     synchronize()
     started = time.perf_counter()
-    step = 0
     while True:
         last_step = step == hp.iterations or (stop_after_step is not None and step >= stop_after_step)
         if last_step or (hp.val_loss_every > 0 and step % hp.val_loss_every == 0):
@@ -295,6 +320,19 @@ def main() -> None:
             reached_cap = bool(flag.item())
         if stop_after_step is None and reached_cap:
             stop_after_step = step
+        if checkpoints is not None and checkpoints.due(distributed, device):  # not training time, as validation
+            synchronize()
+            training_time_ms += 1000.0 * (time.perf_counter() - started)
+            save(step)
+            checkpoints.saved()
+            if checkpoints.terminated:
+                log(f"checkpoint: SIGTERM, exiting at step_{step} to resume later")
+                raise SystemExit(128 + signal.SIGTERM)
+            synchronize()
+            started = time.perf_counter()
+    if checkpoints is not None:
+        save(step)  # the trained weights: a run stopped during export resumes there
+        checkpoints.release()
     pre_quant_val_loss, pre_quant_val_bpb = val_loss, val_bpb
     allocated_mib, reserved_mib = peak_memory_mib(device)
     log(f"peak memory allocated: {allocated_mib} MiB reserved: {reserved_mib} MiB")
@@ -347,6 +385,7 @@ def main() -> None:
             "gpu_count": world_size if use_cuda else 0,
             "artifact_path": str(artifact_path),
             "score_source": f"{score_label}_exact",
+            "resumed": saved is not None,
         }
         # JSON has no NaN: a diverged run reports null scores rather than no record.
         result = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in result.items()}

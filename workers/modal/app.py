@@ -16,11 +16,14 @@ assert what would be deployed.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -41,7 +44,7 @@ DISPATCH_LISTEN_SECONDS = 20  # after a pass, keep listening on the wake partiti
 # torch pinned to the version the trainer is tested with (a new minor changes kernels and compile); the rest
 # bounded to the major versions tested.
 TRAINER_PACKAGES = ("torch==2.13.0", "numpy>=1.26,<3", "sentencepiece>=0.2,<0.3", "zstandard>=0.22,<1",
-                    "msgspec>=0.18,<1", "huggingface_hub>=0.24,<3")
+                    "msgspec>=0.18,<1", "huggingface_hub>=0.24,<3", "packaging>=23,<27")
 
 app = modal.App(APP_NAME)
 
@@ -55,12 +58,18 @@ def local_source_modules() -> list[str]:
     return ["golfq", *(f"golfq.{part}" for part in ("core", "workers") if (root / part).is_symlink())]
 
 
-image = (
+def with_source(base: modal.Image) -> modal.Image:
+    """golfq's source on top, last: a mount layer, so code folders' environments go beneath it."""
+    return base.add_local_python_source(*local_source_modules())
+
+
+# The pool's image without golfq's source: what a code folder's environment is layered on (envimage.py).
+pool_image = (
     modal.Image.debian_slim(python_version="3.11")
     .uv_pip_install(*TRAINER_PACKAGES)
     .env({"GOLFQ_DATA_DIR": DATA_MOUNT, "GOLFQ_ARTIFACTS_MOUNT": ARTIFACTS_MOUNT, "PYTHONUNBUFFERED": "1"})
-    .add_local_python_source(*local_source_modules())
 )
+image = with_source(pool_image)
 
 data_volume = modal.Volume.from_name(f"{APP_NAME}-data", environment_name=ENVIRONMENT, create_if_missing=True)
 artifacts_volume = modal.Volume.from_name(f"{APP_NAME}-artifacts", environment_name=ENVIRONMENT,
@@ -116,6 +125,27 @@ def open_job_broker():
 CONTAINER = ContainerLife(time.time(), os.environ.get("MODAL_TASK_ID", "local"))
 
 
+def commit_artifacts() -> None:
+    """Publish what this container wrote to the artifacts Volume (after every checkpoint, and at the end)."""
+    if not modal.is_local():
+        artifacts_volume.commit()
+
+
+def enter_container():
+    """In a container: see what other containers committed to the Volume, and take SIGTERM (a shutdown, as
+    with a preemption) the way SIGINT goes, so the training process gets its grace to save and the Volume its
+    commit. Returns the SIGTERM handler to put back, if one was replaced."""
+    if modal.is_local():
+        return None
+    try:
+        artifacts_volume.reload()
+    except Exception as error:  # noqa: BLE001 - a stale view only means going on from an older checkpoint
+        print(f"golfq: artifacts Volume not reloaded: {error}", file=sys.stderr)
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def run_job(payload: bytes) -> str:
     """One spawned call: the lease the dispatcher claimed, run end to end by the shared runner."""
     from golfq.workers.modal.call import serve_call
@@ -128,17 +158,22 @@ def run_job(payload: bytes) -> str:
 
     def run() -> str:
         return run_claimed(broker, lease, work_root=work_root, heartbeat_seconds=CONFIG.heartbeat_seconds,
-                           lease_seconds=CONFIG.lease_seconds,
+                           lease_seconds=CONFIG.lease_seconds, on_checkpoint=commit_artifacts,
                            worker_id=f"modal/{lease.pool}/{CONTAINER.container}").status
 
     # Modal's re-run of this input (after a preemption) brings the same input id; a duplicated spawn does not.
-    token = (None if modal.is_local() else modal.current_input_id()) or "local"
+    # A Sandbox (a code folder's own image) has no input: its task id is its own, and it is never re-run.
+    token = (None if modal.is_local() else modal.current_input_id() or os.environ.get("MODAL_TASK_ID")) or "local"
+    sigterm = enter_container()
     try:
         outcome = serve_call(broker, lease, token=token, life=CONTAINER, lease_seconds=CONFIG.lease_seconds, run=run)
     finally:
         broker.close()
-    if not modal.is_local():
-        artifacts_volume.commit()  # logs and artifacts outlive the container
+        commit_artifacts()  # logs, artifacts and checkpoints outlive the container, even one going down
+        if lease.spec.data.make is not None and not modal.is_local():
+            data_volume.commit()  # what its data command made serves the next jobs
+        if sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
     # The result's commit kicked the dispatcher (unless one was listening): the freed slot is filled now.
     return outcome
 
@@ -166,6 +201,17 @@ def run_h100x8(payload: bytes) -> str:
     return run_job(payload)
 
 
+def sandbox_options(function: str) -> dict:
+    """A Sandbox that stands in for a call of this pool function, in a code folder's own image."""
+    declared = DECLARED[function]
+    # A Sandbox imports from its working directory: /root, where the image puts golfq's source.
+    return {"gpu": declared["gpu"], "cpu": declared["cpu"], "memory": declared["memory"], "volumes": VOLUMES,
+            "env": {**RUNTIME_ENV, "PYTHONPATH": "/root"}, "workdir": "/root", "timeout": declared["timeout"]}
+
+
+SANDBOX_COMMAND = ("python", "-m", "golfq.workers.modal.app")  # + the lease payload, base64: run_job in a Sandbox
+
+
 # -- the dispatcher ----------------------------------------------------------------------------
 
 
@@ -173,9 +219,12 @@ def dispatch_once(listen_seconds: float = 0.0, spawner=None, broker=None):
     """One dispatcher run: reap, charge ended calls, claim and spawn within the caps, snapshot."""
     from golfq.core.backends.modal.broker import ModalBroker
     from golfq.workers.modal.dispatch import Dispatcher, ModalSpawner
+    from golfq.workers.modal.envimage import EnvironmentImages
 
     broker = broker or ModalBroker(QUEUE_URL, kick=lambda: None)
-    spawner = spawner or ModalSpawner(APP_NAME, ENVIRONMENT)
+    spawner = spawner or ModalSpawner(APP_NAME, ENVIRONMENT,
+                                      images=EnvironmentImages(pool_image, with_source, broker.get_script),
+                                      sandbox_options=sandbox_options, sandbox_command=SANDBOX_COMMAND)
     return Dispatcher(broker, spawner, CONFIG).serve(listen_seconds)
 
 
@@ -192,14 +241,15 @@ def dispatch() -> str:
 
 
 @_function(name="prepare_data", volumes={DATA_MOUNT: data_volume}, cpu=4.0, memory=16384, timeout=DATA_PREP_TIMEOUT)
-def prepare_data(source: str = "fineweb", vocab: int = 1024, train_shards: int = 80) -> str:
+def prepare_data(source: str = "fineweb", vocab: int = 1024, train_shards: int = 80, variant: str | None = None) -> str:
     """Fill the data Volume: prepare on local disk (file locks and hard links), then copy over.
 
     `golfq data prepare` runs as a process of its own, as training does: the execution side
     never imports training code."""
     with tempfile.TemporaryDirectory() as scratch:
         done = subprocess.run([sys.executable, "-m", "golfq", "data", "prepare", "--source", source, "--vocab",
-                               str(vocab), "--train-shards", str(train_shards), "--out", scratch],
+                               str(vocab), "--train-shards", str(train_shards), "--out", scratch,
+                               *(["--variant", variant] if variant else [])],
                               capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"data prepare failed: {(done.stderr or done.stdout).strip()[-2000:]}")
@@ -207,3 +257,7 @@ def prepare_data(source: str = "fineweb", vocab: int = 1024, train_shards: int =
             shutil.copytree(Path(scratch) / part, Path(DATA_MOUNT) / part, dirs_exist_ok=True)
     data_volume.commit()
     return f"{done.stdout.strip().splitlines()[-1] if done.stdout.strip() else 'prepared'} on {APP_NAME}-data"
+
+
+if __name__ == "__main__":  # SANDBOX_COMMAND: one attempt of a code folder, inside its own image
+    print(run_job(base64.b64decode(sys.argv[1])))

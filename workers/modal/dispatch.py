@@ -24,9 +24,12 @@ same token), so only one container ever trains an attempt (golfq.workers.modal.c
 
 from __future__ import annotations
 
+import base64
 import logging
 import queue
-from typing import Protocol
+import tarfile
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
@@ -35,12 +38,17 @@ from golfq.core.backends.modal.broker import DISPATCH_PARTITION, ModalBroker
 from golfq.core.backends.modal.records import Call
 from golfq.core.backends.modal.txn import StateTxn
 from golfq.core.backends.modal.usage import end_calls, forget_ended
+from golfq.core.errors import GolfqError
 from golfq.core.job import Job, Lease
 from golfq.core.pools import known_pools
 from golfq.core.result import FailureKind
 from golfq.workers.modal.config import SETUP_SECONDS, ModalConfig, ModalConfigError, PoolConfig, call_timeout
 
+if TYPE_CHECKING:
+    from golfq.workers.modal.envimage import EnvironmentImages
+
 log = logging.getLogger("golfq.modal.dispatch")
+SANDBOX_PREFIX = "sb-"  # Modal's Sandbox ids; FunctionCall ids start "fc-"
 
 WAKE_DRAIN = 5_000  # a partition's item limit: one get_many empties it
 RESPAWN_AFTER_SECONDS = 120.0  # an intent older than this was left by a dispatcher that stopped: spawn it
@@ -287,11 +295,41 @@ class Dispatcher:
 
 
 class ModalSpawner:
-    """Spawns calls of a deployed app's functions, looked up by name."""
+    """Spawns calls of a deployed app's functions, looked up by name; a code folder with an environment
+    of its own runs in a Sandbox of its image instead (golfq.workers.modal.envimage), with the pool's options."""
 
-    def __init__(self, app: str, environment: str | None = None) -> None:
+    def __init__(self, app: str, environment: str | None = None, *, images: EnvironmentImages | None = None,
+                 sandbox_options: Callable[[str], dict] | None = None,
+                 sandbox_command: Sequence[str] = ()) -> None:
         self.app, self.environment = app, environment
+        self.images, self.sandbox_options, self.sandbox_command = images, sandbox_options, tuple(sandbox_command)
         self._functions: dict[str, object] = {}
+
+    def own_image(self, payload: bytes):
+        """The image the lease's code folder declares, or None: the pool function serves it (the runner
+        fails a pack it cannot read, as the experiment's fault, with its message)."""
+        if self.images is None:
+            return None
+        spec = read_lease(payload).spec
+        if not spec.is_code_folder:
+            return None
+        try:
+            return self.images.image(spec.trainer)
+        except (KeyError, ValueError, GolfqError, tarfile.TarError) as error:
+            log.warning("code %s: no image of its own (%s); the pool function runs it", spec.trainer, error)
+            return None
+
+    def _sandbox(self, function: str, image, payload: bytes, timeout_seconds: int | None) -> str:
+        import modal
+
+        assert self.sandbox_options is not None
+        options = self.sandbox_options(function)
+        if timeout_seconds is not None:
+            options["timeout"] = timeout_seconds
+        app = modal.App.lookup(self.app, environment_name=self.environment)
+        sandbox = modal.Sandbox.create(*self.sandbox_command, base64.b64encode(payload).decode("ascii"), app=app,
+                                       image=image, **options)
+        return sandbox.object_id
 
     def _function(self, name: str):
         import modal
@@ -301,6 +339,9 @@ class ModalSpawner:
         return self._functions[name]
 
     def spawn(self, function: str, payload: bytes, timeout_seconds: int | None) -> str:
+        image = self.own_image(payload)
+        if image is not None:
+            return self._sandbox(function, image, payload, timeout_seconds)
         fn = self._function(function)
         if timeout_seconds is not None:
             fn = fn.with_options(timeout=timeout_seconds)
@@ -310,6 +351,11 @@ class ModalSpawner:
         import modal
         from modal.exception import TimeoutError as ModalTimeout
 
+        if call_id.startswith(SANDBOX_PREFIX):
+            try:
+                return modal.Sandbox.from_id(call_id).poll() is None
+            except Exception:  # noqa: BLE001 - gone: ended long ago
+                return False
         try:
             modal.FunctionCall.from_id(call_id).get(timeout=0)
         except ModalTimeout as error:
@@ -321,5 +367,8 @@ class ModalSpawner:
     def cancel(self, call_id: str) -> None:
         import modal
 
+        if call_id.startswith(SANDBOX_PREFIX):
+            modal.Sandbox.from_id(call_id).terminate()
+            return
         modal.FunctionCall.from_id(call_id).cancel()
 

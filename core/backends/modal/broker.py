@@ -31,8 +31,11 @@ import msgspec
 
 from golfq.core import lifecycle
 from golfq.core.backends.modal.curves import append_points, read_points
+from golfq.core.backends.modal.effects import DISPATCH_PARTITION, Effects
+from golfq.core.backends.modal.group import GroupCommit
 from golfq.core.backends.modal.log import Log
-from golfq.core.backends.modal.records import EVENTS_PER_PAGE, OBSERVATIONS_PER_PAGE, Call, Pointer, hb_key
+from golfq.core.backends.modal.pages import events_after, observations_after
+from golfq.core.backends.modal.records import Call, Pointer, hb_key
 from golfq.core.backends.modal.state import State
 from golfq.core.backends.modal.store import (
     MAX_VALUE_BYTES,
@@ -48,22 +51,22 @@ from golfq.core.backends.modal.store import (
 from golfq.core.backends.modal.txn import StateTxn
 from golfq.core.backends.modal.usage import waiting_for_capacity
 from golfq.core.broker import Broker, BrokerError, Txn
-from golfq.core.events import Event, EventKind
+from golfq.core.events import Event
 from golfq.core.job import Job, JobState, Lease, PoolStats, Stats
 from golfq.core.pareto import Observation
 from golfq.core.result import ProgressPoint
 from golfq.core.settings import settings
-from golfq.core.spec import ExperimentSpec, script_ref
+from golfq.core.spec import ExperimentSpec, blob_ref, stored_ref
 
 log = logging.getLogger("golfq.modal")
 
 T = TypeVar("T")
-WAKE_TTL_SECONDS = 24 * 3600
-DISPATCH_PARTITION = "golfq-dispatch"  # the dispatcher's own wake-ups; pools have one partition each
-LISTENING_KEY = "dispatch/listening"  # until when a dispatcher is listening (a hint: no kick needed)
+__all__ = ["DISPATCH_PARTITION", "ModalBroker"]
 VIEW_SECONDS = 60.0  # a view older than this re-reads snap/ptr before it is trusted again
 RELOAD_GAP = 64  # entries behind the newest snapshot past which loading it beats folding them
-MAX_CONFLICTS = 50
+MAX_CONFLICTS = 500
+STARTED_CALL_GRACE = 1800.0  # a silent started call may be Modal re-running it after a preemption (the longest
+# start-up lease): the dispatcher asks Modal; any other reaper waits this long past the last beat
 Factory = Callable[[str, "str | None"], Any]
 # The dispatcher's verdict on a spawned call whose lease ran out: a new deadline, or None to reap it.
 Probe = Callable[[Job, Call, float, "float | None"], "float | None"]
@@ -86,7 +89,9 @@ class ModalBroker(Broker):
         self.blobs = blob_store if blob_store is not None else self._volume_store()
         self.kick = kick if kick is not None or not real else self._kick_dispatcher
         self.writer = writer or f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.log = Log(self.store, self.blobs, self.writer, clock)
+        self.log = Log(self.store, self.blobs, self.writer, clock, self.pause)
+        self.group = GroupCommit(self, dict_factory(f"{self.app}-requests", self.environment))
+        self.effects = Effects(self.leases, self.wake, clock, self.kick, self.checkpoint, self._publish)
         self.probe: Probe | None = None  # set by the dispatcher, the one process that can ask Modal about calls
         self.commits = self.conflicts = 0
         self._state: State | None = None
@@ -111,6 +116,10 @@ class ModalBroker(Broker):
 
         modal.Function.from_name(self.app, "dispatch", environment_name=self.environment).spawn()
 
+    def pause(self, seconds: float) -> None:
+        """Wait between tries (in the clock's own time when it has one: the stand-ins' virtual clock)."""
+        getattr(self.clock, "sleep", time.sleep)(seconds)
+
     # -- the view and the write path -----------------------------------------------------------
 
     def view(self) -> State:
@@ -118,8 +127,12 @@ class ModalBroker(Broker):
         with self._mutex:
             return self._sync()
 
-    def _sync(self) -> State:
+    def _sync(self, optimistic: bool = False) -> State:
+        """Catch up with the log; `optimistic` trusts a recent view as it is, for a step about to commit
+        (a commit lands only on the state it read, so a stale view costs a lost slot, never a wrong write)."""
         now = self.clock()
+        if optimistic and self._state is not None and abs(now - self._viewed) <= VIEW_SECONDS:
+            return self._state
         try:
             if self._state is None:
                 self._state = self.log.load()
@@ -128,9 +141,9 @@ class ModalBroker(Broker):
                 if ptr is None or ptr.gen != self._state.gen or ptr.pos > self._state.pos + RELOAD_GAP:
                     self._state = self.log.load()
                 else:
-                    self.log.catch_up(self._state)
+                    self._state = self.log.advance(self._state)
             else:
-                self.log.catch_up(self._state)
+                self._state = self.log.advance(self._state)
         except BrokerError:
             self._state = None  # a broken chain: start again from the newest snapshot
             raise
@@ -142,7 +155,7 @@ class ModalBroker(Broker):
         with self._mutex:
             for _ in range(MAX_CONFLICTS):
                 state = self._sync()
-                tx = StateTxn(state, self.clock(), self._judge)
+                tx = self._txn(state)
                 out = step(tx)
                 if tx.empty:
                     return out
@@ -151,6 +164,13 @@ class ModalBroker(Broker):
                     return out
                 self.conflicts += 1
         raise BrokerError(f"{self.url}: lost the race for the log's next slot {MAX_CONFLICTS} times in a row")
+
+    def _txn(self, state: State) -> StateTxn:
+        return StateTxn(state, self.clock(), self._judge)
+
+    def _request(self, op: str, **args: Any) -> Any:
+        """The lease cycle's steps commit by group commit (group.py): no race for each slot under a wave."""
+        return self.group.request(op, args)
 
     def transact(self, step: Callable[[StateTxn], T]) -> T:
         """Run a Modal-specific step (the dispatcher's) through the shared write path."""
@@ -171,8 +191,10 @@ class ModalBroker(Broker):
         call = tx.call(job.id, job.attempt)
         if call is None:
             return True
-        if self.probe is None:
-            return call.ran_at is not None  # a spawned call that has not started is the dispatcher's to judge
+        if self.probe is None:  # not the dispatcher: it cannot ask Modal whether the call is being re-run
+            if call.ran_at is None:
+                return False  # a spawned call that has not started is the dispatcher's to judge
+            return tx.now > max(beat or 0.0, job.lease_deadline or 0.0) + STARTED_CALL_GRACE
         alive_until = self.probe(job, call, tx.now, beat)
         if alive_until is None:
             return True
@@ -180,39 +202,22 @@ class ModalBroker(Broker):
         return False
 
     def _after_commit(self, txn: Txn) -> None:
-        """Tell runners their lease is gone, and wake claimers and the dispatcher. Best effort: a lost
-        wake-up only delays work until the next scheduled dispatch, and the dispatcher re-marks revocations."""
+        """Revocation markers, wake-ups, the dispatcher's kick, a snapshot now and then (effects.py): hints
+        that never raise, since the step has committed."""
         assert isinstance(txn, StateTxn)
-        self.mark_revoked([(old.id, old.attempt) for old, new in txn.saved if old is not None
-                           and old.state is JobState.LEASED
-                           and not (new.state is JobState.LEASED and new.attempt == old.attempt)])
-        fresh = {e.pool for e in txn.events if e.kind in (EventKind.SUBMITTED, EventKind.REQUEUED)}
-        ended = any(old is not None and old.state is JobState.LEASED and new.state is not JobState.LEASED
-                    for old, new in txn.saved)
-        for partition in sorted(fresh) + ([DISPATCH_PARTITION] if fresh or ended else []):
-            try:
-                self.wake.put(txn.state.pos, block=False, partition=partition, partition_ttl=WAKE_TTL_SECONDS)
-            except Exception as error:  # noqa: BLE001 - queue.Full or a blip: a hint only
-                log.info("wake-up for %s not queued: %s", partition, error)
-        if (fresh or ended) and self.kick is not None and not self.dispatcher_listening():
-            try:
-                self.kick()
-            except Exception as error:  # noqa: BLE001 - not deployed, or a blip
-                log.warning("could not kick the dispatcher of %s (%s); journalling to the Volume here", self.app,
-                            error)
-                self.checkpoint()  # nobody else will: the app is not running
+        self.effects.after(txn)
+
+    def _publish(self) -> None:
+        self.log.publish(self.view())
 
     def mark_revoked(self, attempts: Sequence[tuple[str, int]]) -> None:
-        """Tell these attempts' runners, at their next beat, that their lease is gone (one request)."""
-        if attempts:
-            self.leases.update({f"revoked/{job_id}/{attempt}": b"1" for job_id, attempt in attempts})
+        self.effects.mark_revoked(attempts)
 
     def dispatcher_listening(self) -> bool:
-        until = decode(self.leases.get(LISTENING_KEY), float)
-        return until is not None and until > self.clock()
+        return self.effects.no_kick_until() > self.clock()
 
     def set_listening(self, until: float) -> None:
-        self.leases.put(LISTENING_KEY, encode(until))
+        self.effects.hold(until)
 
     # -- submit and scripts --------------------------------------------------------------------
 
@@ -225,14 +230,15 @@ class ModalBroker(Broker):
         return super().submit_new(specs)
 
     def put_script(self, content: bytes) -> str:
-        ref = script_ref(bytes(content))
+        ref = stored_ref(bytes(content))
         self.blobs.put(f"scripts/{ref.removeprefix('sha256:')}.py", bytes(content))
         return ref
 
     def get_script(self, ref: str) -> bytes:
+        ref = blob_ref(ref)
         path = f"scripts/{ref.removeprefix('sha256:')}.py"
         content = self.blobs.get(path)  # KeyError when it was never stored
-        if script_ref(content) != ref:
+        if stored_ref(content) != ref:
             raise BrokerError(f"script {ref}: the copy at {path} does not match its hash")
         return content
 
@@ -245,7 +251,12 @@ class ModalBroker(Broker):
             pass
 
     def _worth_claiming(self, pool: str) -> bool:
-        """A look at this process's folded view, so an idle claimer commits nothing."""
+        """A look at this process's folded view, so an idle claimer commits nothing. A recent view that shows
+        queued work is trusted without a read: the claim's commit finds out if it is gone."""
+        with self._mutex:
+            recent = self._sync(optimistic=True)
+        if recent.queued.get(pool) and pool not in recent.draining:
+            return True
         state = self.view()
         now = self.clock()
         if state.queued.get(pool) and pool not in state.draining:
@@ -269,21 +280,23 @@ class ModalBroker(Broker):
               billing_since: float | None = None, cold: bool = True) -> bool:
         """The attempt's runner has started: lease_seconds from now, and (for a spawned call) since when its
         container bills for it (boot, or the end of its previous input). False when the lease is gone."""
-        from golfq.core.backends.modal.usage import record_start
-
-        def step(tx: StateTxn) -> bool:
-            job = tx.load(lease.job_id)
-            extended = lifecycle.heartbeat(job, lease, lease_seconds, tx.now) if job is not None else None
-            if job is None or extended is None:
-                return False
-            tx.save(job, extended, ())
-            record_start(tx, lease, container, tx.now if billing_since is None else billing_since, cold)
-            return True
-
-        started = self.transact(step)
+        started = self._request("start", lease=lease, lease_seconds=lease_seconds, container=container,
+                                billing_since=billing_since, cold=cold)
         if started:
             self._started.add((lease.job_id, lease.attempt))
-        return started
+        return bool(started)
+
+    def _start_in(self, tx: StateTxn, lease: Lease, lease_seconds: float, container: str,
+                  billing_since: float | None, cold: bool) -> bool:
+        from golfq.core.backends.modal.usage import record_start
+
+        job = tx.load(lease.job_id)
+        extended = lifecycle.heartbeat(job, lease, lease_seconds, tx.now) if job is not None else None
+        if job is None or extended is None:
+            return False
+        tx.save(job, extended, ())
+        record_start(tx, lease, container, tx.now if billing_since is None else billing_since, cold)
+        return True
 
     def forget_attempts(self, keys: Sequence[str]) -> None:
         """Delete the per-attempt keys of calls long over (heartbeat, run token, revocation marker), so the
@@ -362,33 +375,10 @@ class ModalBroker(Broker):
                      extra={"log_position": state.pos, "generation": state.gen, "waiting_for_capacity": waiting})
 
     def events(self, after_seq: int = 0, limit: int = 1000) -> builtins.list[Event]:
-        state = self.view()
-        last = min(state.seq, after_seq + max(limit, 0))
-        out: builtins.list[Event] = []
-        cursor = max(after_seq, 0)
-        while cursor < min(last, state.events_paged):
-            page = cursor // EVENTS_PER_PAGE
-            stored = self.log.read_page("events", state.page_gens[page], page,
-                                        lambda b: decode(b, list[Event]) or [])
-            out += [e for e in stored if cursor < e.seq <= last]
-            cursor = (page + 1) * EVENTS_PER_PAGE
-        out += [e for e in state.events if cursor < e.seq <= last]
-        return out
+        return events_after(self.log, self.view(), after_seq, limit)
 
     def _observations(self, after: int) -> builtins.list[tuple[int, Observation]]:
-        state = self.view()
-        out: builtins.list[tuple[int, Observation]] = []
-        cursor = after
-        while cursor < state.obs_paged:
-            page = cursor // OBSERVATIONS_PER_PAGE
-            stored = self.log.read_page("obs", state.obs_page_gens[page], page,
-                                        lambda b: decode(b, list[Observation]) or [])
-            first = page * OBSERVATIONS_PER_PAGE
-            out += [(first + i + 1, obs) for i, obs in enumerate(stored) if first + i >= cursor]
-            cursor = first + OBSERVATIONS_PER_PAGE
-        first = state.obs_paged
-        out += [(first + i + 1, obs) for i, obs in enumerate(state.observations) if first + i >= cursor]
-        return out
+        return observations_after(self.log, self.view(), after)
 
     def read_log(self, job: Job) -> str | None:
         """The latest attempt's training log from the artifacts Volume (what `golfq logs` shows)."""

@@ -38,6 +38,8 @@ from golfq.core.backends.modal.store import (
     check_size,
     decode,
     encode,
+    put_listing,
+    read_many,
     update_in_batches,
 )
 from golfq.core.broker import BrokerError
@@ -45,8 +47,13 @@ from golfq.core.broker import BrokerError
 log = logging.getLogger("golfq.modal")
 
 PTR = "snap/ptr"
-APPEND_TRIES = 5
-VOLUME_LATEST = "snapshots/LATEST"
+APPEND_TRIES = 40  # each a put and a read-back, each retried by the client: minutes of outage before giving up
+READ_TRIES = 8
+# Log slots read at once (one round trip): catching up starts with the next one alone (usually nothing is
+# new) and then reads ahead; a lost put reads its slot and the ones after it (someone won: more may follow).
+READ_AHEAD_FIRST, READ_AHEAD_MAX, READ_BACK = 1, 16, 4
+FOLD_BEFORE_LOOKING = 64  # entries folded one by one before a newer snapshot is looked for
+VOLUME_LATEST = "snapshots/LATEST"  # written for people; readers list snapshots/ (this file can move backwards)
 MAX_GENERATIONS_TRIED = 8
 
 
@@ -55,8 +62,11 @@ def _volume_snapshot(gen: int, pos: int) -> str:
 
 
 class Log:
-    def __init__(self, store: DictLike, blobs: BlobStore, writer: str, clock: Callable[[], float]) -> None:
+    def __init__(self, store: DictLike, blobs: BlobStore, writer: str, clock: Callable[[], float],
+                 pause: Callable[[float], None] | None = None) -> None:
         self.store, self.blobs, self.writer, self.clock = store, blobs, writer, clock
+        self.pause = pause or (lambda seconds: None)
+        self.listed: list | None = None  # what the last append's listing found
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -70,40 +80,83 @@ class Log:
             gen = ptr.gen
             state = self.read_snapshot(ptr)
             if state is not None:
-                self.catch_up(state)
-                return state
-        saved = self._volume_state()  # the pointer names a snapshot that is gone: the Volume's copy, if current
-        if saved is not None and saved.gen == gen:
-            self.catch_up(saved)
-            return saved
-        log.warning("snapshot %s is gone from the Dict and the Volume; restoring as a new generation", PTR)
+                return self.advance(state)
+        # The snapshot the pointer names is gone. The Volume's copy may be behind, and entries after it may
+        # have expired: folding on in the same generation could recreate an expired slot, so this starts a
+        # new generation, like a restore.
+        log.warning("snapshot of generation %d is gone from the Dict; restoring as a new generation", gen)
         return self.restore()
 
+    def _volume_snapshots(self) -> list[tuple[int, int]]:
+        """(gen, pos) of every snapshot on the Volume, oldest first: listed, never taken from one file that
+        any process rewrites (last writer wins, so LATEST could name an older one)."""
+        found = []
+        for name in self.blobs.list("snapshots"):
+            stem = name.rsplit("/", 1)[-1].removesuffix(".bin")
+            gen, _, pos = stem.partition("-")
+            if name.endswith(".bin") and gen.isdigit() and pos.isdigit():
+                found.append((int(gen), int(pos)))
+        return sorted(found)
+
     def _volume_state(self) -> State | None:
-        try:
-            gen, pos = (int(x) for x in self.blobs.get(VOLUME_LATEST).decode().split()[:2])
-            snap = decode(self.blobs.get(_volume_snapshot(gen, pos)), Snapshot)
-        except KeyError:
-            return None
-        return None if snap is None else State(snap)
+        for gen, pos in reversed(self._volume_snapshots()):
+            try:
+                snap = decode(self.blobs.get(_volume_snapshot(gen, pos)), Snapshot)
+            except KeyError:
+                continue  # deleted since the listing
+            if snap is not None:
+                return State(snap)
+        return None
 
     def pointer(self) -> Pointer | None:
-        return decode(self.store.get(PTR), Pointer)
+        return decode(self.read(PTR), Pointer)
+
+    def read(self, key: str) -> bytes | None:
+        return self.read_many([key])[0]
+
+    def read_many(self, keys: list[str]) -> list[bytes | None]:
+        """Dict reads in flight together (store.read_many), tried again while Modal answers with errors (a read
+        changes nothing): a writer waiting for its outcome must not give up on a blip."""
+        for tries in range(READ_TRIES):
+            try:
+                return read_many(self.store, keys)
+            except Exception:  # noqa: BLE001 - the client's own retries ran out; tried again below
+                if tries == READ_TRIES - 1:
+                    raise
+                self.pause(min(0.5 * 2 ** tries, 5.0))
+        return [None] * len(keys)
 
     def read_snapshot(self, ptr: Pointer) -> State | None:
-        parts = []
-        for index in range(ptr.chunks):
-            part = self.store.get(f"{snap_key(ptr.gen, ptr.pos)}/{index}")
-            if part is None:
-                return None  # replaced and collected meanwhile
-            parts.append(bytes(part))
-        snap = decode(b"".join(parts), Snapshot)
+        parts = self.read_many([f"{snap_key(ptr.gen, ptr.pos)}/{index}" for index in range(ptr.chunks)])
+        if any(part is None for part in parts):
+            return None  # replaced and collected meanwhile
+        snap = decode(b"".join(bytes(part) for part in parts if part is not None), Snapshot)
         return None if snap is None else State(snap)
 
     def catch_up(self, state: State) -> None:
         """Fold every entry after state.pos."""
         while (data := self.store.get(log_key(state.gen, state.pos + 1))) is not None:
             self._fold(state, decode(data, Entry))
+
+    def advance(self, state: State) -> State:
+        """The newest state from this one: folds entries one by one, and past FOLD_BEFORE_LOOKING of them
+        loads a newer snapshot if there is one (committers publish one every few dozen entries)."""
+        folded, ahead = 0, READ_AHEAD_FIRST
+        while True:
+            found = self.read_many([log_key(state.gen, state.pos + i) for i in range(1, ahead + 1)])
+            for data in found:
+                if data is None:
+                    return state  # the first empty slot is the end of the log
+                self._fold(state, decode(data, Entry))
+                folded += 1
+                if folded % FOLD_BEFORE_LOOKING == 0:
+                    ptr = self.pointer()
+                    if ptr is not None and ptr.gen == state.gen and ptr.pos > state.pos:
+                        newer = self.read_snapshot(ptr)
+                        if newer is not None:
+                            state = newer
+                            break  # the rest of this batch is behind the snapshot
+            ahead = READ_AHEAD_MAX
 
     def _fold(self, state: State, entry: Entry | None) -> None:
         if entry is None or entry.prev != state.rid:
@@ -113,33 +166,46 @@ class Log:
 
     # -- committing ----------------------------------------------------------------------------
 
-    def append(self, state: State, entry: Entry) -> bool:
+    def append(self, state: State, entry: Entry, listing: DictLike | None = None) -> bool:
         """Commit entry as slot state.pos+1: True if it is there now (state advanced by it), False if
-        another writer's entry is (state advanced by theirs: run the step again)."""
+        another writer's entry is (state advanced by theirs: run the step again). With `listing`, its items
+        are read in the same round trip as the first put, into `self.listed` (None when they were not)."""
         key = log_key(state.gen, state.pos + 1)
         data = check_size(key, encode(entry))
         problem: Exception | None = None
-        for _ in range(APPEND_TRIES):
+        self.listed = None
+        for tries in range(APPEND_TRIES):
             try:
-                if self.store.put(key, data, skip_if_exists=True):
+                if listing is not None and tries == 0:
+                    written, self.listed = put_listing(self.store, key, data, listing)
+                else:
+                    written = self.store.put(key, data, skip_if_exists=True)
+                if written:
                     state.apply(entry)
                     return True
             except Exception as error:  # noqa: BLE001 - the client's retries ran out: the outcome is unknown
                 problem = error
-            try:
-                found = self.store.get(key)
+            try:  # the slot, and the slots after it in the same round trip: a loser learns the whole head
+                found, *after = read_many(self.store, [log_key(state.gen, state.pos + i)
+                                                       for i in range(1, READ_BACK + 1)])
             except Exception as error:  # noqa: BLE001 - read back again on the next try
                 problem = error
+                self.pause(min(0.5 * 2 ** min(tries, 4), 5.0))
                 continue
-            if found is None:
-                continue  # not applied, or not yet: the put is retried, never moved to another slot
+            if found is None:  # not applied, or not yet: the put is retried, never moved to another slot
+                if problem is not None:
+                    self.pause(min(0.5 * 2 ** min(tries, 4), 5.0))  # Modal is having a bad minute
+                continue
             theirs = decode(found, Entry)
-            if theirs is not None and theirs.rid == entry.rid:
-                state.apply(entry)  # ours: only the response was lost
-                return True
-            self._fold(state, theirs)
-            return False
-        raise BrokerError(f"could not commit {key} after {APPEND_TRIES} tries: {problem}")
+            ours = theirs is not None and theirs.rid == entry.rid
+            self._fold(state, entry if ours else theirs)  # ours: only the response was lost
+            for data in after:
+                if data is None:
+                    break
+                self._fold(state, decode(data, Entry))
+            return ours
+        raise BrokerError(f"could not learn whether {key} was committed after {APPEND_TRIES} tries ({problem}); "
+                          "re-open the queue and look before doing it again")
 
     # -- snapshots -----------------------------------------------------------------------------
 
@@ -156,6 +222,13 @@ class Log:
     def checkpoint(self, state: State) -> Pointer:
         """Snapshot the state in the Dict and publish it, dropping the one two back; copy it to the Volume."""
         data = encode(state.snapshot())
+        ptr = self.publish(state, data)
+        self.journal(state, data)
+        return ptr
+
+    def publish(self, state: State, data: bytes | None = None) -> Pointer:
+        """Snapshot the state in the Dict and point `snap/ptr` at it unless a newer one is there."""
+        data = encode(state.snapshot()) if data is None else data
         old = self.pointer()
         ptr = self.write_snapshot(state, old, data)
         if old is None or (old.gen, old.pos) < (ptr.gen, ptr.pos):
@@ -165,19 +238,16 @@ class Log:
                 for index in range(chunks):
                     self.store.pop(f"{snap_key(gen, pos)}/{index}", None)
                 self.store.pop(snap_key(gen, pos), None)
-        self.journal(state, data)
         return ptr
 
     def journal(self, state: State, data: bytes | None = None) -> None:
         """Copy the state to the Volume, where Modal's idle expiry cannot reach it; keep two copies."""
         self.blobs.put(_volume_snapshot(state.gen, state.pos), encode(state.snapshot()) if data is None else data)
-        try:
-            latest = self.blobs.get(VOLUME_LATEST).decode().split()
-        except KeyError:
-            latest = []
-        self.blobs.put(VOLUME_LATEST, f"{state.gen} {state.pos} {' '.join(latest[:2])}".encode())
-        if len(latest) >= 4 and (latest[2], latest[3]) != (str(state.gen), str(state.pos)):
-            self.blobs.delete(_volume_snapshot(int(latest[2]), int(latest[3])))
+        snapshots = self._volume_snapshots()
+        self.blobs.put(VOLUME_LATEST, " ".join(f"{g} {p}" for g, p in reversed(snapshots[-2:])).encode())
+        for gen, pos in snapshots[:-2]:  # never one newer than ours: a listing holds at least ours
+            if (gen, pos) < (state.gen, state.pos):
+                self.blobs.delete(_volume_snapshot(gen, pos))
 
     def restore(self) -> State:
         """Start a new generation from the Volume's newest snapshot (an empty state for a new queue)."""

@@ -54,6 +54,25 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     calls: int = 0
 
 
+class Outcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What a request's step returned (msgpack, typed by its op), or the one-line error it raised."""
+
+    value: msgspec.Raw = msgspec.Raw(b"\xc0")  # msgpack nil
+    error: str = ""
+    missing: bool = False  # the error was a KeyError (a job not found)
+
+
+class Request(msgspec.Struct, frozen=True, kw_only=True):
+    """One lease-cycle step (claim, start, complete, fail, stop) that its writer left for whoever commits
+    next: `req/RID` in the `APP-requests` Dict, written once by its writer, carried out in one entry."""
+
+    rid: str
+    op: str
+    args: msgspec.Raw  # msgpack of the op's keyword arguments
+    ts: float  # when it was written (its writer's clock): very old requests are dropped, never carried out
+    writer: str = ""
+
+
 class Entry(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One committed step: a full new value for everything it touched, so applying it is idempotent."""
 
@@ -73,6 +92,7 @@ class Entry(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     spent: dict[str, float] = {}  # the new total of each scope it spent in
     holds: dict[str, Hold | None] = {}  # None: the hold is gone
     paged: tuple[int, int] | None = None  # events and observations now on pages: dropped from the tail
+    outcomes: dict[str, Outcome] = {}  # rid -> outcome of each request this entry carried out (group commit)
 
 
 class Snapshot(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -99,6 +119,7 @@ class Snapshot(msgspec.Struct, kw_only=True, omit_defaults=True):
     caps: dict[str, float] = {}
     spent: dict[str, float] = {}
     holds: dict[str, Hold] = {}
+    done: list[tuple[str, float, Outcome]] = []  # recent requests' outcomes: (rid, entry time, outcome)
 
 
 class Pointer(msgspec.Struct, frozen=True):

@@ -11,13 +11,22 @@ import bisect
 from collections.abc import Iterator
 from typing import TypeVar
 
-from golfq.core.backends.modal.records import EVENTS_PER_PAGE, OBSERVATIONS_PER_PAGE, Call, Entry, Snapshot, Usage
+from golfq.core.backends.modal.records import (
+    EVENTS_PER_PAGE,
+    OBSERVATIONS_PER_PAGE,
+    Call,
+    Entry,
+    Outcome,
+    Snapshot,
+    Usage,
+)
 from golfq.core.budget import Hold
 from golfq.core.events import Event
 from golfq.core.job import Job, JobState
 from golfq.core.pareto import Observation
 
 V = TypeVar("V")
+DONE_KEEP_SECONDS = 3600.0  # how long a request's outcome stays in the state for its writer to read
 QueueKey = tuple[int, int, str]  # (-priority, order, job id): the claim order inside a pool
 
 
@@ -45,6 +54,7 @@ class State:
         self.caps: dict[str, float] = dict(snap.caps)
         self.spent: dict[str, float] = dict(snap.spent)
         self.holds: dict[str, Hold] = dict(snap.holds)
+        self.done: dict[str, tuple[float, Outcome]] = {rid: (ts, out) for rid, ts, out in snap.done}
         self.jobs: dict[str, Job] = {}
         self.queued: dict[str, list[QueueKey]] = {}
         self.leased: dict[str, dict[str, None]] = {}  # pool -> leased job ids, in the order they were leased
@@ -84,6 +94,10 @@ class State:
         self.pos += 1
         self.rid = entry.rid
         self.ts = max(self.ts, entry.ts)
+        if entry.outcomes:
+            self.done.update((rid, (self.ts, out)) for rid, out in entry.outcomes.items())
+            while self.done and (first := next(iter(self.done.items())))[1][0] < self.ts - DONE_KEEP_SECONDS:
+                del self.done[first[0]]
 
     def _page(self, events_upto: int, obs_upto: int) -> None:
         """Events and observations up to these positions now live on pages written by this generation."""
@@ -133,7 +147,8 @@ class State:
             page_gens=list(self.page_gens), obs_page_gens=list(self.obs_page_gens),
             calls=dict(sorted(self.calls.items())), usage=dict(sorted(self.usage.items())),
             caps=dict(sorted(self.caps.items())), spent=dict(sorted(self.spent.items())),
-            holds=dict(sorted(self.holds.items())))
+            holds=dict(sorted(self.holds.items())),
+            done=[(rid, ts, out) for rid, (ts, out) in self.done.items()])
 
 
 def merge(into: dict[str, V], changes: dict[str, V | None]) -> None:

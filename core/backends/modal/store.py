@@ -7,6 +7,7 @@ versions, and a 10,000-spec batch stays far below Modal's value limits.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import zlib
@@ -87,6 +88,51 @@ class DictLike(Protocol):
     def put(self, key: Any, value: Any, *, skip_if_exists: bool = False) -> bool: ...
     def update(self, other: Any = None, /, **kwargs: Any) -> None: ...
     def pop(self, key: Any, default: Any = ...) -> Any: ...
+    def items(self) -> Any: ...
+
+
+def read_many(store: DictLike, keys: list[str]) -> list[Any]:
+    """Several Dict reads in flight at once (modal's `.aio` calls, gathered): about one round trip, not one
+    each. Sequential where that cannot be done (no `.aio`, or already inside an event loop)."""
+    concurrent = getattr(store, "get_concurrently", None)  # the stand-ins model it as one round trip
+    if concurrent is not None:
+        return list(concurrent(keys))
+    aio = getattr(store.get, "aio", None)
+    if aio is None or len(keys) == 1 or _in_event_loop():
+        return [store.get(key) for key in keys]
+
+    async def gather() -> list[Any]:
+        return list(await asyncio.gather(*(aio(key) for key in keys)))
+
+    return asyncio.run(gather())
+
+
+def put_listing(store: DictLike, key: str, data: bytes, listed: DictLike) -> tuple[bool, list[Any] | None]:
+    """put(skip_if_exists=True), and `listed`'s items in the same round trip (modal's `.aio` calls
+    gathered); the items are None where that cannot be done (no `.aio`, or inside an event loop)."""
+    together = getattr(store, "put_listing", None)  # the stand-ins model it as one round trip
+    if together is not None:
+        written, items = together(key, data, listed, skip_if_exists=True)
+        return written, list(items)
+    put, items = getattr(store.put, "aio", None), getattr(listed.items, "aio", None)
+    if put is None or items is None or _in_event_loop():
+        return store.put(key, data, skip_if_exists=True), None
+
+    async def both() -> tuple[bool, list[Any]]:
+        async def listing() -> list[Any]:
+            return [pair async for pair in items()]
+        written, found = await asyncio.gather(put(key, data, skip_if_exists=True), listing())
+        return written, found
+
+    return asyncio.run(both())
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def update_in_batches(store: DictLike, items: Iterable[tuple[str, bytes]]) -> int:
@@ -115,6 +161,8 @@ class BlobStore(Protocol):
     def get(self, path: str) -> bytes:
         """KeyError when there is no such file."""
     def delete(self, path: str) -> None: ...
+    def list(self, folder: str) -> list[str]:
+        """Paths of the files directly in a folder (empty when there is none), read from the source."""
 
 
 def volume_path(path: str) -> str:
@@ -156,6 +204,14 @@ class VolumeBlobStore:
             return b"".join(self.volume.read_file(volume_path(path)))
         except FileNotFoundError:
             raise KeyError(f"{path}: not on the volume") from None
+
+    def list(self, folder: str) -> list[str]:
+        try:  # through the API, never the mount: a container's mounted copy may be stale
+            return [entry.path for entry in self.volume.listdir(volume_path(folder))]
+        except Exception as error:  # Modal raises its NotFoundError for a folder not yet made
+            if not isinstance(error, FileNotFoundError) and type(error).__name__ != "NotFoundError":
+                raise
+            return []
 
     def delete(self, path: str) -> None:
         try:

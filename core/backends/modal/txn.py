@@ -13,7 +13,8 @@ from typing import TypeVar
 
 import msgspec
 
-from golfq.core.backends.modal.records import Call, Entry, Usage, call_key
+from golfq.core import budget
+from golfq.core.backends.modal.records import Call, Entry, Outcome, Usage, call_key
 from golfq.core.backends.modal.state import State, merge, queue_key
 from golfq.core.broker import Txn
 from golfq.core.budget import Hold
@@ -46,6 +47,20 @@ class StateTxn(Txn):
         self._spent: dict[str, float] = {}
         self._holds: dict[str, Hold | None] = {}
         self._paged: tuple[int, int] | None = None
+        self.outcomes: dict[str, Outcome] = {}  # the requests this step carried out (group commit)
+        self.own_ends: set[tuple[str, int]] = set()  # attempts ended by their own runner: no revocation marker
+
+    def mark(self) -> tuple:
+        """Where the step's writes stand, so a request that raises can be undone (rollback)."""
+        return (dict(self._jobs), len(self.events), len(self.reaped), len(self.saved), self._order,
+                dict(self._draining), len(self._obs), dict(self._calls), dict(self._usage), dict(self._caps),
+                dict(self._spent), dict(self._holds))
+
+    def rollback(self, mark: tuple) -> None:
+        (jobs, events, reaped, saved, self._order, self._draining, obs, self._calls, self._usage, self._caps,
+         self._spent, self._holds) = mark
+        self._jobs = jobs
+        del self.events[events:], self.reaped[reaped:], self.saved[saved:], self._obs[obs:]
 
     # -- the contract's Txn --------------------------------------------------------------------
 
@@ -174,12 +189,18 @@ class StateTxn(Txn):
     # -- the entry -----------------------------------------------------------------------------
 
     @property
-    def empty(self) -> bool:
+    def empty_but_outcomes(self) -> bool:
+        """Nothing written but request outcomes."""
         return not (self._jobs or self.events or self._obs or self._order or self._draining or self._calls
                     or self._usage or self._paged or self._caps or self._spent or self._holds)
 
+    @property
+    def empty(self) -> bool:
+        return self.empty_but_outcomes and not self.outcomes
+
     def entry(self, rid: str, writer: str) -> Entry:
         """The step's writes as the next log entry; event numbers and times follow log order."""
+        budget.settle(self)  # the spend ledger of requests a group commit carried (the rest are settled)
         ts = max(self.now, self.state.ts)  # a writer whose clock runs behind never dates an event before the last
         events = [msgspec.structs.replace(event, seq=self.state.seq + i, ts=max(event.ts, self.state.ts))
                   for i, event in enumerate(self.events, start=1)]
@@ -188,7 +209,8 @@ class StateTxn(Txn):
         return Entry(rid=rid, prev=self.state.rid, ts=ts, writer=writer, jobs=jobs, deleted=deleted, events=events,
                      observations=list(self._obs), order=self._order, draining=dict(self._draining),
                      calls=dict(self._calls), usage=dict(self._usage), paged=self._paged,
-                     caps=dict(self._caps), spent=dict(self._spent), holds=dict(self._holds))
+                     outcomes=dict(self.outcomes), caps=dict(self._caps), spent=dict(self._spent),
+                     holds=dict(self._holds))
 
 
 def _merged(base: dict[str, V], changes: dict[str, V | None]) -> dict[str, V]:

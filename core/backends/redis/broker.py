@@ -35,7 +35,7 @@ from golfq.core.events import Event, decode_event
 from golfq.core.job import Job, JobState, Lease, PoolStats, Stats
 from golfq.core.pareto import Observation
 from golfq.core.result import FailureKind, ProgressPoint
-from golfq.core.spec import script_ref
+from golfq.core.spec import blob_ref, stored_ref
 
 Clock = Callable[[], float]
 T = TypeVar("T")
@@ -169,11 +169,11 @@ class RedisBroker(Broker):
             pool = key.decode().rsplit(":", 1)[1]
             for raw in self.redis.lrange(key, 0, -1):
                 tok = raw.decode()
-                if self._atomic(functools.partial(self._release_in, pool=pool, tok=tok)):
+                if self._atomic(functools.partial(self._unhold_in, pool=pool, tok=tok)):
                     released.append(tok)
         return released
 
-    def _release_in(self, tx: Txn, pool: str, tok: str) -> bool:
+    def _unhold_in(self, tx: Txn, pool: str, tok: str) -> bool:
         assert isinstance(tx, RedisTxn)
         parsed = parse_token(tok)
         if tx.client.hget(RQJob.key_for(tok), "status") in (b"queued", b"started"):
@@ -219,8 +219,9 @@ class RedisBroker(Broker):
     def unstrand(self, pool: str, tok: str) -> bool:
         return self.rq.unstrand(pool, tok)
 
-    def requeue(self, ids: Sequence[str] = (), states: Sequence[JobState] = ()) -> builtins.list[str]:
-        return super().requeue([self._job_id_of(i) for i in ids], states)
+    def requeue(self, ids: Sequence[str] = (), states: Sequence[JobState] = (),
+                resume: bool = False) -> builtins.list[str]:
+        return super().requeue([self._job_id_of(i) for i in ids], states, resume)
 
     @staticmethod
     def _job_id_of(name: str) -> str:
@@ -231,12 +232,12 @@ class RedisBroker(Broker):
     # -- scripts and purge ---------------------------------------------------------------------
 
     def put_script(self, content: bytes) -> str:
-        ref = script_ref(content)
+        ref = stored_ref(content)
         self.redis.hsetnx(self.keys.scripts, ref, content)
         return ref
 
     def get_script(self, ref: str) -> bytes:
-        content = self.redis.hget(self.keys.scripts, ref)
+        content = self.redis.hget(self.keys.scripts, blob_ref(ref))
         if content is None:
             raise KeyError(ref)
         return bytes(content)

@@ -34,7 +34,7 @@ from golfq.core.events import Event
 from golfq.core.job import Job, JobState, PoolStats, Stats
 from golfq.core.pareto import Observation
 from golfq.core.result import ProgressPoint
-from golfq.core.spec import script_ref
+from golfq.core.spec import blob_ref, stored_ref
 
 T = TypeVar("T")
 _TERMINAL = tuple(s.value for s in JobState if s.terminal)
@@ -62,13 +62,13 @@ class SqliteBroker(Broker):
         return f"SqliteBroker({self.url!r})"
 
     def put_script(self, content: bytes) -> str:
-        ref = script_ref(bytes(content))
+        ref = stored_ref(bytes(content))
         self._atomic(lambda tx: tx.conn.execute("INSERT OR IGNORE INTO scripts (sha, content) VALUES (?, ?)",
                                                (ref, bytes(content))))
         return ref
 
     def get_script(self, ref: str) -> bytes:
-        rows = self._read("SELECT content FROM scripts WHERE sha = ?", (ref,))
+        rows = self._read("SELECT content FROM scripts WHERE sha = ?", (blob_ref(ref),))
         if not rows:
             raise KeyError(f"script {ref}: not stored in {self.url}")
         return bytes(rows[0][0])

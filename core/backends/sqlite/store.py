@@ -219,9 +219,12 @@ class SqliteStore:
         if self.path.stat().st_size == 0:
             raise self._fail(f"{self.path} is empty (0 bytes): not a queue, or one that was truncated; restore it "
                              f"from a backup (golfq ops export/import), or delete it to start a new queue")
-        with open(self.path, "rb") as handle:
-            if handle.read(16) != b"SQLite format 3\x00":
-                raise self._fail(f"{self.path} is not a golfq queue (not an SQLite database)")
+        if not os.access(self.path, os.R_OK):  # chmod 000, a file another user owns
+            raise self._fail(f"cannot read {self.path}: Permission denied; check its permissions "
+                             f"(ls -l {self.path}) or choose another queue with --queue")
+        # The header is left to SQLite ("file is not a database", in _open_read_only): opening the file here
+        # and closing it would drop every POSIX lock this process holds on it, so another process closing the
+        # queue would delete the WAL under this one's open connections (stale reads, then disk I/O errors).
 
     def _readable(self) -> sqlite3.Connection:
         """This thread's connection for reads: the file read-only, or an empty schema before it exists."""
@@ -258,13 +261,23 @@ class SqliteStore:
         uri = f"file:{quote(str(self.path))}?mode=ro"
         conn = self._connect(uri, "read")
         try:
-            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            self._probe(conn)
         except sqlite3.OperationalError:
             # WAL needs its -shm file; in a directory we cannot write, read the file as it stands.
             conn.close()
             conn = self._connect(uri + "&immutable=1", "read")
         self._check_version(conn, writable=False)
         return conn
+
+    def _probe(self, conn: sqlite3.Connection) -> None:
+        """The first read: a file that is no SQLite database is named as such (OperationalError passes up)."""
+        try:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchall()
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError:
+            conn.close()
+            raise self._fail(f"{self.path} is not a golfq queue (not an SQLite database)") from None
 
     def _open_read_write(self) -> sqlite3.Connection:
         if not self.path.exists():
@@ -274,6 +287,7 @@ class SqliteStore:
             where = self.path if not os.access(self.path, os.W_OK) else self.path.parent
             raise self._fail(f"{where} is read-only for this user: reads work, this command writes")
         conn = self._connect(f"file:{quote(str(self.path))}", "write")
+        self._retrying(lambda: self._probe(conn))
         self._retrying(lambda: conn.execute("PRAGMA journal_mode = WAL"))
         conn.execute(f"PRAGMA synchronous = {self.options.synchronous}")
         self._check_version(conn, writable=True)
