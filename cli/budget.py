@@ -43,7 +43,7 @@ def set_(usd: Annotated[str, typer.Argument(metavar="DOLLARS")], pool: PoolOptio
 
 @budget_app.command()
 def show(queue_url: QueueOption = None, as_json: JsonOption = False) -> None:
-    """Caps, dollars spent and committed, and the pools a cap holds. Example: golfq ops budget show"""
+    """Caps, dollars spent and committed, and the first job a cap holds in each pool. Example: golfq ops budget show"""
     with queue(queue_url) as broker:
         view = ops_budget.show(broker)
     if as_json:

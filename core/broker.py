@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from golfq.core import budget, lifecycle
-from golfq.core.budget import BudgetView, Hold
+from golfq.core.budget import BudgetView, LedgerTxn
 from golfq.core.errors import GolfqError
 from golfq.core.events import Event, EventKind
 from golfq.core.job import CompleteOutcome, Job, JobState, Lease, Stats
@@ -48,13 +48,13 @@ class BrokerError(GolfqError, RuntimeError):
     """A backend problem the caller can act on (unreachable, bad URL): one line."""
 
 
-class Txn(abc.ABC):
-    """One atomic step: reads see one state, writes commit together with `events`."""
+class Txn(LedgerTxn):
+    """One atomic step: reads see one state, writes commit together with `events` (and the spend
+    ledger's reads and writes, golfq.core.budget.LedgerTxn)."""
 
     now: float  # read once, under the backend's lock, so times follow commit order
     events: builtins.list[Event]  # appended (and numbered) by the backend in the same commit
     reaped: builtins.list[Lease]  # attempts this step reaped (a backend may tell its runners after the commit)
-    settled = 0  # events[:settled] are in the spend ledger already (golfq.core.budget.settle)
 
     @abc.abstractmethod
     def load_many(self, ids: Sequence[str]) -> dict[str, Job]: ...
@@ -96,21 +96,6 @@ class Txn(abc.ABC):
     @abc.abstractmethod
     def observe(self, obs: Observation) -> None:
         """Append a counted success's observation for the fronts."""
-
-    # The spend ledger (golfq.core.budget): caps, dollars spent per scope (add_spent is a blind
-    # increment: it reads nothing), holds per attempt ("job/attempt").
-    @abc.abstractmethod
-    def caps(self) -> dict[str, float]: ...
-    @abc.abstractmethod
-    def set_cap(self, scope: str, usd: float | None) -> None: ...
-    @abc.abstractmethod
-    def spent(self) -> dict[str, float]: ...
-    @abc.abstractmethod
-    def add_spent(self, scopes: Sequence[str], usd: float) -> None: ...
-    @abc.abstractmethod
-    def holds(self) -> dict[str, Hold]: ...
-    @abc.abstractmethod
-    def set_hold(self, key: str, hold: Hold | None) -> None: ...
 
     def load(self, job_id: str) -> Job | None:
         return self.load_many([job_id]).get(job_id)

@@ -21,8 +21,9 @@ atomic step (golfq.core.broker).
 
 from __future__ import annotations
 
+import abc
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -83,6 +84,30 @@ class BudgetView(msgspec.Struct, frozen=True, kw_only=True):
 
     def reason(self, pool: str) -> str | None:
         return next((w.reason for w in self.waiting if w.pool == pool), None)
+
+
+class LedgerTxn(abc.ABC):
+    """The ledger's half of an atomic step (golfq.core.broker.Txn): every backend keeps caps, dollars
+    spent per scope and holds per attempt ("job/attempt") beside its jobs."""
+
+    events: list[Event]
+    settled = 0  # events[:settled] are in the ledger already (settle)
+
+    @abc.abstractmethod
+    def load(self, job_id: str) -> Job | None: ...
+    @abc.abstractmethod
+    def caps(self) -> dict[str, float]: ...
+    @abc.abstractmethod
+    def set_cap(self, scope: str, usd: float | None) -> None: ...
+    @abc.abstractmethod
+    def spent(self) -> dict[str, float]: ...
+    @abc.abstractmethod
+    def add_spent(self, scopes: Sequence[str], usd: float) -> None:
+        """Add to each scope's dollars: a blind increment, it reads nothing."""
+    @abc.abstractmethod
+    def holds(self) -> dict[str, Hold]: ...
+    @abc.abstractmethod
+    def set_hold(self, key: str, hold: Hold | None) -> None: ...
 
 
 def scope(pool: str | None = None, tag: str | None = None) -> str:
