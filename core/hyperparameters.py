@@ -48,9 +48,11 @@ BUILTIN_HYPERPARAMETERS: dict[str, Param] = {
     "COMPRESSOR": Param(str, choices=("zlib", "zstd", "lzma")), "GRAD_ACCUM_STEPS": Param(int, 0, 1024),
     "TORCH_COMPILE": FLAG, "DEVICE": Param(str, choices=("", "cpu", "cuda")),
     "EMBED_DTYPE": Param(str, choices=("auto", "bf16", "fp32")), "SDPA_BACKEND": Param(str, choices=("flash", "auto")),
+    "CHECKPOINT_SECONDS": Param(float, 0, BIG),
 }
 # The trainer's fields golfq sets itself, from the spec's typed fields or per attempt (not the user's to set).
-SET_BY_GOLFQ = ("DATA_PATH", "TOKENIZER_PATH", "SEED", "MAX_WALLCLOCK_SECONDS", "ARTIFACT_DIR")
+SET_BY_GOLFQ = ("DATA_PATH", "TOKENIZER_PATH", "SEED", "MAX_WALLCLOCK_SECONDS", "ARTIFACT_DIR", "CHECKPOINT_DIR",
+                "RESUME")
 # Variables the trainer's libraries read (threads, NCCL, torch, CUDA): passed through unchecked.
 LIBRARY_PREFIXES = ("OMP_", "MKL_", "NCCL_", "TORCH_", "TORCHINDUCTOR_", "PYTORCH_", "TRITON_", "CUDA_", "CUBLAS_",
                     "CUDNN_")

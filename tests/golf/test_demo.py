@@ -39,7 +39,9 @@ def test_quick_demo_trains_prints_the_front_and_a_rerun_reuses_the_jobs(stdlib_d
     assert "2 already done, 0 to run" in again.stderr
     assert [j["state"] for j in doc["jobs"]] == ["succeeded", "succeeded"]
     assert [j["result"]["attempt"] for j in doc["jobs"]] == [1, 1]  # reused, not trained again
-    assert sorted(os.listdir(tmp_path / ".golfq" / "runs")) == sorted(f"{j['id']}-1" for j in doc["jobs"])
+    runs = sorted(set(os.listdir(tmp_path / ".golfq" / "runs")) - {"checkpoints"})  # the jobs' checkpoint folders
+    assert runs == sorted(f"{j['id']}-1" for j in doc["jobs"])
+    assert os.listdir(tmp_path / ".golfq" / "runs" / "checkpoints") == []  # a job that succeeded leaves none
     assert all(j["id"] in out for j in doc["jobs"])
     front_ids = {i for p in doc["points"] for i in p["job_ids"]}
     assert doc["track"] == "cpu" and front_ids and front_ids <= {j["id"] for j in doc["jobs"]}
