@@ -18,7 +18,7 @@ from golfq.core.spec import Budget, parse_spec
 from golfq.workers.runner import run_lease
 from tests.golfq_helpers import broker, cli  # noqa: F401 (fixtures)
 
-SCALE = 300.0
+SCALE = 100.0  # 15 s of real time a run: the hard kill's 250 s of slack is 2.5 s, room for a loaded machine
 
 STAND_IN = """
 import os, sys, time
@@ -85,9 +85,11 @@ def test_a_record_run_past_1200_s_is_not_killed_and_is_judged_on_its_logged_time
     assert (result.train_seconds, result.eval_seconds) == (599.592, 508.785)
     phases = result.phases
     assert phases is not None and phases.eval == 508.785
-    assert phases.startup == pytest.approx(60, abs=45)
-    assert phases.train == pytest.approx(599.6, abs=60)
-    assert phases.export == pytest.approx(343.3, abs=60)
+    # A sleep is never shorter than asked, so each phase is at least its own time; a loaded machine only adds
+    # (process start-up, pipe reads), by up to a few hundred scaled seconds.
+    assert 55 <= phases.startup < 60 + 200
+    assert 590 <= phases.train < 599.6 + 200
+    assert 335 <= phases.export < 343.3 + 200
     assert phases.finish is not None and phases.finish < 30
     assert phases.setup is not None and phases.setup < 60
     assert broker.get(result.spec_id).state is JobState.SUCCEEDED
