@@ -239,17 +239,15 @@ def breakdown(replays: dict[str, dict[int, dict]], training: float) -> None:
     print("|---|---|" + "---:|" * len(replays))
     pools = sorted({pool for runs in replays.values() for r in runs.values() for pool, _ in r["billed_by"]})
 
-    def mean(runs: dict[int, dict], value) -> float:
-        return sum(value(r) for r in runs.values()) / len(runs)
+    def means(figure: str, key: object, scale: float = 1.0) -> str:
+        return " | ".join(f"{sum(r[figure].get(key, 0) for r in runs.values()) / len(runs) / scale:.2f}"
+                          for runs in replays.values())
 
     for pool in pools:
         for part in BILLED_PARTS:
-            cells = [mean(runs, lambda r: r["billed_by"].get((pool, part), 0.0) / 3600) for runs in replays.values()]
-            print(f"| {pool} | {part} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
-        print(f"| {pool} | warm starts | "
-              + " | ".join(f"{mean(runs, lambda r: r['warm_starts'].get(pool, 0)):.1f}" for runs in replays.values())
-              + " |")
-    billed = [mean(runs, lambda r: r["outcome"].billed_gpu_hours) for runs in replays.values()]
+            print(f"| {pool} | {part} | {means('billed_by', (pool, part), 3600)} |")
+        print(f"| {pool} | warm starts | {means('warm_starts', pool)} |")
+    billed = [sum(r["outcome"].billed_gpu_hours for r in runs.values()) / len(runs) for runs in replays.values()]
     print("| all | billed | " + " | ".join(f"{b:.2f}" for b in billed) + " |")
     print(f"| all | billed / workload's {training:.1f} | " + " | ".join(f"{b / training:.3f}" for b in billed) + " |")
 
@@ -265,9 +263,9 @@ def stream(quick: bool) -> None:
     for window in (120, 60, 30):
         r = Replay(waves, preempt_per_gpu_hour=0.0, checkpoint_seconds=None, scaledown={"h100": window}).run()
         o, parts = r["outcome"], r["billed_by"]
+        idle = [parts.get(("h100", part), 0.0) / 3600 for part in ("warm idle", "scale-down")]
         print(f"| {window} s | {hours(o.makespan)} | {o.billed_gpu_hours:.2f} | {o.training_gpu_hours:.2f} | "
-              f"{r['warm_starts'].get('h100', 0)} | {r['containers']} | {parts.get(('h100', 'warm idle'), 0) / 3600:.2f} "
-              f"| {parts.get(('h100', 'scale-down'), 0) / 3600:.2f} |")
+              f"{r['warm_starts'].get('h100', 0)} | {r['containers']} | {idle[0]:.2f} | {idle[1]:.2f} |")
 
 
 def sweep(quick: bool) -> None:

@@ -58,7 +58,8 @@ def autoscaler_settings(function):
     from modal_proto import api_pb2
 
     load = synchronizer._translate_in(function)._load
-    captured = dict(zip(load.__code__.co_freevars, (cell.cell_contents for cell in load.__closure__)))
+    captured = dict(zip(load.__code__.co_freevars, (cell.cell_contents for cell in load.__closure__),
+                        strict=True))
     settings = captured["autoscaler_settings"]
     assert isinstance(settings, api_pb2.AutoscalerSettings)
     return settings
