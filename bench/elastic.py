@@ -19,12 +19,12 @@ import dataclasses
 import functools
 import logging
 import platform
-import random
 import sys
 import time
 
-from bench.elastic_cloud import BILLED_PARTS, SimCloud
-from bench.elastic_workload import Outcome, Run, Wave, fixed_boxes, seed_workload, training_gpu_hours
+from bench.elastic_billing import breakdown, stream_table
+from bench.elastic_cloud import SimCloud
+from bench.elastic_workload import Outcome, Wave, fixed_boxes, seed_workload, training_gpu_hours
 from golfq.core.events import EventKind
 from golfq.core.spec import Budget, ExperimentSpec
 from golfq.workers.modal.config import DEFAULT_POOLS, ModalConfig
@@ -232,40 +232,9 @@ def stages(quick: bool, rates: tuple[float, ...] = PREEMPT_PER_GPU_HOUR,
           f"{result['lost']} lost and retried, {result['log_entries']:,} log entries")
 
 
-def breakdown(replays: dict[str, dict[int, dict]], training: float) -> None:
-    """Where the billed GPU-hours went, per pool, averaged over each setting's replays."""
-    print("\n### billed GPU-h by pool and part, mean per replay (warm starts: inputs a warm container took)")
-    print("| pool | part | " + " | ".join(replays) + " |")
-    print("|---|---|" + "---:|" * len(replays))
-    pools = sorted({pool for runs in replays.values() for r in runs.values() for pool, _ in r["billed_by"]})
-
-    def means(figure: str, key: object, scale: float = 1.0) -> str:
-        return " | ".join(f"{sum(r[figure].get(key, 0) for r in runs.values()) / len(runs) / scale:.2f}"
-                          for runs in replays.values())
-
-    for pool in pools:
-        for part in BILLED_PARTS:
-            print(f"| {pool} | {part} | {means('billed_by', (pool, part), 3600)} |")
-        print(f"| {pool} | warm starts | {means('warm_starts', pool)} |")
-    billed = [sum(r["outcome"].billed_gpu_hours for r in runs.values()) / len(runs) for runs in replays.values()]
-    print("| all | billed | " + " | ".join(f"{b:.2f}" for b in billed) + " |")
-    print(f"| all | billed / workload's {training:.1f} | " + " | ".join(f"{b / training:.3f}" for b in billed) + " |")
-
-
 def stream(quick: bool) -> None:
-    """What a 1-GPU pool's scale-down window buys: 200 runs of 5-15 minutes behind 48 containers, each freed container
-    taking the next queued run warm if the dispatcher spawns it within the window (seed 1, no preemption)."""
-    rng = random.Random(3)
-    waves = [[Run("sweep", "h100", rng.uniform(300, 900)) for _ in range(100 if quick else 200)]]
-    print(f"\n## a stream of {len(waves[0])} 1-GPU runs behind 48 containers, by the h100 pool's scale-down window")
-    print("| window | makespan | billed GPU-h | training GPU-h | warm starts | containers | warm idle GPU-h "
-          "| scale-down GPU-h |\n|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for window in (120, 60, 30):
-        r = Replay(waves, preempt_per_gpu_hour=0.0, checkpoint_seconds=None, scaledown={"h100": window}).run()
-        o, parts = r["outcome"], r["billed_by"]
-        idle = [parts.get(("h100", part), 0.0) / 3600 for part in ("warm idle", "scale-down")]
-        print(f"| {window} s | {hours(o.makespan)} | {o.billed_gpu_hours:.2f} | {o.training_gpu_hours:.2f} | "
-              f"{r['warm_starts'].get('h100', 0)} | {r['containers']} | {idle[0]:.2f} | {idle[1]:.2f} |")
+    stream_table(lambda waves, scaledown: Replay(waves, preempt_per_gpu_hour=0.0, checkpoint_seconds=None,
+                                                 scaledown=scaledown).run(), quick)
 
 
 def sweep(quick: bool) -> None:
