@@ -1,7 +1,7 @@
 """golfq on Modal at real latency, in virtual time: the seed's five stages and the backend's limits.
 
     python -m bench.elastic                  # every section
-    python -m bench.elastic --only stages    # stages | sweep | submit | writers | idle
+    python -m bench.elastic --only stages    # stages | stream | sweep | submit | writers | idle
     python -m bench.elastic --quick          # fewer configurations, for a smoke run
 
 The real Dispatcher, ModalBroker and pool-function protocol run against the Modal
@@ -22,6 +22,7 @@ import platform
 import sys
 import time
 
+from bench.elastic_billing import breakdown, stream_table
 from bench.elastic_cloud import SimCloud
 from bench.elastic_workload import Outcome, Wave, fixed_boxes, seed_workload, training_gpu_hours
 from golfq.core.events import EventKind
@@ -40,13 +41,16 @@ SAVE_SECONDS = 1.0  # one save of the baseline's state: bench/checkpoint.py's 0.
 GIVE_UP_SECONDS = 7 * 86400.0  # a replay that has not finished in a virtual week is stuck: fail it
 
 
-def bench_config() -> ModalConfig:
-    """golfq's caps in the replay: 48 single GPUs and five 8xH100 boxes at most."""
+def bench_config(scaledown: dict[str, int] | None = None) -> ModalConfig:
+    """golfq's caps in the replay: 48 single GPUs and five 8xH100 boxes at most; each pool's scale-down window is
+    the app's (workers/modal/config.py) unless `scaledown` names another."""
     import msgspec
 
     pools = dict(DEFAULT_POOLS)
     pools["h100"] = msgspec.structs.replace(pools["h100"], max_containers=48, max_gpus=48)
     pools["h100x8"] = msgspec.structs.replace(pools["h100x8"], max_containers=5, max_gpus=40)
+    for name, window in (scaledown or {}).items():
+        pools[name] = msgspec.structs.replace(pools[name], scaledown_window=window)
     return ModalConfig(pools=pools)
 
 
@@ -55,13 +59,14 @@ class Replay:
 
     def __init__(self, waves: list[Wave], *, cold_start: float = 60.0, latency: float = 0.03, seed: int = 1,
                  preempt_per_gpu_hour: float = PREEMPT_PER_GPU_HOUR[0], duplicate_spawn: float = 0.02,
-                 checkpoint_seconds: float | None = CHECKPOINT_SECONDS, save_seconds: float = SAVE_SECONDS) -> None:
+                 checkpoint_seconds: float | None = CHECKPOINT_SECONDS, save_seconds: float = SAVE_SECONDS,
+                 scaledown: dict[str, int] | None = None) -> None:
         self.waves = waves
         self.clock = VirtualClock()
         net = Network(latency, bandwidth=50 * MiB, lost_responses=0.01, lost_requests=0.005, seed=seed,
                       clock=self.clock)
         self.fake = FakeModal(clock=self.clock, net=net)
-        self.config = bench_config()
+        self.config = bench_config(scaledown)
         self.cloud = SimCloud(self.clock, self.fake, self.config, URL, cold_start=cold_start, gpu_capacity=96,
                               placement_delay={1: 5.0, 8: 60.0}, preempt_per_gpu_hour=preempt_per_gpu_hour,
                               duplicate_spawn=duplicate_spawn, seed=seed, checkpoint_seconds=checkpoint_seconds,
@@ -153,7 +158,7 @@ class Replay:
             "claim_to_spawn": sorted(f.claim_to_spawn), "submit_to_spawn": sorted(waits),
             "containers": f.containers, "preemptions": f.preemptions, "duplicate_spawns": f.duplicate_spawns,
             "big_preemptions": f.big_preemptions, "resumed": f.resumed, "saves": f.saves,
-            "lost_gpu_hours": f.lost_gpu_seconds / 3600,
+            "lost_gpu_hours": f.lost_gpu_seconds / 3600, "billed_by": f.billed_by, "warm_starts": f.warm_starts,
             "duplicates_trained": sum(1 for inputs in f.trained.values() if len(inputs) > 1),
             "calls": self.fake.net.calls,
             "lost": self.fake.net.responses_lost + self.fake.net.requests_lost, "log_entries": state.pos,
@@ -175,27 +180,31 @@ def _row(o: Outcome) -> str:
 
 
 def stages(quick: bool, rates: tuple[float, ...] = PREEMPT_PER_GPU_HOUR,
-           checkpoint_seconds: float | None = CHECKPOINT_SECONDS) -> None:
+           checkpoint_seconds: float | None = CHECKPOINT_SECONDS, scaledown: dict[str, int] | None = None) -> None:
     """The five stages at each preemption rate, five replays each, beside the same replays without preemption
     (and without checkpoints: nothing to save when nothing is lost)."""
     waves = seed_workload()
     seeds = (1,) if quick else (1, 2, 3, 4, 5)
     training = training_gpu_hours(waves)
-    calm = {seed: Replay(waves, seed=seed, preempt_per_gpu_hour=0.0, checkpoint_seconds=None).run() for seed in seeds}
+    calm = {seed: Replay(waves, seed=seed, preempt_per_gpu_hour=0.0, checkpoint_seconds=None, scaledown=scaledown).run()
+            for seed in seeds}
     box = fixed_boxes(waves, 1, one_at_a_time=True, setup="one 8xH100 box, one run at a time")
     packed = fixed_boxes(waves, 1, setup="one 8xH100 box, 1-GPU runs packed 8 at a time")
     cluster = fixed_boxes(waves, 5, setup="fixed 5x8xH100 cluster")
     saving = (f"a checkpoint every {checkpoint_seconds:g} s of training ({SAVE_SECONDS:g} s a save, billed)"
               if checkpoint_seconds else "no checkpoints: a preempted run restarts from zero")
+    windows = ", ".join(f"{name} {pool.scaledown_window} s" for name, pool in bench_config(scaledown).pools.items())
     print(f"\n## the seed's five stages: {sum(len(w) for w in waves)} runs, {training:.1f} GPU-h of training; "
-          f"cold start 60 s, 30 ms a call; {saving}")
+          f"cold start 60 s, 30 ms a call; {saving}; scale-down windows: {windows}")
     print(f"{'setup':<48} {'makespan':>9} {'billed GPU-h':>12} {'training GPU-h':>14} {'cost':>9} {'util':>6}")
     calm_median = sorted((r["outcome"] for r in calm.values()), key=lambda o: o.makespan)[len(calm) // 2]
     for o in (dataclasses.replace(calm_median, setup="golfq on Modal, no preemption (median)"), box, packed, cluster):
         print(_row(o))
+    replays = {"no preemption": calm}
     for rate in rates:
-        runs = {seed: Replay(waves, seed=seed, preempt_per_gpu_hour=rate, checkpoint_seconds=checkpoint_seconds).run()
-                for seed in seeds}
+        runs = replays[f"{rate:g} / GPU-h"] = {
+            seed: Replay(waves, seed=seed, preempt_per_gpu_hour=rate, checkpoint_seconds=checkpoint_seconds,
+                         scaledown=scaledown).run() for seed in seeds}
         print(f"\n### preemption {rate} per GPU-hour: each replay beside the same replay (seed) without preemption")
         print("| seed | makespan | without preemption | ratio | one box / golfq | billed GPU-h | billed / training "
               "| billed / training run | preempted (8xH100) | resumed | training lost GPU-h | twice / stuck |")
@@ -214,12 +223,18 @@ def stages(quick: bool, rates: tuple[float, ...] = PREEMPT_PER_GPU_HOUR,
         print(f"at least 5x one box: {fast} of {len(runs)}; makespan within 5% of the replay without preemption: "
               f"{near} of {len(runs)}; billed at most 1.05x the training run (redone work included): {thrifty} of "
               f"{len(runs)}, at most 1.05x the workload's {training:.1f} GPU-h: {strict} of {len(runs)}")
+    breakdown(replays, training)
     result = calm[seeds[0]]
     c2s, s2s = result["claim_to_spawn"], result["submit_to_spawn"]
     print(f"\nseed {seeds[0]} without preemption: {result['jobs']} jobs: {result['succeeded_once']} succeeded once; "
           f"claim -> spawn p50 {pct(c2s, .5):.2f} s, p99 {pct(c2s, .99):.2f} s, max {c2s[-1]:.2f} s (target < 2 s); "
           f"submit -> spawn p50 {pct(s2s, .5):.1f} s, p99 {pct(s2s, .99):.1f} s; {result['calls']:,} calls, "
           f"{result['lost']} lost and retried, {result['log_entries']:,} log entries")
+
+
+def stream(quick: bool) -> None:
+    stream_table(lambda waves, scaledown: Replay(waves, preempt_per_gpu_hour=0.0, checkpoint_seconds=None,
+                                                 scaledown=scaledown).run(), quick)
 
 
 def sweep(quick: bool) -> None:
@@ -375,19 +390,25 @@ def idle(quick: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", action="append", choices=["stages", "sweep", "submit", "writers", "idle"])
+    parser.add_argument("--only", action="append", choices=["stages", "stream", "sweep", "submit", "writers", "idle"])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--preempt", type=float, action="append", metavar="RATE",
                         help=f"stages: preemptions per GPU-hour, repeatable (default {PREEMPT_PER_GPU_HOUR})")
     parser.add_argument("--checkpoint-seconds", type=float, default=CHECKPOINT_SECONDS, metavar="S",
                         help="stages: a run saves every S seconds of training; 0: no checkpoints (restart from zero)")
+    parser.add_argument("--scaledown-window", action="append", default=[], metavar="POOL=S",
+                        help="stages: this pool's scale-down window instead of the app's (e.g. h100x8=120), repeatable")
     args = parser.parse_args(argv)
+    try:
+        scaledown = {pool: int(seconds) for pool, _, seconds in (w.partition("=") for w in args.scaledown_window)}
+    except ValueError:
+        parser.error("--scaledown-window: expected POOL=SECONDS")
     logging.getLogger("golfq").setLevel(logging.ERROR)  # restores and lost wake-ups are expected here
     print(f"# golfq bench/elastic.py  python {platform.python_version()}  {time.strftime('%Y-%m-%d %H:%M')}  "
           "(figures in virtual time)")
-    for name in args.only or ["submit", "writers", "idle", "stages", "sweep"]:
+    for name in args.only or ["submit", "writers", "idle", "stages", "stream", "sweep"]:
         if name == "stages":
-            stages(args.quick, tuple(args.preempt or PREEMPT_PER_GPU_HOUR), args.checkpoint_seconds or None)
+            stages(args.quick, tuple(args.preempt or PREEMPT_PER_GPU_HOUR), args.checkpoint_seconds or None, scaledown)
         else:
             globals()[name](args.quick)
     return 0

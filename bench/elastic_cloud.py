@@ -20,6 +20,7 @@ save, any other attempt starts from zero. Without, every restart starts from zer
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import random
@@ -66,6 +67,7 @@ class Container:
     next: Input | None = None
     inputs: int = 0
     busy: bool = False
+    work_gpu_seconds: float = 0.0  # billed to training, redone training and saves
 
 
 @dataclass
@@ -82,6 +84,18 @@ class Figures:
     trained: dict[tuple[str, int], set[str]] = field(default_factory=dict)  # attempt -> inputs that trained it
     spawn_at: dict[str, float] = field(default_factory=dict)  # first spawn per job
     claim_to_spawn: list[float] = field(default_factory=list)
+    billed_by: dict[tuple[str, str], float] = field(default_factory=dict)  # (pool, BILLED_PARTS) -> GPU-seconds
+    warm_starts: dict[str, int] = field(default_factory=dict)  # pool -> inputs a warm container took
+
+    def bill(self, pool: str, part: str, gpu_seconds: float) -> None:
+        self.billed_by[pool, part] = self.billed_by.get((pool, part), 0.0) + gpu_seconds
+
+
+# Where a container's billed time goes. "training" is kept progress; "redone" is training lost to a preemption (done
+# again from the last save); "calls" is an input's time outside training and saves (the run token, start, heartbeats
+# and result at call latency); "warm idle" is idle time that ended in another input, "scale-down" idle time that ended
+# the container (or a preemption while idle).
+BILLED_PARTS = ("training", "redone", "saves", "cold start", "calls", "warm idle", "scale-down")
 
 
 class SimCloud:
@@ -196,8 +210,10 @@ class SimCloud:
         c.placed_at = self.clock()
         c.preempt_at = max(c.preempt_at, c.placed_at)
         inp: Input | None = first
+        bill = functools.partial(self._bill, c)
         try:
             self.clock.sleep(min(self.cold_start, c.preempt_at - c.placed_at))
+            bill("cold start", c.gpus * (self.clock() - c.placed_at))
             if self.clock() >= c.preempt_at:
                 self._retry(first)
                 raise Preempted()
@@ -205,12 +221,20 @@ class SimCloud:
             while inp is not None:
                 c.busy, inp_now = True, inp
                 c.inputs += 1
-                self._run_input(c, life, inp_now)
+                if c.inputs > 1:
+                    self.figures.warm_starts[name] = self.figures.warm_starts.get(name, 0) + 1
+                began, work = self.clock(), c.work_gpu_seconds
+                try:
+                    self._run_input(c, life, inp_now)
+                finally:
+                    bill("calls", c.gpus * (self.clock() - began) - (c.work_gpu_seconds - work))
                 c.busy = False
                 self.changed()  # a warm container is free: the placer may give it work
                 idle = min(pool.scaledown_window, c.preempt_at - self.clock())
+                began = self.clock()
                 self.clock.wait_until(lambda: c.next is not None or self.stopping, timeout=idle)
                 inp, c.next = c.next, None
+                bill("warm idle" if inp is not None else "scale-down", c.gpus * (self.clock() - began))
                 if self.clock() >= c.preempt_at:
                     if inp is not None:
                         self._retry(inp)
@@ -222,6 +246,11 @@ class SimCloud:
             c.ended_at = self.clock()
             self.figures.billed_gpu_seconds += c.gpus * (c.ended_at - c.placed_at)
             self.changed()
+
+    def _bill(self, c: Container, part: str, gpu_seconds: float) -> None:
+        self.figures.bill(self.functions[c.function][0], part, gpu_seconds)
+        if part in ("training", "redone", "saves"):
+            c.work_gpu_seconds += gpu_seconds
 
     def _retry(self, inp: Input) -> None:
         """Modal runs a preempted input again, elsewhere, while its retries last."""
@@ -254,12 +283,20 @@ class SimCloud:
         self.owner[lease.job_id] = lease.attempt
         return self.saved.get(lease.job_id, 0.0)
 
+    def _lose(self, bill, gpu_seconds: float) -> None:
+        """A preemption: the training since the last save was billed for nothing and is done again."""
+        self.figures.lost_gpu_seconds += gpu_seconds
+        bill("training", -gpu_seconds)
+        bill("redone", gpu_seconds)
+        raise Preempted()
+
     def _train(self, c: Container, broker: ModalBroker, lease: Lease, inp: Input) -> str:
         self.figures.trained.setdefault((lease.job_id, lease.attempt), set()).add(inp.input_id)
         length = float(lease.spec.env["SIM_SECONDS"])
         done = start = self._resume_point(lease)
         self.figures.resumed += start > 0
         gpus, started = c.gpus, self.clock()
+        bill = functools.partial(self._bill, c)
         next_save = done + (self.checkpoint_seconds or math.inf)
         next_beat = self.clock() + self.config.heartbeat_seconds
         while done < length:
@@ -267,14 +304,14 @@ class SimCloud:
             self.clock.sleep(step)
             done += step
             self.figures.training_gpu_seconds += gpus * step
+            bill("training", gpus * step)
             if self.clock() >= c.preempt_at:
-                self.figures.lost_gpu_seconds += gpus * (done - self.saved.get(lease.job_id, 0.0))
-                raise Preempted()
+                self._lose(bill, gpus * (done - self.saved.get(lease.job_id, 0.0)))
             if done >= next_save and done < length:
                 self.clock.sleep(self.save_seconds)  # billed, not training
+                bill("saves", gpus * self.save_seconds)
                 if self.clock() >= c.preempt_at:  # gone mid-save: the previous checkpoint stands
-                    self.figures.lost_gpu_seconds += gpus * (done - self.saved.get(lease.job_id, 0.0))
-                    raise Preempted()
+                    self._lose(bill, gpus * (done - self.saved.get(lease.job_id, 0.0)))
                 self.saved[lease.job_id] = done
                 self.figures.saves += 1
                 next_save = done + (self.checkpoint_seconds or math.inf)

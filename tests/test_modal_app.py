@@ -52,6 +52,29 @@ def test_each_pool_has_its_own_autoscaler_settings_from_config_and_scales_to_zer
                                                                       "/artifacts": "golfq-artifacts"}
 
 
+def autoscaler_settings(function):
+    """The AutoscalerSettings that modal's client sends when it creates this function (FunctionCreate)."""
+    from modal._utils.async_utils import synchronizer
+    from modal_proto import api_pb2
+
+    load = synchronizer._translate_in(function)._load
+    captured = dict(zip(load.__code__.co_freevars, (cell.cell_contents for cell in load.__closure__),
+                        strict=True))
+    settings = captured["autoscaler_settings"]
+    assert isinstance(settings, api_pb2.AutoscalerSettings)
+    return settings
+
+
+def test_modal_creates_each_pool_function_with_its_own_scale_down_window():
+    sent = {pool: autoscaler_settings(fn) for pool, fn in POOL_FUNCTIONS.items()}
+    assert {pool: s.scaledown_window for pool, s in sent.items()} == {
+        pool: DEFAULT_POOLS[pool].scaledown_window for pool in POOL_FUNCTIONS}
+    assert {pool: (s.min_containers, s.max_containers) for pool, s in sent.items()} == {
+        pool: (0, DEFAULT_POOLS[pool].max_containers) for pool in POOL_FUNCTIONS}
+    # an idle 8xH100 container bills 8 GPUs and rarely gets a next job in time; a 1-GPU pool's stream does
+    assert sent["h100x8"].scaledown_window < sent["h100"].scaledown_window
+
+
 def test_dispatcher_runs_on_a_schedule_alone_and_data_prep_owns_the_data_volume():
     assert modal_app.dispatch.info().schedule == "Period(seconds=60.0)"
     assert modal_app.DECLARED["dispatch"]["max_containers"] == 1  # one dispatcher at a time
@@ -75,13 +98,15 @@ def test_the_h100x8_pool_runs_torchrun_across_eight_gpus_in_its_container():
 
 def test_config_file_sets_resources_and_caps(monkeypatch, tmp_path):
     path = tmp_path / "modal.toml"
-    path.write_text('[pools.h100x8]\ncpu = 48.0\nmax_containers = 3\nmax_gpu_hours = 50\n')
+    path.write_text('[pools.h100x8]\ncpu = 48.0\nmax_containers = 3\nmax_gpu_hours = 50\nscaledown_window = 300\n')
     monkeypatch.setenv("GOLFQ_MODAL_CONFIG", str(path))
     monkeypatch.setenv("GOLFQ_MODAL_APP", "golfq-alt")
     try:
         app = importlib.reload(modal_app)
         assert app.run_h100x8.info().gpus == [("H100!", 8)] and app.DECLARED["run_h100x8"]["cpu"] == 48.0
         assert app.DECLARED["run_h100x8"]["max_containers"] == 3
+        assert autoscaler_settings(app.run_h100x8).scaledown_window == 300
+        assert autoscaler_settings(app.run_h100).scaledown_window == DEFAULT_POOLS["h100"].scaledown_window
         assert app.run_h100.info().gpus == [("H100!", 1)]  # other pools keep their defaults
         assert app.run_h100.info().volumes["/data"].name == "golfq-alt-data"
         assert json.loads(app.RUNTIME_ENV["GOLFQ_MODAL_CONFIG_JSON"])["pools"]["h100x8"]["max_gpu_hours"] == 50

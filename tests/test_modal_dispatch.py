@@ -255,7 +255,7 @@ def test_cancelling_a_running_job_cancels_its_call_and_its_runner_stops(broker, 
 @pytest.mark.parametrize("caps, spawned, reason", [
     ({"max_containers": 2}, 2, "max_containers"),
     ({"max_gpus": 3}, 3, "max_gpus"),
-    ({"max_gpu_hours": 2.0}, 2, "max_gpu_hours"),  # each job may bill 1800 s + 600 s set-up + 120 s scale-down
+    ({"max_gpu_hours": 2.0}, 2, "max_gpu_hours"),  # each job may bill 1800 s + 600 s set-up + 60 s scale-down
 ])
 def test_caps_make_jobs_wait_never_drop_them(broker, spawner, caps, spawned, reason):
     jobs = broker.submit([gpu_spec(seed) for seed in range(6)])
@@ -283,9 +283,10 @@ def test_gpu_hours_already_billed_count_against_the_cap(broker, spawner, cloud, 
     worker.start(lease, 120, billing_since=clock.now)
     clock.advance(1800)
     succeed(worker, lease, finished_at=clock.now)
-    report = dispatcher.run_once()  # 1800 s + tail billed: another 2520 s job would pass 1 h
+    report = dispatcher.run_once()  # 1800 s + tail billed: another 2460 s job would pass 1 h
     assert report.pools["h100"].spawned == [] and report.pools["h100"].blocked == "max_gpu_hours"
-    assert reserved_seconds(broker.get(lease.job_id), 1, config().pools["h100"]) == 1800 + 600 + 120
+    tail = config().pools["h100"].scaledown_window
+    assert reserved_seconds(broker.get(lease.job_id), 1, config().pools["h100"]) == 1800 + 600 + tail
 
 
 def test_a_drained_pool_spawns_nothing_until_resumed(broker, spawner):

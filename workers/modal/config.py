@@ -61,12 +61,18 @@ class ModalConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
 # GPU functions reserve CPU and memory: Modal's default (0.125 cores, 128 MiB) starves 8 ranks, their data
 # loaders and torch.compile's workers. "H100!" pins the type: plain "H100" may be placed on an H200,
 # whose results would be filed on an H100 track.
+# Scale-down windows per pool (bench/elastic.py, BENCHMARKS.md): a warm container saves the next job a cold start only
+# if that job is spawned within the window, and idles on every GPU until then. Behind a pool's cap, the finishing
+# run's commit kicks the dispatcher, which spawns the next queued job within seconds, or the scheduled pass does
+# within dispatch_every_seconds if the kick was lost: a 1-GPU pool, with its streams of short jobs, keeps that long.
+# An 8xH100 pool runs few jobs of hours, each next one an agent's thought away; 8 idle GPUs cost more than the
+# cold start a lost kick would save, so its window covers the kick alone.
 DEFAULT_POOLS: dict[str, PoolConfig] = {
     "cpu": PoolConfig(function="run_cpu", cpu=4.0, memory_mib=8192, max_containers=8, startup_seconds=300.0),
     "h100": PoolConfig(function="run_h100", gpu="H100!", cpu=8.0, memory_mib=65536, max_containers=8, max_gpus=8,
-                       scaledown_window=120),
+                       scaledown_window=60),
     "h100x8": PoolConfig(function="run_h100x8", gpu="H100!:8", cpu=32.0, memory_mib=262144, max_containers=2,
-                         max_gpus=16, scaledown_window=120, startup_seconds=1800.0),
+                         max_gpus=16, scaledown_window=30, startup_seconds=1800.0),
 }
 PINNED = {"H100": "H100!"}  # GPU types Modal may silently upgrade, and the spelling that stops it
 
