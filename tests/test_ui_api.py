@@ -8,6 +8,7 @@ pytest.importorskip("starlette", reason="golfq ui needs the ui extra (starlette,
 pytest.importorskip("httpx", reason="Starlette's test client needs httpx")
 from starlette.testclient import TestClient  # noqa: E402
 
+import golfq  # noqa: E402
 from golfq.cli.ui.server import make_app  # noqa: E402
 from golfq.core.job import JobState  # noqa: E402
 from golfq.producer.client import Client  # noqa: E402
@@ -271,7 +272,11 @@ def test_setting_a_cap_is_forbidden_without_the_flag_and_releases_jobs_with_it(q
     assert client.broker.claim("h100", "w") is None  # the cap stands
     api = http(client, tmp_path, allow_actions=True)
     assert api.get("/api/jobs", params={"filter": "waiting:budget"}).json()["total"] == 2
+    before = api.get("/api/info").json()
     raised = api.post("/api/actions/budget", json={"usd": "$9", "pool": "h100"}).json()["budget"]
+    after = api.get("/api/info").json()  # no event, yet the rows changed: the page redraws on rows_version
+    assert after["seq"] == before["seq"] and after["rows_version"] > before["rows_version"]
+    assert after["version"] == golfq.__version__
     assert {s["scope"]: s["cap"] for s in raised["scopes"]}["pool:h100"] == 9.0 and raised["jobs_waiting"] == 0
     assert client.broker.claim("h100", "w").job_id == ids[1]  # $3.95 + $3.95 fit under $9
     api.app.state.dashboard.index.checked = 0.0

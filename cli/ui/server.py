@@ -2,9 +2,11 @@
 
 Every read goes through the client API, so the dashboard serves any backend. Bad requests answer
 4xx with `{"error": "<one line>"}`: an unknown job or track 404, a bad filter or parameter 400, an
-action while actions are off 403. Actions (cancel, requeue, promote, budget: set or clear a spend cap) exist only when the app is
-made with `allow_actions`, and take a JSON body: a cross-site form cannot send one without a CORS
-preflight, which this app never grants, and the Host check keeps DNS-rebinding pages out.
+action while actions are off 403. Actions (cancel, requeue, promote, budget: set or clear a spend
+cap) exist only when the app is made with `allow_actions`, and take a JSON body: a cross-site form
+cannot send one without a CORS preflight, which this app never grants, and the Host check keeps
+DNS-rebinding pages out. `rows_version` in /api/info moves when a row changes (a cap changes rows
+with no event), so the page redraws on it rather than on the event sequence.
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ class Dashboard:
     def info(self, request: Request) -> dict[str, Any]:
         self.index.refresh()
         return {"version": __version__, "queue": self.client.url, "allow_actions": self.allow_actions,
-                "seq": self.index.seq, "version": self.index.version, "jobs": len(self.index.rows), "columns": list(COLUMNS),
+                "seq": self.index.seq, "rows_version": self.index.version, "jobs": len(self.index.rows),
+                "columns": list(COLUMNS),
                 "hyperparameters": sorted(self.index.hyper), "tracks": self.client.tracks(),
                 "states": [s.value for s in JobState]}
 

@@ -320,7 +320,7 @@ async function poll() {
     $("queue").textContent = info.queue;
     $("mode").textContent = info.allow_actions ? "actions on" : "read-only";
     $("mode").classList.toggle("actions", info.allow_actions);
-    if (info.version !== state.seq) { const first = state.seq === -1; state.seq = info.version; if (!first) render(); }
+    if (info.rows_version !== state.seq) { const first = state.seq === -1; state.seq = info.rows_version; if (!first) render(); }
   } catch (e) { $("queue").textContent = "queue unreachable: " + e.message; }
 }
 window.addEventListener("hashchange", route);
