@@ -161,9 +161,10 @@ def hourly_usd(pool_name: str) -> float:
     return price_table().get(pool.gpu_type, 0.0) * pool.gpus
 
 
-def worst_case(spec: ExperimentSpec) -> float:
-    """The most an attempt of this spec can cost: its pool's price x GPUs x its hard timeout."""
-    return round(hourly_usd(spec.pool) * spec.budget.hard_timeout / 3600.0, 6)
+def worst_case(spec: ExperimentSpec, hourly: float | None = None) -> float:
+    """The most an attempt of this spec can cost: its pool's price x GPUs (`hourly`, if the caller has
+    read it already) x its hard timeout."""
+    return round((hourly_usd(spec.pool) if hourly is None else hourly) * spec.budget.hard_timeout / 3600.0, 6)
 
 
 def committed(held: Mapping[str, Hold]) -> dict[str, float]:

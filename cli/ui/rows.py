@@ -4,7 +4,7 @@ The dashboard pages, sorts and filters on the server, so a browser never holds m
 of a 100,000-job queue. The index reads only through the client API: `Client.list` once, then
 `Client.events` after the last sequence number it saw and `Client.get` for each job those events
 name; a queue with no new events costs one small read per refresh. Each refresh also reads the spend
-caps (`Client.budget`, one small read: a cap changes no job, so no event says so) and marks each
+caps (`Client.budget(waiting=False)`, one small read: a cap changes no job, so no event says so) and marks each
 queued job a cap holds back: `waiting` "budget" and the line `golfq status` gives as its reason.
 """
 
@@ -190,7 +190,7 @@ class JobIndex:
                 if len(changed) > RELOAD_AFTER:
                     self._reload()
                     return
-            budget = self.client.budget()  # after the events: a raised cap shows with the claims it allowed
+            budget = self.client.budget(waiting=False)  # after the events: a raised cap shows with its claims
             if changed or budget != self.budget:
                 rows, hyper, priced = dict(self.rows), set(self.hyper), dict(self.priced)
                 prices: dict[str, float] = price_table()
@@ -218,7 +218,7 @@ class JobIndex:
         self.rates = {}
         for job in self.client.list():
             self._put(rows, hyper, priced, job, prices, tracks)
-        self._publish(rows, hyper, priced, seq, self.client.budget())
+        self._publish(rows, hyper, priced, seq, self.client.budget(waiting=False))
 
     def _put(self, rows: dict[str, Row], hyper: set[str], priced: Priced, job: Job, prices: Mapping[str, float],
              tracks: dict[str, str]) -> None:
@@ -228,7 +228,7 @@ class JobIndex:
         if job.pool not in self.rates:
             self.rates[job.pool] = hourly_usd(job.pool)
         if job.state is JobState.QUEUED and self.rates[job.pool]:
-            priced[job.id] = (worst_case(job.spec), scopes_of(job.spec))
+            priced[job.id] = (worst_case(job.spec, self.rates[job.pool]), scopes_of(job.spec))
         else:
             priced.pop(job.id, None)
 

@@ -163,7 +163,7 @@ class Dashboard:
             raise GolfqError("budget: pool and tag are names (strings)")
         self.client.set_budget(body["usd"], pool=pool, tag=tag)  # a bad cap or scope: BudgetError, one line
         self.index.checked = 0.0  # the next read marks the jobs this cap holds or lets go
-        return {"action": "budget", "budget": views.budget_doc(self.index)}
+        return {"action": "budget", "budget": views.budget_doc(self.client, self.index)}
 
 
 Handler = Callable[[Request], dict[str, Any]]

@@ -193,11 +193,11 @@ class Spend:
             return self.rows
 
 
-def budget_doc(index: JobIndex) -> dict[str, Any]:
-    """The spend caps as the index last read them: each scope's cap, spent, committed and left dollars, each
-    pool's first job a cap holds (as `golfq status` shows it) and how many queued jobs a cap holds in all."""
+def budget_doc(client: Client, index: JobIndex) -> dict[str, Any]:
+    """The spend caps: each scope's cap, spent, committed and left dollars, each pool's first job a cap
+    holds (as `golfq status` shows it) and how many queued jobs a cap holds in all (the index's marks)."""
     index.refresh()
-    view = index.budget
+    view = client.budget()
     return {"scopes": [{"scope": s.scope, "label": label(s.scope), "cap": s.cap, "spent": round(s.spent, 4),
                         "committed": round(s.committed, 4), "left": None if s.left is None else round(s.left, 4)}
                        for s in view.scopes],
@@ -217,4 +217,4 @@ def ops_doc(client: Client, spend: Spend, index: JobIndex) -> dict[str, Any]:
     return {"backend": stats.backend, "queue": client.url, "last_seq": stats.last_seq, "pools": pools,
             "spend": spent, "spend_usd": round(sum(r["cost_usd"] for r in spent), 4),
             "gpu_seconds": round(sum(r["gpu_seconds"] for r in spent), 3), "extra": dict(stats.extra),
-            "budget": budget_doc(index)}
+            "budget": budget_doc(client, index)}
