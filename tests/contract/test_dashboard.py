@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from golfq.core.result import Result
 from golfq.producer.client import Client
 from tests.ui_helpers import report_points, seed_queue
 
@@ -44,7 +45,8 @@ def test_the_dashboard_shows_why_a_job_waits_on_a_cap_on_this_backend(broker, tm
     first, second = client.submit_many([{"pool": "h100", "name": f"big{i}", "seed": i, "tags": ["agent"],
                                          "budget": hour} for i in (1, 2)])
     client.set_budget(6, tag="agent")
-    assert broker.claim("h100", "w").job_id == first.id
+    lease = broker.claim("h100", "w")
+    assert lease.job_id == first.id
     api = TestClient(make_app(client, tmp_path / "runs", allow_actions=True), base_url="http://127.0.0.1")
     [row] = api.get("/api/jobs", params={"filter": "waiting:budget"}).json()["rows"]
     reason = "budget tag agent: $0.00 spent + $3.95 committed + $3.95 worst case > $6.00 cap"
@@ -55,3 +57,10 @@ def test_the_dashboard_shows_why_a_job_waits_on_a_cap_on_this_backend(broker, tm
     assert api.post("/api/actions/budget", json={"usd": 8, "tag": "agent"}).status_code == 200
     assert api.get("/api/jobs", params={"filter": "waiting:budget"}).json()["total"] == 0
     assert broker.claim("h100", "w").job_id == second.id
+    broker.complete(lease, Result(spec_id=first.id, attempt=lease.attempt, status="succeeded", val_bpb=1.2,
+                                  artifact_bytes=1000, train_seconds=300.0, gpu_name="H100", gpu_count=1,
+                                  gpu_seconds=360.0))  # $0.395
+    ops = api.get("/api/ops").json()  # one figure: `ops cost`'s spend is what the caps count as spent
+    tag = next(s for s in ops["budget"]["scopes"] if s["scope"] == "tag:agent")
+    assert ops["spend_usd"] == pytest.approx(0.395) and tag["spent"] == pytest.approx(0.395)
+    assert tag["committed"] == pytest.approx(3.95)
