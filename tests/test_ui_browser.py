@@ -148,6 +148,8 @@ def test_parallel_coordinates_compare_and_operations_render(site):
     driver.get(url + "/#ops")
     wait_for(lambda: "cpu" in driver.find_element(By.ID, "ops-pools").text)
     assert "spend so far" in driver.find_element(By.ID, "ops-summary").text
+    assert "of the queue" in driver.find_element(By.ID, "ops-budget").text  # the spend caps, read-only
+    assert not driver.find_elements(By.CSS_SELECTOR, "#ops-budget .cap-set")
     shot(driver, "ops")
 
 
