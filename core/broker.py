@@ -415,9 +415,10 @@ class Broker(abc.ABC):
         """Set (or, with None, clear) a scope's cap in dollars; the next claim sees it."""
         self._write(lambda tx: tx.set_cap(scope, usd))
 
-    def budget(self) -> BudgetView:
-        """Caps, spent and committed dollars per scope, and the pools whose next job a cap holds."""
-        pools = sorted(self.stats().pools)
+    def budget(self, waiting: bool = True) -> BudgetView:
+        """Caps, spent and committed dollars per scope, and (unless `waiting` is False: a cheaper read of
+        the ledger alone) the pools whose next job a cap holds."""
+        pools = sorted(self.stats().pools) if waiting else []
         return self._look(lambda tx: budget.read(tx, pools))
 
     def _look(self, step: Callable[[Txn], T]) -> T:

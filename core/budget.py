@@ -85,6 +85,15 @@ class BudgetView(msgspec.Struct, frozen=True, kw_only=True):
     def reason(self, pool: str) -> str | None:
         return next((w.reason for w in self.waiting if w.pool == pool), None)
 
+    def holds_back(self, worst: float, scopes: Sequence[str]) -> str:
+        """Why a queued attempt of this worst case in these scopes (scopes_of) would wait now ("" if it
+        would not): check() from this view's figures, for a reader that holds no atomic step."""
+        caps = {s.scope: s.cap for s in self.scopes if s.cap is not None}
+        if not caps:
+            return ""
+        return over_cap(worst, scopes, caps, {s.scope: s.spent for s in self.scopes},
+                        {s.scope: s.committed for s in self.scopes})
+
 
 class LedgerTxn(abc.ABC):
     """The ledger's half of an atomic step (golfq.core.broker.Txn): every backend keeps caps, dollars
@@ -152,9 +161,10 @@ def hourly_usd(pool_name: str) -> float:
     return price_table().get(pool.gpu_type, 0.0) * pool.gpus
 
 
-def worst_case(spec: ExperimentSpec) -> float:
-    """The most an attempt of this spec can cost: its pool's price x GPUs x its hard timeout."""
-    return round(hourly_usd(spec.pool) * spec.budget.hard_timeout / 3600.0, 6)
+def worst_case(spec: ExperimentSpec, hourly: float | None = None) -> float:
+    """The most an attempt of this spec can cost: its pool's price x GPUs (`hourly`, if the caller has
+    read it already) x its hard timeout."""
+    return round((hourly_usd(spec.pool) if hourly is None else hourly) * spec.budget.hard_timeout / 3600.0, 6)
 
 
 def committed(held: Mapping[str, Hold]) -> dict[str, float]:
@@ -170,10 +180,15 @@ def check(spec: ExperimentSpec, caps: Mapping[str, float], spent: Mapping[str, f
           held: Mapping[str, Hold]) -> str:
     """Why an attempt of this spec may not start now ("" if it may): the first cap it would pass."""
     worst = worst_case(spec)
+    return over_cap(worst, scopes_of(spec), caps, spent, committed(held)) if worst else ""
+
+
+def over_cap(worst: float, scopes: Sequence[str], caps: Mapping[str, float], spent: Mapping[str, float],
+             busy: Mapping[str, float]) -> str:
+    """The first cap of these scopes that `worst` more dollars would pass, as a line ("" if none)."""
     if not worst:
         return ""  # free (a CPU pool): it never takes money past a cap
-    busy = committed(held)
-    for key in scopes_of(spec):
+    for key in scopes:
         cap = caps.get(key)
         if cap is None:
             continue

@@ -195,10 +195,11 @@ class Client:
     def tracks(self) -> builtins.list[str]:
         return self.broker.tracks()
 
-    def budget(self) -> BudgetView:
+    def budget(self, *, waiting: bool = True) -> BudgetView:
         """Spend caps, spent and committed dollars per scope, and `waiting`: the pools whose next job a
-        cap keeps queued, with why. >>> [w.reason for w in q.budget().waiting]"""
-        return self.broker.budget()
+        cap keeps queued, with why (waiting=False: the ledger alone, a cheaper read).
+        >>> [w.reason for w in q.budget().waiting]"""
+        return self.broker.budget(waiting)
 
     def set_budget(self, usd: float | str | None, *, pool: str | None = None, tag: str | None = None) -> None:
         """Cap the queue, a pool or a tag in dollars (None clears it); the next claim sees it.

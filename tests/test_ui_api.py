@@ -8,6 +8,7 @@ pytest.importorskip("starlette", reason="golfq ui needs the ui extra (starlette,
 pytest.importorskip("httpx", reason="Starlette's test client needs httpx")
 from starlette.testclient import TestClient  # noqa: E402
 
+import golfq  # noqa: E402
 from golfq.cli.ui.server import make_app  # noqa: E402
 from golfq.core.job import JobState  # noqa: E402
 from golfq.producer.client import Client  # noqa: E402
@@ -229,3 +230,81 @@ def test_golfq_ui_serves_until_stopped_and_refuses_a_bad_port(queue):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+HOUR = {"train_seconds": 600, "timeout_seconds": 3600}  # $3.95 worst case on one H100
+REASON = "budget pool h100: $0.00 spent + $3.95 committed + $3.95 worst case > $5.00 cap"
+
+
+def capped(client: Client) -> list[str]:
+    """Three H100 jobs under a $5 pool cap: the first claimed ($3.95 committed), the other two held back."""
+    jobs = client.submit_many([{"pool": "h100", "name": f"big{i}", "seed": i, "budget": HOUR} for i in range(3)])
+    client.set_budget(5, pool="h100")
+    assert client.broker.claim("h100", "w").job_id == jobs[0].id
+    return [j.id for j in jobs]
+
+
+def test_caps_and_why_jobs_wait_appear_in_runs_the_job_panel_and_operations(queue):
+    client, _, tmp_path = queue
+    ids = capped(client)
+    api = http(client, tmp_path)
+    waiting = api.get("/api/jobs", params={"filter": "waiting:budget"}).json()["rows"]
+    assert [(r["id"], r["state"], r["waiting_reason"]) for r in waiting] == [(i, "queued", REASON) for i in ids[1:]]
+    assert api.get("/api/jobs", params={"filter": "waiting!=budget state:queued"}).json()["total"] == 3  # the cpu ones
+    assert api.get(f"/api/jobs/{ids[1]}").json()["job"]["waiting_reason"] == REASON
+    assert api.get(f"/api/jobs/{ids[0]}").json()["job"]["waiting"] == ""  # running: it waits on nothing
+    ops = api.get("/api/ops").json()
+    scopes = {s["scope"]: s for s in ops["budget"]["scopes"]}
+    assert scopes["pool:h100"] == {"scope": "pool:h100", "label": "pool h100", "cap": 5.0, "spent": 0.0,
+                                   "committed": 3.95, "left": pytest.approx(1.05)}
+    assert scopes["queue"]["cap"] is None and scopes["queue"]["spent"] == pytest.approx(ops["spend_usd"], abs=1e-4)
+    status_view = client.budget()  # what `golfq status` prints: each pool's first held job and its reason
+    assert ops["budget"]["waiting"] == [{"pool": "h100", "job_id": ids[1], "reason": REASON}]
+    assert [(w.job_id, w.reason) for w in status_view.waiting] == [(ids[1], REASON)]
+    assert ops["budget"]["jobs_waiting"] == 2
+
+
+def test_setting_a_cap_is_forbidden_without_the_flag_and_releases_jobs_with_it(queue):
+    client, _, tmp_path = queue
+    ids = capped(client)
+    refused = http(client, tmp_path).post("/api/actions/budget", json={"usd": 100, "pool": "h100"})
+    assert refused.status_code == 403 and "--allow-actions" in refused.json()["error"]
+    assert client.broker.claim("h100", "w") is None  # the cap stands
+    api = http(client, tmp_path, allow_actions=True)
+    assert api.get("/api/jobs", params={"filter": "waiting:budget"}).json()["total"] == 2
+    before = api.get("/api/info").json()
+    raised = api.post("/api/actions/budget", json={"usd": "$9", "pool": "h100"}).json()["budget"]
+    after = api.get("/api/info").json()  # no event, yet the rows changed: the page redraws on rows_version
+    assert after["seq"] == before["seq"] and after["rows_version"] > before["rows_version"]
+    assert after["version"] == golfq.__version__
+    assert {s["scope"]: s["cap"] for s in raised["scopes"]}["pool:h100"] == 9.0 and raised["jobs_waiting"] == 0
+    assert client.broker.claim("h100", "w").job_id == ids[1]  # $3.95 + $3.95 fit under $9
+    api.app.state.dashboard.index.checked = 0.0
+    [held] = api.get("/api/jobs", params={"filter": "waiting:budget"}).json()["rows"]  # a third would not fit
+    assert held["id"] == ids[2] and "$7.90 committed" in held["waiting_reason"]
+    api.post("/api/actions/budget", json={"usd": 2, "tag": "sweep"})
+    assert [(s.scope, s.cap) for s in client.budget().scopes if s.cap is not None] == [("pool:h100", 9.0),
+                                                                                        ("tag:sweep", 2.0)]
+    cleared = api.post("/api/actions/budget", json={"usd": None, "pool": "h100"}).json()["budget"]
+    assert cleared["jobs_waiting"] == 0 and cleared["waiting"] == []
+    assert client.broker.claim("h100", "w").job_id == ids[2]
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"usd": "lots", "pool": "h100"}, "budget: 'lots' is not a number of dollars"),
+    ({"usd": -1}, "budget: a cap cannot be negative"),
+    ({"usd": [5]}, "is not a number of dollars"),
+    ({"usd": True}, "is not a number of dollars"),
+    ({"usd": 5, "pool": "tpu"}, "budget: unknown pool 'tpu'"),
+    ({"usd": 5, "pool": "h100", "tag": "x"}, "budget: give a pool or a tag, not both"),
+    ({"usd": 5, "pool": 3}, "budget: pool and tag are names"),
+    ({"pool": "h100"}, "budget: the body needs usd"),
+    ({"usd": 5, "scope": "queue"}, "unknown key 'scope'"),
+])
+def test_a_bad_cap_answers_400_with_one_line_and_sets_nothing(queue, body, message):
+    client, _, tmp_path = queue
+    response = http(client, tmp_path, allow_actions=True).post("/api/actions/budget", json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert message in error and "\n" not in error
+    assert [s for s in client.budget().scopes if s.cap is not None] == []

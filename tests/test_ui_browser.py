@@ -148,4 +148,50 @@ def test_parallel_coordinates_compare_and_operations_render(site):
     driver.get(url + "/#ops")
     wait_for(lambda: "cpu" in driver.find_element(By.ID, "ops-pools").text)
     assert "spend so far" in driver.find_element(By.ID, "ops-summary").text
+    assert "of the queue" in driver.find_element(By.ID, "ops-budget").text  # the spend caps, read-only
+    assert not driver.find_elements(By.CSS_SELECTOR, "#ops-budget .cap-set")
     shot(driver, "ops")
+
+
+def test_a_capped_job_shows_why_it_waits_and_raising_the_cap_lets_a_worker_claim_it(tmp_path):
+    client = Client(f"sqlite:///{tmp_path / 'q.db'}")
+    seed_queue(client, 6)
+    hour = {"train_seconds": 600, "timeout_seconds": 3600}  # $3.95 worst case on one H100
+    first, second = client.submit_many([{"pool": "h100", "name": f"big{i}", "seed": i, "tags": ["sweep"],
+                                         "budget": hour} for i in (1, 2)])
+    client.set_budget(5, pool="h100")
+    client.set_budget(50, tag="sweep")
+    assert client.broker.claim("h100", "w1").job_id == first.id
+    assert client.broker.claim("h100", "w2") is None
+    with serve(client, tmp_path / "runs", allow_actions=True) as url:
+        driver = make_driver()
+        try:
+            driver.get(url + "/#runs")
+            box = wait_for(lambda: driver.find_element(By.ID, "filter"))
+            box.send_keys("waiting:budget")
+            wait_for(lambda: row_ids(driver, "#runs") == {second.id})
+            badge = driver.find_element(By.CSS_SELECTOR, f'#runs tr[data-id="{second.id}"] .wait')
+            reason = "budget pool h100: $0.00 spent + $3.95 committed + $3.95 worst case > $5.00 cap"
+            assert badge.text == "waits: budget" and badge.get_attribute("title") == reason
+            driver.find_element(By.CSS_SELECTOR, f'#runs a[data-open="{second.id}"]').click()
+            wait_for(lambda: driver.find_elements(By.ID, "d-waiting"))
+            assert driver.find_element(By.ID, "d-waiting").text == reason
+            shot(driver, "runs-waiting")
+            driver.find_element(By.ID, "detail-close").click()
+            driver.get(url + "/#ops")
+            row = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, '#ops-budget tr[data-scope="pool:h100"]'))[0]
+            assert "$5.00" in row.text and "$1.05" in row.text
+            assert second.id in driver.find_element(By.ID, "ops-waiting").text
+            shot(driver, "ops-budget")
+            field = row.find_element(By.CSS_SELECTOR, ".cap-usd")
+            field.clear()
+            field.send_keys("10")
+            row.find_element(By.CSS_SELECTOR, ".cap-set").click()
+            wait_for(lambda: "No job waits" in driver.find_element(By.ID, "ops-waiting").text)
+            assert next(s.cap for s in client.budget().scopes if s.scope == "pool:h100") == 10.0
+            lease = client.broker.claim("h100", "w2")
+            assert lease is not None and lease.job_id == second.id
+            shot(driver, "ops-budget-raised")
+        finally:
+            driver.quit()
+    client.close()

@@ -3,7 +3,9 @@
 The dashboard pages, sorts and filters on the server, so a browser never holds more than a page
 of a 100,000-job queue. The index reads only through the client API: `Client.list` once, then
 `Client.events` after the last sequence number it saw and `Client.get` for each job those events
-name; a queue with no new events costs one small read per refresh.
+name; a queue with no new events costs one small read per refresh. Each refresh also reads the spend
+caps (`Client.budget(waiting=False)`, one small read: a cap changes no job, so no event says so) and marks each
+queued job a cap holds back: `waiting` "budget" and the line `golfq status` gives as its reason.
 """
 
 from __future__ import annotations
@@ -15,16 +17,18 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from golfq.core.budget import BudgetView, hourly_usd, scopes_of, worst_case
 from golfq.core.cost import attempt_cost, price_table
 from golfq.core.errors import GolfqError
-from golfq.core.job import Job
+from golfq.core.job import Job, JobState
 from golfq.core.pools import track_of
 from golfq.core.spec import config_key
 from golfq.producer.client import Client
 
 Row = dict[str, Any]
+Priced = dict[str, tuple[float, tuple[str, ...]]]  # queued job id -> (its worst case in $, its budget scopes)
 # The fixed columns, in table order; each UPPER_CASE hyperparameter of any job is a column too.
-COLUMNS = ("id", "state", "pool", "name", "tags", "parent", "seed", "attempt", "val_bpb", "artifact_bytes",
+COLUMNS = ("id", "state", "waiting", "pool", "name", "tags", "parent", "seed", "attempt", "val_bpb", "artifact_bytes",
            "train_seconds", "cost_usd", "submitted_at", "updated_at", "config", "track", "error")
 NUMERIC = {"seed", "attempt", "val_bpb", "artifact_bytes", "train_seconds", "cost_usd", "submitted_at", "updated_at"}
 ALIASES = {"bytes": "artifact_bytes", "seconds": "train_seconds", "cost": "cost_usd", "tag": "tags",
@@ -52,7 +56,7 @@ def job_row(job: Job, prices: Mapping[str, float], tracks: dict[str, str]) -> Ro
         "train_seconds": r.train_seconds if r is not None else None,
         "cost_usd": cost, "submitted_at": job.submitted_at, "updated_at": job.updated_at,
         "config": config_key(job.spec), "track": tracks[job.pool], "error": job.error or "",
-        "env": dict(job.spec.env),
+        "env": dict(job.spec.env), "waiting": "", "waiting_reason": "",
     }
     return row
 
@@ -162,6 +166,9 @@ class JobIndex:
         self.checked = 0.0
         self.lock = threading.Lock()
         self._query_cache: dict[tuple, list[Row]] = {}
+        self.priced: Priced = {}  # the queued jobs a cap could hold back: those of a pool with a price
+        self.budget = BudgetView(scopes=[])
+        self.rates: dict[str, float] = {}  # pool -> $ an hour, read once per refresh that lists jobs
 
     def refresh(self) -> None:
         """Bring the rows up to date. Copy on write: a reader holding `rows` never sees it change under it."""
@@ -183,40 +190,54 @@ class JobIndex:
                 if len(changed) > RELOAD_AFTER:
                     self._reload()
                     return
-            if changed:
-                rows, hyper = dict(self.rows), set(self.hyper)
+            budget = self.client.budget(waiting=False)  # after the events: a raised cap shows with its claims
+            if changed or budget != self.budget:
+                rows, hyper, priced = dict(self.rows), set(self.hyper), dict(self.priced)
                 prices: dict[str, float] = price_table()
                 tracks: dict[str, str] = {}
+                self.rates = {}
                 jobs = []
                 for job_id in changed:
                     job = self.client.get(job_id)
                     if job is None:  # purged
                         rows.pop(job_id, None)
+                        priced.pop(job_id, None)
                     else:
                         jobs.append(job)
                 for job in sorted(jobs, key=lambda j: (j.submitted_at, j.order)):  # rows stay in submission order
-                    self._put(rows, hyper, job, prices, tracks)
-                self._publish(rows, hyper, seq)
+                    self._put(rows, hyper, priced, job, prices, tracks)
+                self._publish(rows, hyper, priced, seq, budget)
 
     def _reload(self) -> None:
         seq = self.client.broker.stats().last_seq  # before the list, so nothing after it is missed
         rows: dict[str, Row] = {}
         hyper: set[str] = set()
+        priced: Priced = {}
         prices: dict[str, float] = price_table()
         tracks: dict[str, str] = {}
+        self.rates = {}
         for job in self.client.list():
-            self._put(rows, hyper, job, prices, tracks)
-        self._publish(rows, hyper, seq)
+            self._put(rows, hyper, priced, job, prices, tracks)
+        self._publish(rows, hyper, priced, seq, self.client.budget(waiting=False))
 
-    @staticmethod
-    def _put(rows: dict[str, Row], hyper: set[str], job: Job, prices: Mapping[str, float],
+    def _put(self, rows: dict[str, Row], hyper: set[str], priced: Priced, job: Job, prices: Mapping[str, float],
              tracks: dict[str, str]) -> None:
         row = job_row(job, prices, tracks)
         rows[job.id] = row
         hyper.update(row["env"])
+        if job.pool not in self.rates:
+            self.rates[job.pool] = hourly_usd(job.pool)
+        if job.state is JobState.QUEUED and self.rates[job.pool]:
+            priced[job.id] = (worst_case(job.spec, self.rates[job.pool]), scopes_of(job.spec))
+        else:
+            priced.pop(job.id, None)
 
-    def _publish(self, rows: dict[str, Row], hyper: set[str], seq: int) -> None:
-        self.rows, self.hyper, self.seq = rows, hyper, seq
+    def _publish(self, rows: dict[str, Row], hyper: set[str], priced: Priced, seq: int, budget: BudgetView) -> None:
+        for job_id, (worst, scopes) in priced.items():  # a new row, never a change to one a reader may hold
+            reason = budget.holds_back(worst, scopes)
+            if reason != rows[job_id]["waiting_reason"]:
+                rows[job_id] = {**rows[job_id], "waiting": "budget" if reason else "", "waiting_reason": reason}
+        self.rows, self.hyper, self.priced, self.seq, self.budget = rows, hyper, priced, seq, budget
         self.version += 1
         self._query_cache = {}
 

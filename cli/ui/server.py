@@ -2,9 +2,11 @@
 
 Every read goes through the client API, so the dashboard serves any backend. Bad requests answer
 4xx with `{"error": "<one line>"}`: an unknown job or track 404, a bad filter or parameter 400, an
-action while actions are off 403. Actions (cancel, requeue, promote) exist only when the app is
-made with `allow_actions`, and take a JSON body: a cross-site form cannot send one without a CORS
-preflight, which this app never grants, and the Host check keeps DNS-rebinding pages out.
+action while actions are off 403. Actions (cancel, requeue, promote, budget: set or clear a spend
+cap) exist only when the app is made with `allow_actions`, and take a JSON body: a cross-site form
+cannot send one without a CORS preflight, which this app never grants, and the Host check keeps
+DNS-rebinding pages out. `rows_version` in /api/info moves when a row changes (a cap changes rows
+with no event), so the page redraws on it rather than on the event sequence.
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ class Dashboard:
     def info(self, request: Request) -> dict[str, Any]:
         self.index.refresh()
         return {"version": __version__, "queue": self.client.url, "allow_actions": self.allow_actions,
-                "seq": self.index.seq, "jobs": len(self.index.rows), "columns": list(COLUMNS),
+                "seq": self.index.seq, "rows_version": self.index.version, "jobs": len(self.index.rows),
+                "columns": list(COLUMNS),
                 "hyperparameters": sorted(self.index.hyper), "tracks": self.client.tracks(),
                 "states": [s.value for s in JobState]}
 
@@ -119,7 +122,7 @@ class Dashboard:
         return views.compare_view(self.client, self.index, params.get("a", ""), params.get("b", ""))
 
     def ops(self, request: Request) -> dict[str, Any]:
-        return views.ops_doc(self.client, self.spend)
+        return views.ops_doc(self.client, self.spend, self.index)
 
     # -- actions
 
@@ -145,7 +148,22 @@ class Dashboard:
             except ValueError as error:
                 raise GolfqError(f"promote: {error}") from None
             return {"action": action, "promoted": [{"config": p.config, "new": list(p.new)} for p in done]}
-        raise views.NotFound(f"no action {action!r} (cancel, requeue, promote)")
+        if action == "budget":
+            return self.set_budget(body)
+        raise views.NotFound(f"no action {action!r} (cancel, requeue, promote, budget)")
+
+    def set_budget(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`{"usd": 50, "pool": "h100"}` caps a pool (or `"tag"`, or neither: the queue); `"usd": null` clears."""
+        unknown = sorted(set(body) - {"usd", "pool", "tag"})
+        if unknown or "usd" not in body:
+            raise GolfqError("budget: the body needs usd (dollars, or null to clear) and at most a pool or a tag"
+                             + (f"; unknown key {unknown[0]!r}" if unknown else ""))
+        pool, tag = body.get("pool") or None, body.get("tag") or None
+        if not isinstance(pool, str | None) or not isinstance(tag, str | None):
+            raise GolfqError("budget: pool and tag are names (strings)")
+        self.client.set_budget(body["usd"], pool=pool, tag=tag)  # a bad cap or scope: BudgetError, one line
+        self.index.checked = 0.0  # the next read marks the jobs this cap holds or lets go
+        return {"action": "budget", "budget": views.budget_doc(self.client, self.index)}
 
 
 Handler = Callable[[Request], dict[str, Any]]

@@ -15,6 +15,7 @@ from typing import Any
 from golfq.cli.jobs import job_log
 from golfq.cli.loop import compare_doc
 from golfq.cli.ui.rows import JobIndex, Row, as_number
+from golfq.core.budget import label
 from golfq.core.errors import GolfqError
 from golfq.core.job import JobState
 from golfq.core.pareto import CONFIRM_SEEDS, MAX_ARTIFACT_BYTES, FrontPoint
@@ -192,7 +193,19 @@ class Spend:
             return self.rows
 
 
-def ops_doc(client: Client, spend: Spend) -> dict[str, Any]:
+def budget_doc(client: Client, index: JobIndex) -> dict[str, Any]:
+    """The spend caps: each scope's cap, spent, committed and left dollars, each pool's first job a cap
+    holds (as `golfq status` shows it) and how many queued jobs a cap holds in all (the index's marks)."""
+    index.refresh()
+    view = client.budget()
+    return {"scopes": [{"scope": s.scope, "label": label(s.scope), "cap": s.cap, "spent": round(s.spent, 4),
+                        "committed": round(s.committed, 4), "left": None if s.left is None else round(s.left, 4)}
+                       for s in view.scopes],
+            "waiting": [{"pool": w.pool, "job_id": w.job_id, "reason": w.reason} for w in view.waiting],
+            "jobs_waiting": sum(1 for r in index.rows.values() if r["waiting"])}
+
+
+def ops_doc(client: Client, spend: Spend, index: JobIndex) -> dict[str, Any]:
     stats = client.broker.stats()
     pools = []
     for name, counts in sorted(stats.pools.items()):
@@ -203,4 +216,5 @@ def ops_doc(client: Client, spend: Spend) -> dict[str, Any]:
     spent = spend.by_pool(client, stats.last_seq)
     return {"backend": stats.backend, "queue": client.url, "last_seq": stats.last_seq, "pools": pools,
             "spend": spent, "spend_usd": round(sum(r["cost_usd"] for r in spent), 4),
-            "gpu_seconds": round(sum(r["gpu_seconds"] for r in spent), 3), "extra": dict(stats.extra)}
+            "gpu_seconds": round(sum(r["gpu_seconds"] for r in spent), 3), "extra": dict(stats.extra),
+            "budget": budget_doc(client, index)}

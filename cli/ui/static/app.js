@@ -113,7 +113,7 @@ const NUMERIC = new Set(["seed", "attempt", "val_bpb", "artifact_bytes", "train_
 function cell(row, c) {
   if (c === "id") return idCell(row.id);
   if (c === "parent") return row.parent ? idCell(row.parent) : "<td></td>";
-  if (c === "state") return `<td class="state-${row.state}">${row.state}</td>`;
+  if (c === "state") return `<td class="state-${row.state}">${row.state}${waitBadge(row)}</td>`;
   if (c === "tags") return `<td>${esc(row.tags.join(", "))}</td>`;
   if (c === "val_bpb") return `<td class="num">${num(row.val_bpb, 4)}</td>`;
   if (c === "artifact_bytes") return `<td class="num">${row.artifact_bytes == null ? "" : row.artifact_bytes.toLocaleString("en")}</td>`;
@@ -123,6 +123,9 @@ function cell(row, c) {
   if (/^[A-Z]/.test(c)) return `<td class="num">${esc(row.env[c] == null ? "" : row.env[c])}</td>`;
   return `<td${NUMERIC.has(c) ? ' class="num"' : ""}>${esc(row[c])}</td>`;
 }
+
+// A queued job a spend cap holds back: a badge whose tooltip is the reason `golfq status` gives.
+const waitBadge = row => row.waiting ? ` <span class="wait" data-waiting="${esc(row.waiting)}" title="${esc(row.waiting_reason)}">waits: ${esc(row.waiting)}</span>` : "";
 
 function rowsHtml(rows, columns, tick) {
   const head = (tick ? "<th></th>" : "") + columns.map(c => `<th data-sort="${c}" class="${c === state.sort ? "sorted" + (state.desc ? " desc" : "") : ""}">${esc(LABELS[c] || c)}</th>`).join("");
@@ -231,7 +234,8 @@ $("cmp-go").onclick = runCompare;
 async function loadOps() {
   const doc = await api("/api/ops");
   $("ops-summary").innerHTML = `<p>${esc(doc.backend)} queue <code>${esc(doc.queue)}</code>: spend so far <b>${usd(doc.spend_usd)}</b>
-    over ${num(doc.gpu_seconds / 3600, 2)} GPU-hours; ${doc.last_seq} event(s).</p>`;
+    over ${num(doc.gpu_seconds / 3600, 2)} GPU-hours (as <code>golfq ops cost</code> counts it; on Modal, the billed GPU time); ${doc.last_seq} event(s).</p>`;
+  renderBudget(doc.budget);
   const cols = ["queued", "leased", "succeeded", "failed", "dead", "cancelled", "stopped"];
   $("ops-pools").innerHTML = `<thead><tr><th>pool</th>${cols.map(c => `<th>${c}</th>`).join("")}<th>workers serving</th><th>draining</th></tr></thead><tbody>` +
     doc.pools.map(p => `<tr><td>${esc(p.pool)}</td>${cols.map(c => `<td class="num">${p[c]}</td>`).join("")}<td class="num">${p.workers == null ? "unknown" : p.workers}</td><td>${p.draining ? "yes" : ""}</td></tr>`).join("") + "</tbody>";
@@ -243,6 +247,33 @@ async function loadOps() {
   if ($("pr-go")) $("pr-go").onclick = () => act("promote", { from: $("pr-from").value, to: $("pr-to").value, top: +$("pr-top").value, seeds: +$("pr-seeds").value }, $("pr-out"));
 }
 
+function renderBudget(b) {
+  const actions = state.info && state.info.allow_actions;
+  const money = v => v == null ? "" : "$" + Number(v).toLocaleString("en", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  const scopeOf = key => key === "queue" ? {} : key.startsWith("pool:") ? { pool: key.slice(5) } : { tag: key.slice(4) };
+  const shown = b.scopes.filter(s => s.cap != null || !s.scope.startsWith("tag:"));  // a tag without a cap: one of many, no row
+  const rows = shown.map(s => `<tr data-scope="${esc(s.scope)}"><td>${esc(s.label)}</td><td class="num">${s.cap == null ? '<span class="muted">none</span>' : money(s.cap)}</td>
+    <td class="num">${money(s.spent)}</td><td class="num">${money(s.committed)}</td><td class="num${s.left != null && s.left <= 0 ? " over" : ""}">${money(s.left)}</td>` +
+    (actions ? `<td class="cap-edit"><input class="cap-usd" size="7" placeholder="$" value="${s.cap == null ? "" : s.cap}"><button class="cap-set">Set</button>${s.cap == null ? "" : '<button class="cap-clear">Clear</button>'}</td>` : "") + "</tr>").join("");
+  $("ops-budget").innerHTML = shown.length ? `<thead><tr><th>scope</th><th>cap</th><th>spent</th><th>committed</th><th>left</th>${actions ? '<th class="cap-edit">set or clear the cap</th>' : ""}</tr></thead><tbody>${rows}</tbody>`
+    : '<tbody><tr><td class="muted">No caps and no spending yet.</td></tr></tbody>';
+  $("ops-waiting").innerHTML = b.jobs_waiting ? `<p><a href="#runs" id="ops-waiting-link">${b.jobs_waiting} queued job(s)</a> wait on a cap; first in each pool:</p><ul>` +
+    b.waiting.map(w => `<li><a data-open="${esc(w.job_id)}">${esc(w.job_id)}</a> (${esc(w.pool)}): ${esc(w.reason)}</li>`).join("") + "</ul>"
+    : '<p class="muted">No job waits on a cap.</p>';
+  if ($("ops-waiting-link")) $("ops-waiting-link").onclick = () => { $("filter").value = "waiting:budget"; state.offset = 0; };
+  $("ops-budget-new").innerHTML = actions ? `<div class="toolbar"><select id="cap-kind"><option value="queue">the queue</option><option value="pool">pool</option><option value="tag">tag</option></select>
+    <input id="cap-name" placeholder="pool or tag name" size="14"><input id="cap-new-usd" placeholder="dollars" size="8"><button id="cap-add">Set cap</button></div>`
+    : '<p class="muted">Read-only: start <code>golfq ui --allow-actions</code> to set caps here (or <code>golfq ops budget set</code>).</p>';
+  const setCap = body => act("budget", body, $("cap-out")).then(loadOps);
+  document.querySelectorAll("#ops-budget tr[data-scope]").forEach(tr => {
+    const scope = scopeOf(tr.dataset.scope), set = tr.querySelector(".cap-set"), clear = tr.querySelector(".cap-clear");
+    if (set) set.onclick = () => setCap(Object.assign({ usd: tr.querySelector(".cap-usd").value }, scope));
+    if (clear) clear.onclick = () => setCap(Object.assign({ usd: null }, scope));
+  });
+  if ($("cap-add")) $("cap-add").onclick = () => { const kind = $("cap-kind").value;
+    setCap(Object.assign({ usd: $("cap-new-usd").value }, kind === "queue" ? {} : { [kind]: $("cap-name").value })); };
+}
+
 async function showLog(id) {
   $("log-error").textContent = "";
   try { const doc = await api(`/api/jobs/${encodeURIComponent(id)}/log`); $("log-text").textContent = (doc.truncated ? "... (the last 200 kB; source: " + doc.source + ")\n" : "") + (doc.text || "(empty)"); }
@@ -252,8 +283,8 @@ $("log-go").onclick = () => showLog($("log-id").value.trim());
 
 async function act(action, body, out) {
   try { const r = await api("/api/actions/" + action, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-        out.textContent = JSON.stringify(r.changed || r.promoted); }
-  catch (e) { out.textContent = e.message; }
+        out.textContent = r.budget ? "" : JSON.stringify(r.changed || r.promoted); out.classList.remove("error"); }
+  catch (e) { out.textContent = e.message; out.classList.add("error"); }
 }
 
 // ---------------------------------------------------------------- one job: lineage, spec, log, actions
@@ -264,7 +295,7 @@ async function showJob(id) {
   const actions = state.info && state.info.allow_actions ? `<div class="toolbar"><button id="d-cancel">Cancel</button><button id="d-requeue">Requeue</button><span id="d-out" class="muted"></span></div>` : "";
   $("detail-body").innerHTML = `<h3>${esc(j.name || j.id)}</h3><dl>
     <dt>id</dt><dd>${esc(j.id)} <button class="copy" data-copy="${esc(j.id)}">copy</button></dd>
-    <dt>state</dt><dd class="state-${j.state}">${j.state} (attempt ${j.attempt})</dd><dt>pool / track</dt><dd>${esc(j.pool)} / ${esc(j.track)}</dd>
+    <dt>state</dt><dd class="state-${j.state}">${j.state} (attempt ${j.attempt})${waitBadge(j)}</dd>${j.waiting_reason ? `<dt>waits on</dt><dd id="d-waiting">${esc(j.waiting_reason)}</dd>` : ""}<dt>pool / track</dt><dd>${esc(j.pool)} / ${esc(j.track)}</dd>
     <dt>config</dt><dd>${esc(j.config)}</dd><dt>seed</dt><dd>${j.seed}</dd><dt>tags</dt><dd>${esc(j.tags.join(", "))}</dd>
     <dt>hyperparameters</dt><dd>${Object.entries(j.env).map(([k, v]) => `${esc(k)}=${esc(v)}`).join(" ") || "-"}</dd>
     <dt>val_bpb</dt><dd>${num(j.val_bpb, 5)}</dd><dt>artifact</dt><dd>${j.artifact_bytes == null ? "" : j.artifact_bytes.toLocaleString("en") + " bytes"}</dd>
@@ -289,7 +320,7 @@ async function poll() {
     $("queue").textContent = info.queue;
     $("mode").textContent = info.allow_actions ? "actions on" : "read-only";
     $("mode").classList.toggle("actions", info.allow_actions);
-    if (info.seq !== state.seq) { const first = state.seq === -1; state.seq = info.seq; if (!first) render(); }
+    if (info.rows_version !== state.seq) { const first = state.seq === -1; state.seq = info.rows_version; if (!first) render(); }
   } catch (e) { $("queue").textContent = "queue unreachable: " + e.message; }
 }
 window.addEventListener("hashchange", route);
