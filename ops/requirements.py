@@ -12,6 +12,9 @@ from __future__ import annotations
 import ast
 import sys
 
+from golfq.core.environment import parse_environment
+from golfq.core.errors import GolfqError
+
 # import name -> PyPI name, where they differ or the module comes with another package (None)
 PYPI_NAMES: dict[str, str | None] = {
     "triton": None,  # ships with torch's CUDA wheels
@@ -66,3 +69,13 @@ def requirements_text(code: bytes, torch_version: str | None) -> str:
         elif (package := PYPI_NAMES.get(name, name)) is not None:
             lines.append(package)
     return "\n".join(lines + comments) + "\n"
+
+
+def pins_torch(text: str) -> bool:
+    """Whether a requirements.txt pins torch to one version (`torch==2.9.1+cu128`)."""
+    try:
+        requirements = parse_environment(text, None).parsed()
+    except GolfqError:
+        return False
+    return any(r.name.lower() == "torch" and any(s.operator in ("==", "===") for s in r.specifier)
+               for r in requirements)
