@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from golfq.core.pools import known_pools
-from golfq.core.spec import RESERVED_ENV, SpecError, check_pool, parse_spec
+from golfq.core.spec import CODE_PREFIX, RESERVED_ENV, SpecError, check_pool, parse_spec
 from golfq.ops import OpsError
 
 README = "README.md"
@@ -268,8 +268,9 @@ def _resolve(value: str, loops: Mapping[str, list[str]]) -> str | None:
 def _entry(launch: Launch, folder: Path) -> str:
     """The entry script inside the folder: the path the line names, else its file name (a path from the repository's
     root in some READMEs)."""
-    return next((name for name in (launch.entry, os.path.basename(launch.entry)) if (folder / name).is_file()),
-                os.path.basename(launch.entry))
+    written = Path(launch.entry)
+    inside = [launch.entry] if not written.is_absolute() and ".." not in written.parts else []
+    return next((name for name in [*inside, written.name] if (folder / name).is_file()), written.name)
 
 
 def _ran_by_golfq(folder: Path) -> dict[str, Any]:
@@ -366,7 +367,7 @@ def import_record(folder: str | os.PathLike[str], spec_file: Path) -> ImportedRe
     spec, notes = _spec_fields(launch, folder, readme)
     notes += _golfq_fields(spec, ran, launch.nproc)
     try:
-        check_pool(parse_spec(spec))
+        check_pool(parse_spec({**spec, "trainer": CODE_PREFIX + "sha256:" + "0" * 64}))  # the folder, unpacked
     except SpecError as error:
         raise RecordError(f"record import: {readme_path}: {error}") from None
     base = spec_file.resolve().parent
