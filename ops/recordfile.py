@@ -40,8 +40,17 @@ def render_toml(record: ImportedRecord) -> str:
             lines.append(f"{key} = {_toml_value(spec[key])}")
     for table in ("data", "budget", "env"):
         if spec.get(table):
-            lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in spec[table].items()]
+            lines += _toml_table(table, spec[table])
     return "\n".join(lines) + "\n"
+
+
+def _toml_table(name: str, table: dict[str, Any]) -> list[str]:
+    """`[name]` with its values, then its tables (`[data.make]`, `[data.make.paths]`) after them."""
+    lines = ["", f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items() if not isinstance(v, dict)]
+    for key, value in table.items():
+        if isinstance(value, dict) and value:
+            lines += _toml_table(f"{name}.{key}", value)
+    return lines
 
 
 def _installs_only_kept(line: str) -> bool:

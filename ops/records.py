@@ -285,7 +285,9 @@ def _ran_by_golfq(folder: Path) -> dict[str, Any]:
 
 def _golfq_fields(spec: dict[str, Any], ran: Mapping[str, Any], nproc: int) -> list[str]:
     """What a launch line cannot say, from the spec golfq ran: the pool by name (when it is known here and runs as
-    many processes), and the hard kill."""
+    many processes), the hard kill and a data command."""
+    if isinstance(make := ran.get("data_make"), dict):
+        spec.setdefault("data", {})["make"] = make
     pool = known_pools().get(str(ran.get("pool")))
     if pool is not None and max(pool.gpus, 1) == nproc:
         spec["pool"] = ran["pool"]
@@ -296,12 +298,13 @@ def _golfq_fields(spec: dict[str, Any], ran: Mapping[str, Any], nproc: int) -> l
     return []
 
 
-def _spec_fields(launch: Launch, folder: Path, readme: str) -> tuple[dict[str, Any], list[str]]:
+def _spec_fields(launch: Launch, folder: Path, readme: str,
+                 ran_env: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     spec: dict[str, Any] = {"name": folder.name[:200], "pool": _pool_for(launch.nproc)}
     env: dict[str, str] = {}
     notes: list[str] = []
     for key, raw in launch.env.items():
-        value = _resolve(raw, launch.loops)
+        value = raw if ran_env.get(key) == raw else _resolve(raw, launch.loops)  # golfq's `$`, quoted, is no variable
         if value is None:
             notes.append(f"{key}={raw}: a shell variable, left out")
         elif key == "SEED":
@@ -364,7 +367,8 @@ def import_record(folder: str | os.PathLike[str], spec_file: Path) -> ImportedRe
     known = set(_system_packages(outside))
     outside += [line for line in _readme_installs(readme)[1]
                 if line not in outside and not (line.startswith("apt") and set(_system_packages([line])) <= known)]
-    spec, notes = _spec_fields(launch, folder, readme)
+    ran_env = ran.get("env")
+    spec, notes = _spec_fields(launch, folder, readme, ran_env if isinstance(ran_env, dict) else {})
     notes += _golfq_fields(spec, ran, launch.nproc)
     try:
         check_pool(parse_spec({**spec, "trainer": CODE_PREFIX + "sha256:" + "0" * 64}))  # the folder, unpacked

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import msgspec
+
 from golfq.core.broker import Broker
 from golfq.core.codepack import PackedFile, is_paperwork, read_pack
 from golfq.core.job import Job, JobState
@@ -210,6 +212,8 @@ def _golfq_block(jobs: list[Job]) -> dict[str, Any]:
         block["entry"] = spec.entry
     if spec.budget.timeout_seconds is not None:
         block["timeout_seconds"] = spec.budget.timeout_seconds
+    if spec.data.make is not None:
+        block["data_make"] = msgspec.to_builtins(spec.data.make)
     return block
 
 
@@ -291,6 +295,15 @@ def _code_sentence(spec: ExperimentSpec, code: _Code) -> str:
             + ", ".join(f"`{packed.name}`" for packed in code.files) + f"; `{code.entry.name}` is its entry point.")
 
 
+def _made(spec: ExperimentSpec) -> str:
+    make = spec.data.make
+    if make is None:
+        return ""
+    return (f", made by `{make.command}` in the code folder"
+            + "".join(f", {k}={v}" for k, v in sorted(make.inputs.items()))
+            + f" ({', '.join(f'{k}: {v}' for k, v in sorted(make.paths.items()))})")
+
+
 def _readme(jobs: list[Job], document: dict[str, Any], log_names: list[str], code: _Code) -> str:
     spec = jobs[0].spec
     rows = ["| seed | val_bpb | val_loss | pre-quant val_bpb | artifact bytes | steps | ms/step | train s | eval s "
@@ -312,7 +325,7 @@ def _readme(jobs: list[Job], document: dict[str, Any], log_names: list[str], cod
         f"{_code_sentence(spec, code)} golfq job(s): {', '.join(job.id for job in jobs)}.", "",
         *rows, "",
         "## Configuration", "",
-        (f"Data: `{spec.data.dataset}` with tokenizer `{spec.data.tokenizer}`; training budget "
+        (f"Data: `{spec.data.dataset}` with tokenizer `{spec.data.tokenizer}`{_made(spec)}; training budget "
          f"{spec.budget.train_seconds:g} s. Hyperparameters other than the defaults:"), "",
         settings, "",
         "## Reproduce (first seed)", "",

@@ -89,11 +89,11 @@ def test_a_code_folder_job_is_written_back_file_for_file_and_imports_to_its_own_
 
 
 def _finished_folder_job(broker, tmp_path, blob: bytes, *, entry="train_gpt.py", pool="cpu", seed=3,
-                         env=None, **budget) -> str:
+                         env=None, data=None, **budget) -> str:
     """A code-folder job completed as a worker would: its pack stored, a log beside it."""
     ref = broker.put_script(blob)
     spec = parse_spec({"pool": pool, "trainer": CODE_PREFIX + ref, "entry": entry, "seed": seed, "env": env or {},
-                       "budget": {"train_seconds": 600.0, **budget}})
+                       "budget": {"train_seconds": 600.0, **budget}, "data": data or {}})
     broker.submit([spec])
     lease = broker.claim(pool, "w", lease_seconds=60)
     log = tmp_path / f"{spec.id}.log"
@@ -111,18 +111,22 @@ def _write(broker, tmp_path, job_ids, out="out"):
                             builtin_source=lambda: "unused", author="Ada", github_id="ada")
 
 
-def test_an_entry_in_a_subfolder_on_eight_gpus_round_trips(broker, tmp_path):
+def test_an_entry_in_a_subfolder_on_eight_gpus_with_made_data_round_trips(broker, tmp_path):
     folder = code_folder(tmp_path / "rec", files={"src/run.py": "import helper\n", "src/__init__.py": ""})
     for paperwork in ("README.md", "submission.json", "train_seed1.log"):  # a record's own: not code, not packed
         (folder / paperwork).write_text("about the runs\n")
     packed = pack_folder(folder)
     assert not {"README.md", "submission.json", "train_seed1.log"} & set(packed.files)
     job_id = _finished_folder_job(broker, tmp_path, packed.data, entry="src/run.py", pool="h100x8", seed=42,
-                                  env={"TTT_LORA_RANK": "80"}, timeout_seconds=2400.0)
+                                  env={"TTT_LORA_RANK": "80", "PATTERN": "a$b 'c'"}, timeout_seconds=2400.0,
+                                  data={"dataset": "fineweb10B_sp8192", "tokenizer": "fineweb_8192_bpe",
+                                        "make": {"command": "python3 prepare.py --out \"$GOLFQ_DATA_OUT\"",
+                                                 "inputs": {"DOCS": "1000"},
+                                                 "paths": {"DATA_PATH": "shards", "TOKENIZER_PATH": "tok.model"}}})
     written = _write(broker, tmp_path, [job_id])
     assert written.files[0] == written.out / "src" / "run.py"
     assert "torchrun --standalone --nproc_per_node=8 src/run.py" in (written.out / "README.md").read_text()
-    assert (written.out / "README.md").read_text() != "about the runs\n"
+    assert "made by `python3 prepare.py" in (written.out / "README.md").read_text()
     assert _imported_spec_id(written.out, tmp_path / "again.toml") == (job_id, packed.trainer)
 
 
