@@ -1,17 +1,19 @@
 """A record folder for `golfq submission`, as the challenge's `records/` entries are laid out.
 
-From finished jobs of one configuration (one per seed) it writes `train_gpt.py`
-(the user's script verbatim, or the built-in trainer bundled into one file),
-`requirements.txt` (from the script's imports, torch as the runs logged it),
-`submission.json` in the shape of the 2026-04 records (mean and std of the score and
-loss, pre-quantization scores, artifact bytes mean and max, hardware as records name
-it, a date, the compliance block for training, evaluation and artifact; the record
-track only when all three hold on 8xH100), each seed's train log and a README with
-the rounded per-seed table and the launch line that reproduces it (the line
-`golfq record import` reads back). Byte counts are the ones the jobs reported (the file's size where
-they report none); for the built-in trainer they count the bundled file, and a job
-whose trainer bundled to another size than today's is refused, since its code is
-not the file written here.
+From finished jobs of one configuration (one per seed) it writes the code: `train_gpt.py`
+(the user's script verbatim, or the built-in trainer bundled into one file), or for a
+code-folder job every file of its pack as packed (its entry point, helpers, its own
+requirements.txt and golfq.toml, small data files); `requirements.txt` where the code has
+none (from the script's imports, torch as the runs logged it); `submission.json` in the
+shape of the 2026-04 records (mean and std of the score and loss, pre-quantization scores,
+artifact bytes mean and max, hardware as records name it, a date, the compliance block for
+training, evaluation and artifact; the record track only when all three hold on 8xH100;
+golfq's own block with what a launch line cannot say), each seed's train log and a README
+with the rounded per-seed table and the launch line that reproduces it (the line `golfq
+record import` reads back, so a code folder's submission imports to the job's own id).
+Byte counts are the ones the jobs reported (the entry's size where they report none); for
+the built-in trainer they count the bundled file, and a job whose trainer bundled to
+another size than today's is refused, since its code is not the file written here.
 """
 
 from __future__ import annotations

@@ -44,6 +44,10 @@ def _folder_files(folder: Path) -> dict[str, tuple[bytes, bool]]:
 def _imported_spec_id(folder: Path, spec_file: Path) -> tuple[str, str]:
     """(spec id, trainer) of the spec file `record import` writes for a folder, read as `golfq submit` reads it."""
     spec_file.write_text(render_toml(import_record(folder, spec_file)))
+    return _spec_file_id(spec_file)
+
+
+def _spec_file_id(spec_file: Path) -> tuple[str, str]:
     [doc], base = read_documents(str(spec_file))
     spec = prepare(doc, base=base).spec
     return spec.id, spec.trainer
@@ -82,7 +86,9 @@ def test_a_code_folder_job_is_written_back_file_for_file_and_imports_to_its_own_
     assert "`helper.py`" in readme and "NOTE='two words'" in readme and "python train_gpt.py" in readme
 
     # The round trip: the written folder imports to the job's own spec, and submitting it finds the job.
-    assert _imported_spec_id(target, tmp_path / "again.toml") == (job_id, job["spec"]["trainer"])
+    code, out, err = cli("record", "import", str(target), "--out", str(tmp_path / "again.toml"))
+    assert code == 0 and (target / "golfq.toml").read_text() == DECLARATION, err
+    assert _spec_file_id(tmp_path / "again.toml") == (job_id, job["spec"]["trainer"])
     code, out, err = cli("submit", str(tmp_path / "again.toml"), "--json")
     assert code == 0 and json.loads(out)["id"] == job_id, err
     assert len(json.loads(cli("status", "--json")[1])["jobs"]) == 1
