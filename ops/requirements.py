@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import sys
+from collections.abc import Collection, Sequence
 
 from golfq.core.environment import parse_environment
 from golfq.core.errors import GolfqError
@@ -53,11 +54,13 @@ def script_imports(code: bytes) -> list[str]:
     return names
 
 
-def requirements_text(code: bytes, torch_version: str | None) -> str:
-    """requirements.txt for a script: torch (pinned to the logged version), then its other third-party imports."""
-    skipped = {*sys.stdlib_module_names, "__future__", "golfq"}
-    imported = [name for name in script_imports(code) if name not in skipped and not name.startswith("_")]
-    lines = ["# Written by golfq submission from train_gpt.py's imports; torch as the runs logged it."]
+def requirements_text(sources: Sequence[bytes], torch_version: str | None, local: Collection[str] = ()) -> str:
+    """requirements.txt for code (a script, or a folder's .py files): torch (pinned to the logged version), then the
+    other third-party modules they import, less the `local` ones (the folder's own modules)."""
+    skipped = {*sys.stdlib_module_names, "__future__", "golfq", *local}
+    imported = list(dict.fromkeys(name for code in sources for name in script_imports(code)
+                                  if name not in skipped and not name.startswith("_")))
+    lines = ["# Written by golfq submission from the code's imports; torch as the runs logged it."]
     if "torch" in imported or not imported:
         lines.append(f"torch=={torch_version}" if torch_version else "torch")
     comments = []

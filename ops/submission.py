@@ -140,8 +140,11 @@ def _requirements(code: _Code, is_folder: bool, torch_version: str | None) -> tu
     """(requirements.txt to write besides the code's files, warnings): a folder's own is written as it is."""
     own = code.named(REQUIREMENTS_NAME)
     if own is None:
-        derived = PackedFile(REQUIREMENTS_NAME, requirements_text(code.entry.content, torch_version).encode("utf-8"))
-        warnings = [f"the code folder has no {REQUIREMENTS_NAME}: wrote one from {code.entry.name}'s imports, so the "
+        python = [packed for packed in code.files if packed.name.endswith(".py")]
+        local = {packed.name.split("/")[0].removesuffix(".py") for packed in python}
+        text = requirements_text([packed.content for packed in python], torch_version, local)
+        derived = PackedFile(REQUIREMENTS_NAME, text.encode("utf-8"))
+        warnings = [f"the code folder has no {REQUIREMENTS_NAME}: wrote one from its imports, so the "
                     "folder written here runs in another environment (and packs to another code id) than the "
                     "job"] if is_folder else []
         return derived, warnings

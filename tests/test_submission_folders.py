@@ -147,11 +147,13 @@ def _tar(files: dict[str, bytes]) -> bytes:
 
 
 def test_an_older_pack_with_paperwork_and_a_folder_without_requirements_are_written_and_said(broker, tmp_path):
-    blob = _tar({"README.md": b"the record's own\n", "train_gpt.py": b"import numpy\nimport torch\n"})
+    blob = _tar({"README.md": b"the record's own\n", "train_gpt.py": b"import numpy\nimport torch\nimport helper\n",
+                 "helper.py": b"import brotli\nfrom lib.ops import f\n", "lib/ops.py": b"import os\n"})
     job_id = _finished_folder_job(broker, tmp_path, blob)
     written = _write(broker, tmp_path, [job_id])
-    assert (written.out / "train_gpt.py").read_bytes() == b"import numpy\nimport torch\n"
-    assert (written.out / "requirements.txt").read_text().splitlines()[1:] == ["torch==2.9.1+cu128", "numpy"]
+    assert (written.out / "lib" / "ops.py").read_bytes() == b"import os\n"
+    # from every module's imports, the folder's own (helper, lib) left out
+    assert (written.out / "requirements.txt").read_text().splitlines()[1:] == ["torch==2.9.1+cu128", "numpy", "brotli"]
     assert [w.split(";")[0].split(":")[0] for w in written.warnings] == [
         f"the code folder job {job_id} ran holds README.md", "the code folder has no requirements.txt"]
 
