@@ -319,7 +319,7 @@ def _spec_fields(launch: Launch, folder: Path, readme: str,
                 spec["budget"] = {"train_seconds": seconds}
             else:
                 notes.append(f"MAX_WALLCLOCK_SECONDS={value}: no wall-clock cap; golfq's budget (600 s) applies")
-        elif key in _DROPPED or key in RESERVED_ENV:
+        elif (key in _DROPPED and ran_env.get(key) != value) or key in RESERVED_ENV:  # golfq's own RUN_ID stays
             if key in _DROPPED:
                 notes.append(f"{key}: {_DROPPED[key]}, left out")
             elif key not in ("DATA_PATH", "TOKENIZER_PATH"):  # these two become spec.data

@@ -124,7 +124,8 @@ def test_an_entry_in_a_subfolder_on_eight_gpus_with_made_data_round_trips(broker
     packed = pack_folder(folder)
     assert not {"README.md", "submission.json", "train_seed1.log"} & set(packed.files)
     job_id = _finished_folder_job(broker, tmp_path, packed.data, entry="src/run.py", pool="h100x8", seed=42,
-                                  env={"TTT_LORA_RANK": "80", "PATTERN": "a$b 'c'"}, timeout_seconds=2400.0,
+                                  env={"TTT_LORA_RANK": "80", "PATTERN": "a$b 'c'", "RUN_ID": "mine"},
+                                  timeout_seconds=2400.0,
                                   data={"dataset": "fineweb10B_sp8192", "tokenizer": "fineweb_8192_bpe",
                                         "make": {"command": "python3 prepare.py --out \"$GOLFQ_DATA_OUT\"",
                                                  "inputs": {"DOCS": "1000"},
