@@ -10,7 +10,8 @@ import typer
 
 from golfq.cli.console import JsonOption, emit_json
 from golfq.core.environment import DECLARATION
-from golfq.ops.records import RecordError, environment_declaration, import_record, render_toml
+from golfq.ops.recordfile import environment_declaration, render_toml
+from golfq.ops.records import RecordError, import_record
 
 record_app = typer.Typer(name="record", help="Record folders of openai/parameter-golf: import one as a spec file.",
                          no_args_is_help=True, add_completion=False)

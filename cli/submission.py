@@ -32,6 +32,8 @@ def submission(
 ) -> None:
     """Write a record-ready folder (train_gpt.py, requirements.txt, submission.json, logs, README) from finished jobs.
 
+    A code-folder job's files are written back as it ran them, so `golfq record import` of the folder gives its spec.
+
     Example: golfq submission 3ijlhcjuqo22wavv k2mzq7d4xw3bnyqe --out records/2026-05-01_MyRun
     """
     from golfq.workers.golf.bundle import bundle_source

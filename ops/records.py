@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from golfq.core.environment import DECLARATION, KEPT_FROM_WORKER
 from golfq.core.pools import known_pools
-from golfq.core.spec import RESERVED_ENV, SpecError, check_pool, parse_spec
+from golfq.core.spec import CODE_PREFIX, RESERVED_ENV, SpecError, check_pool, parse_spec
 from golfq.ops import OpsError
 
 README = "README.md"
+SUBMISSION = "submission.json"
 REQUIREMENTS = "requirements.txt"
 ENTRY_POINT = "train_gpt.py"
 MAX_TEXT_BYTES = 1 << 20  # a record's README or requirements.txt is a few kB
@@ -58,7 +58,7 @@ class Launch:
     """The README's launch line: its environment, the entry script and how many processes run it."""
 
     env: dict[str, str]
-    entry: str
+    entry: str  # the script as the line names it (`records/.../train_gpt.py` in some READMEs)
     nproc: int
     line: str  # the command as the README writes it, on one line
     loops: dict[str, list[str]] = field(default_factory=dict)  # `for SEED in 42 0 1234; do` around it
@@ -157,10 +157,10 @@ def _launch(line: str, loops: dict[str, list[str]]) -> Launch | None:
     scripts = [w for w in words[1:] if w.endswith(".py") and not w.startswith("-")]
     if not scripts:
         return None
-    return Launch(env=env, entry=os.path.basename(scripts[0]), nproc=nproc, line=" ".join(line.split()), loops=loops)
+    return Launch(env=env, entry=scripts[0].removeprefix("./"), nproc=nproc, line=" ".join(line.split()), loops=loops)
 
 
-def find_launch(readme: str) -> Launch | None:
+def find_launch(readme: str, entry: str = ENTRY_POINT) -> Launch | None:
     """The README's first line that launches the entry script (else the first under torchrun), with its loops.
 
     Data preparation lines (`python3 prepare_caseops_data.py`) come before it in most READMEs."""
@@ -173,9 +173,9 @@ def find_launch(readme: str) -> Launch | None:
                 line = line[loop.end():].strip()
             if line and (launch := _launch(line, dict(loops))):
                 launches.append(launch)
-    entry = [launch for launch in launches if launch.entry == ENTRY_POINT]
+    named = [launch for launch in launches if launch.entry == entry or os.path.basename(launch.entry) == entry]
     distributed = [launch for launch in launches if "torchrun" in launch.line or "torch.distributed" in launch.line]
-    chosen = entry or distributed
+    chosen = named or distributed
     return chosen[0] if chosen else None
 
 
@@ -265,12 +265,46 @@ def _resolve(value: str, loops: Mapping[str, list[str]]) -> str | None:
     return None if "$" in filled else filled
 
 
-def _spec_fields(launch: Launch, folder: Path, readme: str) -> tuple[dict[str, Any], list[str]]:
+def _entry(launch: Launch, folder: Path) -> str:
+    """The entry script inside the folder: the path the line names, else its file name (a path from the repository's
+    root in some READMEs)."""
+    written = Path(launch.entry)
+    inside = [launch.entry] if not written.is_absolute() and ".." not in written.parts else []
+    return next((name for name in [*inside, written.name] if (folder / name).is_file()), written.name)
+
+
+def _ran_by_golfq(folder: Path) -> dict[str, Any]:
+    """submission.json's `golfq` block where `golfq submission` wrote the folder (the spec as it ran), else {}."""
+    try:
+        document = json.loads(_read_text(folder / SUBMISSION, SUBMISSION)) if (folder / SUBMISSION).is_file() else {}
+    except (RecordError, json.JSONDecodeError):
+        return {}
+    block = document.get("golfq") if isinstance(document, dict) else None
+    return block if isinstance(block, dict) else {}
+
+
+def _golfq_fields(spec: dict[str, Any], ran: Mapping[str, Any], nproc: int) -> list[str]:
+    """What a launch line cannot say, from the spec golfq ran: the pool by name (when it is known here and runs as
+    many processes), the hard kill and a data command."""
+    if isinstance(make := ran.get("data_make"), dict):
+        spec.setdefault("data", {})["make"] = make
+    pool = known_pools().get(str(ran.get("pool")))
+    if pool is not None and max(pool.gpus, 1) == nproc:
+        spec["pool"] = ran["pool"]
+    elif "pool" in ran:
+        return [f"golfq ran it on pool {ran['pool']}, not known here or not {nproc} process(es): pool {spec['pool']}"]
+    if isinstance(timeout := ran.get("timeout_seconds"), (int, float)):
+        spec.setdefault("budget", {})["timeout_seconds"] = timeout
+    return []
+
+
+def _spec_fields(launch: Launch, folder: Path, readme: str,
+                 ran_env: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     spec: dict[str, Any] = {"name": folder.name[:200], "pool": _pool_for(launch.nproc)}
     env: dict[str, str] = {}
     notes: list[str] = []
     for key, raw in launch.env.items():
-        value = _resolve(raw, launch.loops)
+        value = raw if ran_env.get(key) == raw else _resolve(raw, launch.loops)  # golfq's `$`, quoted, is no variable
         if value is None:
             notes.append(f"{key}={raw}: a shell variable, left out")
         elif key == "SEED":
@@ -285,7 +319,7 @@ def _spec_fields(launch: Launch, folder: Path, readme: str) -> tuple[dict[str, A
                 spec["budget"] = {"train_seconds": seconds}
             else:
                 notes.append(f"MAX_WALLCLOCK_SECONDS={value}: no wall-clock cap; golfq's budget (600 s) applies")
-        elif key in _DROPPED or key in RESERVED_ENV:
+        elif (key in _DROPPED and ran_env.get(key) != value) or key in RESERVED_ENV:  # golfq's own RUN_ID stays
             if key in _DROPPED:
                 notes.append(f"{key}: {_DROPPED[key]}, left out")
             elif key not in ("DATA_PATH", "TOKENIZER_PATH"):  # these two become spec.data
@@ -300,8 +334,9 @@ def _spec_fields(launch: Launch, folder: Path, readme: str) -> tuple[dict[str, A
     if seeds := launch.loops.get("SEED"):
         notes.append(f"the README loops over seeds {' '.join(seeds)}; this file runs the first "
                      "(queue the others with `golfq submit FILE --seed N`)")
-    if launch.entry != ENTRY_POINT:
-        notes.append(f"the entry script is {launch.entry}, not {ENTRY_POINT}")
+    if (entry := _entry(launch, folder)) != ENTRY_POINT:
+        spec["entry"] = entry
+        notes.append(f"the entry script is {entry}, not {ENTRY_POINT}")
     if data:
         spec["data"] = data
     spec["env"] = env
@@ -319,7 +354,8 @@ def import_record(folder: str | os.PathLike[str], spec_file: Path) -> ImportedRe
     if not readme_path.exists():
         raise RecordError(f"record import: {folder}: no {README} (a record folder says how to run it there)")
     readme = _read_text(readme_path, README)
-    launch = find_launch(readme)
+    ran = _ran_by_golfq(folder)
+    launch = find_launch(readme, str(ran.get("entry", ENTRY_POINT)))
     if launch is None:
         raise RecordError(f"record import: {readme_path}: no launch command (a code block with "
                           f"`NAME=value ... torchrun ... {ENTRY_POINT}` or `python {ENTRY_POINT}`)")
@@ -331,9 +367,11 @@ def import_record(folder: str | os.PathLike[str], spec_file: Path) -> ImportedRe
     known = set(_system_packages(outside))
     outside += [line for line in _readme_installs(readme)[1]
                 if line not in outside and not (line.startswith("apt") and set(_system_packages([line])) <= known)]
-    spec, notes = _spec_fields(launch, folder, readme)
+    ran_env = ran.get("env")
+    spec, notes = _spec_fields(launch, folder, readme, ran_env if isinstance(ran_env, dict) else {})
+    notes += _golfq_fields(spec, ran, launch.nproc)
     try:
-        check_pool(parse_spec(spec))
+        check_pool(parse_spec({**spec, "trainer": CODE_PREFIX + "sha256:" + "0" * 64}))  # the folder, unpacked
     except SpecError as error:
         raise RecordError(f"record import: {readme_path}: {error}") from None
     base = spec_file.resolve().parent
@@ -341,57 +379,3 @@ def import_record(folder: str | os.PathLike[str], spec_file: Path) -> ImportedRe
     document = {**spec, "code": code.as_posix()}
     return ImportedRecord(folder=folder, spec=document, requirements=requirements, outside_pip=outside,
                           system_packages=_system_packages(outside), launch=launch, notes=notes)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return json.dumps(str(value), ensure_ascii=False)
-
-
-def render_toml(record: ImportedRecord) -> str:
-    """The spec file: the record's requirements and what did not carry over as comments, then the fields."""
-    spec = record.spec
-    lines = [f"# golfq spec from the record folder {record.folder.name} (`golfq record import`).",
-             "# Edit it, then queue it: golfq submit THIS_FILE",
-             f"# README launch line: {record.launch.line}"]
-    if record.requirements:
-        source = f"its {REQUIREMENTS}" if (record.folder / REQUIREMENTS).exists() else "its README"
-        lines += ["#", f"# Requirements ({source}, installed in the code folder's own environment):"]
-        lines += [f"#   {line}" for line in record.requirements]
-    if record.outside_pip:
-        lines += ["#", f"# Installed outside pip (declared in the folder's {DECLARATION} when it has none):"]
-        lines += [f"#   {line}" for line in record.outside_pip]
-    if record.notes:
-        lines += ["#", "# Check:"] + [f"#   {note}" for note in record.notes]
-    lines.append("")
-    for key in ("name", "pool", "code", "seed"):
-        if key in spec:
-            lines.append(f"{key} = {_toml_value(spec[key])}")
-    for table in ("data", "budget", "env"):
-        if spec.get(table):
-            lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in spec[table].items()]
-    return "\n".join(lines) + "\n"
-
-
-def _installs_only_kept(line: str) -> bool:
-    """A `pip install` of the worker's own torch build (a pool image or the worker provides it, never a step)."""
-    words = [w for w in shlex.split(line)[2:] if not w.startswith(("-", "http"))]
-    return bool(words) and all(re.split(r"[<>=!~\[ ]", w, maxsplit=1)[0].lower() in KEPT_FROM_WORKER for w in words)
-
-
-def environment_declaration(record: ImportedRecord) -> str | None:
-    """The folder's golfq.toml: the Debian packages and pip installs its requirements.txt cannot carry."""
-    build = [f"uv {line}" for line in record.outside_pip
-             if line.startswith("pip install ") and not _installs_only_kept(line)]
-    if not (record.system_packages or build):
-        return None
-    lines = ["# Written by `golfq record import`: what this record installs outside requirements.txt.",
-             "[environment]"]
-    if record.system_packages:
-        lines.append(f"system = {json.dumps(record.system_packages)}")
-    if build:
-        lines.append("build = [" + ", ".join(json.dumps(step) for step in build) + "]")
-    return "\n".join(lines) + "\n"

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import ast
 import sys
+from collections.abc import Collection, Sequence
+
+from golfq.core.environment import parse_environment
+from golfq.core.errors import GolfqError
 
 # import name -> PyPI name, where they differ or the module comes with another package (None)
 PYPI_NAMES: dict[str, str | None] = {
@@ -50,11 +54,13 @@ def script_imports(code: bytes) -> list[str]:
     return names
 
 
-def requirements_text(code: bytes, torch_version: str | None) -> str:
-    """requirements.txt for a script: torch (pinned to the logged version), then its other third-party imports."""
-    skipped = {*sys.stdlib_module_names, "__future__", "golfq"}
-    imported = [name for name in script_imports(code) if name not in skipped and not name.startswith("_")]
-    lines = ["# Written by golfq submission from train_gpt.py's imports; torch as the runs logged it."]
+def requirements_text(sources: Sequence[bytes], torch_version: str | None, local: Collection[str] = ()) -> str:
+    """requirements.txt for code (a script, or a folder's .py files): torch (pinned to the logged version), then the
+    other third-party modules they import, less the `local` ones (the folder's own modules)."""
+    skipped = {*sys.stdlib_module_names, "__future__", "golfq", *local}
+    imported = list(dict.fromkeys(name for code in sources for name in script_imports(code)
+                                  if name not in skipped and not name.startswith("_")))
+    lines = ["# Written by golfq submission from the code's imports; torch as the runs logged it."]
     if "torch" in imported or not imported:
         lines.append(f"torch=={torch_version}" if torch_version else "torch")
     comments = []
@@ -66,3 +72,13 @@ def requirements_text(code: bytes, torch_version: str | None) -> str:
         elif (package := PYPI_NAMES.get(name, name)) is not None:
             lines.append(package)
     return "\n".join(lines + comments) + "\n"
+
+
+def pins_torch(text: str) -> bool:
+    """Whether a requirements.txt pins torch to one version (`torch==2.9.1+cu128`)."""
+    try:
+        requirements = parse_environment(text, None).parsed()
+    except GolfqError:
+        return False
+    return any(r.name.lower() == "torch" and any(s.operator in ("==", "===") for s in r.specifier)
+               for r in requirements)

@@ -1,37 +1,44 @@
 """A record folder for `golfq submission`, as the challenge's `records/` entries are laid out.
 
-From finished jobs of one configuration (one per seed) it writes `train_gpt.py`
-(the user's script verbatim, or the built-in trainer bundled into one file),
-`requirements.txt` (from the script's imports, torch as the runs logged it),
-`submission.json` in the shape of the 2026-04 records (mean and std of the score and
-loss, pre-quantization scores, artifact bytes mean and max, hardware as records name
-it, a date, the compliance block for training, evaluation and artifact; the record
-track only when all three hold on 8xH100), each seed's train log and a README with
-the rounded per-seed table and the launch line that reproduces it (the line
-`golfq record import` reads back). Byte counts are the ones the jobs reported (the file's size where
-they report none); for the built-in trainer they count the bundled file, and a job
-whose trainer bundled to another size than today's is refused, since its code is
-not the file written here.
+From finished jobs of one configuration (one per seed) it writes the code: `train_gpt.py`
+(the user's script verbatim, or the built-in trainer bundled into one file), or for a
+code-folder job every file of its pack as packed (its entry point, helpers, its own
+requirements.txt and golfq.toml, small data files); `requirements.txt` where the code has
+none (from the script's imports, torch as the runs logged it); `submission.json` in the
+shape of the 2026-04 records (mean and std of the score and loss, pre-quantization scores,
+artifact bytes mean and max, hardware as records name it, a date, the compliance block for
+training, evaluation and artifact; the record track only when all three hold on 8xH100;
+golfq's own block with what a launch line cannot say), each seed's train log and a README
+with the rounded per-seed table and the launch line that reproduces it (the line `golfq
+record import` reads back, so a code folder's submission imports to the job's own id).
+Byte counts are the ones the jobs reported (the entry's size where they report none); for
+the built-in trainer they count the bundled file, and a job whose trainer bundled to
+another size than today's is refused, since its code is not the file written here.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import shlex
 import shutil
 import statistics
+import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+import msgspec
+
 from golfq.core.broker import Broker
+from golfq.core.codepack import PackedFile, is_paperwork, read_pack
 from golfq.core.job import Job, JobState
 from golfq.core.pools import known_pools
 from golfq.core.result import Result
-from golfq.core.spec import BUILTIN, config_key
+from golfq.core.spec import BUILTIN, CODE_PREFIX, ExperimentSpec, config_key
 from golfq.ops import OpsError
-from golfq.ops.requirements import requirements_text
+from golfq.ops.requirements import pins_torch, requirements_text
 
 SIZE_LIMIT_BYTES = 16_000_000
 TRAIN_LIMIT_SECONDS = 600.0
@@ -73,22 +80,78 @@ def _jobs(broker: Broker, job_ids: Sequence[str]) -> list[Job]:
     return sorted(found, key=lambda job: job.spec.seed)
 
 
-def _script(broker: Broker, jobs: list[Job], builtin_source: Callable[[], str]) -> bytes:
+@dataclass(frozen=True)
+class _Code:
+    """The code a submission writes: the files (entry first) and what reading them found."""
+
+    files: list[PackedFile]
+    entry: PackedFile
+    warnings: list[str] = field(default_factory=list)
+
+    def named(self, name: str) -> PackedFile | None:
+        return next((packed for packed in self.files if packed.name == name), None)
+
+
+def _stored(broker: Broker, trainer: str) -> bytes:
+    try:
+        return broker.get_script(trainer)
+    except KeyError:
+        what = "code folder" if trainer.startswith(CODE_PREFIX) else "script"
+        raise _fail(f"the {what} {trainer} is not stored in {broker.url}") from None
+
+
+def _folder(broker: Broker, job: Job) -> _Code:
+    """Every file of the job's packed folder, as packed; the record paperwork of an older pack is left for the
+    submission's own (it is rewritten, so the written folder packs to another id: said in a warning)."""
+    spec = job.spec
+    try:
+        packed = read_pack(_stored(broker, spec.trainer))
+    except (ValueError, tarfile.TarError) as error:
+        raise _fail(f"the code folder {spec.trainer} does not unpack ({' '.join(str(error).split())})") from None
+    paperwork = [p.name for p in packed if is_paperwork(p.name)]
+    files = [p for p in packed if not is_paperwork(p.name)]
+    entry = next((p for p in files if p.name == spec.entry), None)
+    if entry is None:
+        raise _fail(f"the code folder {spec.trainer} has no {spec.entry}, the entry job {job.id} names")
+    warnings = [f"the code folder job {job.id} ran holds {', '.join(paperwork)}; the submission writes its own "
+                "in their place, so the folder written here packs to another code id than the job ran"
+                ] if paperwork else []
+    return _Code([entry, *(p for p in files if p is not entry)], entry, warnings)
+
+
+def _code(broker: Broker, jobs: list[Job], builtin_source: Callable[[], str]) -> _Code:
     trainer = jobs[0].spec.trainer
-    if jobs[0].spec.is_code_folder:  # its bytes are a tar of the folder, not a train_gpt.py to copy
-        raise _fail(f"{trainer} is a code folder; writing a folder back as a submission is not supported yet")
+    if jobs[0].spec.is_code_folder:
+        return _folder(broker, jobs[0])
     if trainer != BUILTIN:
-        try:
-            return broker.get_script(trainer)
-        except KeyError:
-            raise _fail(f"the script {trainer} is not stored in {broker.url}") from None
+        script = PackedFile(SCRIPT_NAME, _stored(broker, trainer))
+        return _Code([script], script)
     code = builtin_source().encode("utf-8")
     for job in jobs:
         reported = job.result.code_bytes if job.result else None
         if reported is not None and reported != len(code):
             raise _fail(f"job {job.id} ran a built-in trainer of {reported} code bytes; this golfq's is {len(code)} "
                         "bytes, so its code is not the file that would be written (re-run it with this version)")
-    return code
+    bundled = PackedFile(SCRIPT_NAME, code)
+    return _Code([bundled], bundled)
+
+
+def _requirements(code: _Code, is_folder: bool, torch_version: str | None) -> tuple[PackedFile | None, list[str]]:
+    """(requirements.txt to write besides the code's files, warnings): a folder's own is written as it is."""
+    own = code.named(REQUIREMENTS_NAME)
+    if own is None:
+        python = [packed for packed in code.files if packed.name.endswith(".py")]
+        local = {packed.name.split("/")[0].removesuffix(".py") for packed in python}
+        text = requirements_text([packed.content for packed in python], torch_version, local)
+        derived = PackedFile(REQUIREMENTS_NAME, text.encode("utf-8"))
+        warnings = [f"the code folder has no {REQUIREMENTS_NAME}: wrote one from its imports, so the "
+                    "folder written here runs in another environment (and packs to another code id) than the "
+                    "job"] if is_folder else []
+        return derived, warnings
+    if torch_version and not pins_torch(own.content.decode("utf-8", errors="replace")):
+        return None, [f"{REQUIREMENTS_NAME} (the folder's own, written as it is) does not pin torch; the runs "
+                      f"logged torch {torch_version} (submission.json pytorch_version)"]
+    return None, []
 
 
 def _log_path(job: Job, log_of: Callable[[Job], Path | None]) -> Path:
@@ -142,13 +205,29 @@ def _torch_version(log: Path) -> str | None:
     return None
 
 
+def _golfq_block(jobs: list[Job]) -> dict[str, Any]:
+    """The spec's fields as golfq ran them: `record import` takes from here what no launch line says (the pool by
+    name, the entry's folder, the hard kill)."""
+    spec = jobs[0].spec
+    block: dict[str, Any] = {
+        "config_key": config_key(spec), "jobs": [job.id for job in jobs], "trainer": spec.trainer,
+        "pool": spec.pool, "env": dict(sorted(spec.env.items())), "dataset": spec.data.dataset,
+        "tokenizer": spec.data.tokenizer, "train_seconds": spec.budget.train_seconds}
+    if spec.is_code_folder:
+        block["entry"] = spec.entry
+    if spec.budget.timeout_seconds is not None:
+        block["timeout_seconds"] = spec.budget.timeout_seconds
+    if spec.data.make is not None:
+        block["data_make"] = msgspec.to_builtins(spec.data.make)
+    return block
+
+
 def _document(jobs: list[Job], code_bytes: int, logs: list[Path], *, name: str, author: str, github_id: str,
               blurb: str) -> dict[str, Any]:
     results = [job.result for job in jobs if job.result is not None]
     bpbs = [r.val_bpb for r in results if r.val_bpb is not None]
     losses = [r.val_loss for r in results if r.val_loss is not None]
     sizes = [r.artifact_bytes for r in results if r.artifact_bytes is not None]
-    spec = jobs[0].spec
     finished = max(r.finished_at or 0.0 for r in results)
     hardware = _hardware(jobs)
     compliance = {"train_under_600s": _within([r.train_seconds for r in results], TRAIN_LIMIT_SECONDS),
@@ -179,22 +258,27 @@ def _document(jobs: list[Job], code_bytes: int, logs: list[Path], *, name: str, 
     if version := _torch_version(logs[0]):
         document["pytorch_version"] = version
     document["compliance"] = compliance
-    document["golfq"] = {"config_key": config_key(spec), "jobs": [job.id for job in jobs], "trainer": spec.trainer,
-                         "env": dict(sorted(spec.env.items())), "dataset": spec.data.dataset,
-                         "tokenizer": spec.data.tokenizer, "train_seconds": spec.budget.train_seconds}
+    document["golfq"] = _golfq_block(jobs)
     return {key: value for key, value in document.items() if value is not None}
 
 
+def _seconds(value: float) -> str:
+    """Seconds as a launch line writes them: `600`, or every digit the float has (`:g` would round to six)."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 def _command(job: Job) -> str:
+    """The launch line `golfq record import` reads back: the data, seed, budget and env as variables, the entry."""
     spec = job.spec
     env = {"DATA_PATH": f"./data/datasets/{spec.data.dataset}",
            "TOKENIZER_PATH": f"./data/tokenizers/{spec.data.tokenizer}.model",
-           "SEED": str(spec.seed), "MAX_WALLCLOCK_SECONDS": f"{spec.budget.train_seconds:g}",
+           "SEED": str(spec.seed), "MAX_WALLCLOCK_SECONDS": _seconds(spec.budget.train_seconds),
            **dict(sorted(spec.env.items()))}
     pool = known_pools().get(spec.pool)
     gpus = pool.gpus if pool else (job.result.gpu_count if job.result is not None else 0)
-    launcher = f"torchrun --standalone --nproc_per_node={gpus} {SCRIPT_NAME}" if gpus > 1 else f"python {SCRIPT_NAME}"
-    return " \\\n  ".join([*(f"{k}={v}" for k, v in env.items()), launcher])
+    entry = shlex.quote(spec.entry if spec.is_code_folder else SCRIPT_NAME)
+    launcher = f"torchrun --standalone --nproc_per_node={gpus} {entry}" if gpus > 1 else f"python {entry}"
+    return " \\\n  ".join([*(f"{k}={shlex.quote(v)}" for k, v in env.items()), launcher])
 
 
 # README table columns: the seed_results key and how records print it (5 decimals, thousands, one decimal)
@@ -206,10 +290,27 @@ def _cell(value: Any, shape: str) -> str:
     return "-" if value is None else format(round(value) if shape == "," else value, shape)
 
 
-def _readme(jobs: list[Job], document: dict[str, Any], log_names: list[str]) -> str:
+def _code_sentence(spec: ExperimentSpec, code: _Code) -> str:
+    if spec.trainer == BUILTIN:
+        return (f"`{SCRIPT_NAME}` is golfq's built-in trainer (the challenge's baseline architecture), bundled into "
+                "this one file.")
+    if not spec.is_code_folder:
+        return f"`{SCRIPT_NAME}` is the script golfq ran ({spec.trainer}), verbatim."
+    return (f"The code is the folder golfq ran ({spec.trainer}), file for file: "
+            + ", ".join(f"`{packed.name}`" for packed in code.files) + f"; `{code.entry.name}` is its entry point.")
+
+
+def _made(spec: ExperimentSpec) -> str:
+    make = spec.data.make
+    if make is None:
+        return ""
+    return (f", made by `{make.command}` in the code folder"
+            + "".join(f", {k}={v}" for k, v in sorted(make.inputs.items()))
+            + f" ({', '.join(f'{k}: {v}' for k, v in sorted(make.paths.items()))})")
+
+
+def _readme(jobs: list[Job], document: dict[str, Any], log_names: list[str], code: _Code) -> str:
     spec = jobs[0].spec
-    trainer = ("golfq's built-in trainer (the challenge's baseline architecture), bundled into this one file"
-               if spec.trainer == BUILTIN else f"the script golfq ran ({spec.trainer}), verbatim")
     rows = ["| seed | val_bpb | val_loss | pre-quant val_bpb | artifact bytes | steps | ms/step | train s | eval s "
             "| log |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for job, log_name in zip(jobs, log_names, strict=True):
@@ -226,10 +327,10 @@ def _readme(jobs: list[Job], document: dict[str, Any], log_names: list[str]) -> 
         f"# {document['name']}", "",
         (f"val_bpb **{document['val_bpb']:.5f}**{std} over {len(jobs)} seed(s) on {document['hardware']}; "
          f"artifact {_cell(document.get('bytes_total'), ',')} bytes (code {document['bytes_code']:,})."), "",
-        f"`{SCRIPT_NAME}` is {trainer}. golfq job(s): {', '.join(job.id for job in jobs)}.", "",
+        f"{_code_sentence(spec, code)} golfq job(s): {', '.join(job.id for job in jobs)}.", "",
         *rows, "",
         "## Configuration", "",
-        (f"Data: `{spec.data.dataset}` with tokenizer `{spec.data.tokenizer}`; training budget "
+        (f"Data: `{spec.data.dataset}` with tokenizer `{spec.data.tokenizer}`{_made(spec)}; training budget "
          f"{spec.budget.train_seconds:g} s. Hyperparameters other than the defaults:"), "",
         settings, "",
         "## Reproduce (first seed)", "",
@@ -239,36 +340,40 @@ def _readme(jobs: list[Job], document: dict[str, Any], log_names: list[str]) -> 
 
 def write_submission(broker: Broker, job_ids: Sequence[str], out: Path, *, log_of: Callable[[Job], Path | None],
                      builtin_source: Callable[[], str], name: str = "", author: str = "", github_id: str = "",
-                     blurb: str = "", requirements: str | None = None) -> Submission:
+                     blurb: str = "") -> Submission:
     """Write a record folder for these jobs into out (new or empty); return what was written.
 
     `log_of` finds a job's train log on this machine; `builtin_source` is the built-in trainer as
-    one file (the caller's: ops imports no training code). `requirements` is the run's own
-    requirements.txt where it has one; else it is written from the script's imports."""
+    one file (the caller's: ops imports no training code)."""
     jobs = _jobs(broker, job_ids)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise _fail(f"{out} exists and is not an empty directory")
-    code = _script(broker, jobs, builtin_source)
+    code = _code(broker, jobs, builtin_source)
     sources = [_log_path(job, log_of) for job in jobs]
     log_names = ["train.log"] if len(jobs) == 1 else [f"train_seed{job.spec.seed}.log" for job in jobs]
     reported = {job.result.code_bytes for job in jobs if job.result is not None}
-    # The code size the runs all counted (a script may count its code compressed); the file's own size where they
+    # The code size the runs all counted (a script may count its code compressed); the entry's own size where they
     # differ or one counted none.
     counted = reported.pop() if len(reported) == 1 else None
-    code_bytes = counted if counted is not None else len(code)
+    code_bytes = counted if counted is not None else len(code.entry.content)
     title = name or jobs[0].spec.name or f"golfq {config_key(jobs[0].spec)}"
     document = _document(jobs, code_bytes, sources, name=title, author=author, github_id=github_id, blurb=blurb)
+    derived, requirement_warnings = _requirements(code, jobs[0].spec.is_code_folder, document.get("pytorch_version"))
     out.mkdir(parents=True, exist_ok=True)
-    files = [out / SCRIPT_NAME, out / "submission.json", out / "README.md", out / REQUIREMENTS_NAME]
-    files[0].write_bytes(code)
-    files[1].write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    files[2].write_text(_readme(jobs, document, log_names), encoding="utf-8")
-    files[3].write_text(requirements if requirements is not None
-                        else requirements_text(code, document.get("pytorch_version")), encoding="utf-8")
+    files = []
+    for packed in [*code.files, *([derived] if derived is not None else [])]:
+        path = out.joinpath(*PurePosixPath(packed.name).parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(packed.content)
+        path.chmod(0o755 if packed.executable else 0o644)
+        files.append(path)
+    (out / "submission.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    (out / "README.md").write_text(_readme(jobs, document, log_names, code), encoding="utf-8")
+    files[1:1] = [out / "submission.json", out / "README.md"]
     for source, log_name in zip(sources, log_names, strict=True):
         shutil.copyfile(source, out / log_name)
         files.append(out / log_name)
     warnings = [f"submission.json has no {key}: give --{key.replace('_', '-')} (records name their author)"
                 for key in ("author", "github_id") if not document.get(key)]
-    return Submission(out=out, files=files, document=document, warnings=warnings)
+    return Submission(out=out, files=files, document=document, warnings=warnings + code.warnings + requirement_warnings)

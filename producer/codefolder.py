@@ -3,7 +3,9 @@
 The pack is an uncompressed POSIX tar (no compressor whose output could change between
 library versions) of the folder's regular files in sorted order, each with mtime 0, uid and
 gid 0, no owner names and mode 0755 or 0644 (executable or not): nothing of where or when it
-was packed. Caches (__pycache__, .git, *.pyc) are left out. Links to files inside the folder
+was packed. Caches (__pycache__, .git, *.pyc) are left out, and so is a record's paperwork
+(its top-level README.md, submission.json and *.log: golfq.core.codepack.is_paperwork), which
+describes runs and is not code they run. Links to files inside the folder
 are packed as the file they name; anything else is refused with one line before a job is
 queued: a missing or unreadable folder, a link that leaves it (or names a folder), a device
 file, fifo or socket, a pack over MAX_CODE_BYTES, an environment that does not parse.
@@ -17,6 +19,7 @@ import stat
 import tarfile
 from pathlib import Path
 
+from golfq.core.codepack import is_paperwork
 from golfq.core.environment import DECLARATION, REQUIREMENTS, Environment, parse_environment
 from golfq.core.errors import GolfqError
 from golfq.core.spec import CODE_PREFIX, MAX_CODE_BYTES, script_ref
@@ -53,6 +56,8 @@ def _files(root: Path, where: str) -> list[tuple[str, Path]]:
             path = Path(current) / name
             rel = path.relative_to(root).as_posix()
             info = path.lstat()
+            if is_paperwork(rel):
+                continue
             if stat.S_ISLNK(info.st_mode):
                 target = path.resolve()
                 if not target.is_relative_to(real_root):

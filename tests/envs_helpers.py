@@ -11,6 +11,8 @@ import hashlib
 import zipfile
 from pathlib import Path
 
+import pytest
+
 # A package golfq does not depend on and no index will ever serve under this name.
 PACKAGE = "golfq_envtest_pkg"
 
@@ -34,6 +36,17 @@ def make_wheel(folder: Path, name: str = PACKAGE, version: str = "1.0.0", body: 
         for path, content in files.items():
             archive.writestr(path, content)
     return wheel
+
+
+@pytest.fixture
+def wheels(tmp_path, monkeypatch):
+    """The made-up package's wheel in a find-links folder that workers' uv installs from, with no index."""
+    folder = tmp_path / "wheels"
+    make_wheel(folder)
+    monkeypatch.setenv("GOLFQ_ENV_FIND_LINKS", str(folder))
+    monkeypatch.setenv("GOLFQ_ENV_NO_INDEX", "1")
+    monkeypatch.setenv("GOLFQ_ENV_DIR", str(tmp_path / "envs"))
+    return folder
 
 
 # Imports the made-up package, says where it came from, then prints the challenge's final lines.

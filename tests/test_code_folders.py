@@ -25,18 +25,8 @@ from golfq.producer.codefolder import CodeFolderError, pack_folder
 from golfq.producer.specfile import prepare
 from golfq.workers.runner import run_lease
 from tests import redis_server
-from tests.envs_helpers import PACKAGE, code_folder, make_wheel
+from tests.envs_helpers import PACKAGE, code_folder, make_wheel, wheels  # noqa: F401 (fixture)
 from tests.golfq_helpers import broker, cli  # noqa: F401 (fixtures)
-
-
-@pytest.fixture
-def wheels(tmp_path, monkeypatch):
-    folder = tmp_path / "wheels"
-    make_wheel(folder)
-    monkeypatch.setenv("GOLFQ_ENV_FIND_LINKS", str(folder))
-    monkeypatch.setenv("GOLFQ_ENV_NO_INDEX", "1")
-    monkeypatch.setenv("GOLFQ_ENV_DIR", str(tmp_path / "envs"))
-    return folder
 
 
 def _worker_lacks_the_package():

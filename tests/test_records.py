@@ -14,7 +14,8 @@ import pytest
 from golfq.core.environment import parse_environment
 from golfq.core.result import Result
 from golfq.core.spec import parse_spec
-from golfq.ops.records import environment_declaration, import_record, render_toml
+from golfq.ops.recordfile import environment_declaration, render_toml
+from golfq.ops.records import import_record
 from golfq.ops.submission import write_submission
 from golfq.producer.specfile import prepare
 from tests.golfq_helpers import broker, cli  # noqa: F401 (fixtures)

@@ -1,18 +1,17 @@
 """A code folder on the worker: unpacked as the attempt's directory, its environment, its made data.
 
-The pack (golfq.producer.codefolder) holds regular files only; unpacking refuses any member
-that is not one, or whose name is absolute or climbs out, whatever wrote the blob.
+The pack (golfq.producer.codefolder) holds regular files only; golfq.core.codepack reads it and
+refuses any member that is not one, or whose name is absolute or climbs out, whatever wrote the blob.
 """
 
 from __future__ import annotations
 
-import io
 import os
-import tarfile
 from pathlib import Path, PurePosixPath
 
 import msgspec
 
+from golfq.core.codepack import read_pack
 from golfq.core.environment import DECLARATION, REQUIREMENTS, Environment, parse_environment
 from golfq.core.errors import GolfqError
 from golfq.core.settings import settings
@@ -26,28 +25,18 @@ DATA_COMMAND_TIMEOUT_SECONDS = 6 * 3600.0  # CaseOps over FineWeb's 10B tokens i
 
 def unpack(blob: bytes, into: Path) -> None:
     """Write the pack's files under `into`; ValueError for a member that is not a plain file inside it."""
-    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:") as tar:
-        for member in tar:
-            name = PurePosixPath(member.name)
-            if not member.isfile() or name.is_absolute() or ".." in name.parts or not name.parts:
-                raise ValueError(f"code pack member {member.name!r} is not a file inside the folder")
-            path = into.joinpath(*name.parts)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            source = tar.extractfile(member)
-            assert source is not None  # a regular file always has content
-            path.write_bytes(source.read())
-            path.chmod(0o755 if member.mode & 0o100 else 0o644)
+    for packed in read_pack(blob):
+        path = into.joinpath(*PurePosixPath(packed.name).parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(packed.content)
+        path.chmod(0o755 if packed.executable else 0o644)
 
 
 def pack_environment(blob: bytes) -> Environment:
     """What a pack declares, read from it in memory (where the image for it is chosen, before any unpacking)."""
-    texts: dict[str, str | None] = {REQUIREMENTS: None, DECLARATION: None}
-    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:") as tar:
-        for member in tar:
-            if member.name in texts and member.isfile():
-                source = tar.extractfile(member)
-                texts[member.name] = source.read().decode("utf-8") if source is not None else None
-    return parse_environment(texts[REQUIREMENTS], texts[DECLARATION])
+    texts = {packed.name: packed.content.decode("utf-8") for packed in read_pack(blob)
+             if packed.name in (REQUIREMENTS, DECLARATION)}
+    return parse_environment(texts.get(REQUIREMENTS), texts.get(DECLARATION))
 
 
 def folder_environment(folder: Path) -> Environment:
