@@ -10,8 +10,6 @@ from __future__ import annotations
 import re
 import time
 
-import pytest
-
 from golfq.core.job import JobState
 from golfq.core.result import FailureKind
 from golfq.core.spec import Budget, parse_spec
