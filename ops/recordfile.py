@@ -61,8 +61,8 @@ def _installs_only_kept(line: str) -> bool:
 
 def environment_declaration(record: ImportedRecord) -> str | None:
     """The folder's golfq.toml: the Debian packages and pip installs its requirements.txt cannot carry."""
-    build = [f"uv {line}" for line in record.outside_pip
-             if line.startswith("pip install ") and not _installs_only_kept(line)]
+    build = [f"uv {line}" for line in record.outside_pip  # a line with a <placeholder> stays a comment to edit
+             if line.startswith("pip install ") and not _installs_only_kept(line) and "<" not in line]
     if not (record.system_packages or build):
         return None
     lines = ["# Written by `golfq record import`: what this record installs outside requirements.txt.",

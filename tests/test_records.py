@@ -254,3 +254,14 @@ def test_a_submission_folder_round_trips_through_import(broker, tmp_path):
     assert (again.pool, again.env, again.seed, again.data, again.budget.train_seconds) == (
         first.pool, first.env, first.seed, first.data, first.budget.train_seconds)
     assert import_record(written.out, tmp_path / "x.toml").requirements == ["torch==2.9.1+cu128", "numpy", "brotli"]
+
+
+def test_an_install_line_with_a_placeholder_is_never_a_build_step(tmp_path):
+    folder = shutil.copytree(BASELINE, tmp_path / "placeholder")
+    (folder / "requirements.txt").write_text(
+        "numpy\n# pip install --no-deps flash_attn_3 --find-links <the wheel index for your CUDA and torch build>\n"
+        "# apt-get install -y lrzip\n")
+    record = import_record(folder, tmp_path / "spec.toml")
+    assert any("<the wheel index" in line for line in record.outside_pip)
+    declared = parse_environment("numpy\n", environment_declaration(record))
+    assert declared.system == ("lrzip",) and declared.build == ()
