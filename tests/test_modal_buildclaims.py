@@ -139,6 +139,7 @@ def test_a_failing_data_command_fails_every_waiting_container_with_its_message(t
         assert isinstance(error, BuildError), outcomes
         assert str(error) == "data command exited with code 3: no tokenizer here"
         assert "no tokenizer here" in error.tail
+    assert all("no tokenizer here" in (tmp_path / f"{name}.log").read_text() for name in outcomes)  # `golfq logs`
     assert not space.volume.files  # nothing half-made was published
     # A job that comes while the failure is fresh fails with it; one that comes later builds afresh.
     assert isinstance(space.race(run, ["soon"])["soon"], BuildError)
@@ -146,3 +147,15 @@ def test_a_failing_data_command_fails_every_waiting_container_with_its_message(t
     space.clock.advance(FAILURE_HOLD_SECONDS)
     assert isinstance(space.race(run, ["later"])["later"], BuildError)
     assert counter.read_text() == "run\nrun\n"
+
+
+def test_the_pool_functions_claim_made_data_in_the_apps_dict_on_the_data_volume():
+    import modal
+
+    from golfq.workers.modal import app
+
+    lease = type("Lease", (), {"job_id": "j" * 20, "attempt": 2})()
+    first, second = app.data_claims(lease), app.data_claims(lease)
+    assert isinstance(first, VolumeClaims) and isinstance(first.claims, modal.Dict)
+    assert first.volume is app.data_volume
+    assert first.owner != second.owner  # two attempts in one container never take each other's claim

@@ -54,7 +54,10 @@ def ensure_made_data(make: MadeData, code: str, folder: Path, data_root: Path, l
     with open(log_path, "a") as log:
         log.write(f"[golfq] data command: {target}\n")
 
+    ran_here = []
+
     def build(into: Path) -> str:
+        ran_here.append(True)
         root = str(Path(data_root).absolute())
         env = child_env({**make.inputs, "GOLFQ_DATA_OUT": str(into), "GOLFQ_DATA_ROOT": root},
                         [bin_dir] if bin_dir is not None else [])
@@ -65,7 +68,13 @@ def ensure_made_data(make: MadeData, code: str, folder: Path, data_root: Path, l
                 raise BuildError(f"data command: it made no {rel} (data.make.paths.{key})")
         return make.command
 
-    built, _ = build_once(target, build, guard)
+    try:
+        built, _ = build_once(target, build, guard)
+    except BuildError as error:
+        if not ran_here:  # another container's build failed: its last lines go to this job's log too
+            with open(log_path, "a") as log:
+                log.write(f"[golfq] data command failed in another job's build: {error}\n{error.tail}\n")
+        raise
     with open(log_path, "a") as log:
         log.write(f"[golfq] data command: {'made' if built else 'reused'} {target}\n")
     return {key: str(target / rel) for key, rel in make.paths.items()}
