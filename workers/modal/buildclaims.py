@@ -104,15 +104,24 @@ class VolumeClaims:
         marker = target / READY
         generation, waited_on = 0, False
         seen: tuple[Lease, float] | None = None  # the claim's value as last read, and when it was first read so
+        unreachable: float | None = None  # since when the Dict has not answered
         self._reload()
         while True:
             if marker.is_file():
                 yield None
                 return
             key = f"made/{target.name}/{generation}"
-            lease = self._read(key)
-            if lease is None:
-                lease, waited_on = self._take(key), True
+            try:
+                lease = self._read(key)
+                if lease is None:
+                    lease, waited_on = self._take(key), True
+                unreachable = None
+            except Exception:  # a put that went unanswered may have claimed it: read again at the next poll
+                unreachable = self.clock() if unreachable is None else unreachable
+                if self.clock() - unreachable >= self.lease_seconds:
+                    raise
+                self.sleep(self.poll_seconds)
+                continue
             if lease is not None and lease.owner == self.owner and not lease.done and lease.error is None:
                 held = _Held(self, key, target)
                 try:
