@@ -91,7 +91,7 @@ def test_four_containers_make_the_data_once_and_all_read_it(tmp_path, seed):
     assert space.net.responses_lost > 0  # the claims held through retried calls
 
 
-@pytest.mark.parametrize("lost", [0.1, 0.2])  # at 20%, some calls fail after all the client's retries
+@pytest.mark.parametrize("lost", [0.1, 0.25])  # at 25%, some calls fail after all the client's retries
 def test_a_builder_that_dies_mid_build_is_taken_over_by_exactly_one_other(tmp_path, lost):
     space = Workspace(tmp_path, seed=3, lost=lost)
     builders: list[str] = []
@@ -123,7 +123,7 @@ def test_a_builder_that_dies_mid_build_is_taken_over_by_exactly_one_other(tmp_pa
     for name in outcomes:
         assert (tmp_path / name / "data" / MADE_DIR / "abc" / "tok.model").read_text() == "tok"
     assert space.clock() - started >= LEASE + 5 * LEASE  # the takeover waited out the dead builder's lease
-    assert space.net.failed > 0 or lost < 0.2  # calls unanswered after every retry: the waiters polled on
+    assert space.net.failed > 0 or lost < 0.25  # calls unanswered after every retry: the waiters polled on
 
 
 def test_a_failing_data_command_fails_every_waiting_container_with_its_message(tmp_path):

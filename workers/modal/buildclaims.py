@@ -174,20 +174,34 @@ class _Held:
         with self._lock:  # no renewal after this one: it would overwrite how the build ended
             self._ended = True
             if lease is not None:
-                self.guard.claims.put(self.key, _encode(lease))
+                self._again(lambda: self.guard.claims.put(self.key, _encode(lease)), f"claim {self.key}")
 
     def stop(self) -> None:
         """The build ended without an outcome (this container is going down): the lease runs out."""
         with self._lock:
             self._ended = True
 
+    def _again(self, step: Callable[[], object], what: str, tries: int = 3) -> None:
+        for attempt in range(tries):
+            try:
+                step()
+                return
+            except Exception as error:  # commits and plain puts repeat safely: an hour's build is worth a retry
+                if attempt == tries - 1:
+                    raise
+                log.warning("%s failed: %s", what, error)
+                self.guard.sleep(self.guard.poll_seconds)
+
+    def _commit(self) -> None:
+        self._again(self.guard.volume.commit, "data Volume commit")
+
     def done(self, text: str) -> None:
         (self.staging / READY).write_text(text)
-        self.guard.volume.commit()  # the output, under this builder's own name
+        self._commit()  # the output, under this builder's own name
         if self.target.exists():
             shutil.rmtree(self.target)  # a builder before this one died half-way through its rename
         os.rename(self.staging, self.target)
-        self.guard.volume.commit()
+        self._commit()
         self._end(msgspec.structs.replace(self.guard._lease(), done=True, ended=self.guard.wall()))
 
     def failed(self, error: BuildError) -> None:
