@@ -8,14 +8,22 @@ the others' files only after they commit and it reloads.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from golfq.core.job import JobState
+from golfq.core.result import FailureKind
 from golfq.core.spec import MadeData
+from golfq.producer.specfile import prepare
 from golfq.workers.buildonce import READY, BuildError, build_once
 from golfq.workers.codedir import MADE_DIR, ensure_made_data
-from golfq.workers.modal.buildclaims import FAILURE_HOLD_SECONDS, VolumeClaims
+from golfq.workers.modal.buildclaims import FAILURE_HOLD_SECONDS, Lease, VolumeClaims
+from golfq.workers.runner import run_lease
+from tests.envs_helpers import code_folder
+from tests.golfq_helpers import broker  # noqa: F401 (fixture)
 from tests.modal_fakes import FakeDict
 from tests.modal_net import Network, VirtualClock
 from tests.modal_volume import FakeVolume, VolumeView
@@ -161,3 +169,55 @@ def test_the_pool_functions_claim_made_data_in_the_apps_dict_on_the_data_volume(
     assert isinstance(first, VolumeClaims) and isinstance(first.claims, modal.Dict)
     assert first.volume is app.data_volume
     assert first.owner != second.owner  # two attempts in one container never take each other's claim
+
+
+# -- one container's runner, after another container built (or failed to build) the data ------------
+
+READS_DATA = """\
+import os, pathlib
+assert pathlib.Path(os.environ["DATA_PATH"], "train_000.bin").read_text() == "8192"
+print("final_int8_zlib_roundtrip_exact val_loss:2.0 val_bpb:1.25")
+"""
+
+
+def _one_container_job(broker, tmp_path: Path, monkeypatch, command: str):
+    monkeypatch.setenv("GOLFQ_DATA_DIR", str(tmp_path / "data"))
+    folder = code_folder(tmp_path / "rec", requirements=None, script=READS_DATA)
+    make = {"command": command, "paths": {"DATA_PATH": "shards"}}
+    item = prepare({"code": str(folder), "pool": "cpu", "data": {"make": make}})
+    broker.put_script(item.script)
+    broker.submit([item.spec])
+    return item, MadeData(**make).key(item.spec.trainer)
+
+
+def test_a_job_reads_the_data_another_container_published(broker, tmp_path, monkeypatch):
+    item, key = _one_container_job(broker, tmp_path, monkeypatch, "echo ran > ran.txt")
+    volume = FakeVolume()
+    here = volume.mount(tmp_path / "data")  # mounted before the other container commits: only a reload shows it
+    elsewhere = volume.mount(tmp_path / "elsewhere")
+    (elsewhere.root / MADE_DIR / key / "shards").mkdir(parents=True)
+    (elsewhere.root / MADE_DIR / key / "shards" / "train_000.bin").write_text("8192")
+    (elsewhere.root / MADE_DIR / key / READY).write_text("made")
+    elsewhere.commit()
+    assert not (here.root / MADE_DIR).exists()
+    guard = VolumeClaims(FakeDict("golfq-builds"), here, owner="here", poll_seconds=0.05)
+    result = run_lease(broker, broker.claim("cpu", "w", lease_seconds=60), work_root=tmp_path / "runs",
+                       data_guard=guard)
+    assert result.val_bpb == 1.25, result.error
+    assert not list((tmp_path / "runs").rglob("ran.txt"))  # the command did not run here
+
+
+def test_a_job_fails_as_user_with_the_build_another_container_failed(broker, tmp_path, monkeypatch):
+    item, key = _one_container_job(broker, tmp_path, monkeypatch, "echo ran > ran.txt")
+    claims = FakeDict("golfq-builds")
+    claims.put(f"made/{key}/0", msgspec.msgpack.encode(Lease(
+        owner="elsewhere", deadline=time.time(), error="data command exited with code 3: no tokenizer here",
+        tail="reading docs\nno tokenizer here", ended=time.time())))
+    guard = VolumeClaims(claims, FakeVolume().mount(tmp_path / "data"), owner="here", poll_seconds=0.05)
+    result = run_lease(broker, broker.claim("cpu", "w", lease_seconds=60), work_root=tmp_path / "runs",
+                       data_guard=guard)
+    assert result.failure is FailureKind.USER
+    assert result.error == "data command exited with code 3: no tokenizer here"
+    assert "no tokenizer here" in result.log_tail and "reading docs" in Path(result.log_path).read_text()
+    assert broker.get(item.spec.id).state is JobState.FAILED
+    assert not list((tmp_path / "runs").rglob("ran.txt"))
