@@ -1,9 +1,11 @@
 """Things built once per hash and shared by every job that needs them: environments, made data.
 
-A build runs under an exclusive file lock next to its folder, so two jobs (threads of one
-fleet, RQ workers of one machine) that need the same new folder build it once: the second
-waits on the lock and finds it ready. A folder is ready only once its marker file is written,
-last; a build that failed or was killed leaves no marker, and the next job starts it afresh.
+Who builds is decided by a BuildGuard. The default, FileLockGuard, is an exclusive file lock
+next to the folder, so two jobs (threads of one fleet, RQ workers of one machine) that need the
+same new folder build it once: the second waits on the lock and finds it ready. A folder is
+ready only once its marker file is written, last; a build that failed or was killed leaves no
+marker, and the next job starts it afresh. On Modal, where a file lock does not reach across
+containers, golfq.workers.modal.buildclaims claims the build in a Dict instead.
 Builds run as child processes whose output goes to a log, with a timeout.
 """
 
@@ -13,8 +15,10 @@ import fcntl
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Protocol
 
 READY = ".golfq-ready"
 TAIL_LINES = 15
@@ -28,25 +32,69 @@ class BuildError(Exception):
         self.tail = tail
 
 
-def build_once(target: Path, build: Callable[[Path], str]) -> tuple[bool, str]:
-    """(built by this call, the marker's text): `build(target)` fills target and returns the text to keep."""
+class BuildClaim(Protocol):
+    """The right to build one target, held by one builder at a time."""
+
+    @property
+    def staging(self) -> Path:
+        """The folder to build into."""
+
+    def done(self, text: str) -> None:
+        """Mark the built staging folder ready (its marker holds `text`) and make it the target."""
+
+    def failed(self, error: BuildError) -> None:
+        """The build failed: tell whoever waits on it."""
+
+
+class BuildGuard(Protocol):
+    def claim(self, target: Path) -> AbstractContextManager[BuildClaim | None]:
+        """Wait until this caller holds the build of target (a claim) or target is ready (None).
+        Raises BuildError when the build this caller waited on failed."""
+
+
+class _InPlace:
+    def __init__(self, target: Path) -> None:
+        self.staging = target
+
+    def done(self, text: str) -> None:
+        (self.staging / READY).write_text(text)
+
+    def failed(self, error: BuildError) -> None:
+        pass  # the next job that takes the lock builds afresh
+
+
+class FileLockGuard:
+    """Builders on one machine: an exclusive flock next to the target, the build in place."""
+
+    @contextmanager
+    def claim(self, target: Path) -> Iterator[BuildClaim | None]:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target.parent / f"{target.name}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+            yield None if (target / READY).is_file() else _InPlace(target)
+
+
+def build_once(target: Path, build: Callable[[Path], str], guard: BuildGuard | None = None) -> tuple[bool, str]:
+    """(built by this call, the marker's text): `build(folder)` fills the folder and returns the text to keep."""
     marker = target / READY
     if marker.is_file():
         return False, marker.read_text()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f"{target.name}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
-        if marker.is_file():
+    with (guard or FileLockGuard()).claim(target) as claim:
+        if claim is None:
             return False, marker.read_text()
-        if target.exists():
-            shutil.rmtree(target)  # a build that was interrupted
-        target.mkdir(parents=True)
+        if claim.staging.exists():
+            shutil.rmtree(claim.staging)  # a build that was interrupted
+        claim.staging.mkdir(parents=True)
         try:
-            text = build(target)
-        except BaseException:
-            shutil.rmtree(target, ignore_errors=True)
+            text = build(claim.staging)
+        except BuildError as error:
+            shutil.rmtree(claim.staging, ignore_errors=True)
+            claim.failed(error)
             raise
-        marker.write_text(text)
+        except BaseException:
+            shutil.rmtree(claim.staging, ignore_errors=True)
+            raise
+        claim.done(text)
         return True, text
 
 

@@ -16,7 +16,7 @@ from golfq.core.environment import DECLARATION, REQUIREMENTS, Environment, parse
 from golfq.core.errors import GolfqError
 from golfq.core.settings import settings
 from golfq.core.spec import ExperimentSpec, MadeData
-from golfq.workers.buildonce import BuildError, build_once, child_env, run_logged
+from golfq.workers.buildonce import BuildError, BuildGuard, build_once, child_env, run_logged
 from golfq.workers.envs import ensure_environment
 
 MADE_DIR = "made"
@@ -47,13 +47,17 @@ def folder_environment(folder: Path) -> Environment:
 
 
 def ensure_made_data(make: MadeData, code: str, folder: Path, data_root: Path, log_path: Path,
-                     bin_dir: Path | None) -> dict[str, str]:
-    """Run the spec's data command once per (command, inputs, code) under data_root/made/; the paths it maps."""
+                     bin_dir: Path | None, guard: BuildGuard | None = None) -> dict[str, str]:
+    """Run the spec's data command once per (command, inputs, code) under data_root/made/; the paths it maps.
+    `guard` decides who builds (default: a file lock, for workers on one machine)."""
     target = Path(data_root).absolute() / MADE_DIR / make.key(code)
     with open(log_path, "a") as log:
         log.write(f"[golfq] data command: {target}\n")
 
+    ran_here = []
+
     def build(into: Path) -> str:
+        ran_here.append(True)
         root = str(Path(data_root).absolute())
         env = child_env({**make.inputs, "GOLFQ_DATA_OUT": str(into), "GOLFQ_DATA_ROOT": root},
                         [bin_dir] if bin_dir is not None else [])
@@ -64,7 +68,13 @@ def ensure_made_data(make: MadeData, code: str, folder: Path, data_root: Path, l
                 raise BuildError(f"data command: it made no {rel} (data.make.paths.{key})")
         return make.command
 
-    built, _ = build_once(target, build)
+    try:
+        built, _ = build_once(target, build, guard)
+    except BuildError as error:
+        if not ran_here:  # another container's build failed: its last lines go to this job's log too
+            with open(log_path, "a") as log:
+                log.write(f"[golfq] data command failed in another job's build: {error}\n{error.tail}\n")
+        raise
     with open(log_path, "a") as log:
         log.write(f"[golfq] data command: {'made' if built else 'reused'} {target}\n")
     return {key: str(target / rel) for key, rel in make.paths.items()}
@@ -80,7 +90,7 @@ class Provisioned(msgspec.Struct, frozen=True):
 
 
 def provision(spec: ExperimentSpec, folder: Path, *, env_root: Path, data_root: Path, log_path: Path,
-              python: str) -> Provisioned:
+              python: str, data_guard: BuildGuard | None = None) -> Provisioned:
     """The unpacked folder's environment and data, built or reused; BuildError when either cannot be."""
     try:
         environment = folder_environment(folder)
@@ -100,6 +110,6 @@ def provision(spec: ExperimentSpec, folder: Path, *, env_root: Path, data_root: 
         extra = {"VIRTUAL_ENV": local.path, "PATH": os.pathsep.join([str(local.bin_dir), os.environ.get("PATH", "")])}
     if spec.data.make is not None:
         extra.update(ensure_made_data(spec.data.make, spec.trainer, folder, data_root, log_path,
-                                      local.bin_dir if local else None))
+                                      local.bin_dir if local else None, data_guard))
     return Provisioned(python=python, env=extra, environment=local.key if local else provided,
                        notes=local.notes if local else ())

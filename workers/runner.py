@@ -38,7 +38,7 @@ from golfq.workers.attempt import (
     process_count,
     training_command,
 )
-from golfq.workers.buildonce import BuildError
+from golfq.workers.buildonce import BuildError, BuildGuard
 from golfq.workers.checkpoints import CheckpointFolder
 from golfq.workers.codedir import Provisioned, provision, unpack
 from golfq.workers.curves import CurveWatch, References
@@ -273,7 +273,8 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
               stop: threading.Event | None = None, kill_grace: float = KILL_GRACE_SECONDS,
               log_max_bytes: int = DEFAULT_LOG_MAX_BYTES, python: str = sys.executable,
               progress_seconds: float | None = None, references: References | None = None,
-              clock: Callable[[], float] = time.monotonic, on_checkpoint: Callable[[], None] | None = None) -> Result:
+              clock: Callable[[], float] = time.monotonic, on_checkpoint: Callable[[], None] | None = None,
+              data_guard: BuildGuard | None = None) -> Result:
     """Run one attempt end to end, report it to the broker, and return its Result.
 
     `stop`, when set, kills the process and releases the lease (Broker.release: no failure counted,
@@ -283,6 +284,7 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
     reports the attempt `stopped` (not a failure). `on_checkpoint` runs after the process saved a
     checkpoint in the job's folder (golfq.workers.checkpoints; on Modal: the Volume's commit).
     `clock` times the hard timeout, heartbeats and the phases (tests run it faster than real time).
+    `data_guard` decides who makes a spec's data (golfq.workers.buildonce; default: a file lock).
     """
     spec = lease.spec
     attempt_start = clock()
@@ -310,7 +312,8 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
         try:
             provisioned = _while_heartbeating(
                 lambda: provision(spec, workdir, env_root=root, data_root=settings().data_dir, log_path=log_path,
-                                  python=python), broker, lease, heartbeat_seconds, lease_seconds)
+                                  python=python, data_guard=data_guard), broker, lease, heartbeat_seconds,
+                lease_seconds)
         except BuildError as error:  # the folder's declaration or command failed: the experiment's fault
             return _fail_early(broker, lease, str(error), FailureKind.USER, worker_id, log_path)
     nproc = process_count(spec, gpus)

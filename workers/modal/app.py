@@ -146,6 +146,15 @@ def enter_container():
     return signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
+def data_claims(lease):
+    """Who makes a spec's data among containers: a claim in the `APP-builds` Dict, the output on the data Volume."""
+    from golfq.workers.modal.buildclaims import VolumeClaims
+
+    claims = modal.Dict.from_name(f"{APP_NAME}-builds", environment_name=ENVIRONMENT, create_if_missing=True)
+    owner = f"{CONTAINER.container}-{lease.job_id[:12]}-{lease.attempt}-{os.urandom(3).hex()}"
+    return VolumeClaims(claims, data_volume, owner)
+
+
 def run_job(payload: bytes) -> str:
     """One spawned call: the lease the dispatcher claimed, run end to end by the shared runner."""
     from golfq.workers.modal.call import serve_call
@@ -159,7 +168,8 @@ def run_job(payload: bytes) -> str:
     def run() -> str:
         return run_claimed(broker, lease, work_root=work_root, heartbeat_seconds=CONFIG.heartbeat_seconds,
                            lease_seconds=CONFIG.lease_seconds, on_checkpoint=commit_artifacts,
-                           worker_id=f"modal/{lease.pool}/{CONTAINER.container}").status
+                           worker_id=f"modal/{lease.pool}/{CONTAINER.container}",
+                           data_guard=None if modal.is_local() else data_claims(lease)).status
 
     # Modal's re-run of this input (after a preemption) brings the same input id; a duplicated spawn does not.
     # A Sandbox (a code folder's own image) has no input: its task id is its own, and it is never re-run.
@@ -170,8 +180,6 @@ def run_job(payload: bytes) -> str:
     finally:
         broker.close()
         commit_artifacts()  # logs, artifacts and checkpoints outlive the container, even one going down
-        if lease.spec.data.make is not None and not modal.is_local():
-            data_volume.commit()  # what its data command made serves the next jobs
         if sigterm is not None:
             signal.signal(signal.SIGTERM, sigterm)
     # The result's commit kicked the dispatcher (unless one was listening): the freed slot is filled now.
