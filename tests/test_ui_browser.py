@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from golfq.core.result import FailureKind, Result
 from golfq.producer.client import Client
 from tests.golfq_helpers import REPO_ROOT, wait_for
 from tests.ui_helpers import report_points, seed_queue, serve
@@ -192,6 +193,38 @@ def test_a_capped_job_shows_why_it_waits_and_raising_the_cap_lets_a_worker_claim
             lease = client.broker.claim("h100", "w2")
             assert lease is not None and lease.job_id == second.id
             shot(driver, "ops-budget-raised")
+        finally:
+            driver.quit()
+    client.close()
+
+
+HOSTILE = '<img class="pwn" src="x" onerror="window.pwned=1">'
+
+
+def test_user_text_in_names_tags_and_errors_is_shown_as_text_never_run(tmp_path):
+    client = Client(f"sqlite:///{tmp_path / 'q.db'}")
+    jobs = client.submit_many([{"pool": "cpu", "name": HOSTILE + str(seed), "seed": seed, "tags": [HOSTILE[:60]],
+                                "env": {"NUM_LAYERS": "2"}} for seed in (1, 2, 3)])
+    broker = client.broker
+    for _ in range(2):
+        lease = broker.claim("cpu", "w")
+        broker.complete(lease, Result(spec_id=lease.job_id, attempt=lease.attempt, status="succeeded", val_bpb=1.3,
+                                      val_loss=2.2, artifact_bytes=1_000_000, train_seconds=20.0, total_seconds=30.0,
+                                      gpu_count=1, gpu_name="H100", gpu_seconds=30.0))
+    broker.fail(broker.claim("cpu", "w"), HOSTILE, FailureKind.USER)
+    client.set_budget(5, tag=HOSTILE[:60])
+    with serve(client, tmp_path / "runs") as url:
+        driver = make_driver()
+        try:
+            for view in ("front", "runs", "ops"):
+                driver.get(f"{url}/#{view}")
+                wait_for(lambda v=view: HOSTILE[:20] in driver.find_element(By.ID, "view-" + v).text, timeout=20)
+            driver.get(url + "/#runs")
+            wait_for(lambda: len(row_ids(driver, "#runs")) == 3, timeout=20)
+            driver.find_element(By.CSS_SELECTOR, f'#runs a[data-open="{jobs[2].id}"]').click()
+            wait_for(lambda: HOSTILE in driver.find_element(By.ID, "detail-body").text)
+            assert not driver.find_elements(By.CSS_SELECTOR, "img.pwn")
+            assert driver.execute_script("return window.pwned") is None
         finally:
             driver.quit()
     client.close()
