@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from golfq.cli.console import JsonOption, QueueOption, emit_json, queue
+from golfq.cli.console import JsonOption, QueueOption, emit, emit_json, queue, shown
 from golfq.core.budget import BudgetView, ScopeBudget, label
 from golfq.ops import budget as ops_budget
 
@@ -19,13 +19,13 @@ TagOption = Annotated[str | None, typer.Option("--tag", metavar="TAG", help="Cap
 
 def scope_line(s: ScopeBudget) -> str:
     cap = "no cap" if s.cap is None else f"cap ${s.cap:,.2f}, ${max(s.left or 0.0, 0.0):,.2f} left"
-    return f"budget {label(s.scope)}: ${s.spent:,.2f} spent + ${s.committed:,.2f} committed; {cap}"
+    return f"budget {shown(label(s.scope))}: ${s.spent:,.2f} spent + ${s.committed:,.2f} committed; {cap}"
 
 
 def budget_lines(view: BudgetView, uncapped: bool = False) -> list[str]:
     """What `ops budget show` and `golfq status` print: (capped) scopes, then each pool's first job a cap holds."""
     lines = [scope_line(s) for s in view.scopes if uncapped or s.cap is not None]
-    lines += [f"{w.job_id} ({w.pool}) waits: {w.reason}" for w in view.waiting]
+    lines += [f"{w.job_id} ({w.pool}) waits: {shown(w.reason)}" for w in view.waiting]
     return lines
 
 
@@ -35,10 +35,7 @@ def set_(usd: Annotated[str, typer.Argument(metavar="DOLLARS")], pool: PoolOptio
     """Cap spending: no attempt starts whose worst case would pass it. Example: golfq ops budget set 50 --pool h100"""
     with queue(queue_url) as broker:
         now = ops_budget.set_cap(broker, usd, pool=pool, tag=tag)
-    if as_json:
-        emit_json(now)
-    else:
-        print(scope_line(now))
+    emit(as_json, now, scope_line(now))
 
 
 @budget_app.command()
@@ -60,7 +57,5 @@ def clear(pool: PoolOption = None, tag: TagOption = None, queue_url: QueueOption
     with queue(queue_url) as broker:
         had = ops_budget.clear_cap(broker, pool=pool, tag=tag)
     where = label(f"pool:{pool}" if pool else f"tag:{tag}" if tag else "queue")
-    if as_json:
-        emit_json({"cleared": had, "scope": where})
-    else:
-        print(f"budget {where}: cap cleared" if had else f"budget {where}: had no cap")
+    emit(as_json, {"cleared": had, "scope": where},
+         f"budget {shown(where)}: cap cleared" if had else f"budget {shown(where)}: had no cap")

@@ -69,3 +69,14 @@ def test_an_idle_sqlite_claimer_does_not_take_the_write_lock_for_a_capped_job(br
     assert broker._worth_claiming("h100")
     broker.set_budget("pool:h100", 1.0)
     assert not broker._worth_claiming("h100")  # the read-only look says so, no write transaction
+
+
+def test_a_tag_with_control_characters_is_printed_escaped(cli, broker):
+    tag = "\x1b[2Jsweep\n"
+    broker.submit([ExperimentSpec(pool="h100", seed=1, tags=(tag,), budget=HOUR)])
+    code, out, _ = cli("ops", "budget", "set", "1", "--tag", tag)
+    line = "budget tag \\x1b[2Jsweep\\n: $0.00 spent + $0.00 committed; cap $1.00, $1.00 left"
+    assert code == 0 and out.strip() == line
+    for args in (("ops", "budget", "show"), ("status",), ("ops", "budget", "clear", "--tag", tag)):
+        code, out, _ = cli(*args)
+        assert code == 0 and "\\x1b[2Jsweep\\n" in out and "\x1b" not in out, (args, out)
