@@ -150,6 +150,8 @@ def submit(
 
     Example: echo '{"pool": "cpu", "NUM_LAYERS": 4}' | golfq submit - --seed 1 --seed 2
     """
+    if baseline and (script is not None or code is not None):
+        raise InputError(f"submit: --baseline runs the built-in trainer; drop it or {'--code' if code else '--script'}")
     if file is None and _stdin_holds_input():
         file = "-"
     docs, base = read_documents(file) if file else ([{}], Path.cwd())

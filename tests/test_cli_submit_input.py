@@ -59,3 +59,14 @@ def test_the_baseline_is_queued_only_when_asked_and_each_line_says_what_runs(cli
     assert "pool=cpu seed=1337  builtin defaults" in out
     code, out, err = cli("submit", "--pool", "cpu", "--set", "NUM_LAYERS=4", "--set", "budget.train_seconds=60")
     assert code == 0 and "queued" in out and "builtin NUM_LAYERS=4" in out
+
+
+def test_the_baseline_with_a_script_or_code_folder_is_refused_and_queues_nothing(cli, tmp_path):
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "train_gpt.py").write_text("print(1)\n")
+    for option, path in (("--code", tmp_path / "code"), ("--script", tmp_path / "code" / "train_gpt.py")):
+        code, out, err = cli("submit", "--pool", "cpu", "--baseline", option, str(path))
+        assert (code, out) == (2, "") and len(err.splitlines()) == 1, err
+        assert err.startswith(f"golfq: submit: --baseline runs the built-in trainer; drop it or {option}")
+    code, out, _ = cli("status", "--json")
+    assert json.loads(out)["jobs"] == []
