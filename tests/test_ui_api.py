@@ -308,3 +308,18 @@ def test_a_bad_cap_answers_400_with_one_line_and_sets_nothing(queue, body, messa
     error = response.json()["error"]
     assert message in error and "\n" not in error
     assert [s for s in client.budget().scopes if s.cap is not None] == []
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"top": None}, "promote: top must be a whole number"),  # the page sends NaN, an empty box, as null
+    ({"seeds": [3]}, "promote: seeds must be a whole number"),
+    ({"top": "abc"}, "promote: top must be a whole number"),
+    ({"top": 2.5}, "promote: top must be a whole number"),
+])
+def test_a_bad_promote_answers_400_with_one_line_and_queues_nothing(queue, extra, message):
+    client, _, tmp_path = queue
+    before = len(client.list())
+    response = http(client, tmp_path, allow_actions=True).post(
+        "/api/actions/promote", json={"from": "cpu", "to": "h100", **extra})
+    assert response.status_code == 400 and response.json()["error"].startswith(message), response.text
+    assert len(client.list()) == before

@@ -143,8 +143,12 @@ class Dashboard:
             source, to = body.get("from"), body.get("to")
             if not isinstance(source, str) or not isinstance(to, str):
                 raise GolfqError("promote: the body needs from (a pool or track) and to (a pool)")
+            top, seeds = body.get("top", 3), body.get("seeds", 3)
+            for key, value in (("top", top), ("seeds", seeds)):
+                if type(value) is not int:  # bool is an int subclass; a float or null is no count either
+                    raise GolfqError(f"promote: {key} must be a whole number (got {value!r})")
             try:
-                done = self.client.promote(source, to, top=int(body.get("top", 3)), seeds=int(body.get("seeds", 3)))
+                done = self.client.promote(source, to, top=top, seeds=seeds)
             except ValueError as error:
                 raise GolfqError(f"promote: {error}") from None
             return {"action": action, "promoted": [{"config": p.config, "new": list(p.new)} for p in done]}
