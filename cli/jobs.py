@@ -163,7 +163,7 @@ def job_log(job: Job, runs: Path) -> Path | None:
     return next((p for p in candidates if p.is_file()), None)
 
 
-def _remote_log(broker: object, job: Job) -> str | None:
+def remote_log(broker: object, job: Job) -> str | None:
     """A backend that keeps logs off this machine offers read_log(job) (the Modal backend does)."""
     read_log = getattr(broker, "read_log", None)
     return read_log(job) if callable(read_log) else None
@@ -175,7 +175,7 @@ def log_text(broker: object, job: Job, runs: Path) -> tuple[str, str] | None:
     path = job_log(job, runs)
     if path is not None:
         return path.read_text(encoding="utf-8", errors="replace"), str(path)
-    if (remote := _remote_log(broker, job)) is not None:
+    if (remote := remote_log(broker, job)) is not None:
         return remote, "backend"
     if job.result is not None and job.result.log_tail:
         return job.result.log_tail + "\n", f"the tail stored with attempt {job.result.attempt}"
@@ -213,7 +213,7 @@ def logs(
             time.sleep(0.5)
             job = find_job(broker, job_id)
             path = job_log(job, runs)
-        if path is None and (remote := _remote_log(broker, job)) is not None:
+        if path is None and (remote := remote_log(broker, job)) is not None:
             _write(remote, as_json)  # kept by the backend (Modal: on the artifacts Volume)
             return
         if path is None:

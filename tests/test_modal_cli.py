@@ -52,7 +52,7 @@ def test_status_shows_calls_waiting_for_a_gpu_billed_hours_and_the_snapshot_age(
 
 
 def test_logs_of_a_modal_job_come_from_the_artifacts_volume():
-    from golfq.cli.jobs import _remote_log
+    from golfq.cli.jobs import remote_log
     from golfq.core.result import Result
 
     fake = FakeModal()
@@ -60,11 +60,11 @@ def test_logs_of_a_modal_job_come_from_the_artifacts_volume():
     job = broker.submit([ExperimentSpec(pool="cpu", seed=1)])[0]
     lease = broker.claim("cpu", "modal/cpu")
     fake.blobs.put(f"runs/{job.id}-1/train.log", b"step 1\nfinal_int8_zlib_roundtrip_exact val_bpb:1.5\n")
-    assert _remote_log(broker, broker.get(job.id)).startswith("step 1")  # still running: the attempt's folder
+    assert remote_log(broker, broker.get(job.id)).startswith("step 1")  # still running: the attempt's folder
     broker.complete(lease, Result(spec_id=job.id, attempt=1, status="succeeded",
                                   log_path=f"/artifacts/runs/{job.id}-1/train.log"))
-    assert "val_bpb:1.5" in _remote_log(broker, broker.get(job.id))
-    assert _remote_log(object(), broker.get(job.id)) is None  # other backends: the local file, as before
+    assert "val_bpb:1.5" in remote_log(broker, broker.get(job.id))
+    assert remote_log(object(), broker.get(job.id)) is None  # other backends: the local file, as before
 
 
 def test_debug_sandbox_gets_the_jobs_gpu_script_and_environment():

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from golfq.cli.jobs import job_log
+from golfq.cli.jobs import job_log, remote_log
 from golfq.cli.loop import compare_doc
 from golfq.cli.ui.rows import JobIndex, Row, as_number
 from golfq.core.budget import label
@@ -157,8 +157,7 @@ def log_doc(client: Client, work_dir: Path, job_id: str) -> dict[str, Any]:
             handle.seek(max(0, size - LOG_BYTES))
             text = handle.read().decode("utf-8", errors="replace")
         return {"id": job_id, "source": str(path), "truncated": size > LOG_BYTES, "text": text}
-    read_log = getattr(client.broker, "read_log", None)  # a backend that keeps logs elsewhere (Modal)
-    remote = read_log(job) if callable(read_log) else None
+    remote = remote_log(client.broker, job)
     if remote is not None:
         return {"id": job_id, "source": "backend", "truncated": len(remote) > LOG_BYTES, "text": remote[-LOG_BYTES:]}
     tail = job.result.log_tail if job.result is not None else ""
