@@ -7,8 +7,8 @@ import re
 import shlex
 from typing import Any
 
-from golfq.core.environment import DECLARATION, KEPT_FROM_WORKER
-from golfq.ops.records import REQUIREMENTS, ImportedRecord
+from golfq.core.environment import DECLARATION, KEPT_FROM_WORKER, REQUIREMENTS
+from golfq.ops.records import ImportedRecord
 
 
 def _toml_value(value: Any) -> str:

@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from golfq.core.environment import REQUIREMENTS
 from golfq.core.pools import known_pools
-from golfq.core.spec import CODE_PREFIX, RESERVED_ENV, SpecError, check_pool, parse_spec
+from golfq.core.spec import CODE_PREFIX, DEFAULT_ENTRY, RESERVED_ENV, SpecError, check_pool, parse_spec
 from golfq.ops import OpsError
 
 README = "README.md"
 SUBMISSION = "submission.json"
-REQUIREMENTS = "requirements.txt"
-ENTRY_POINT = "train_gpt.py"
+ENTRY_POINT = DEFAULT_ENTRY
 MAX_TEXT_BYTES = 1 << 20  # a record's README or requirements.txt is a few kB
 
 _FENCE = re.compile(r"^\s*(```|~~~)")

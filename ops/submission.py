@@ -33,18 +33,18 @@ import msgspec
 
 from golfq.core.broker import Broker
 from golfq.core.codepack import PackedFile, is_paperwork, read_pack
+from golfq.core.environment import REQUIREMENTS
 from golfq.core.job import Job, JobState
+from golfq.core.pareto import MAX_ARTIFACT_BYTES
 from golfq.core.pools import known_pools
 from golfq.core.result import Result
-from golfq.core.spec import BUILTIN, CODE_PREFIX, ExperimentSpec, config_key
+from golfq.core.spec import BUILTIN, CODE_PREFIX, DEFAULT_ENTRY, ExperimentSpec, config_key
 from golfq.ops import OpsError
 from golfq.ops.requirements import pins_torch, requirements_text
 
-SIZE_LIMIT_BYTES = 16_000_000
 TRAIN_LIMIT_SECONDS = 600.0
 EVAL_LIMIT_SECONDS = 600.0
-SCRIPT_NAME = "train_gpt.py"
-REQUIREMENTS_NAME = "requirements.txt"
+SCRIPT_NAME = DEFAULT_ENTRY  # what a record runs; a code folder may name another entry
 # GPUs as the records name their machine (`8xH100 80GB SXM`): the challenge's H100s are the 80 GB SXM part
 GPU_NAMES = {"H100": "H100 80GB SXM", "H200": "H200 141GB SXM", "A100": "A100 80GB SXM"}
 
@@ -138,18 +138,18 @@ def _code(broker: Broker, jobs: list[Job], builtin_source: Callable[[], str]) ->
 
 def _requirements(code: _Code, is_folder: bool, torch_version: str | None) -> tuple[PackedFile | None, list[str]]:
     """(requirements.txt to write besides the code's files, warnings): a folder's own is written as it is."""
-    own = code.named(REQUIREMENTS_NAME)
+    own = code.named(REQUIREMENTS)
     if own is None:
         python = [packed for packed in code.files if packed.name.endswith(".py")]
         local = {packed.name.split("/")[0].removesuffix(".py") for packed in python}
         text = requirements_text([packed.content for packed in python], torch_version, local)
-        derived = PackedFile(REQUIREMENTS_NAME, text.encode("utf-8"))
-        warnings = [f"the code folder has no {REQUIREMENTS_NAME}: wrote one from its imports, so the "
+        derived = PackedFile(REQUIREMENTS, text.encode("utf-8"))
+        warnings = [f"the code folder has no {REQUIREMENTS}: wrote one from its imports, so the "
                     "folder written here runs in another environment (and packs to another code id) than the "
                     "job"] if is_folder else []
         return derived, warnings
     if torch_version and not pins_torch(own.content.decode("utf-8", errors="replace")):
-        return None, [f"{REQUIREMENTS_NAME} (the folder's own, written as it is) does not pin torch; the runs "
+        return None, [f"{REQUIREMENTS} (the folder's own, written as it is) does not pin torch; the runs "
                       f"logged torch {torch_version} (submission.json pytorch_version)"]
     return None, []
 
@@ -232,7 +232,7 @@ def _document(jobs: list[Job], code_bytes: int, logs: list[Path], *, name: str, 
     hardware = _hardware(jobs)
     compliance = {"train_under_600s": _within([r.train_seconds for r in results], TRAIN_LIMIT_SECONDS),
                   "eval_under_600s": _within([r.eval_seconds for r in results], EVAL_LIMIT_SECONDS),
-                  "artifact_under_16mb": _within([r.artifact_bytes for r in results], SIZE_LIMIT_BYTES),
+                  "artifact_under_16mb": _within([r.artifact_bytes for r in results], MAX_ARTIFACT_BYTES),
                   "three_seeds": len(jobs) >= 3}
     # the record track: the 16 MB artifact, and both clocks on 8xH100; anything else is a non-record submission
     record_track = (compliance["train_under_600s"] and compliance["eval_under_600s"]
