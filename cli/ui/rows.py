@@ -11,6 +11,7 @@ queued job a cap holds back: `waiting` "budget" and the line `golfq status` give
 from __future__ import annotations
 
 import math
+import operator
 import re
 import threading
 import time
@@ -77,18 +78,12 @@ def _cell(row: Row, key: str) -> Any:
 Predicate = Callable[[Row], bool]
 
 
+_OPS: dict[str, Callable[[Any, Any], Any]] = {":": operator.eq, "=": operator.eq, "!=": operator.ne,
+                                              "<": operator.lt, ">": operator.gt, "<=": operator.le, ">=": operator.ge}
+
+
 def _compare(op: str, left: Any, right: Any) -> bool:
-    if op in (":", "="):
-        return bool(left == right)
-    if op == "!=":
-        return bool(left != right)
-    if op == "<":
-        return bool(left < right)
-    if op == ">":
-        return bool(left > right)
-    if op == "<=":
-        return bool(left <= right)
-    return bool(left >= right)
+    return bool(_OPS[op](left, right))
 
 
 def _term(key: str, op: str, value: str, hyper: set[str]) -> Predicate:
