@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from golfq.cli.console import JsonOption, QueueOption, WorkDirOption, emit_json, queue, work_dir
+from golfq.cli.console import JsonOption, QueueOption, WorkDirOption, emit_json, note, queue, shown, work_dir
 from golfq.cli.jobs import job_log
 from golfq.ops.submission import write_submission
 
@@ -44,7 +43,7 @@ def submission(
                                    builtin_source=bundle_source, name=name, author=author, github_id=github_id,
                                    blurb=blurb)
     for warning in written.warnings:
-        sys.stderr.write(f"golfq: warning: {warning}\n")
+        note(f"golfq: warning: {shown(warning)}")
     if as_json:
         emit_json({"out": str(written.out), "files": [str(p) for p in written.files], "submission": written.document,
                    "warnings": written.warnings})
