@@ -12,6 +12,7 @@ import golfq  # noqa: E402
 from golfq.cli.ui.server import make_app  # noqa: E402
 from golfq.core.job import JobState  # noqa: E402
 from golfq.producer.client import Client  # noqa: E402
+from tests.golfq_helpers import cli  # noqa: E402, F401 (fixture)
 from tests.ui_helpers import report_points, seed_queue  # noqa: E402
 
 
@@ -323,3 +324,17 @@ def test_a_bad_promote_answers_400_with_one_line_and_queues_nothing(queue, extra
         "/api/actions/promote", json={"from": "cpu", "to": "h100", **extra})
     assert response.status_code == 400 and response.json()["error"].startswith(message), response.text
     assert len(client.list()) == before
+
+
+def test_an_address_this_machine_lacks_is_named_and_the_port_hint_kept_for_a_busy_port(cli):
+    code, out, err = cli("ui", "--host", "192.0.2.1", "--port", "0")  # TEST-NET-1: never this machine's
+    assert (code, out) == (2, "")
+    [line] = [x for x in err.splitlines() if x.startswith("golfq: ")]
+    assert line.startswith("golfq: ui: cannot serve on 192.0.2.1:0") and "--host" in line and "--port" not in line
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        code, _, err = cli("ui", "--port", str(busy.getsockname()[1]))
+    assert code == 2 and "try --port 0" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import time
 import webbrowser
 from typing import Annotated
@@ -56,7 +57,9 @@ def ui(
             sock.bind((host, port))
             sock.listen(128)  # connections wait for the server from here on, so the URL printed below works at once
         except OSError as error:
-            raise GolfqError(f"ui: cannot serve on {host}:{port} ({error.strerror}); try --port 0") from None
+            sock.close()
+            hint = "try --port 0" if error.errno == errno.EADDRINUSE else "check --host (an address of this machine)"
+            raise GolfqError(f"ui: cannot serve on {host}:{port} ({error.strerror}); {hint}") from None
         bound = sock.getsockname()[1]
         url = f"http://{f'[{host}]' if ':' in host else host}:{bound}/"
         mode = "actions on" if allow_actions else "read-only"
