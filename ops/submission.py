@@ -40,6 +40,7 @@ from golfq.core.pools import known_pools
 from golfq.core.result import Result
 from golfq.core.spec import BUILTIN, CODE_PREFIX, DEFAULT_ENTRY, ExperimentSpec, config_key
 from golfq.ops import OpsError
+from golfq.ops.control import resolve_job_ids
 from golfq.ops.requirements import pins_torch, requirements_text
 
 TRAIN_LIMIT_SECONDS = 600.0
@@ -62,13 +63,15 @@ def _fail(message: str) -> OpsError:
 
 
 def _jobs(broker: Broker, job_ids: Sequence[str]) -> list[Job]:
-    ids = list(dict.fromkeys(job_ids))
-    if not ids:
+    if not job_ids:
         raise _fail("give at least one job id")
-    jobs = [broker.get(job_id) for job_id in ids]
-    if missing := [job_id for job_id, job in zip(ids, jobs, strict=True) if job is None]:
-        raise _fail(f"job(s) not found in {broker.url}: {', '.join(missing)}")
-    found: list[Job] = [job for job in jobs if job is not None]
+    try:
+        ids = resolve_job_ids(broker, job_ids)
+    except OpsError as error:
+        raise _fail(str(error)) from None
+    found = [job for job in map(broker.get, ids) if job is not None]
+    if len(found) < len(ids):
+        raise _fail(f"a job was purged from {broker.url} while being read; run it again")
     for job in found:
         if job.state is not JobState.SUCCEEDED or job.result is None or job.result.val_bpb is None:
             raise _fail(f"job {job.id} is {job.state.value}, not finished with a score")

@@ -14,6 +14,7 @@ import pytest
 from golfq.core.environment import parse_environment
 from golfq.core.result import Result
 from golfq.core.spec import parse_spec
+from golfq.ops import OpsError
 from golfq.ops.recordfile import environment_declaration, render_toml
 from golfq.ops.records import import_record
 from golfq.ops.submission import write_submission
@@ -265,3 +266,11 @@ def test_an_install_line_with_a_placeholder_is_never_a_build_step(tmp_path):
     assert any("<the wheel index" in line for line in record.outside_pip)
     declared = parse_environment("numpy\n", environment_declaration(record))
     assert declared.system == ("lrzip",) and declared.build == ()
+
+
+def test_submission_names_jobs_as_every_verb_does_rq_ids_too(broker, tmp_path):
+    ids, logs = finished_jobs(broker, tmp_path, env={})
+    written = submit_folder(broker, tmp_path, [f"{ids[0]}-1", *ids[1:]], logs, author="Ada", github_id="ada")
+    assert written.document["golfq"]["jobs"] == sorted(ids, key=lambda i: broker.get(i).spec.seed)
+    with pytest.raises(OpsError, match=r"^submission: job\(s\) not found in sqlite:\S+: nosuchjob$"):
+        submit_folder(broker, tmp_path, [ids[0], "nosuchjob"], logs)
