@@ -32,6 +32,8 @@ from golfq.cli.ui import views
 from golfq.cli.ui.rows import COLUMNS, JobIndex
 from golfq.core.errors import GolfqError
 from golfq.core.job import JobState
+from golfq.ops import OpsError
+from golfq.ops.control import resolve_job_ids
 from golfq.producer.client import Client
 
 STATIC = Path(str(resources.files("golfq.cli.ui") / "static"))
@@ -134,9 +136,10 @@ class Dashboard:
             ids = body.get("ids")
             if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
                 raise GolfqError(f"{action}: the body needs ids, a list of job ids")
-            missing = [i for i in ids if self.client.get(i) is None]
-            if missing:
-                raise views.NotFound(f"{action}: job {missing[0]}: not found in {self.client.url}")
+            try:
+                ids = resolve_job_ids(self.client.broker, ids)
+            except OpsError as error:
+                raise views.NotFound(f"{action}: {error}") from None
             changed = self.client.cancel(ids) if action == "cancel" else self.client.broker.requeue(ids)
             return {"action": action, "changed": changed}
         if action == "promote":
