@@ -36,7 +36,7 @@ def fitted_range(values: Sequence[float], limit: float | None) -> tuple[float, f
     return low - pad, high + pad, near
 
 
-def _panel(ax: Any, points: Sequence[FrontPoint], x: list[float], colour: list[float], clabel: str,
+def _panel(ax: Any, points: Sequence[FrontPoint], x: list[float], colour: list[float],
            names: Mapping[str, str], limit: float | None, limit_label: str) -> Any:
     """One panel: feasible points as dots (outlined when confirmed), infeasible as red crosses, each labelled."""
     bpb = [p.val_bpb for p in points]
@@ -92,7 +92,7 @@ def plot_fronts(fronts: Sequence[Front], path: Path, feasible_only: bool = False
         for ax, x, colour, xlabel, clabel, limit, limit_label in (
                 (row[0], mb, secs, "artifact (MB)", "train s", MAX_ARTIFACT_BYTES / 1e6, "16,000,000-byte limit"),
                 (row[1], secs, mb, "training time (s)", "MB", time_limit, f"{time_limit or 0:g} s limit")):
-            dots = _panel(ax, points, x, colour, clabel, names, limit, limit_label)
+            dots = _panel(ax, points, x, colour, names, limit, limit_label)
             if any(p.feasible for p in points):
                 fig.colorbar(dots, ax=ax, label=clabel)
             ax.set_xlabel(xlabel)
