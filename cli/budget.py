@@ -42,7 +42,7 @@ def set_(usd: Annotated[str, typer.Argument(metavar="DOLLARS")], pool: PoolOptio
 def show(queue_url: QueueOption = None, as_json: JsonOption = False) -> None:
     """Caps, dollars spent and committed, and the first job a cap holds in each pool. Example: golfq ops budget show"""
     with queue(queue_url) as broker:
-        view = ops_budget.show(broker)
+        view = broker.budget()
     if as_json:
         emit_json(view)
         return

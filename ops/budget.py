@@ -25,9 +25,5 @@ def clear_cap(broker: Broker, pool: str | None = None, tag: str | None = None) -
     return had
 
 
-def show(broker: Broker) -> BudgetView:
-    return broker.budget()
-
-
 def _scope_of(view: BudgetView, key: str) -> ScopeBudget:
     return next(s for s in view.scopes if s.scope == key)
