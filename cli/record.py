@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from golfq.cli.console import JsonOption, emit_json
 from golfq.core.environment import DECLARATION
 from golfq.ops.recordfile import environment_declaration, render_toml
-from golfq.ops.records import RecordError, import_record
+from golfq.ops.records import ImportedRecord, RecordError, import_record
 
 record_app = typer.Typer(name="record", help="Record folders of openai/parameter-golf: import one as a spec file.",
                          no_args_is_help=True, add_completion=False)
@@ -20,6 +20,12 @@ record_app = typer.Typer(name="record", help="Record folders of openai/parameter
 @record_app.callback()
 def _record() -> None:
     """Record folders of openai/parameter-golf: import one as a spec file."""  # a callback keeps `record` a group
+
+
+def _summary(record: ImportedRecord, file: str, environment: str | None) -> dict[str, Any]:
+    """`record import --json`: where the spec went (`-`: stdout), the folder's declaration written, what was read."""
+    return {"file": file, "environment": environment, "spec": record.spec, "requirements": record.requirements,
+            "outside_pip": record.outside_pip, "system_packages": record.system_packages, "notes": record.notes}
 
 
 @record_app.command("import")
@@ -42,7 +48,10 @@ def import_command(
     record = import_record(folder, Path.cwd() / "spec.toml" if to_stdout else target)
     text = render_toml(record)
     if to_stdout:
-        sys.stdout.write(text)
+        if as_json:
+            emit_json({**_summary(record, "-", None), "toml": text})
+        else:
+            sys.stdout.write(text)
         return
     if target.exists() and not force:
         raise RecordError(f"record import: {target} exists (give --force to overwrite it, or --out FILE)")
@@ -58,10 +67,7 @@ def import_command(
         except OSError as error:
             raise RecordError(f"record import: cannot write {declared}: {error.strerror or error}") from None
     if as_json:
-        emit_json({"file": str(target), "environment": str(declared) if wrote_declaration else None,
-                   "spec": record.spec, "requirements": record.requirements, "outside_pip": record.outside_pip,
-                   "system_packages": record.system_packages,
-                   "notes": record.notes})
+        emit_json(_summary(record, str(target), str(declared) if wrote_declaration else None))
         return
     env = record.spec.get("env", {})
     check = f", {len(record.notes)} note(s) to check" if record.notes else ""

@@ -274,3 +274,14 @@ def test_submission_names_jobs_as_every_verb_does_rq_ids_too(broker, tmp_path):
     assert written.document["golfq"]["jobs"] == sorted(ids, key=lambda i: broker.get(i).spec.seed)
     with pytest.raises(OpsError, match=r"^submission: job\(s\) not found in sqlite:\S+: nosuchjob$"):
         submit_folder(broker, tmp_path, [ids[0], "nosuchjob"], logs)
+
+
+def test_record_import_to_stdout_with_json_writes_only_json(cli, tmp_path):
+    folder = shutil.copytree(BASELINE, tmp_path / "records" / BASELINE.name)
+    code, out, err = cli("record", "import", str(folder), "--out", "-", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["file"] == "-" and tomllib.loads(doc["toml"])["pool"] == doc["spec"]["pool"] == "h100x8"
+    assert not list(tmp_path.glob("*.toml")) and not (folder / "golfq.toml").exists()
+    code, out, _ = cli("record", "import", str(folder), "--out", "-")
+    assert code == 0 and out == doc["toml"]
