@@ -105,9 +105,14 @@ def tidy_numbers(value: Any, key: str = "") -> Any:
 _encoder = msgspec.json.Encoder()
 
 
+def json_text(obj: Any) -> str:
+    """One compact JSON document (Structs, enums and dicts all encode), numbers tidied: --json and MCP replies."""
+    return _encoder.encode(tidy_numbers(msgspec.to_builtins(obj))).decode()
+
+
 def emit_json(obj: Any) -> None:
-    """One JSON document on one line of stdout (Structs, enums and dicts all encode), numbers tidied."""
-    sys.stdout.write(_encoder.encode(tidy_numbers(msgspec.to_builtins(obj))).decode() + "\n")
+    """One JSON document on one line of stdout."""
+    sys.stdout.write(json_text(obj) + "\n")
     sys.stdout.flush()
 
 

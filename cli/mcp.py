@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import msgspec
 import typer
 
-from golfq.cli.console import QueueOption, WorkDirOption, queue, tidy_numbers, work_dir
+from golfq.cli.console import QueueOption, WorkDirOption, json_text, queue, work_dir
 from golfq.cli.jobs import job_row, log_text
 from golfq.cli.loop import compare_doc, promoted_doc
 from golfq.cli.pareto import as_ranking, front_doc
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from mcp.server.fastmcp import FastMCP
 
 app = typer.Typer(add_completion=False)
-_encoder = msgspec.json.Encoder()
 
 MAX_WAIT_SECONDS = 3600.0
 INSTRUCTIONS = """golfq queues training experiments (Parameter Golf: lowest val_bpb with an artifact of at
@@ -69,7 +68,7 @@ def _tool(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     async def tool(**kwargs: Any) -> Any:
         out = await anyio.to_thread.run_sync(functools.partial(fn, **kwargs))
-        return TextContent(type="text", text=_encoder.encode(tidy_numbers(msgspec.to_builtins(out))).decode())
+        return TextContent(type="text", text=json_text(out))
 
     # The SDK reads the parameters' types from the signature; older releases need them as types, not strings.
     tool.__signature__ = inspect.signature(fn, eval_str=True)  # type: ignore[attr-defined]
