@@ -186,6 +186,25 @@ def test_a_foreign_host_name_is_refused(queue):
     assert http(client, tmp_path, host="attacker.example").get("/api/info").status_code == 400
 
 
+def test_served_on_a_network_it_answers_only_its_own_names(queue):
+    import socket
+
+    from golfq.cli.ui.server import allowed_hosts
+
+    client, _, tmp_path = queue
+    for bind, extra in (("0.0.0.0", ()), ("10.1.2.3", ("dash.lab",))):
+        hosts = allowed_hosts(bind, extra)
+        app = make_app(client, tmp_path / "runs", True, hosts)
+        # a page elsewhere reaching the server through a rebound DNS name is refused, actions included
+        rebound = TestClient(app, base_url="http://attacker.example")
+        assert rebound.get("/api/info").status_code == 400
+        assert rebound.post("/api/actions/cancel", json={"ids": []}).status_code == 400
+        own = [socket.gethostname()] if bind == "0.0.0.0" else ["10.1.2.3", "dash.lab"]
+        for name in [*own, "127.0.0.1"]:
+            assert TestClient(app, base_url=f"http://{name}").get("/api/info").status_code == 200, name
+    assert "*" not in allowed_hosts("0.0.0.0") and "[::2]" in allowed_hosts("::2")
+
+
 def test_the_page_and_its_assets_are_served_from_the_package(queue):
     client, _, tmp_path = queue
     api = http(client, tmp_path)

@@ -24,6 +24,9 @@ def ui(
     allow_actions: Annotated[bool, typer.Option("--allow-actions",
                                                 help="Offer cancel, requeue and promote (read-only without it).")
                              ] = False,
+    extra_hosts: Annotated[list[str] | None, typer.Option(
+        "--allowed-host", metavar="NAME",
+        help="Another Host name to answer (the name others reach this machine by); repeatable.")] = None,
     open_browser: Annotated[bool, typer.Option("--open", help="Open the page in this machine's browser.")] = False,
     queue_url: QueueOption = None,
     work_dir_option: WorkDirOption = None,
@@ -38,15 +41,14 @@ def ui(
 
     import uvicorn
 
-    from golfq.cli.ui.server import LOOPBACK_HOSTS, make_app
+    from golfq.cli.ui.server import allowed_hosts, make_app
     from golfq.producer.client import Client
 
     if not 0 <= port <= 65535:
         raise GolfqError(f"ui --port: {port} is not a port number")
     with queue(queue_url) as broker:
         client = Client(broker=broker)
-        hosts = LOOPBACK_HOSTS if host in ("127.0.0.1", "localhost", "::1") else ["*"]
-        app_ = make_app(client, work_dir(work_dir_option), allow_actions, hosts)
+        app_ = make_app(client, work_dir(work_dir_option), allow_actions, allowed_hosts(host, extra_hosts or ()))
         began = time.monotonic()
         index = app_.state.dashboard.index
         index.refresh()  # before the first page asks: listing a big queue takes a moment

@@ -11,7 +11,7 @@ with no event), so the page redraws on it rather than on the event sequence.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -39,6 +39,18 @@ from golfq.producer.client import Client
 STATIC = Path(str(resources.files("golfq.cli.ui") / "static"))
 MAX_PAGE = 1000
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+WILDCARD_ADDRESSES = ("0.0.0.0", "::", "")
+
+
+def allowed_hosts(bind: str, extra: Sequence[str] = ()) -> list[str]:
+    """The Host names the app answers: loopback, the address it binds (or, bound to every address, this
+    machine's own names) and `extra` (`--allowed-host`). Never "any": on a network a page elsewhere could
+    otherwise reach it through a rebound DNS name and, with actions on, cancel or promote jobs."""
+    import socket
+
+    names = [bind] if bind not in WILDCARD_ADDRESSES else [socket.gethostname(), socket.getfqdn()]
+    names += [f"[{name}]" for name in names if ":" in name]
+    return list(dict.fromkeys([*LOOPBACK_HOSTS, *names, *extra]))
 
 
 class Forbidden(GolfqError):
