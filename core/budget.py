@@ -273,6 +273,8 @@ def settle(tx: Txn, events: Iterable[Event] | None = None) -> None:
             usd = _result_usd(event)
             if (usd or not free) and (job := tx.load(event.job_id)) is not None:
                 tx.set_hold(key, None)
+                if holds is not None:  # a later event of this attempt in the step (requeued) must not see it
+                    holds.pop(key, None)
                 tx.add_spent(scopes_of(job.spec), usd)
         elif not free:
             holds = tx.holds() if holds is None else holds
