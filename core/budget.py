@@ -206,32 +206,34 @@ def startable(tx: Txn, pool: str) -> Job | None:
     """The pool's next job by priority that no cap holds (a capped job keeps its place, and the jobs
     behind it that fit go first), among its first LOOK_AHEAD; None if there is none."""
     head = tx.next_queued(pool)
-    if head is None or not blocked(tx, head.spec):
+    if head is None:
+        return None
+    ledger = _ledger_over(tx, head.spec)
+    if ledger is None or not check(head.spec, *ledger):
         return head
-    caps, spent, held = _ledger(tx)
-    return next((job for job in tx.queued(pool, LOOK_AHEAD) if not check(job.spec, caps, spent, held)), None)
+    return next((job for job in tx.queued(pool, LOOK_AHEAD) if not check(job.spec, *ledger)), None)
 
 
-def _ledger(tx: Txn) -> tuple[dict[str, float], dict[str, float], dict[str, Hold]]:
-    """Caps, spent and holds, the holds of claims earlier in this step included (the Modal
-    dispatcher claims several in one step)."""
+def blocked(tx: Txn, spec: ExperimentSpec) -> str:
+    """check() inside an atomic step."""
+    ledger = _ledger_over(tx, spec)
+    return "" if ledger is None else check(spec, *ledger)
+
+
+def _ledger_over(tx: Txn, spec: ExperimentSpec) -> tuple[dict[str, float], dict[str, float], dict[str, Hold]] | None:
+    """Caps, spent and holds, the holds of claims earlier in this step included (the Modal dispatcher
+    claims several in one step); None, having read no more, when no cap covers the spec. An attempt on a
+    free pool (CPU) costs nothing, so it never passes a cap and reads nothing."""
+    if not hourly_usd(spec.pool):
+        return None
+    caps = tx.caps()
+    if not any(key in caps for key in scopes_of(spec)):
+        return None
     held = tx.holds()
     for event in tx.events:
         if event.kind is EventKind.CLAIMED and (job := tx.load(event.job_id)) is not None:
             held[attempt_key(job.id, event.attempt)] = _hold(job.spec, event.ts)
-    return tx.caps(), tx.spent(), held
-
-
-def blocked(tx: Txn, spec: ExperimentSpec) -> str:
-    """check() inside an atomic step; reads the ledger only when a cap covers the spec. An attempt
-    on a free pool (CPU) costs nothing, so it never passes a cap and reads nothing."""
-    if not hourly_usd(spec.pool):
-        return ""
-    caps = tx.caps()
-    if not any(key in caps for key in scopes_of(spec)):
-        return ""
-    _, spent, held = _ledger(tx)
-    return check(spec, caps, spent, held)
+    return caps, tx.spent(), held
 
 
 def _hold(spec: ExperimentSpec, since: float) -> Hold:
