@@ -80,3 +80,23 @@ def test_the_dispatcher_spawns_the_jobs_behind_a_capped_one(broker, spawner):
     report = Dispatcher(broker, spawner, config()).run_once()
     assert report.pools["h100"].spawned == [free.id]
     assert [(w.job_id, w.pool) for w in broker.budget().waiting] == [(capped.id, "h100")]
+
+
+def test_a_released_attempts_billed_figure_replaces_its_own_once(broker, spawner, clock, cloud):
+    """A worker stopped gracefully gives the attempt back with its result (`requeued`); the call's billed
+    figure then replaces that result's cost, not adds to it."""
+    broker.submit([gpu_spec(1)])
+    dispatcher = Dispatcher(broker, spawner, config())
+    dispatcher.run_once()
+    (lease,) = spawner.leases()
+    worker = container(cloud, clock)
+    worker.start(lease, 120, container="ta-1", billing_since=clock.now, cold=True)
+    clock.advance(600)
+    worker.release(lease, "worker stopped", Result(spec_id=lease.job_id, attempt=1, status="released",
+                                                   gpu_name="NVIDIA H100", gpu_count=1, gpu_seconds=590.0,
+                                                   finished_at=clock.now))
+    assert broker.budget().scopes[0].spent == pytest.approx(cost_usd("H100", 1, 590.0))
+    dispatcher.run_once()  # the call ends: billed
+    billed = broker.view().usage["h100"].gpu_seconds
+    spent = {s.scope: s.spent for s in broker.budget().scopes}
+    assert spent["queue"] == pytest.approx(H100 * billed / 3600, abs=1e-5)
