@@ -9,7 +9,8 @@ every backend keeps beside its jobs, in the same atomic step as the transitions:
   runs. When the attempt ends with a result, the hold goes and the result's cost
   (`attempt_cost`) is added to `spent`. When it ends without one (reaped, cancelled
   while running), the elapsed time at its pool's price is spent as an estimate and the hold
-  stays, ended, until a late result or the Modal dispatcher's billed figure replaces it.
+  stays, ended, until a late result or the Modal dispatcher's billed figure replaces it (a late
+  result's figure is kept in it while a billed one is still to come: `billed_later`).
 - `spent`: dollars per scope, kept for every scope whether capped or not, so a cap set
   later counts what was spent before it.
 
@@ -117,6 +118,11 @@ class LedgerTxn(abc.ABC):
     def holds(self) -> dict[str, Hold]: ...
     @abc.abstractmethod
     def set_hold(self, key: str, hold: Hold | None) -> None: ...
+
+    def billed_later(self, key: str) -> bool:
+        """Whether a billed figure is still to replace what this ended attempt spent (the Modal
+        dispatcher's, golfq.core.backends.modal.usage); no other backend bills."""
+        return False
 
 
 def scope(pool: str | None = None, tag: str | None = None) -> str:
@@ -285,9 +291,14 @@ def settle(tx: Txn, events: Iterable[Event] | None = None) -> None:
                 continue
             if event.kind is EventKind.SUPERSEDED:
                 if hold.ended and event.result is not None:  # the late result replaces the estimate
-                    holds.pop(key)
-                    tx.set_hold(key, None)
-                    tx.add_spent(hold.scopes, _result_usd(event) - hold.estimate)
+                    usd = _result_usd(event)
+                    tx.add_spent(hold.scopes, usd - hold.estimate)
+                    if tx.billed_later(key):  # kept, with its new figure, for the billed one to replace
+                        holds[key] = msgspec.structs.replace(hold, estimate=usd)
+                        tx.set_hold(key, holds[key])
+                    else:
+                        holds.pop(key)
+                        tx.set_hold(key, None)
             elif not hold.ended and not _running(tx, event):  # ended without a result: spend the time it ran
                 elapsed = max(event.ts - hold.since, 0.0)
                 estimate = min(hold.usd, round(hourly_usd(event.pool) * elapsed / 3600.0, 6))

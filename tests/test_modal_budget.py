@@ -100,3 +100,24 @@ def test_a_released_attempts_billed_figure_replaces_its_own_once(broker, spawner
     billed = broker.view().usage["h100"].gpu_seconds
     spent = {s.scope: s.spent for s in broker.budget().scopes}
     assert spent["queue"] == pytest.approx(H100 * billed / 3600, abs=1e-5)
+
+
+def test_a_cancelled_attempts_late_result_then_its_billed_figure_count_once(broker, spawner, clock, cloud):
+    """Cancelled while it ran (its time spent as an estimate), then its runner's late result (superseded), then
+    the dispatcher's pass that bills the call: the billed figure replaces the result's, not adds to it."""
+    (job,) = broker.submit([gpu_spec(1)])
+    dispatcher = Dispatcher(broker, spawner, config())
+    dispatcher.run_once()
+    (lease,) = spawner.leases()
+    worker = container(cloud, clock)
+    worker.start(lease, 120, container="ta-1", billing_since=clock.now, cold=True)
+    clock.advance(600)
+    broker.cancel([job.id])
+    worker.fail(lease, "lease lost", "infra", Result(spec_id=lease.job_id, attempt=1, status="failed",
+                                                     gpu_name="NVIDIA H100", gpu_count=1, gpu_seconds=590.0,
+                                                     finished_at=clock.now))
+    assert broker.budget().scopes[0].spent == pytest.approx(cost_usd("H100", 1, 590.0))
+    dispatcher.run_once()  # the call ends: billed
+    billed = broker.view().usage["h100"].gpu_seconds
+    spent = {s.scope: s.spent for s in broker.budget().scopes}
+    assert spent["queue"] == pytest.approx(H100 * billed / 3600, abs=1e-5)
