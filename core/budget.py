@@ -9,8 +9,8 @@ every backend keeps beside its jobs, in the same atomic step as the transitions:
   runs. When the attempt ends with a result, the hold goes and the result's cost
   (`attempt_cost`) is added to `spent`. When it ends without one (reaped, cancelled
   while running), the elapsed time at its pool's price is spent as an estimate and the hold
-  stays, ended, until a late result or the Modal dispatcher's billed figure replaces it (a late
-  result's figure is kept in it while a billed one is still to come: `billed_later`).
+  stays, ended, until a late result or the Modal dispatcher's billed figure replaces it. While a
+  billed figure is still to come (`billed_later`), an attempt's own figure is kept in its ended hold.
 - `spent`: dollars per scope, kept for every scope whether capped or not, so a cap set
   later counts what was spent before it.
 
@@ -280,10 +280,8 @@ def settle(tx: Txn, events: Iterable[Event] | None = None) -> None:
         elif event.result is not None and event.kind is not EventKind.SUPERSEDED:  # ended, with its cost
             usd = _result_usd(event)
             if (usd or not free) and (job := tx.load(event.job_id)) is not None:
-                tx.set_hold(key, None)
-                if holds is not None:  # a later event of this attempt in the step (requeued) must not see it
-                    holds.pop(key, None)
                 tx.add_spent(scopes_of(job.spec), usd)
+                _spent_in_all(tx, holds, key, _hold(job.spec, event.ts), usd)
         elif not free:
             holds = tx.holds() if holds is None else holds
             hold = holds.get(key)
@@ -293,18 +291,25 @@ def settle(tx: Txn, events: Iterable[Event] | None = None) -> None:
                 if hold.ended and event.result is not None:  # the late result replaces the estimate
                     usd = _result_usd(event)
                     tx.add_spent(hold.scopes, usd - hold.estimate)
-                    if tx.billed_later(key):  # kept, with its new figure, for the billed one to replace
-                        holds[key] = msgspec.structs.replace(hold, estimate=usd)
-                        tx.set_hold(key, holds[key])
-                    else:
-                        holds.pop(key)
-                        tx.set_hold(key, None)
+                    _spent_in_all(tx, holds, key, hold, usd)
             elif not hold.ended and not _running(tx, event):  # ended without a result: spend the time it ran
                 elapsed = max(event.ts - hold.since, 0.0)
                 estimate = min(hold.usd, round(hourly_usd(event.pool) * elapsed / 3600.0, 6))
                 holds[key] = msgspec.structs.replace(hold, ended=True, estimate=estimate)
                 tx.set_hold(key, holds[key])
                 tx.add_spent(hold.scopes, estimate)
+
+
+def _spent_in_all(tx: Txn, holds: dict[str, Hold] | None, key: str, hold: Hold, usd: float) -> None:
+    """The attempt has ended, having spent `usd` by its own figure: its hold goes, or stays ended with that
+    figure while a billed one is still to replace it (replace_spent), whatever the job has done since."""
+    kept = msgspec.structs.replace(hold, ended=True, estimate=usd) if tx.billed_later(key) else None
+    if holds is not None:  # a later event of this attempt in the step (requeued) must see what is left
+        if kept is None:
+            holds.pop(key, None)
+        else:
+            holds[key] = kept
+    tx.set_hold(key, kept)
 
 
 def _running(tx: Txn, event: Event) -> bool:

@@ -121,3 +121,27 @@ def test_a_cancelled_attempts_late_result_then_its_billed_figure_count_once(brok
     billed = broker.view().usage["h100"].gpu_seconds
     spent = {s.scope: s.spent for s in broker.budget().scopes}
     assert spent["queue"] == pytest.approx(H100 * billed / 3600, abs=1e-5)
+
+
+def test_an_attempt_billed_after_the_next_attempt_ended_replaces_its_own_figure(broker, spawner, clock, cloud):
+    """A Modal attempt fails with its result and is retried; a plain worker runs the retry to its end before the
+    dispatcher's next pass bills the first call: the bill replaces the first attempt's figure, not adds to it."""
+    broker.submit([gpu_spec(1)])
+    dispatcher = Dispatcher(broker, spawner, config())
+    dispatcher.run_once()
+    (lease,) = spawner.leases()
+    worker = container(cloud, clock)
+    worker.start(lease, 120, container="ta-1", billing_since=clock.now, cold=True)
+    clock.advance(600)
+    worker.fail(lease, "hard timeout", "timeout", Result(spec_id=lease.job_id, attempt=1, status="failed",
+                                                         gpu_name="NVIDIA H100", gpu_count=1, gpu_seconds=590.0,
+                                                         finished_at=clock.now))
+    retry = broker.claim("h100", "plain")  # a worker outside Modal: no call, nothing billed
+    assert retry is not None and retry.attempt == 2
+    clock.advance(100)
+    broker.complete(retry, Result(spec_id=retry.job_id, attempt=2, status="succeeded", val_bpb=1.2, artifact_bytes=9,
+                                  gpu_name="NVIDIA H100", gpu_count=1, gpu_seconds=100.0, finished_at=clock.now))
+    dispatcher.run_once()  # the first call ends: billed
+    billed = broker.view().usage["h100"].gpu_seconds
+    spent = {s.scope: s.spent for s in broker.budget().scopes}
+    assert spent["queue"] == pytest.approx(H100 * (billed + 100.0) / 3600, abs=1e-5)
