@@ -9,7 +9,8 @@ every backend keeps beside its jobs, in the same atomic step as the transitions:
   runs. When the attempt ends with a result, the hold goes and the result's cost
   (`attempt_cost`) is added to `spent`. When it ends without one (reaped, cancelled
   while running), the elapsed time at its pool's price is spent as an estimate and the hold
-  stays, ended, until a late result or the Modal dispatcher's billed figure replaces it.
+  stays, ended, until a late result or the Modal dispatcher's billed figure replaces it. While a
+  billed figure is still to come (`billed_later`), an attempt's own figure is kept in its ended hold.
 - `spent`: dollars per scope, kept for every scope whether capped or not, so a cap set
   later counts what was spent before it.
 
@@ -118,6 +119,11 @@ class LedgerTxn(abc.ABC):
     @abc.abstractmethod
     def set_hold(self, key: str, hold: Hold | None) -> None: ...
 
+    def billed_later(self, key: str) -> bool:
+        """Whether a billed figure is still to replace what this ended attempt spent (the Modal
+        dispatcher's, golfq.core.backends.modal.usage); no other backend bills."""
+        return False
+
 
 def scope(pool: str | None = None, tag: str | None = None) -> str:
     """The scope key for the queue (neither), a pool or a tag."""
@@ -206,32 +212,34 @@ def startable(tx: Txn, pool: str) -> Job | None:
     """The pool's next job by priority that no cap holds (a capped job keeps its place, and the jobs
     behind it that fit go first), among its first LOOK_AHEAD; None if there is none."""
     head = tx.next_queued(pool)
-    if head is None or not blocked(tx, head.spec):
+    if head is None:
+        return None
+    ledger = _ledger_over(tx, head.spec)
+    if ledger is None or not check(head.spec, *ledger):
         return head
-    caps, spent, held = _ledger(tx)
-    return next((job for job in tx.queued(pool, LOOK_AHEAD) if not check(job.spec, caps, spent, held)), None)
+    return next((job for job in tx.queued(pool, LOOK_AHEAD) if not check(job.spec, *ledger)), None)
 
 
-def _ledger(tx: Txn) -> tuple[dict[str, float], dict[str, float], dict[str, Hold]]:
-    """Caps, spent and holds, the holds of claims earlier in this step included (the Modal
-    dispatcher claims several in one step)."""
+def blocked(tx: Txn, spec: ExperimentSpec) -> str:
+    """check() inside an atomic step."""
+    ledger = _ledger_over(tx, spec)
+    return "" if ledger is None else check(spec, *ledger)
+
+
+def _ledger_over(tx: Txn, spec: ExperimentSpec) -> tuple[dict[str, float], dict[str, float], dict[str, Hold]] | None:
+    """Caps, spent and holds, the holds of claims earlier in this step included (the Modal dispatcher
+    claims several in one step); None, having read no more, when no cap covers the spec. An attempt on a
+    free pool (CPU) costs nothing, so it never passes a cap and reads nothing."""
+    if not hourly_usd(spec.pool):
+        return None
+    caps = tx.caps()
+    if not any(key in caps for key in scopes_of(spec)):
+        return None
     held = tx.holds()
     for event in tx.events:
         if event.kind is EventKind.CLAIMED and (job := tx.load(event.job_id)) is not None:
             held[attempt_key(job.id, event.attempt)] = _hold(job.spec, event.ts)
-    return tx.caps(), tx.spent(), held
-
-
-def blocked(tx: Txn, spec: ExperimentSpec) -> str:
-    """check() inside an atomic step; reads the ledger only when a cap covers the spec. An attempt
-    on a free pool (CPU) costs nothing, so it never passes a cap and reads nothing."""
-    if not hourly_usd(spec.pool):
-        return ""
-    caps = tx.caps()
-    if not any(key in caps for key in scopes_of(spec)):
-        return ""
-    _, spent, held = _ledger(tx)
-    return check(spec, caps, spent, held)
+    return caps, tx.spent(), held
 
 
 def _hold(spec: ExperimentSpec, since: float) -> Hold:
@@ -272,8 +280,8 @@ def settle(tx: Txn, events: Iterable[Event] | None = None) -> None:
         elif event.result is not None and event.kind is not EventKind.SUPERSEDED:  # ended, with its cost
             usd = _result_usd(event)
             if (usd or not free) and (job := tx.load(event.job_id)) is not None:
-                tx.set_hold(key, None)
                 tx.add_spent(scopes_of(job.spec), usd)
+                _spent_in_all(tx, holds, key, _hold(job.spec, event.ts), usd)
         elif not free:
             holds = tx.holds() if holds is None else holds
             hold = holds.get(key)
@@ -281,15 +289,27 @@ def settle(tx: Txn, events: Iterable[Event] | None = None) -> None:
                 continue
             if event.kind is EventKind.SUPERSEDED:
                 if hold.ended and event.result is not None:  # the late result replaces the estimate
-                    holds.pop(key)
-                    tx.set_hold(key, None)
-                    tx.add_spent(hold.scopes, _result_usd(event) - hold.estimate)
+                    usd = _result_usd(event)
+                    tx.add_spent(hold.scopes, usd - hold.estimate)
+                    _spent_in_all(tx, holds, key, hold, usd)
             elif not hold.ended and not _running(tx, event):  # ended without a result: spend the time it ran
                 elapsed = max(event.ts - hold.since, 0.0)
                 estimate = min(hold.usd, round(hourly_usd(event.pool) * elapsed / 3600.0, 6))
                 holds[key] = msgspec.structs.replace(hold, ended=True, estimate=estimate)
                 tx.set_hold(key, holds[key])
                 tx.add_spent(hold.scopes, estimate)
+
+
+def _spent_in_all(tx: Txn, holds: dict[str, Hold] | None, key: str, hold: Hold, usd: float) -> None:
+    """The attempt has ended, having spent `usd` by its own figure: its hold goes, or stays ended with that
+    figure while a billed one is still to replace it (replace_spent), whatever the job has done since."""
+    kept = msgspec.structs.replace(hold, ended=True, estimate=usd) if tx.billed_later(key) else None
+    if holds is not None:  # a later event of this attempt in the step (requeued) must see what is left
+        if kept is None:
+            holds.pop(key, None)
+        else:
+            holds[key] = kept
+    tx.set_hold(key, kept)
 
 
 def _running(tx: Txn, event: Event) -> bool:

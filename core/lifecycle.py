@@ -126,8 +126,9 @@ def release(job: Job, lease: Lease, reason: str, now: float, result: Result | No
     if not holds(job, lease):
         late = _event(EventKind.SUPERSEDED, job, now, worker_id=lease.worker_id, error=reason, result=result)
         return job, [msgspec.structs.replace(late, attempt=lease.attempt)]
-    job = _replace(job, state=JobState.QUEUED, error=reason, worker_id="", lease_deadline=None, resume=True,
-                   updated_at=now)
+    # Its result kept as a failed attempt's is: what it cost is found where the Modal dispatcher bills it.
+    job = _replace(job, state=JobState.QUEUED, result=result or job.result, error=reason, worker_id="",
+                   lease_deadline=None, resume=True, updated_at=now)
     return job, [_event(EventKind.REQUEUED, job, now, worker_id=lease.worker_id, error=reason, result=result)]
 
 

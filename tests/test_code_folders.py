@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -257,6 +258,23 @@ def test_a_failing_data_command_fails_the_job_as_user(broker, tmp_path, monkeypa
     assert result.failure is FailureKind.USER and result.error == "data command exited with code 4: no tokenizer here"
     assert broker.get(item.spec.id).state is JobState.FAILED
     assert "no tokenizer here" in Path(result.log_path).read_text()
+
+
+def test_a_worker_stopped_while_a_data_command_runs_releases_the_job_at_once(broker, tmp_path, monkeypatch):
+    """A stop (a fleet shutting down) does not wait for a build that may take hours: the attempt is given back."""
+    monkeypatch.setenv("GOLFQ_DATA_DIR", str(tmp_path / "data"))
+    folder = code_folder(tmp_path / "rec", requirements=None, script=READS_DATA)
+    item = prepare({"code": str(folder), "pool": "cpu", "data": {"make": {"command": "sleep 30"}}})
+    broker.put_script(item.script)
+    broker.submit([item.spec])
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    started = time.monotonic()
+    result = run_lease(broker, broker.claim("cpu", "w", lease_seconds=60), work_root=tmp_path / "runs",
+                       heartbeat_seconds=0.2, stop=stop)
+    assert time.monotonic() - started < 10
+    assert result.status == "released" and result.failure is None
+    assert broker.get(item.spec.id).state is JobState.QUEUED
 
 
 # -- RQ workers on a real redis-server ---------------------------------------------------------------

@@ -87,12 +87,10 @@ def build_once(target: Path, build: Callable[[Path], str], guard: BuildGuard | N
         claim.staging.mkdir(parents=True)
         try:
             text = build(claim.staging)
-        except BuildError as error:
+        except BaseException as error:
             shutil.rmtree(claim.staging, ignore_errors=True)
-            claim.failed(error)
-            raise
-        except BaseException:
-            shutil.rmtree(claim.staging, ignore_errors=True)
+            if isinstance(error, BuildError):  # the build's own failure: whoever waits on it fails with it
+                claim.failed(error)
             raise
         claim.done(text)
         return True, text

@@ -74,6 +74,7 @@ def _last_line(tail: str) -> str:
     return ""
 
 
+STOP_POLL_SECONDS = 0.2  # how soon a stop is seen while a build runs
 RELEASED_REASON = "released: the worker was stopped before the job finished; queued again, not counted as a failure"
 
 
@@ -232,8 +233,9 @@ def _prepare(broker: Broker, lease: Lease, workdir: Path) -> Path | None:
 
 
 def _while_heartbeating(build: Callable[[], Provisioned], broker: Broker, lease: Lease, heartbeat_seconds: float,
-                        lease_seconds: float) -> Provisioned:
-    """Run a build that may take long (an environment, a data command) and keep the lease alive meanwhile."""
+                        lease_seconds: float, stop: threading.Event | None) -> Provisioned | None:
+    """Run a build that may take long (an environment, a data command) and keep the lease alive meanwhile;
+    None when `stop` is set first (the build goes on in the background: a later job may use it)."""
     box: dict[str, Any] = {}
 
     def target() -> None:
@@ -244,10 +246,16 @@ def _while_heartbeating(build: Callable[[], Provisioned], broker: Broker, lease:
 
     thread = threading.Thread(target=target, name=f"provision:{lease.job_id}", daemon=True)
     thread.start()
+    next_beat = time.monotonic() + heartbeat_seconds
     while True:
-        thread.join(heartbeat_seconds)
+        thread.join(min(heartbeat_seconds, STOP_POLL_SECONDS))
         if not thread.is_alive():
             break
+        if stop is not None and stop.is_set():
+            return None
+        if time.monotonic() < next_beat:
+            continue
+        next_beat = time.monotonic() + heartbeat_seconds
         try:
             broker.heartbeat(lease, lease_seconds)
         except Exception as error:  # a blip: the lease outlives a few missed beats
@@ -257,14 +265,18 @@ def _while_heartbeating(build: Callable[[], Provisioned], broker: Broker, lease:
     return box["value"]
 
 
-def _fail_early(broker: Broker, lease: Lease, error: str, kind: FailureKind, worker_id: str,
-                log_path: Path | None = None) -> Result:
+def _end_early(broker: Broker, lease: Lease, error: str, kind: FailureKind | None, worker_id: str,
+               log_path: Path | None = None) -> Result:
+    """Report an attempt that ended before its process started: failed (kind), or released (None)."""
     now = time.time()
-    result = Result(spec_id=lease.job_id, attempt=lease.attempt, status="failed", error=error, failure=kind,
-                    worker_id=worker_id or lease.worker_id, started_at=now, finished_at=now, total_seconds=0.0,
-                    log_path=str(log_path) if log_path is not None else None,
+    result = Result(spec_id=lease.job_id, attempt=lease.attempt, status="failed" if kind else "released",
+                    error=error, failure=kind, worker_id=worker_id or lease.worker_id, started_at=now,
+                    finished_at=now, total_seconds=0.0, log_path=str(log_path) if log_path is not None else None,
                     log_tail=_tail(log_path) if log_path is not None else "")
-    _report(lambda: broker.fail(lease, error, kind, result), f"fail {lease.job_id}")
+    if kind is None:  # no figure of its own: the ledger counts the time it held the lease
+        _report(lambda: broker.release(lease, error), f"release {lease.job_id}")
+    else:
+        _report(lambda: broker.fail(lease, error, kind, result), f"fail {lease.job_id}")
     return result
 
 
@@ -290,32 +302,35 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
     attempt_start = clock()
     workdir = attempt_dir(Path(work_root).absolute(), lease.job_id, lease.attempt)
     if problem := missing_data(spec):
-        return _fail_early(broker, lease, problem, FailureKind.USER, worker_id)
+        return _end_early(broker, lease, problem, FailureKind.USER, worker_id)
     try:
         script = _prepare(broker, lease, workdir)
     except KeyError:
-        return _fail_early(broker, lease, f"trainer {spec.trainer}: script not stored in this queue", FailureKind.USER,
+        return _end_early(broker, lease, f"trainer {spec.trainer}: script not stored in this queue", FailureKind.USER,
                            worker_id)
     except OSError as error:
-        return _fail_early(broker, lease, f"could not prepare {workdir}: {error}", FailureKind.INFRA, worker_id)
+        return _end_early(broker, lease, f"could not prepare {workdir}: {error}", FailureKind.INFRA, worker_id)
     except ValueError as error:  # a pack that is not one (golfq.workers.codedir.unpack)
-        return _fail_early(broker, lease, f"trainer {spec.trainer}: {error}", FailureKind.USER, worker_id)
+        return _end_early(broker, lease, f"trainer {spec.trainer}: {error}", FailureKind.USER, worker_id)
     try:
         checkpoints = CheckpointFolder(Path(work_root).absolute(), lease, on_checkpoint)
     except OSError as error:
-        return _fail_early(broker, lease, f"could not prepare the checkpoint folder: {error}", FailureKind.INFRA,
+        return _end_early(broker, lease, f"could not prepare the checkpoint folder: {error}", FailureKind.INFRA,
                            worker_id)
     log_path = workdir / LOG_NAME
     provisioned = Provisioned(python=python)
     if spec.is_code_folder:
         root = settings().env_dir or Path(work_root).absolute() / "envs"
         try:
-            provisioned = _while_heartbeating(
+            built = _while_heartbeating(
                 lambda: provision(spec, workdir, env_root=root, data_root=settings().data_dir, log_path=log_path,
                                   python=python, data_guard=data_guard), broker, lease, heartbeat_seconds,
-                lease_seconds)
+                lease_seconds, stop)
         except BuildError as error:  # the folder's declaration or command failed: the experiment's fault
-            return _fail_early(broker, lease, str(error), FailureKind.USER, worker_id, log_path)
+            return _end_early(broker, lease, str(error), FailureKind.USER, worker_id, log_path)
+        if built is None:
+            return _end_early(broker, lease, RELEASED_REASON, None, worker_id, log_path)
+        provisioned = built
     nproc = process_count(spec, gpus)
     command = training_command(script, nproc, provisioned.python)
     with open(log_path, "a") as handle:
@@ -334,7 +349,7 @@ def run_lease(broker: Broker, lease: Lease, *, work_root: Path, gpus: str | None
                             env={**attempt_env(lease, workdir, gpus, extra=provisioned.env), **checkpoints.env()},
                             log_path=log_path, log_max_bytes=log_max_bytes, orphan_grace=kill_grace, on_output=tap)
     except OSError as error:
-        return _fail_early(broker, lease, f"could not start {command[0]}: {error}", FailureKind.INFRA, worker_id)
+        return _end_early(broker, lease, f"could not start {command[0]}: {error}", FailureKind.INFRA, worker_id)
     hard_timeout = spec.budget.hard_timeout
     try:
         outcome = _supervise(proc, broker, lease, hard_timeout=hard_timeout, heartbeat_seconds=heartbeat_seconds,
@@ -394,4 +409,4 @@ def run_claimed(broker: Broker, lease: Lease, **options: Any) -> Result:
     except Exception as error:
         log.exception("runner crashed on %s attempt %d", lease.job_id, lease.attempt)
         message = f"runner error: {type(error).__name__}: {' '.join(str(error).split())}"[:500]
-        return _fail_early(broker, lease, message, FailureKind.INFRA, options.get("worker_id", ""))
+        return _end_early(broker, lease, message, FailureKind.INFRA, options.get("worker_id", ""))

@@ -192,3 +192,27 @@ def test_a_released_attempt_stops_committing_and_spends_what_it_ran(broker, cloc
     broker.release(again, "worker stopped", ran(again, gpu_seconds=360.0))  # with its own figure
     queue = scope_of(broker, "queue")
     assert (queue.committed, queue.spent) == (0.0, pytest.approx(3.95 / 4 + 0.395))
+
+
+def test_a_failed_attempt_queued_for_its_retry_spends_its_own_figure_once(broker, clock):
+    """`failed` (with the result) then `requeued` in one step: the requeue must not spend an estimate too."""
+    broker.submit([gpu_spec(1)])
+    lease = broker.claim("h100", "w")
+    clock.advance(HOUR / 2)
+    timed_out = Result(spec_id=lease.job_id, attempt=lease.attempt, status="failed", failure="timeout",
+                       error="hard timeout", gpu_name="NVIDIA H100 80GB HBM3", gpu_count=1, gpu_seconds=360.0)
+    assert broker.fail(lease, "hard timeout", "timeout", timed_out) is JobState.QUEUED  # one timeout retry
+    queue = scope_of(broker, "queue")
+    assert (queue.committed, queue.spent) == (0.0, pytest.approx(0.395))
+    again = broker.claim("h100", "w")
+    assert again is not None and scope_of(broker, "queue").committed == pytest.approx(3.95)
+
+
+def test_a_claim_that_reaps_sees_the_reaped_attempts_spend_in_the_same_step(broker, clock):
+    broker.submit([gpu_spec(1), gpu_spec(2)])
+    broker.set_budget(scope(), 5.0)
+    assert broker.claim("h100", "w", lease_seconds=360) is not None
+    clock.advance(HOUR)  # reaped by the next claim, having held an H100 for an hour: $3.95 spent
+    assert broker.claim("h100", "w2") is None  # 3.95 spent + 3.95 worst case > 5
+    queue = scope_of(broker, "queue")
+    assert (queue.committed, queue.spent) == (0.0, pytest.approx(3.95))

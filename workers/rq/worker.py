@@ -164,7 +164,7 @@ class _Fleet:
             for job_id in broker.reap():
                 print(f"golfq worker: {job_id}: lease expired, worker presumed dead (infra)", file=sys.stderr,
                       flush=True)
-            for tok in broker.release_held():
+            for tok in broker.release_held([self.pool]):
                 print(f"golfq worker: {tok}: the spend caps allow it now; queued again", file=sys.stderr, flush=True)
             now = time.monotonic()
             stranded = set(broker.stranded(self.pool))

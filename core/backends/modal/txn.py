@@ -155,6 +155,11 @@ class StateTxn(Txn):
     def set_hold(self, key: str, hold: Hold | None) -> None:
         self._holds[key] = hold
 
+    def billed_later(self, key: str) -> bool:
+        job_id, attempt = key.rsplit("/", 1)
+        call = self.call(job_id, int(attempt))  # end_calls bills a call that started and has not ended
+        return call is not None and call.ended_at is None and call.billing_since is not None
+
     # -- what only the Modal backend writes ----------------------------------------------------
 
     def delete(self, job_id: str) -> None:

@@ -34,6 +34,7 @@ from golfq.core.broker import Broker, BrokerError, Txn
 from golfq.core.events import Event, decode_event
 from golfq.core.job import Job, JobState, Lease, PoolStats, Stats
 from golfq.core.pareto import Observation
+from golfq.core.pools import known_pools
 from golfq.core.result import FailureKind, ProgressPoint
 from golfq.core.spec import blob_ref, stored_ref
 
@@ -161,13 +162,13 @@ class RedisBroker(Broker):
         self._atomic(self._settling(step), via_rq=True)  # RQ already moved the token: leave RQ's lists alone
         return leases[0] if leases else None
 
-    def release_held(self) -> builtins.list[str]:
-        """Give RQ back the tokens a cap held, for the jobs that may start now (still next, caps allow);
-        each as a fresh RQ job, since RQ finished the one that was refused. Returns their tokens."""
+    def release_held(self, pools: Sequence[str] | None = None) -> builtins.list[str]:
+        """Give RQ back the tokens a cap held in these pools (default: every known pool), for the jobs that
+        may start now (still next, caps allow); each as a fresh RQ job, since RQ finished the one that was
+        refused. Returns their tokens. One read per pool: no scan of the keyspace (a worker runs it each round)."""
         released = []
-        for key in self.redis.scan_iter(match=self.rq.held_key("*"), count=100):
-            pool = key.decode().rsplit(":", 1)[1]
-            for raw in self.redis.lrange(key, 0, -1):
+        for pool in sorted(known_pools()) if pools is None else pools:
+            for raw in self.redis.lrange(self.rq.held_key(pool), 0, -1):
                 tok = raw.decode()
                 if self._atomic(functools.partial(self._unhold_in, pool=pool, tok=tok)):
                     released.append(tok)

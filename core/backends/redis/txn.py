@@ -85,6 +85,8 @@ class RedisTxn(Txn):
         self.saved: list[tuple[Job | None, Job]] = []
         self.created: list[Job] = []
         self.writes: list[Callable[[Pipeline], object]] = []  # other writes for the MULTI
+        self.held: dict[str, Hold | None] = {}  # this step's ledger writes, read back by holds() and spent()
+        self.added: dict[str, float] = {}
 
     # -- reads (each watched) ------------------------------------------------------------------
 
@@ -132,11 +134,14 @@ class RedisTxn(Txn):
         return self._floats(self.keys.caps)
 
     def spent(self) -> dict[str, float]:
-        return self._floats(self.keys.spent)
+        spent = self._floats(self.keys.spent)
+        return {**spent, **{k: spent.get(k, 0.0) + usd for k, usd in self.added.items()}}
 
     def holds(self) -> dict[str, Hold]:
         self.pipe.watch(self.keys.holds)
-        return {k.decode(): decode_hold(v) for k, v in self.pipe.hgetall(self.keys.holds).items()}
+        stored = {k.decode(): decode_hold(v) for k, v in self.pipe.hgetall(self.keys.holds).items()}
+        merged = {**stored, **self.held}  # with this step's own (buffered) writes, as load_many
+        return {k: hold for k, hold in merged.items() if hold is not None}
 
     def _floats(self, key: str) -> dict[str, float]:
         self.pipe.watch(key)
@@ -175,10 +180,13 @@ class RedisTxn(Txn):
 
     def add_spent(self, scopes: Sequence[str], usd: float) -> None:
         if usd:  # an increment commutes with any other: written unwatched
+            for scope in scopes:
+                self.added[scope] = self.added.get(scope, 0.0) + usd
             self.writes.append(lambda pipe: [pipe.hincrbyfloat(self.keys.spent, s, usd) for s in scopes])
 
     def set_hold(self, key: str, hold: Hold | None) -> None:
         holds = self.keys.holds
+        self.held[key] = hold
         self.writes.append(lambda pipe: pipe.hdel(holds, key) if hold is None else pipe.hset(holds, key, encode(hold)))
 
     def observe(self, obs: Observation) -> None:
