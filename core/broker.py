@@ -191,7 +191,7 @@ class Broker(abc.ABC):
         """Side effects outside the store, once a step has committed."""
 
     def _request(self, op: str, **args: Any) -> Any:
-        """One of the lease cycle's steps (claim, complete, fail, stop) by name: `_OP_in(txn, **args)` as
+        """One of the lease cycle's steps (claim, complete, fail, release, stop) by name: `_OP_in(txn, **args)` as
         one atomic write. A backend whose writers contend may carry the request to whoever commits next."""
         return self._write(functools.partial(getattr(self, f"_{op}_in"), **args))
 

@@ -1,6 +1,6 @@
 """Group commit: the lease cycle's steps under a wave, without a race for every log slot.
 
-A claim, start, complete, fail or stop first tries the log's next slot alone (one
+A claim, start, complete, fail, release or stop first tries the log's next slot alone (one
 put, no read first). A writer that lost the slot three times leaves its step as a
 Request under `req/RID` in the `APP-requests` Dict (one put, idempotent: the key is
 its own) and waits, reading the log, now and then trying a commit itself. Every
